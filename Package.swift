@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+// grid: a Tahoe-LAFS-compatible, erasure-coded, encrypted storage grid.
+import PackageDescription
+
+// The SIMD kernels are always built optimized: a debug build of intrinsics is
+// tens of times slower and would make the test suite crawl.
+let simdFlags: [CSetting] = [.unsafeFlags(["-O3", "-fno-strict-aliasing"])]
+
+let package = Package(
+    name: "grid",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "grid", targets: ["grid"]),
+        .library(name: "GridImmutable", targets: ["GridImmutable"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C: GF(2^8) multiply-accumulate kernels with runtime CPU dispatch.
+        .target(name: "CGridSIMD", cSettings: simdFlags),
+        // System library: OpenSSL (libcrypto, libssl).
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]),
+
+        // Reed-Solomon over GF(2^8), zfec-compatible matrices.
+        .target(name: "GridCodec", dependencies: ["CGridSIMD"]),
+        // Hashes, AES-CTR, Ed25519, randomness (OpenSSL).
+        .target(name: "GridCrypto", dependencies: ["COpenSSL"]),
+        // Tahoe formats: base32, netstrings, hash trees, UEB, share layout, caps.
+        .target(name: "GridFormat", dependencies: ["GridCrypto"]),
+        // CHK immutable encoding and decoding (offline; the client streams through it).
+        .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat"]),
+        // The command line.
+        .executableTarget(
+            name: "grid",
+            dependencies: [
+                "GridImmutable", "GridCodec", "GridCrypto", "GridFormat",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        // Test helpers: fixtures, Tahoe's content() generator, hex.
+        .target(name: "GridTestSupport", dependencies: ["GridCrypto"], path: "Tests/GridTestSupport"),
+        .testTarget(name: "GridCodecTests", dependencies: ["GridCodec", "GridTestSupport"]),
+        .testTarget(name: "GridCryptoTests", dependencies: ["GridCrypto", "GridTestSupport"]),
+        .testTarget(name: "GridFormatTests", dependencies: ["GridFormat", "GridTestSupport"]),
+        .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridTestSupport"]),
+        .testTarget(name: "GridCLITests", dependencies: ["GridTestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

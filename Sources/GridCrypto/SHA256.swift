@@ -1,0 +1,97 @@
+import COpenSSL
+
+/// Errors from the crypto layer (OpenSSL failures are not expected in practice; they are
+/// reported, never ignored).
+public enum CryptoError: Error, CustomStringConvertible, Equatable {
+    case openssl(String)
+    case badKeyLength(expected: Int, got: Int)
+    case badSignature
+
+    public var description: String {
+        switch self {
+        case let .openssl(what): return "OpenSSL failure: \(what)"
+        case let .badKeyLength(e, g): return "key must be \(e) bytes, got \(g)"
+        case .badSignature: return "signature does not verify"
+        }
+    }
+}
+
+/// The SHA-256 algorithm object, fetched once (implicit fetching per call is slow in OpenSSL 3).
+nonisolated(unsafe) let sha256MD: OpaquePointer = {
+    guard let md = EVP_MD_fetch(nil, "SHA256", nil) else { fatalError("OpenSSL has no SHA256") }
+    return md
+}()
+
+/// An incremental SHA-256 (OpenSSL, SHA-NI where the CPU has it). Not thread-safe; one per task.
+public final class SHA256 {
+    private let ctx: OpaquePointer
+
+    public static let digestSize = 32
+
+    public init() {
+        guard let c = EVP_MD_CTX_new() else { fatalError("EVP_MD_CTX_new failed (out of memory)") }
+        ctx = c
+        reset()
+    }
+
+    deinit { EVP_MD_CTX_free(ctx) }
+
+    /// Starts a new hash, discarding anything fed so far.
+    public func reset() {
+        guard EVP_DigestInit_ex2(ctx, sha256MD, nil) == 1 else { fatalError("EVP_DigestInit_ex2 failed") }
+    }
+
+    public func update(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        EVP_DigestUpdate(ctx, bytes.baseAddress, bytes.count)
+    }
+
+    public func update<B: ContiguousBytes>(_ bytes: B) {
+        bytes.withUnsafeBytes { update($0) }
+    }
+
+    public func update(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { update($0) }
+    }
+
+    /// Returns the digest and resets the hasher for reuse.
+    public func finalize() -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 32)
+        var len: UInt32 = 0
+        out.withUnsafeMutableBufferPointer { buf in
+            _ = EVP_DigestFinal_ex(ctx, buf.baseAddress, &len)
+        }
+        reset()
+        return out
+    }
+
+    /// One-shot SHA-256.
+    public static func hash(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 32)
+        var len: UInt32 = 0
+        out.withUnsafeMutableBufferPointer { buf in
+            _ = EVP_Digest(bytes.baseAddress, bytes.count, buf.baseAddress, &len, sha256MD, nil)
+        }
+        return out
+    }
+
+    public static func hash(_ bytes: [UInt8]) -> [UInt8] {
+        bytes.withUnsafeBytes { hash($0) }
+    }
+
+    /// SHA256d: SHA-256 of SHA-256.
+    public static func doubleHash(_ bytes: [UInt8]) -> [UInt8] { hash(hash(bytes)) }
+}
+
+/// Anything whose bytes can be borrowed: [UInt8], ArraySlice<UInt8>, buffers.
+public protocol ContiguousBytes {
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
+}
+
+extension Array: ContiguousBytes where Element == UInt8 {}
+extension ArraySlice: ContiguousBytes where Element == UInt8 {}
+extension UnsafeRawBufferPointer: ContiguousBytes {
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(self)
+    }
+}

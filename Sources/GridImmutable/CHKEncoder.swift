@@ -1,0 +1,225 @@
+import Dispatch
+import GridCodec
+import GridCrypto
+import GridFormat
+
+/// How a file is erasure-coded: k of n shares needed, `happy` distinct servers wanted
+/// (placement only; it does not change any byte), and the largest segment.
+public struct EncodingParameters: Equatable, Sendable {
+    public var needed: Int
+    public var happy: Int
+    public var total: Int
+    public var maxSegmentSize: Int
+
+    /// Tahoe-LAFS 1.20's default maximum immutable segment size: 1 MiB.
+    public static let defaultMaxSegmentSize = 1 << 20
+
+    public init(needed: Int = 3, happy: Int = 7, total: Int = 10, maxSegmentSize: Int = defaultMaxSegmentSize) {
+        self.needed = needed
+        self.happy = happy
+        self.total = total
+        self.maxSegmentSize = maxSegmentSize
+    }
+
+    public func validate() throws {
+        guard needed >= 1, needed <= total, total <= 256 else {
+            throw ImmutableError("bad encoding: need 1 <= needed (k) <= total (n) <= 256, got k=\(needed) n=\(total)")
+        }
+        guard happy >= 1, happy <= total else {
+            throw ImmutableError("bad encoding: happy must be between 1 and total (n=\(total)), got \(happy)")
+        }
+        guard maxSegmentSize >= 1, maxSegmentSize <= 1 << 30 else {
+            throw ImmutableError("bad segment size \(maxSegmentSize): must be 1 byte to 1 GiB")
+        }
+    }
+}
+
+/// What encoding produced.
+public enum EncodeResult: Equatable, Sendable {
+    case literal(LITCapability)
+    case chk(CHKCapability, URIExtension)
+
+    public var capability: Capability {
+        switch self {
+        case let .literal(c): return .lit(c)
+        case let .chk(c, _): return .chk(c)
+        }
+    }
+}
+
+/// Streams a plaintext into a CHK capability and n shares, byte-identical to Tahoe-LAFS 1.20.
+///
+/// Memory is bounded by one segment plus its n blocks (plus 32 bytes of hash per
+/// segment per share), whatever the file size. Hashing of the ciphertext and of
+/// the n blocks of a segment is spread over `threads` threads.
+public final class CHKEncoder {
+    public let parameters: EncodingParameters
+    public let threads: Int
+    public let simdPath: SIMDPath
+
+    public init(parameters: EncodingParameters, threads: Int = 2, simdPath: SIMDPath = .best) throws {
+        try parameters.validate()
+        self.parameters = parameters
+        self.threads = max(1, threads)
+        self.simdPath = simdPath
+    }
+
+    /// The effective segment size for a file of `size` bytes (it enters the convergent key).
+    public func segmentSize(forSize size: UInt64) -> Int {
+        let raw = Int(min(UInt64(parameters.maxSegmentSize), max(size, 1)))
+        return (raw + parameters.needed - 1) / parameters.needed * parameters.needed
+    }
+
+    /// The convergent encryption key: the first pass over the plaintext.
+    public func convergenceKey(source: RandomAccessSource, secret: [UInt8]) throws -> [UInt8] {
+        let hasher = TahoeHash.convergenceHasher(
+            secret: secret, k: parameters.needed, n: parameters.total,
+            segmentSize: segmentSize(forSize: source.size))
+        let chunk = 1 << 20
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
+        defer { buf.deallocate() }
+        var offset: UInt64 = 0
+        while offset < source.size {
+            let want = Int(min(UInt64(chunk), source.size - offset))
+            let got = try source.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<want]))
+            guard got == want else { throw ImmutableError("source shrank while being read (at byte \(offset + UInt64(got)))") }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buf[0..<want]))
+            offset += UInt64(want)
+        }
+        return hasher.finalize()
+    }
+
+    /// Encodes with a convergence secret: small files become LIT capabilities, others CHK.
+    public func encode(
+        source: RandomAccessSource, convergenceSecret: [UInt8], sink: ShareSink,
+        progress: ((UInt64) -> Void)? = nil
+    ) throws -> EncodeResult {
+        if source.size <= UInt64(Capability.literalThreshold) {
+            var data = [UInt8](repeating: 0, count: Int(source.size))
+            let got = try data.withUnsafeMutableBytes { try source.read(at: 0, into: $0) }
+            guard got == data.count else { throw ImmutableError("source shrank while being read") }
+            return .literal(LITCapability(data: data))
+        }
+        let key = try convergenceKey(source: source, secret: convergenceSecret)
+        return try encode(source: source, key: key, sink: sink, progress: progress)
+    }
+
+    /// Encodes with a given AES key (the second pass). The file must be non-empty.
+    public func encode(
+        source: RandomAccessSource, key: [UInt8], sink: ShareSink, progress: ((UInt64) -> Void)? = nil
+    ) throws -> EncodeResult {
+        let k = parameters.needed
+        let n = parameters.total
+        let g = try CHKGeometry(size: source.size, k: k, n: n, maxSegmentSize: parameters.maxSegmentSize)
+        let rs = try ReedSolomon(k: k, n: n)
+        let numShareHashes = HashTree.neededHashes(
+            leaf: 0, firstLeafIndex: HashTree.paddedCount(n) - 1, includeLeaf: true
+        ).count
+        let layout = ShareLayout(
+            blockSize: g.blockSize, dataSize: g.shareDataSize, numSegments: g.numSegments,
+            numShareHashes: numShareHashes)
+        let header = layout.header()
+        for s in 0..<n { try header.withUnsafeBytes { try sink.write(share: s, offset: 0, bytes: $0) } }
+
+        let aes = try AESCTR(key: key)
+        let ctWhole = TaggedHasher(tag: TahoeTag.crypttext)
+        var ctLeaves: [[UInt8]] = []
+        ctLeaves.reserveCapacity(g.numSegments)
+        var blockLeaves = [[[UInt8]]](repeating: [], count: n)
+
+        // One segment buffer (its k pieces are the data blocks) and n-k parity blocks.
+        let segBuf = UnsafeMutableRawBufferPointer.allocate(byteCount: g.segmentSize, alignment: 64)
+        defer { segBuf.deallocate() }
+        let parityCount = n - k
+        let parityBuf = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: max(1, parityCount * g.blockSize), alignment: 64)
+        defer { parityBuf.deallocate() }
+        let segBase = segBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let parBase = parityBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let dataPtrs = (0..<k).map { UnsafePointer(segBase + $0 * g.blockSize) }
+        let parityShares = Array(k..<n)
+        let parityPtrs = (0..<parityCount).map { parBase + $0 * g.blockSize }
+        let results = UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: 2 + n)
+        results.initialize(repeating: [])
+        defer { results.deinitialize(); results.deallocate() }
+
+        for seg in 0..<g.numSegments {
+            let len = g.segmentLength(seg)
+            let blen = g.blockLength(seg)
+            let offset = UInt64(seg) * UInt64(g.segmentSize)
+            let got = try source.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<len]))
+            guard got == len else { throw ImmutableError("source shrank while being read (segment \(seg))") }
+            let ct = UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<len])
+            aes.apply(in: ct)
+            // The tail's ciphertext is zero-padded to k blocks of equal size.
+            if blen * k > len {
+                UnsafeMutableRawBufferPointer(rebasing: segBuf[len..<(blen * k)]).initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            let segData = (0..<k).map { UnsafePointer(segBase + $0 * blen) }
+            try rs.encode(blockSize: blen, data: blen == g.blockSize ? dataPtrs : segData,
+                          shares: parityShares, outputs: parityPtrs, path: simdPath)
+            func block(_ i: Int) -> UnsafeRawBufferPointer {
+                let p = i < k ? UnsafeRawPointer(segBase + i * blen) : UnsafeRawPointer(parBase + (i - k) * g.blockSize)
+                return UnsafeRawBufferPointer(start: p, count: blen)
+            }
+            // Jobs: 0 = whole-file ciphertext hash, 1 = segment hash, 2... = block hashes.
+            // Each job writes only its own slot of `results`.
+            let ctView = UnsafeRawBufferPointer(ct)
+            runJobs(2 + n, threads: threads) { j in
+                switch j {
+                case 0: ctWhole.update(ctView)
+                case 1: results[1] = TahoeHash.tagged(TahoeTag.crypttextSegment, ctView)
+                default: results[j] = TahoeHash.tagged(TahoeTag.block, block(j - 2))
+                }
+            }
+            ctLeaves.append(results[1])
+            for i in 0..<n { blockLeaves[i].append(results[2 + i]) }
+            let dataOffset = layout.dataOffset + UInt64(seg) * UInt64(g.blockSize)
+            for i in 0..<n { try sink.write(share: i, offset: dataOffset, bytes: block(i)) }
+            progress?(offset + UInt64(len))
+        }
+
+        // Hash trees, UEB, and each share's tail.
+        let ctTree = HashTree(leaves: ctLeaves)
+        let blockTrees = blockLeaves.map { HashTree(leaves: $0) }
+        let shareTree = HashTree(leaves: blockTrees.map(\.root))
+        let ueb = URIExtension(
+            codecParams: "\(g.segmentSize)-\(k)-\(n)", tailCodecParams: "\(g.paddedTailSize)-\(k)-\(n)",
+            size: g.size, segmentSize: g.segmentSize, numSegments: g.numSegments, neededShares: k,
+            totalShares: n, crypttextHash: ctWhole.finalize(), crypttextRootHash: ctTree.root,
+            shareRootHash: shareTree.root)
+        let uebBytes = ueb.serialized()
+        let zeros = [UInt8](repeating: 0, count: Int(layout.segmentTreeSize))
+        let ctSection = ctTree.nodes.flatMap { $0 }
+        let uebSection = layout.uebSection(uebBytes)
+        for i in 0..<n {
+            let chain = shareTree.neededHashes(leaf: i, includeLeaf: true).map { ($0, shareTree[$0]) }
+            let tail = zeros + ctSection + blockTrees[i].nodes.flatMap { $0 }
+                + ShareLayout.encodeShareHashes(chain) + uebSection
+            try tail.withUnsafeBytes { try sink.write(share: i, offset: layout.plaintextHashTreeOffset, bytes: $0) }
+        }
+        try sink.finish()
+        let cap = CHKCapability(key: key, uebHash: ueb.hash, needed: k, total: n, size: g.size)
+        return .chk(cap, ueb)
+    }
+}
+
+/// Runs jobs 0..<count, on up to `threads` threads (inline when 1), and returns when all
+/// are done. Callers make each job touch only its own memory.
+func runJobs(_ count: Int, threads: Int, _ job: (Int) -> Void) {
+    if threads <= 1 || count <= 1 {
+        for j in 0..<count { job(j) }
+        return
+    }
+    withoutActuallyEscaping(job) { escapable in
+        // concurrentPerform is synchronous: the closure cannot outlive this call.
+        let box = UncheckedSendable(escapable)
+        DispatchQueue.concurrentPerform(iterations: count) { box.value($0) }
+    }
+}
+
+/// Carries a value across a concurrency boundary that the caller has made safe.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

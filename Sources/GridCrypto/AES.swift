@@ -62,7 +62,7 @@ public final class AESCTR {
             precondition(ok == 1 && Int(outLen) == chunk, "EVP_EncryptUpdate failed")
             done += chunk
         }
-        position += UInt64(buffer.count)
+        position &+= UInt64(buffer.count)
     }
 
     /// Returns `input` XORed with the keystream.

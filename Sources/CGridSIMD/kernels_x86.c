@@ -117,51 +117,65 @@ GFNI_TARGET void grid_gf_dot_gfni(size_t len, size_t nsrc, const uint8_t *const 
 
 INLINE AVX2_TARGET void avx2_group(size_t start, size_t end, size_t nsrc,
                                    const uint8_t *const *src, uint8_t *const *dst,
-                                   const uint8_t *const *rows, const int G)
+                                   const uint8_t *const *rows, const int G, const int U)
 {
+    const uint8_t *r[SHUF_MAX_GROUP];
+    uint8_t *d[SHUF_MAX_GROUP];
+    for (int p = 0; p < G; p++) {
+        r[p] = rows[p];
+        d[p] = dst[p];
+    }
     const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const size_t step = 32 * (size_t)U;
     size_t i = start;
-    for (; i + 32 <= end; i += 32) {
-        __m256i acc[SHUF_MAX_GROUP];
+    for (; i + step <= end; i += step) {
+        __m256i acc[SHUF_MAX_GROUP * 2];
         for (size_t j = 0; j < nsrc; j++) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(src[j] + i));
-            __m256i lo = _mm256_and_si256(x, low4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi64(x, 4), low4);
+            const uint8_t *s = src[j] + i;
+            __m256i lo[2], hi[2];
+            for (int u = 0; u < U; u++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(s + 32 * u));
+                lo[u] = _mm256_and_si256(x, low4);
+                hi[u] = _mm256_and_si256(_mm256_srli_epi64(x, 4), low4);
+            }
             for (int p = 0; p < G; p++) {
-                const uint8_t *t = rows[p] + j * GRID_GF_TABLE_BYTES;
+                const uint8_t *t = r[p] + j * GRID_GF_TABLE_BYTES;
                 __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
                 __m256i th =
                     _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(t + 16)));
-                __m256i v = _mm256_xor_si256(_mm256_shuffle_epi8(tl, lo),
-                                             _mm256_shuffle_epi8(th, hi));
-                acc[p] = j ? _mm256_xor_si256(acc[p], v) : v;
+                for (int u = 0; u < U; u++) {
+                    __m256i v = _mm256_xor_si256(_mm256_shuffle_epi8(tl, lo[u]),
+                                                 _mm256_shuffle_epi8(th, hi[u]));
+                    acc[p * U + u] = j ? _mm256_xor_si256(acc[p * U + u], v) : v;
+                }
             }
         }
         for (int p = 0; p < G; p++)
-            _mm256_storeu_si256((__m256i *)(dst[p] + i), acc[p]);
+            for (int u = 0; u < U; u++)
+                _mm256_storeu_si256((__m256i *)(d[p] + i + 32 * u), acc[p * U + u]);
     }
-    if (i < end) {
+    if (i < end)
         grid_gf_portable_range(i, end, nsrc, src, (size_t)G, dst, rows);
-    }
 }
 
+#define AVX2_GROUP 4
 AVX2_TARGET void grid_gf_dot_avx2(size_t len, size_t nsrc, const uint8_t *const *src,
                                   size_t ndst, uint8_t *const *dst,
                                   const uint8_t *const *rows)
 {
     for (size_t off = 0; off < len; off += BLOCK_BYTES) {
         size_t end = off + BLOCK_BYTES < len ? off + BLOCK_BYTES : len;
-        for (size_t p = 0; p < ndst; p += SHUF_MAX_GROUP) {
-            size_t g = ndst - p < SHUF_MAX_GROUP ? ndst - p : SHUF_MAX_GROUP;
+        for (size_t p = 0; p < ndst; p += AVX2_GROUP) {
+            size_t g = ndst - p < AVX2_GROUP ? ndst - p : AVX2_GROUP;
             uint8_t *const *dp = dst + p;
             const uint8_t *const *rp = rows + p;
             switch (g) {
-            case 1: avx2_group(off, end, nsrc, src, dp, rp, 1); break;
-            case 2: avx2_group(off, end, nsrc, src, dp, rp, 2); break;
-            case 3: avx2_group(off, end, nsrc, src, dp, rp, 3); break;
-            case 4: avx2_group(off, end, nsrc, src, dp, rp, 4); break;
-            case 5: avx2_group(off, end, nsrc, src, dp, rp, 5); break;
-            default: avx2_group(off, end, nsrc, src, dp, rp, 6); break;
+            case 1: avx2_group(off, end, nsrc, src, dp, rp, 1, 2); break;
+            case 2: avx2_group(off, end, nsrc, src, dp, rp, 2, 2); break;
+            case 3: avx2_group(off, end, nsrc, src, dp, rp, 3, 2); break;
+            case 4: avx2_group(off, end, nsrc, src, dp, rp, 4, 2); break;
+            case 5: avx2_group(off, end, nsrc, src, dp, rp, 5, 1); break;
+            default: avx2_group(off, end, nsrc, src, dp, rp, 6, 1); break;
             }
         }
     }
@@ -175,6 +189,12 @@ INLINE SSSE3_TARGET void ssse3_group(size_t start, size_t end, size_t nsrc,
                                      const uint8_t *const *src, uint8_t *const *dst,
                                      const uint8_t *const *rows, const int G)
 {
+    const uint8_t *r[SHUF_MAX_GROUP];
+    uint8_t *d[SHUF_MAX_GROUP];
+    for (int p = 0; p < G; p++) {
+        r[p] = rows[p];
+        d[p] = dst[p];
+    }
     const __m128i low4 = _mm_set1_epi8(0x0f);
     size_t i = start;
     for (; i + 16 <= end; i += 16) {
@@ -184,7 +204,7 @@ INLINE SSSE3_TARGET void ssse3_group(size_t start, size_t end, size_t nsrc,
             __m128i lo = _mm_and_si128(x, low4);
             __m128i hi = _mm_and_si128(_mm_srli_epi64(x, 4), low4);
             for (int p = 0; p < G; p++) {
-                const uint8_t *t = rows[p] + j * GRID_GF_TABLE_BYTES;
+                const uint8_t *t = r[p] + j * GRID_GF_TABLE_BYTES;
                 __m128i tl = _mm_loadu_si128((const __m128i *)t);
                 __m128i th = _mm_loadu_si128((const __m128i *)(t + 16));
                 __m128i v = _mm_xor_si128(_mm_shuffle_epi8(tl, lo), _mm_shuffle_epi8(th, hi));
@@ -192,7 +212,7 @@ INLINE SSSE3_TARGET void ssse3_group(size_t start, size_t end, size_t nsrc,
             }
         }
         for (int p = 0; p < G; p++)
-            _mm_storeu_si128((__m128i *)(dst[p] + i), acc[p]);
+            _mm_storeu_si128((__m128i *)(d[p] + i), acc[p]);
     }
     if (i < end)
         grid_gf_portable_range(i, end, nsrc, src, (size_t)G, dst, rows);

@@ -1,0 +1,181 @@
+import Foundation
+import GridTestSupport
+import XCTest
+
+/// Runs the real `grid` executable, as a user would.
+struct GridRun {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+func gridBinary() -> URL {
+    // The test bundle sits next to the products of the same build.
+    let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for dir in [bundle, bundle.deletingLastPathComponent()] {
+        let candidate = dir.appendingPathComponent("grid")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+    }
+    return bundle.appendingPathComponent("grid")
+}
+
+@discardableResult
+func grid(_ args: [String], env: [String: String] = [:], stdin: Data? = nil) throws -> GridRun {
+    let p = Process()
+    p.executableURL = gridBinary()
+    p.arguments = args
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in env { environment[k] = v }
+    p.environment = environment
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    // Read both pipes fully before waiting, so a large output cannot block the child.
+    var o = Data(), e = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { e = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    o = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    return GridRun(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+}
+
+final class CLITests: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("grid-cli-\(getpid())-\(name.hashValue)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: gridBinary().path), "grid binary not found at \(gridBinary().path)")
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    func write(_ name: String, _ bytes: [UInt8]) -> String {
+        FileManager.default.createFile(atPath: path(name), contents: Data(bytes))
+        return path(name)
+    }
+
+    /// A Tahoe vector through the command line: the same capability, then the same bytes back.
+    func testEncodeMatchesTahoeAndDecodes() throws {
+        let doc = try Fixtures.json("chk.json") as! [String: Any]
+        let c = (doc["cases"] as! [[String: Any]]).first { ($0["size"] as! Int) == 131073 && ($0["n"] as! Int) == 10 }!
+        let data = content(seed: "tahoe-chk", length: 131073)
+        let file = write("in", data)
+        let r = try grid(["debug", "encode", "--convergence-secret", c["convergence_secret_hex"] as! String,
+                          "--needed", "\(c["k"]!)", "--total", "\(c["n"]!)", "--segment-size", "\(c["max_segment_size"]!)",
+                          file, path("shares")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let cap = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertEqual(cap, c["cap"] as! String)
+        for s in c["shares"] as! [[String: Any]] {
+            let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path("shares/\(s["shnum"]!)"))))
+            XCTAssertEqual(sha256hex(bytes), s["share_data_sha256"] as! String)
+        }
+        // Decode with 7 of 10 shares gone, to a file and to stdout.
+        for i in [0, 1, 2, 4, 5, 7, 9] { try FileManager.default.removeItem(atPath: path("shares/\(i)")) }
+        let d = try grid(["debug", "decode", cap, path("shares"), "-o", path("out")])
+        XCTAssertEqual(d.status, 0, d.stderr)
+        XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: path("out")))), data)
+        let s = try grid(["debug", "decode", cap, path("shares")])
+        XCTAssertEqual(s.status, 0)
+        XCTAssertEqual(s.stdout.utf8.count, data.count)
+        // Every SIMD path gives the same capability.
+        for p in ["portable", "ssse3", "avx2", "gfni"] {
+            let e = try grid(["debug", "encode", "--convergence-secret", c["convergence_secret_hex"] as! String,
+                              "--segment-size", "\(c["max_segment_size"]!)", file, path("s-\(p)")], env: ["GRID_SIMD": p])
+            if e.status == 0 { XCTAssertEqual(e.stdout.trimmingCharacters(in: .whitespacesAndNewlines), cap, p) }
+            else { XCTAssertTrue(e.stderr.contains("not supported by this CPU"), e.stderr) }
+        }
+    }
+
+    func testLiteralFiles() throws {
+        let file = write("small", Array("hello, grid".utf8))
+        let r = try grid(["debug", "encode", "--convergence-secret", "00", file, path("none")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.hasPrefix("URI:LIT:"))
+        let d = try grid(["debug", "decode", r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
+        XCTAssertEqual(d.stdout, "hello, grid")
+    }
+
+    func testDumpShare() throws {
+        let file = write("in", pseudoRandom(5000, seed: 3))
+        let r = try grid(["debug", "encode", "--convergence-secret", "aa", "--needed", "2", "--total", "4", file, path("sh")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let d = try grid(["debug", "dump-share", path("sh/3")])
+        XCTAssertEqual(d.status, 0, d.stderr)
+        for want in ["version: 1", "block size: 2500", "needed_shares: 2", "total_shares: 4", "size: 5000",
+                     "codec_params: 5000-2-4", "share hash chain: "] {
+            XCTAssertTrue(d.stdout.contains(want), "dump-share output lacks '\(want)':\n\(d.stdout)")
+        }
+    }
+
+    /// Bad input: one line on stderr, exit status 1, no crash, no partial output file.
+    func testErrorsAreOneLineAndExitOne() throws {
+        let file = write("in", pseudoRandom(5000, seed: 4))
+        let enc = try grid(["debug", "encode", "--convergence-secret", "aa", file, path("sh")])
+        let cap = enc.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        for i in 0..<8 { try FileManager.default.removeItem(atPath: path("sh/\(i)")) }
+        let cases: [([String], String)] = [
+            (["debug", "encode", "--convergence-secret", "zz", file, path("o1")], "hex"),
+            (["debug", "encode", "--convergence-secret", "aa", "--needed", "11", "--total", "10", file, path("o2")], "k=11"),
+            (["debug", "encode", "--convergence-secret", "aa", "--total", "300", file, path("o3")], "n=300"),
+            (["debug", "encode", "--convergence-secret", "aa", "--segment-size", "0", file, path("o4")], "segment size"),
+            (["debug", "encode", "--convergence-secret", "aa", path("missing"), path("o5")], "No such file"),
+            (["debug", "decode", "URI:CHK:nonsense", path("sh")], "bad capability"),
+            (["debug", "decode", cap, path("sh"), "-o", path("out")], "need 3, have 2"),
+            (["debug", "decode", cap, path("nodir")], "cannot open share directory"),
+            (["debug", "dump-share", file], "share header"),
+        ]
+        for (args, fragment) in cases {
+            let r = try grid(args)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(fragment), "\(args): '\(r.stderr)' lacks '\(fragment)'")
+            XCTAssertEqual(r.stderr.filter { $0 == "\n" }.count, 1, "one line: \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("Fatal"), r.stderr)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("out")), "a failed decode must leave no output file")
+        let bad = try grid(["debug", "encode", "--convergence-secret", "aa", file, path("o6")], env: ["GRID_SIMD": "quantum"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("GRID_SIMD=quantum"), bad.stderr)
+    }
+
+    func testHelpExplains() throws {
+        let r = try grid(["debug", "encode", "--help"])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertTrue(r.stdout.contains("--convergence-secret"))
+        XCTAssertTrue(r.stdout.contains("12-byte container"))
+        let top = try grid(["--help"])
+        XCTAssertTrue(top.stdout.contains("Exit status"))
+    }
+
+    func testBenchCodecJSON() throws {
+        let r = try grid(["bench", "codec", "--json", "--shapes", "3:7", "--shards", "4096", "--reps", "1", "--min-time", "0.001"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
+        XCTAssertFalse(rows.isEmpty)
+        for row in rows {
+            XCTAssertNotNil(["portable", "ssse3", "avx2", "gfni"].firstIndex(of: row["path"] as! String))
+            XCTAssertEqual(row["k"] as? Int, 3)
+            XCTAssertEqual(row["m"] as? Int, 7)
+            XCTAssertEqual(row["shard_bytes"] as? Int, 4096)
+            XCTAssertGreaterThan(row["encode_gbps"] as! Double, 0)
+            XCTAssertGreaterThan(row["decode_gbps"] as! Double, 0)
+        }
+    }
+
+    func testBenchCHKJSON() throws {
+        let r = try grid(["bench", "chk", "--json", "--size-mib", "2", "--runs", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
+        XCTAssertEqual(Set(rows.map { $0["op"] as! String }), ["encode", "decode-systematic", "decode-worst"])
+        for row in rows { XCTAssertGreaterThan(row["mbps"] as! Double, 0) }
+    }
+}

@@ -7,6 +7,7 @@ struct GridRun {
     let status: Int32
     let stdout: String
     let stderr: String
+    let stdoutBytes: Data
 }
 
 func gridBinary() -> URL {
@@ -27,20 +28,26 @@ func grid(_ args: [String], env: [String: String] = [:], stdin: Data? = nil) thr
     var environment = ProcessInfo.processInfo.environment
     for (k, v) in env { environment[k] = v }
     p.environment = environment
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
+    // Capture into files, not pipes: nothing can block however much the child prints.
+    let tmp = FileManager.default.temporaryDirectory
+    let outURL = tmp.appendingPathComponent("grid-out-\(UUID().uuidString)")
+    let errURL = tmp.appendingPathComponent("grid-err-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    defer {
+        try? FileManager.default.removeItem(at: outURL)
+        try? FileManager.default.removeItem(at: errURL)
+    }
+    let outHandle = try FileHandle(forWritingTo: outURL), errHandle = try FileHandle(forWritingTo: errURL)
+    p.standardOutput = outHandle
+    p.standardError = errHandle
     p.standardInput = FileHandle.nullDevice
     try p.run()
-    // Read both pipes fully before waiting, so a large output cannot block the child.
-    var o = Data(), e = Data()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async { e = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    o = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
     p.waitUntilExit()
-    return GridRun(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    try outHandle.close()
+    try errHandle.close()
+    let o = try Data(contentsOf: outURL), e = try Data(contentsOf: errURL)
+    return GridRun(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self), stdoutBytes: o)
 }
 
 final class CLITests: XCTestCase {
@@ -86,7 +93,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: path("out")))), data)
         let s = try grid(["debug", "decode", cap, path("shares")])
         XCTAssertEqual(s.status, 0)
-        XCTAssertEqual(s.stdout.utf8.count, data.count)
+        XCTAssertEqual(Array(s.stdoutBytes), data)
         // Every SIMD path gives the same capability.
         for p in ["portable", "ssse3", "avx2", "gfni"] {
             let e = try grid(["debug", "encode", "--convergence-secret", c["convergence_secret_hex"] as! String,
@@ -151,7 +158,7 @@ final class CLITests: XCTestCase {
         let r = try grid(["debug", "encode", "--help"])
         XCTAssertEqual(r.status, 0)
         XCTAssertTrue(r.stdout.contains("--convergence-secret"))
-        XCTAssertTrue(r.stdout.contains("12-byte container"))
+        XCTAssertTrue(r.stdout.contains("12-byte"), r.stdout)
         let top = try grid(["--help"])
         XCTAssertTrue(top.stdout.contains("Exit status"))
     }

@@ -19,6 +19,8 @@ public struct ShareLayout: Equatable, Sendable {
     public static let hashSize = 32
     /// Bytes of one share-hash-chain entry: be16 node index + 32-byte hash.
     public static let shareHashEntrySize = 34
+    /// The longest share hash chain (n = 256).
+    public static let maxShareHashes = 9
 
     public var headerSize: Int { version == 1 ? 0x24 : 0x44 }
     public var uebLengthFieldSize: Int { version == 1 ? 4 : 8 }
@@ -126,6 +128,10 @@ public struct ShareLayout: Equatable, Sendable {
         }
         guard shareHashesSize % UInt64(Self.shareHashEntrySize) == 0 else {
             throw fail("share hash section of \(shareHashesSize) bytes is not whole entries")
+        }
+        // n <= 256 means at most 9 chain entries (8 siblings and the leaf).
+        guard shareHashesSize <= UInt64(Self.maxShareHashes * Self.shareHashEntrySize) else {
+            throw fail("share hash section of \(shareHashesSize) bytes is larger than any share needs")
         }
     }
 

@@ -75,6 +75,11 @@ public struct URIExtension: Equatable, Sendable {
 
     public var hash: [UInt8] { TahoeHash.uriExtensionHash(serialized()) }
 
+    /// 2^56 bytes (64 PiB), 1 GiB segments, 2^26 segments.
+    public static let maxFileSize: UInt64 = 1 << 56
+    public static let maxSegmentSize = 1 << 30
+    public static let maxSegments = 1 << 26
+
     static let knownKeys: Set<String> = [
         "codec_name", "codec_params", "crypttext_hash", "crypttext_root_hash", "needed_shares",
         "num_segments", "segment_size", "share_root_hash", "size", "tail_codec_params", "total_shares",
@@ -144,11 +149,16 @@ public struct URIExtension: Equatable, Sendable {
         guard neededShares >= 1, totalShares >= neededShares, totalShares <= 256 else {
             throw fail("bad encoding \(neededShares)-of-\(totalShares)")
         }
+        // Limits far beyond any real file, so that sizes derived from these numbers
+        // cannot overflow or ask for absurd amounts of memory.
+        guard size <= Self.maxFileSize, segmentSize <= Self.maxSegmentSize else {
+            throw fail("size \(size) or segment size \(segmentSize) is beyond what grid supports")
+        }
         guard segmentSize >= 1, segmentSize % neededShares == 0 else {
             throw fail("segment size \(segmentSize) is not a positive multiple of k=\(neededShares)")
         }
         let expectSegments = Int((size + UInt64(segmentSize) - 1) / UInt64(segmentSize))
-        guard numSegments == expectSegments, numSegments >= 1 else {
+        guard numSegments == expectSegments, numSegments >= 1, numSegments <= Self.maxSegments else {
             throw fail("num_segments \(numSegments) does not match size \(size) / segment size \(segmentSize)")
         }
         guard codecParams == "\(segmentSize)-\(neededShares)-\(totalShares)" else {

@@ -121,8 +121,10 @@ public final class CHKDecoder {
             throw ImmutableError("share number \(r.shareNumber) is outside 0..<\(g.n)")
         }
         let (layout, uebBytes) = try readUEB(r)
-        guard layout == expectedLayout || (layout.version != expectedLayout.version
-            && layout.blockSize == expectedLayout.blockSize && layout.dataSize == expectedLayout.dataSize)
+        // Either layout version may hold any file; the section sizes must be the expected ones.
+        let e = expectedLayout!
+        guard layout.blockSize == e.blockSize, layout.dataSize == e.dataSize,
+              layout.segmentTreeSize == e.segmentTreeSize, layout.shareHashesSize == e.shareHashesSize
         else { throw ImmutableError("share layout does not match the file's geometry") }
         guard TahoeHash.uriExtensionHash(uebBytes) == capability.uebHash else {
             throw ImmutableError("URI extension block does not match the capability's hash")

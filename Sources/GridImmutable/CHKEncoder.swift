@@ -155,8 +155,9 @@ public final class CHKEncoder {
             if blen * k > len {
                 UnsafeMutableRawBufferPointer(rebasing: segBuf[len..<(blen * k)]).initializeMemory(as: UInt8.self, repeating: 0)
             }
-            let segData = (0..<k).map { UnsafePointer(segBase + $0 * blen) }
-            try rs.encode(blockSize: blen, data: blen == g.blockSize ? dataPtrs : segData,
+            // Only the shorter tail segment needs its own data pointers.
+            let segData = blen == g.blockSize ? dataPtrs : (0..<k).map { UnsafePointer(segBase + $0 * blen) }
+            try rs.encode(blockSize: blen, data: segData,
                           shares: parityShares, outputs: parityPtrs, path: simdPath)
             func block(_ i: Int) -> UnsafeRawBufferPointer {
                 let p = i < k ? UnsafeRawPointer(segBase + i * blen) : UnsafeRawPointer(parBase + (i - k) * g.blockSize)

@@ -168,6 +168,7 @@ struct DebugDumpShare: ParsableCommand {
                 "URI extension length: \(len)",
                 "URI extension hash: \(Base32.encode(TahoeHash.uriExtensionHash(uebBytes)))",
             ]
+            // The parser bounds the share-hash section, so this read is small.
             let chain = try ShareLayout.parseShareHashes(
                 try reader.read(at: layout.shareHashesOffset, length: Int(layout.shareHashesSize)))
             lines.append("share hash chain: " + chain.map { "\($0.0)" }.joined(separator: ", "))

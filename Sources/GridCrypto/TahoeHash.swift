@@ -29,6 +29,13 @@ public enum TahoeTag {
     public static let fileCancel = "allmydata_file_cancel_secret_v1"
     public static let bucketRenewal = "allmydata_bucket_renewal_secret_v1"
     public static let bucketCancel = "allmydata_bucket_cancel_secret_v1"
+    public static let mutableWritekey = "allmydata_mutable_privkey_to_writekey_v1"
+    public static let mutableWriteEnablerMaster = "allmydata_mutable_writekey_to_write_enabler_master_v1"
+    public static let mutableWriteEnabler = "allmydata_mutable_write_enabler_master_and_nodeid_to_write_enabler_v1"
+    public static let mutablePubkey = "allmydata_mutable_pubkey_to_fingerprint_v1"
+    public static let mutableReadkey = "allmydata_mutable_writekey_to_readkey_v1"
+    public static let mutableDatakey = "allmydata_mutable_readkey_to_datakey_v1"
+    public static let mutableStorageIndex = "allmydata_mutable_readkey_to_storage_index_v1"
 }
 
 /// An incremental tagged hash: SHA256d(netstring(tag) || data...), optionally truncated.
@@ -134,5 +141,24 @@ public enum TahoeHash {
 
     public static func bucketCancelSecret(fileCancel: [UInt8], serverID: [UInt8]) -> [UInt8] {
         taggedPair(TahoeTag.bucketCancel, fileCancel, serverID)
+    }
+
+    // MARK: Mutable-file (SSK) key chain
+
+    /// writekey = tagged_hash(writekey tag, private key DER, 16)
+    public static func sskWritekey(privateKey: [UInt8]) -> [UInt8] { tagged(TahoeTag.mutableWritekey, privateKey, truncateTo: 16) }
+    /// readkey = tagged_hash(readkey tag, writekey, 16)
+    public static func sskReadkey(writekey: [UInt8]) -> [UInt8] { tagged(TahoeTag.mutableReadkey, writekey, truncateTo: 16) }
+    /// storage index = tagged_hash(storage-index tag, readkey, 16)
+    public static func sskStorageIndex(readkey: [UInt8]) -> [UInt8] { tagged(TahoeTag.mutableStorageIndex, readkey, truncateTo: 16) }
+    public static func sskWriteEnablerMaster(writekey: [UInt8]) -> [UInt8] { tagged(TahoeTag.mutableWriteEnablerMaster, writekey) }
+    /// The write enabler one server records: tagged_pair_hash(tag, master, server id).
+    public static func sskWriteEnabler(writekey: [UInt8], serverID: [UInt8]) -> [UInt8] {
+        taggedPair(TahoeTag.mutableWriteEnabler, sskWriteEnablerMaster(writekey: writekey), serverID)
+    }
+    public static func sskPubkeyFingerprint(publicKey: [UInt8]) -> [UInt8] { tagged(TahoeTag.mutablePubkey, publicKey) }
+    /// The AES key of one SDMF/MDMF version: tagged_pair_hash(datakey tag, IV, readkey, 16).
+    public static func sskDataKey(iv: [UInt8], readkey: [UInt8]) -> [UInt8] {
+        taggedPair(TahoeTag.mutableDatakey, iv, readkey, truncateTo: 16)
     }
 }

@@ -58,7 +58,12 @@ final class CryptoTests: XCTestCase {
             "CLIENT_RENEWAL_TAG": TahoeTag.clientRenewal, "CLIENT_CANCEL_TAG": TahoeTag.clientCancel,
             "FILE_RENEWAL_TAG": TahoeTag.fileRenewal, "FILE_CANCEL_TAG": TahoeTag.fileCancel,
             "BUCKET_RENEWAL_TAG": TahoeTag.bucketRenewal, "BUCKET_CANCEL_TAG": TahoeTag.bucketCancel,
+            "MUTABLE_WRITEKEY_TAG": TahoeTag.mutableWritekey, "MUTABLE_READKEY_TAG": TahoeTag.mutableReadkey,
+            "MUTABLE_WRITE_ENABLER_MASTER_TAG": TahoeTag.mutableWriteEnablerMaster,
+            "MUTABLE_WRITE_ENABLER_TAG": TahoeTag.mutableWriteEnabler, "MUTABLE_PUBKEY_TAG": TahoeTag.mutablePubkey,
+            "MUTABLE_DATAKEY_TAG": TahoeTag.mutableDatakey, "MUTABLE_STORAGEINDEX_TAG": TahoeTag.mutableStorageIndex,
         ]
+        XCTAssertEqual(tags.count, ours.count + 2, "every tag in the vectors is checked")
         for (name, value) in ours { XCTAssertEqual(tags[name]?["ascii"], value, name) }
         XCTAssertEqual(tags.first { $0.key.hasPrefix("MERKLE_EMPTY_LEAF_TAG") }?.value["ascii"], TahoeTag.merkleEmptyLeaf)
         XCTAssertEqual(tags.first { $0.key.hasPrefix("MERKLE_INTERNAL_NODE_TAG") }?.value["ascii"], TahoeTag.merkleInternalNode)
@@ -116,6 +121,22 @@ final class CryptoTests: XCTestCase {
         XCTAssertEqual(hex(fc), v["file_cancel_secret_hash"] as! String)
         XCTAssertEqual(hex(TahoeHash.bucketRenewalSecret(fileRenewal: fr, serverID: server)), v["bucket_renewal_secret_hash"] as! String)
         XCTAssertEqual(hex(TahoeHash.bucketCancelSecret(fileCancel: fc, serverID: server)), v["bucket_cancel_secret_hash"] as! String)
+    }
+
+    func testMutableKeyChain() {
+        let v = vectors["ssk"] as! [String: Any]
+        let priv = content(seed: v["privkey_der_stand_in_seed"] as! String, length: v["privkey_der_stand_in_len"] as! Int)
+        let pub = content(seed: v["pubkey_der_stand_in_seed"] as! String, length: v["pubkey_der_stand_in_len"] as! Int)
+        let server = unhex(v["server_id_20_bytes_hex"] as! String)
+        let wk = TahoeHash.sskWritekey(privateKey: priv)
+        XCTAssertEqual(hex(wk), v["ssk_writekey_hash(privkey)"] as! String)
+        let rk = TahoeHash.sskReadkey(writekey: wk)
+        XCTAssertEqual(hex(rk), v["ssk_readkey_hash(writekey)"] as! String)
+        XCTAssertEqual(hex(TahoeHash.sskStorageIndex(readkey: rk)), v["ssk_storage_index_hash(readkey)"] as! String)
+        XCTAssertEqual(hex(TahoeHash.sskWriteEnablerMaster(writekey: wk)), v["ssk_write_enabler_master_hash(writekey)"] as! String)
+        XCTAssertEqual(hex(TahoeHash.sskWriteEnabler(writekey: wk, serverID: server)), v["ssk_write_enabler_hash(writekey, server_id)"] as! String)
+        XCTAssertEqual(hex(TahoeHash.sskPubkeyFingerprint(publicKey: pub)), v["ssk_pubkey_fingerprint_hash(pubkey)"] as! String)
+        XCTAssertEqual(hex(TahoeHash.sskDataKey(iv: unhex(v["iv_hex"] as! String), readkey: rk)), v["ssk_readkey_data_hash(iv, readkey)"] as! String)
     }
 
     func testAESCTRVectors() throws {

@@ -24,12 +24,17 @@ let package = Package(
             name: "COpenSSL", pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
 
+        // System headers: Linux epoll and eventfd (module map only).
+        .systemLibrary(name: "CEpoll"),
+
         // Reed-Solomon over GF(2^8), zfec-compatible matrices.
         .target(name: "GridCodec", dependencies: ["CGridSIMD"]),
         // Hashes, AES-CTR, Ed25519, randomness (OpenSSL).
         .target(name: "GridCrypto", dependencies: ["COpenSSL"]),
         // Tahoe formats: base32, netstrings, hash trees, UEB, share layout, caps.
         .target(name: "GridFormat", dependencies: ["GridCrypto"]),
+        // Length-prefixed binary RPC over TLS 1.3 on POSIX sockets (epoll).
+        .target(name: "GridWire", dependencies: ["COpenSSL", "CEpoll", "GridCrypto", "GridFormat"]),
         // CHK immutable encoding and decoding (offline; the client streams through it).
         .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat"]),
         // The command line.
@@ -47,6 +52,7 @@ let package = Package(
         .testTarget(name: "GridFormatTests", dependencies: ["GridFormat", "GridTestSupport"]),
         .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridTestSupport"]),
         .testTarget(name: "GridCLITests", dependencies: ["GridTestSupport"]),
+        .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

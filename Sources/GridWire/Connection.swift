@@ -1,0 +1,337 @@
+import COpenSSL
+import GridCrypto
+
+import CEpoll
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Linux epoll event bits (<sys/epoll.h>; the Swift Glibc module does not export them).
+let epollIn: UInt32 = 0x001
+let epollOut: UInt32 = 0x004
+let epollErrBit: UInt32 = 0x008
+let epollHup: UInt32 = 0x010
+let epollRdHup: UInt32 = 0x2000
+let epollErr = epollErrBit | epollHup | epollRdHup
+
+/// A C string held in a fixed buffer.
+func cString(_ buf: [CChar]) -> String {
+    String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// One TLS connection on a non-blocking socket, driven by an EventLoop. Loop thread only.
+///
+/// States: TCP connecting (clients) → TLS handshake → open → closed. Clients check
+/// the server's key against the pinned one when the handshake ends, before any frame.
+final class Connection: EventHandler, @unchecked Sendable {
+    enum State { case connecting, handshaking, open, closed }
+
+    let loop: EventLoop
+    let fd: Int32
+    let ssl: OpaquePointer
+    let isClient: Bool
+    let expectedKey: Ed25519PublicKey?
+    let peerName: String
+    private(set) var state: State
+    var parser = FrameParser()
+    var out: [UInt8] = []
+    var outStart = 0
+    var readPaused = false
+    var registeredEvents: UInt32 = 0
+    /// Monotonic time of the last bytes received.
+    var lastReceived = monotonicNow()
+    var handshakeTimer: UInt64?
+
+    /// Called once when the connection is ready for frames (after the pin check).
+    var onOpen: (() -> Void)?
+    /// Called for each frame received.
+    var onFrame: ((Frame) -> Void)?
+    /// Called once when the connection closes, with the reason (nil: closed by us, cleanly).
+    var onClose: ((WireError?) -> Void)?
+
+    /// Buffered outgoing bytes above which callers should hold back.
+    static let highWater = 8 << 20
+
+    init(loop: EventLoop, fd: Int32, tls: TLSContext, isClient: Bool, connecting: Bool,
+         expectedKey: Ed25519PublicKey?, peerName: String) throws {
+        self.loop = loop
+        self.fd = fd
+        self.isClient = isClient
+        self.expectedKey = expectedKey
+        self.peerName = peerName
+        ssl = try tls.makeSSL(fd: fd)
+        state = connecting ? .connecting : .handshaking
+    }
+
+    deinit {
+        SSL_free(ssl)
+    }
+
+    /// Registers with the loop and starts connecting or handshaking. `handshakeTimeout`
+    /// bounds how long a connection may take to become open.
+    func start(handshakeTimeout: Double) {
+        registeredEvents = state == .connecting ? epollOut : epollIn
+        loop.register(fd, self, events: registeredEvents | epollErr)
+        handshakeTimer = loop.schedule(after: handshakeTimeout) { [weak self] in
+            guard let self, self.state != .open else { return }
+            self.close(WireError(.timeout, "connection to \(self.peerName) timed out before it was ready"))
+        }
+        if state == .handshaking { handshake() }
+    }
+
+    func setEvents(_ e: UInt32) {
+        guard state != .closed, e != registeredEvents else { return }
+        registeredEvents = e
+        loop.modify(fd, events: e | epollErr)
+    }
+
+    func handleEvents(_ events: UInt32) {
+        switch state {
+        case .connecting:
+            var err: Int32 = 0
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+            if err != 0 || events & (epollErrBit | epollHup) != 0 {
+                close(WireError(.unreachable, "cannot connect to \(peerName): \(String(cString: strerror(err == 0 ? ECONNREFUSED : err)))"))
+                return
+            }
+            state = .handshaking
+            handshake()
+        case .handshaking:
+            handshake()
+        case .open:
+            if events & epollIn != 0 || events & epollErr != 0 { readAvailable() }
+            if state == .open && events & epollOut != 0 { flush() }
+        case .closed:
+            break
+        }
+    }
+
+    func handshake() {
+        ERR_clear_error()
+        let r = SSL_do_handshake(ssl)
+        if r == 1 {
+            if isClient {
+                guard let key = TLSContext.peerKey(ssl) else {
+                    close(WireError(.pinMismatch, "\(peerName) presented no Ed25519 key"))
+                    return
+                }
+                if let want = expectedKey, key != want {
+                    close(WireError(.pinMismatch, "\(peerName) has node id \(NodeIdentity.nodeID(for: key)), not the expected \(NodeIdentity.nodeID(for: want))"))
+                    return
+                }
+            }
+            state = .open
+            if let t = handshakeTimer { loop.cancel(t); handshakeTimer = nil }
+            setEvents(epollIn | (out.count > outStart ? epollOut : 0))
+            onOpen?()
+            onOpen = nil
+            if state == .open { readAvailable() }
+            return
+        }
+        switch SSL_get_error(ssl, r) {
+        case SSL_ERROR_WANT_READ: setEvents(epollIn)
+        case SSL_ERROR_WANT_WRITE: setEvents(epollOut)
+        default:
+            close(opensslFailure("TLS handshake with \(peerName) failed"))
+        }
+    }
+
+    func opensslFailure(_ what: String) -> WireError {
+        let e = opensslError(what)
+        return WireError(.connectionLost, e.message)
+    }
+
+    /// Reads everything OpenSSL and the socket have, delivering frames, unless paused.
+    func readAvailable() {
+        guard state == .open else { return }
+        var buf = [UInt8](repeating: 0, count: 64 * 1024)
+        while state == .open && !readPaused {
+            ERR_clear_error()
+            let n = buf.withUnsafeMutableBytes { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
+            if n > 0 {
+                lastReceived = monotonicNow()
+                buf.withUnsafeBytes { parser.append(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)])) }
+                do {
+                    while state == .open, let frame = try parser.next() { onFrame?(frame) }
+                } catch let e as WireError {
+                    // Tell the peer why, then hang up: the stream cannot be resynchronised.
+                    sendNow(Frame.error(id: 0, e))
+                    close(e)
+                    return
+                } catch {
+                    close(WireError(.badFrame, "\(error)"))
+                    return
+                }
+                continue
+            }
+            let err = SSL_get_error(ssl, n)
+            switch err {
+            case SSL_ERROR_WANT_READ:
+                return
+            case SSL_ERROR_WANT_WRITE:
+                setEvents(registeredEvents | epollOut)
+                return
+            case SSL_ERROR_ZERO_RETURN:
+                close(WireError(.connectionLost, "\(peerName) closed the connection"))
+                return
+            default:
+                close(opensslFailure("connection to \(peerName) lost"))
+                return
+            }
+        }
+    }
+
+    /// Stops reading (backpressure) until `resumeReading`.
+    func pauseReading() {
+        guard !readPaused else { return }
+        readPaused = true
+        setEvents(registeredEvents & ~epollIn)
+    }
+
+    func resumeReading() {
+        guard readPaused, state == .open else { return }
+        readPaused = false
+        setEvents(registeredEvents | epollIn)
+        readAvailable()  // OpenSSL may hold decrypted bytes the socket will not signal again
+    }
+
+    var bufferedOutput: Int { out.count - outStart }
+
+    func send(_ frame: Frame) {
+        guard state != .closed else { return }
+        out += frame.encoded()
+        if state == .open { flush() }
+    }
+
+    /// Best-effort immediate write (used just before closing).
+    func sendNow(_ frame: Frame) {
+        out += frame.encoded()
+        flush()
+    }
+
+    func flush() {
+        while outStart < out.count {
+            ERR_clear_error()
+            let chunk = min(out.count - outStart, 1 << 20)
+            let n = out.withUnsafeBytes { SSL_write(ssl, $0.baseAddress! + outStart, Int32(chunk)) }
+            if n > 0 {
+                outStart += Int(n)
+                continue
+            }
+            switch SSL_get_error(ssl, n) {
+            case SSL_ERROR_WANT_WRITE:
+                setEvents(registeredEvents | epollOut)
+                return
+            case SSL_ERROR_WANT_READ:
+                setEvents(registeredEvents | epollIn)
+                return
+            default:
+                close(opensslFailure("cannot write to \(peerName)"))
+                return
+            }
+        }
+        out.removeAll(keepingCapacity: out.capacity <= 1 << 16)
+        outStart = 0
+        if registeredEvents & epollOut != 0 { setEvents(registeredEvents & ~epollOut) }
+    }
+
+    func close(_ reason: WireError?) {
+        guard state != .closed else { return }
+        let wasOpen = state == .open
+        state = .closed
+        if let t = handshakeTimer { loop.cancel(t) }
+        if wasOpen {
+            ERR_clear_error()
+            SSL_shutdown(ssl)
+        }
+        loop.unregister(fd)
+        Glibc.close(fd)
+        out = []
+        onFrame = nil
+        onOpen = nil
+        let cb = onClose
+        onClose = nil
+        cb?(reason)
+    }
+}
+
+// MARK: Sockets
+
+/// Resolves host:port (numeric or name) to socket addresses, IPv4 first.
+func resolve(host: String, port: UInt16) throws -> [(Int32, [UInt8])] {
+    var hints = addrinfo()
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    hints.ai_family = AF_UNSPEC
+    var res: UnsafeMutablePointer<addrinfo>?
+    let rc = getaddrinfo(host, String(port), &hints, &res)
+    guard rc == 0, let first = res else {
+        throw WireError(.unreachable, "cannot resolve \(host): \(String(cString: gai_strerror(rc)))")
+    }
+    defer { freeaddrinfo(first) }
+    var out: [(Int32, [UInt8])] = []
+    var p: UnsafeMutablePointer<addrinfo>? = first
+    while let a = p {
+        let bytes = Array(UnsafeRawBufferPointer(start: a.pointee.ai_addr, count: Int(a.pointee.ai_addrlen)))
+        out.append((a.pointee.ai_family, bytes))
+        p = a.pointee.ai_next
+    }
+    return out.sorted { $0.0 == AF_INET && $1.0 != AF_INET }
+}
+
+func setNonBlocking(_ fd: Int32) {
+    let flags = fcntl(fd, F_GETFL)
+    _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+}
+
+func setSocketOptions(_ fd: Int32) {
+    var one: Int32 = 1
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(4))
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(4))
+}
+
+/// Starts a non-blocking connect; returns the socket.
+func startConnect(host: String, port: UInt16) throws -> Int32 {
+    var lastError = "no address"
+    for (family, addr) in try resolve(host: host, port: port) {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { lastError = String(cString: strerror(errno)); continue }
+        setNonBlocking(fd)
+        setSocketOptions(fd)
+        let rc = addr.withUnsafeBytes { connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(addr.count)) }
+        if rc == 0 || errno == EINPROGRESS { return fd }
+        lastError = String(cString: strerror(errno))
+        Glibc.close(fd)
+    }
+    throw WireError(.unreachable, "cannot connect to \(host):\(port): \(lastError)")
+}
+
+/// A listening socket on host:port (port 0 picks a free one).
+func listenSocket(host: String, port: UInt16, backlog: Int32 = 1024) throws -> (Int32, UInt16) {
+    var lastError = "no address"
+    for (family, addr) in try resolve(host: host, port: port) {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { lastError = String(cString: strerror(errno)); continue }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
+        let ok = addr.withUnsafeBytes { bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(addr.count)) } == 0
+            && listen(fd, backlog) == 0
+        if !ok {
+            lastError = String(cString: strerror(errno))
+            Glibc.close(fd)
+            continue
+        }
+        setNonBlocking(fd)
+        var ss = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &ss) { getsockname(fd, UnsafeMutableRawPointer($0).assumingMemoryBound(to: sockaddr.self), &len) }
+        let bound: UInt16 = withUnsafePointer(to: &ss) { p in
+            family == AF_INET6
+                ? UInt16(bigEndian: UnsafeRawPointer(p).assumingMemoryBound(to: sockaddr_in6.self).pointee.sin6_port)
+                : UInt16(bigEndian: UnsafeRawPointer(p).assumingMemoryBound(to: sockaddr_in.self).pointee.sin_port)
+        }
+        return (fd, bound)
+    }
+    throw WireError(.unreachable, "cannot listen on \(host):\(port): \(lastError)")
+}

@@ -1,0 +1,520 @@
+import Foundation
+import GridCrypto
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A service a server offers (storage, introducer). Handlers run on worker threads.
+public protocol RPCService: AnyObject, Sendable {
+    /// The name clients ask for in HELLO.
+    var serviceName: String { get }
+    /// Whether a client presenting `secret` in HELLO may use the service.
+    func authorize(secret: [UInt8]) -> Bool
+    /// Answers one request; a thrown WireError becomes an ERROR frame.
+    func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8]
+    /// The session's connection is gone; release what it held (e.g. abort open bucket writers).
+    func sessionEnded(_ session: RPCSession)
+}
+
+/// One client connection as a service sees it.
+public final class RPCSession: @unchecked Sendable {
+    public let id: UInt64
+    public let peer: String
+    let state = Mutex<[String: any Sendable]>([:])
+    weak var server: RPCServer?
+
+    init(id: UInt64, peer: String, server: RPCServer) {
+        self.id = id
+        self.peer = peer
+        self.server = server
+    }
+
+    /// Per-session values a service keeps (guarded by a lock).
+    public func withState<R>(_ body: (inout [String: any Sendable]) throws -> R) rethrows -> R {
+        try state.withLock { try body(&$0) }
+    }
+
+    /// Sends an unsolicited NOTIFY frame to this client (e.g. introducer updates).
+    public func notify(method: UInt16, body: [UInt8]) {
+        server?.notify(session: id, method: method, body: body)
+    }
+}
+
+/// Server limits and timings.
+public struct RPCServerConfig: Sendable {
+    public var maxConnections = 4096
+    /// Requests one connection may have in progress before we stop reading from it.
+    public var maxInFlightPerConnection = 64
+    public var handshakeTimeout = 10.0
+    /// A connection that sends nothing (not even PING) for this long is closed.
+    public var idleTimeout = 120.0
+    public var workerThreads = 4
+    public init() {}
+}
+
+/// Accepts TLS connections and serves RPC services over them.
+public final class RPCServer: @unchecked Sendable {
+    public let loop: EventLoop
+    let tls: TLSContext
+    let services: [String: RPCService]
+    let config: RPCServerConfig
+    let workers: WorkerPool
+    public private(set) var port: UInt16 = 0
+    public let identity: NodeIdentity
+    var listenFD: Int32 = -1
+    // Loop-thread state.
+    var connections: [UInt64: ServerConn] = [:]
+    var nextSession: UInt64 = 1
+    let connectionCount = Atomic<Int>(0)
+
+    final class ServerConn {
+        let conn: Connection
+        let session: RPCSession
+        var service: RPCService?
+        var inFlight = 0
+        init(conn: Connection, session: RPCSession) {
+            self.conn = conn
+            self.session = session
+        }
+    }
+
+    final class Listener: EventHandler {
+        weak var server: RPCServer?
+        func handleEvents(_ events: UInt32) { server?.acceptAll() }
+    }
+    let listener = Listener()
+
+    public init(identity: NodeIdentity, services: [RPCService], loop: EventLoop, config: RPCServerConfig = RPCServerConfig()) throws {
+        self.identity = identity
+        self.loop = loop
+        self.config = config
+        tls = try TLSContext.server(identity: identity)
+        var map: [String: RPCService] = [:]
+        for s in services { map[s.serviceName] = s }
+        self.services = map
+        workers = WorkerPool(threads: config.workerThreads, name: "grid-worker")
+    }
+
+    /// Number of open connections (any thread).
+    public var openConnections: Int { connectionCount.load(ordering: .relaxed) }
+
+    /// Starts listening; returns the bound port.
+    @discardableResult
+    public func listen(host: String, port: UInt16) throws -> UInt16 {
+        let (fd, bound) = try listenSocket(host: host, port: port)
+        listenFD = fd
+        self.port = bound
+        listener.server = self
+        let done = DispatchSemaphore(value: 0)
+        loop.execute { [self] in
+            loop.register(fd, listener, events: epollIn)
+            scheduleIdleCheck()
+            done.signal()
+        }
+        done.wait()
+        return bound
+    }
+
+    /// Stops accepting and closes every connection.
+    public func stop() {
+        let done = DispatchSemaphore(value: 0)
+        loop.execute { [self] in
+            if listenFD >= 0 {
+                loop.unregister(listenFD)
+                close(listenFD)
+                listenFD = -1
+            }
+            for c in connections.values { c.conn.close(nil) }
+            done.signal()
+        }
+        done.wait()
+        workers.stop()
+    }
+
+    func scheduleIdleCheck() {
+        loop.schedule(after: min(30, config.idleTimeout / 2)) { [weak self] in
+            guard let self, self.listenFD >= 0 else { return }
+            let now = monotonicNow()
+            for c in self.connections.values where now - c.conn.lastReceived > self.config.idleTimeout {
+                c.conn.close(WireError(.timeout, "idle for \(Int(self.config.idleTimeout)) s"))
+            }
+            self.scheduleIdleCheck()
+        }
+    }
+
+    func acceptAll() {
+        while true {
+            var ss = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &ss) {
+                accept(listenFD, UnsafeMutableRawPointer($0).assumingMemoryBound(to: sockaddr.self), &len)
+            }
+            if fd < 0 {
+                if errno == EINTR { continue }
+                return  // EAGAIN, or out of descriptors: try again on the next event
+            }
+            if connections.count >= config.maxConnections {
+                close(fd)
+                continue
+            }
+            setNonBlocking(fd)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            setSocketOptions(fd)
+            let peer = describe(&ss)
+            guard let conn = try? Connection(loop: loop, fd: fd, tls: tls, isClient: false, connecting: false,
+                                             expectedKey: nil, peerName: peer) else {
+                close(fd)
+                continue
+            }
+            let id = nextSession
+            nextSession += 1
+            let sc = ServerConn(conn: conn, session: RPCSession(id: id, peer: peer, server: self))
+            connections[id] = sc
+            connectionCount.add(1, ordering: .relaxed)
+            conn.onFrame = { [weak self, weak sc] (frame: Frame) in
+                guard let self, let sc else { return }
+                self.received(frame, on: sc)
+            }
+            conn.onClose = { [weak self] (_: WireError?) in
+                guard let self, let sc = self.connections.removeValue(forKey: id) else { return }
+                self.connectionCount.subtract(1, ordering: .relaxed)
+                if let service = sc.service {
+                    let session = sc.session
+                    self.workers.submit { service.sessionEnded(session) }
+                }
+            }
+            conn.start(handshakeTimeout: config.handshakeTimeout)
+        }
+    }
+
+    func received(_ frame: Frame, on sc: ServerConn) {
+        let conn = sc.conn
+        guard let service = sc.service else {
+            // The first frame must be HELLO.
+            guard frame.type == .hello else {
+                refuse(conn, WireError(.badFrame, "expected HELLO as the first frame"))
+                return
+            }
+            do {
+                let hello = try Hello(parsing: frame.body)
+                guard let version = hello.negotiate() else {
+                    throw WireError(.versionMismatch, "no common protocol version (client speaks \(hello.minVersion)-\(hello.maxVersion), server \(Hello.minVersion)-\(Hello.currentVersion))")
+                }
+                guard let s = services[hello.service] else {
+                    throw WireError(.notAuthorized, "this node offers no '\(hello.service)' service")
+                }
+                guard s.authorize(secret: hello.secret) else {
+                    throw WireError(.notAuthorized, "wrong secret for the '\(hello.service)' service")
+                }
+                sc.service = s
+                var w = WireWriter()
+                w.u16(version)
+                conn.send(Frame(.helloOK, body: w.bytes))
+            } catch let e as WireError {
+                refuse(conn, e)
+            } catch {
+                refuse(conn, WireError(.badFrame, "\(error)"))
+            }
+            return
+        }
+        switch frame.type {
+        case .request:
+            guard frame.body.count >= 2 else {
+                conn.send(Frame.error(id: frame.id, WireError(.badFrame, "request without a method")))
+                return
+            }
+            let method = UInt16(frame.body[0]) << 8 | UInt16(frame.body[1])
+            let body = Array(frame.body[2...])
+            let id = frame.id
+            let session = sc.session
+            sc.inFlight += 1
+            if sc.inFlight >= config.maxInFlightPerConnection { conn.pauseReading() }
+            let box = UncheckedBox(sc)
+            workers.submit { [loop] in
+                let reply: Frame
+                do {
+                    reply = Frame(.response, id: id, body: try service.handle(method: method, body: body, session: session))
+                } catch let e as WireError {
+                    reply = Frame.error(id: id, e)
+                } catch {
+                    reply = Frame.error(id: id, WireError(.internal, "\(error)"))
+                }
+                loop.execute {
+                    let sc = box.value
+                    sc.conn.send(reply)
+                    sc.inFlight -= 1
+                    if sc.inFlight < self.config.maxInFlightPerConnection / 2 { sc.conn.resumeReading() }
+                }
+            }
+        case .ping:
+            conn.send(Frame(.pong, id: frame.id))
+        case .pong:
+            break
+        default:
+            refuse(conn, WireError(.badFrame, "unexpected frame type \(frame.type) from a client"))
+        }
+    }
+
+    func refuse(_ conn: Connection, _ e: WireError) {
+        conn.sendNow(Frame.error(id: 0, e))
+        conn.close(e)
+    }
+
+    func notify(session: UInt64, method: UInt16, body: [UInt8]) {
+        loop.execute { [self] in
+            guard let sc = connections[session] else { return }
+            var w = WireWriter(capacity: body.count + 2)
+            w.u16(method)
+            w.fixed(body)
+            sc.conn.send(Frame(.notify, body: w.bytes))
+        }
+    }
+
+    func describe(_ ss: inout sockaddr_storage) -> String {
+        var host = [CChar](repeating: 0, count: 64)
+        var serv = [CChar](repeating: 0, count: 16)
+        let len = socklen_t(ss.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &ss) {
+            getnameinfo(UnsafeRawPointer($0).assumingMemoryBound(to: sockaddr.self), len, &host, 64, &serv, 16,
+                        NI_NUMERICHOST | NI_NUMERICSERV)
+        }
+        return "\(cString(host)):\(cString(serv))"
+    }
+}
+
+/// Moves a loop-confined reference through a Sendable closure back to the loop.
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// Client timings.
+public struct RPCClientConfig: Sendable {
+    public var connectTimeout = 10.0
+    public var callTimeout = 60.0
+    /// Send a PING when nothing has arrived for this long...
+    public var pingInterval = 15.0
+    /// ...and give up on the peer when nothing has arrived for this long.
+    public var deadAfter = 45.0
+    public init() {}
+}
+
+/// A connection to one server's service. Calls are multiplexed: many can be in flight
+/// and replies come back in any order, matched by request id.
+public final class RPCClient: @unchecked Sendable {
+    public let loop: EventLoop
+    public let peer: String
+    public let serverKey: Ed25519PublicKey
+    let config: RPCClientConfig
+    // Loop-thread state.
+    var conn: Connection?
+    var nextID: UInt32 = 1
+    var pending: [UInt32: (CheckedContinuation<[UInt8], Error>, UInt64)] = [:]
+    var closeWaiters: [CheckedContinuation<WireError, Never>] = []
+    var closedReason: WireError?
+    let closedFlag = Atomic<Bool>(false)
+    var onNotify: (@Sendable (UInt16, [UInt8]) -> Void)?
+    public private(set) var version: UInt16 = 0
+
+    init(loop: EventLoop, peer: String, serverKey: Ed25519PublicKey, config: RPCClientConfig) {
+        self.loop = loop
+        self.peer = peer
+        self.serverKey = serverKey
+        self.config = config
+    }
+
+    /// Connects, checks the server's key against `serverKey`, and says HELLO.
+    public static func connect(
+        loop: EventLoop, host: String, port: UInt16, serverKey: Ed25519PublicKey, service: String,
+        secret: [UInt8] = [], tls: TLSContext, config: RPCClientConfig = RPCClientConfig(),
+        onNotify: (@Sendable (UInt16, [UInt8]) -> Void)? = nil
+    ) async throws -> RPCClient {
+        let peer = "\(host):\(port)"
+        let client = RPCClient(loop: loop, peer: peer, serverKey: serverKey, config: config)
+        client.onNotify = onNotify
+        let fd = try startConnect(host: host, port: port)
+        let hello = Hello(service: service, secret: secret)
+        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, Error>) in
+            loop.execute {
+                let conn: Connection
+                do {
+                    conn = try Connection(loop: loop, fd: fd, tls: tls, isClient: true, connecting: true,
+                                          expectedKey: serverKey, peerName: peer)
+                } catch {
+                    Glibc.close(fd)
+                    cont.resume(throwing: error)
+                    return
+                }
+                client.conn = conn
+                var settled = false
+                conn.onOpen = { conn.send(Frame(.hello, body: hello.encoded())) }
+                conn.onFrame = { frame in
+                    guard !settled else { return }
+                    switch frame.type {
+                    case .helloOK:
+                        settled = true
+                        var r = WireReader(frame.body)
+                        client.version = (try? r.u16()) ?? 0
+                        conn.onFrame = { client.received($0) }
+                        client.schedulePing()
+                        cont.resume()
+                    case .error:
+                        // onClose reports the server's reason to the caller.
+                        conn.close(Frame.parseError(frame.body))
+                    default:
+                        conn.close(WireError(.badFrame, "\(peer) answered HELLO with \(frame.type)"))
+                    }
+                }
+                conn.onClose = { reason in
+                    let r = reason ?? WireError(.connectionLost, "connection to \(peer) closed")
+                    if !settled {
+                        settled = true
+                        cont.resume(throwing: r)
+                    }
+                    client.closed(r)
+                }
+                conn.start(handshakeTimeout: config.connectTimeout)
+            }
+        }
+        return client
+    }
+
+    public var isClosed: Bool { closedFlag.load(ordering: .acquiring) }
+
+    /// Calls `method` with `body`; returns the response body or throws the server's error.
+    public func call(_ method: UInt16, _ body: [UInt8], timeout: Double? = nil) async throws -> [UInt8] {
+        let limit = timeout ?? config.callTimeout
+        return try await withCheckedThrowingContinuation { cont in
+            loop.execute { [self] in
+                guard let conn, conn.state == .open else {
+                    cont.resume(throwing: closedReason ?? WireError(.connectionLost, "not connected to \(peer)"))
+                    return
+                }
+                let id = nextID
+                nextID = nextID == UInt32.max ? 1 : nextID + 1
+                let timer = loop.schedule(after: limit) { [self] in
+                    if let (c, _) = pending.removeValue(forKey: id) {
+                        c.resume(throwing: WireError(.timeout, "call to \(peer) timed out after \(limit) s"))
+                    }
+                }
+                pending[id] = (cont, timer)
+                var w = WireWriter(capacity: body.count + 2)
+                w.u16(method)
+                w.fixed(body)
+                conn.send(Frame(.request, id: id, body: w.bytes))
+            }
+        }
+    }
+
+    /// Closes the connection; pending calls fail.
+    public func close() {
+        loop.execute { [self] in conn?.close(WireError(.connectionLost, "connection to \(peer) closed by us")) }
+    }
+
+    /// Waits until the connection is closed and returns why.
+    public func waitClosed() async -> WireError {
+        await withCheckedContinuation { cont in
+            loop.execute { [self] in
+                if let r = closedReason { cont.resume(returning: r) } else { closeWaiters.append(cont) }
+            }
+        }
+    }
+
+    func received(_ frame: Frame) {
+        switch frame.type {
+        case .response, .error:
+            guard let (cont, timer) = pending.removeValue(forKey: frame.id) else {
+                if frame.type == .error && frame.id == 0 { conn?.close(Frame.parseError(frame.body)) }
+                return  // a late reply to a call that timed out
+            }
+            loop.cancel(timer)
+            if frame.type == .response { cont.resume(returning: frame.body) } else { cont.resume(throwing: Frame.parseError(frame.body)) }
+        case .notify:
+            guard frame.body.count >= 2 else { return }
+            onNotify?(UInt16(frame.body[0]) << 8 | UInt16(frame.body[1]), Array(frame.body[2...]))
+        case .ping:
+            conn?.send(Frame(.pong, id: frame.id))
+        case .pong:
+            break
+        default:
+            conn?.close(WireError(.badFrame, "unexpected frame \(frame.type) from \(peer)"))
+        }
+    }
+
+    func schedulePing() {
+        loop.schedule(after: config.pingInterval / 3) { [weak self] in
+            guard let self, let conn = self.conn, conn.state == .open else { return }
+            let quiet = monotonicNow() - conn.lastReceived
+            if quiet > self.config.deadAfter {
+                conn.close(WireError(.timeout, "\(self.peer) stopped responding"))
+                return
+            }
+            if quiet > self.config.pingInterval { conn.send(Frame(.ping)) }
+            self.schedulePing()
+        }
+    }
+
+    func closed(_ reason: WireError) {
+        closedReason = reason
+        closedFlag.store(true, ordering: .releasing)
+        for (_, (cont, timer)) in pending {
+            loop.cancel(timer)
+            cont.resume(throwing: reason)
+        }
+        pending.removeAll()
+        for w in closeWaiters { w.resume(returning: reason) }
+        closeWaiters.removeAll()
+        conn = nil
+    }
+}
+
+/// Keeps a connection to one server up: reconnects after failures with exponential
+/// backoff (0.5 s doubling to 30 s), and runs `onConnect` after each (re)connection.
+public final class PersistentClient: @unchecked Sendable {
+    let current = Mutex<RPCClient?>(nil)
+    let stopped = Atomic<Bool>(false)
+    var task: Task<Void, Never>?
+    public let description: String
+
+    public init(
+        loop: EventLoop, host: String, port: UInt16, serverKey: Ed25519PublicKey, service: String,
+        secret: [UInt8] = [], tls: TLSContext, config: RPCClientConfig = RPCClientConfig(),
+        onNotify: (@Sendable (UInt16, [UInt8]) -> Void)? = nil,
+        onConnect: @escaping @Sendable (RPCClient) async -> Void,
+        onDisconnect: (@Sendable (WireError) -> Void)? = nil
+    ) {
+        description = "\(host):\(port)"
+        task = Task { [self] in
+            var backoff = 0.5
+            while !self.stopped.load(ordering: .relaxed) {
+                do {
+                    let c = try await RPCClient.connect(loop: loop, host: host, port: port, serverKey: serverKey,
+                                                        service: service, secret: secret, tls: tls, config: config,
+                                                        onNotify: onNotify)
+                    self.current.withLock { $0 = c }
+                    backoff = 0.5
+                    await onConnect(c)
+                    let why = await c.waitClosed()
+                    self.current.withLock { $0 = nil }
+                    onDisconnect?(why)
+                } catch {
+                    onDisconnect?((error as? WireError) ?? WireError(.unreachable, "\(error)"))
+                }
+                if self.stopped.load(ordering: .relaxed) { break }
+                try? await Task.sleep(nanoseconds: UInt64(backoff * 1e9))
+                backoff = min(30, backoff * 2)
+            }
+        }
+    }
+
+    /// The connected client, if any.
+    public var client: RPCClient? { current.withLock { $0 } }
+
+    public func stop() {
+        stopped.store(true, ordering: .relaxed)
+        task?.cancel()
+        current.withLock { $0?.close() }
+    }
+}

@@ -26,6 +26,8 @@ let package = Package(
 
         // System headers: Linux epoll and eventfd (module map only).
         .systemLibrary(name: "CEpoll"),
+        // System library: SQLite (libsqlite3).
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
         // Reed-Solomon over GF(2^8), zfec-compatible matrices.
         .target(name: "GridCodec", dependencies: ["CGridSIMD"]),
@@ -35,6 +37,10 @@ let package = Package(
         .target(name: "GridFormat", dependencies: ["GridCrypto"]),
         // Length-prefixed binary RPC over TLS 1.3 on POSIX sockets (epoll).
         .target(name: "GridWire", dependencies: ["COpenSSL", "CEpoll", "GridCrypto", "GridFormat"]),
+        // Message schemas of the storage and introducer services, and typed clients.
+        .target(name: "GridProtocol", dependencies: ["GridWire"]),
+        // The storage server: share store, leases (SQLite index), expirer, the RPC service.
+        .target(name: "GridStorage", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridFormat", "CSQLite"]),
         // CHK immutable encoding and decoding (offline; the client streams through it).
         .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat"]),
         // The command line.
@@ -53,6 +59,7 @@ let package = Package(
         .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridTestSupport"]),
         .testTarget(name: "GridCLITests", dependencies: ["GridTestSupport"]),
         .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridTestSupport"]),
+        .testTarget(name: "GridStorageTests", dependencies: ["GridStorage", "GridProtocol", "GridWire", "GridFormat", "GridTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

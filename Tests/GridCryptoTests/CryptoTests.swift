@@ -207,3 +207,16 @@ final class CryptoTests: XCTestCase {
         XCTAssertEqual(SecureRandom.bytes(0), [])
     }
 }
+
+final class BLAKE2bTests: XCTestCase {
+    func testRFC7693AndReferenceVectors() throws {
+        // RFC 7693 appendix A: BLAKE2b-512("abc").
+        XCTAssertEqual(hex(BLAKE2b.hash(Array("abc".utf8), digestSize: 64)),
+                       "ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b74b12bb6fdbffa2d17d87c5392aab792dc252d5de4533cc9518d38aa8dbf1925ab92386edd4009923")
+        let doc = try Fixtures.json("blake2b.json") as! [String: Any]
+        for c in doc["cases"] as! [[String: Any]] {
+            XCTAssertEqual(hex(BLAKE2b.hash(unhex(c["input_hex"] as! String), digestSize: c["digest_size"] as! Int)),
+                           c["output_hex"] as! String)
+        }
+    }
+}

@@ -1,0 +1,296 @@
+import GridCrypto
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors from the storage backend; the service maps them to wire error codes.
+public enum StorageError: Error, CustomStringConvertible, Equatable {
+    case io(String)
+    case notFound(String)
+    case conflict(String)
+    case noSpace(String)
+    case badSecret(String)
+    case badRequest(String)
+
+    public var description: String {
+        switch self {
+        case let .io(m), let .notFound(m), let .conflict(m), let .noSpace(m), let .badSecret(m), let .badRequest(m): return m
+        }
+    }
+}
+
+func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
+func be64(_ v: UInt64) -> [UInt8] { be32(UInt32(v >> 32)) + be32(UInt32(v & 0xffff_ffff)) }
+func readBE(_ b: ArraySlice<UInt8>) -> UInt64 { b.reduce(0) { $0 << 8 | UInt64($1) } }
+
+/// A lease: who may renew or cancel it (secrets kept BLAKE2b-hashed) and when it expires.
+public struct Lease: Equatable, Sendable {
+    public var ownerNumber: UInt32
+    public var renewHash: [UInt8]
+    public var cancelHash: [UInt8]
+    public var expiration: UInt32
+    /// Mutable containers record the node that took the lease (20 bytes).
+    public var nodeID: [UInt8]
+
+    public static func hashSecret(_ s: [UInt8]) -> [UInt8] { BLAKE2b.hash(s, digestSize: 32) }
+
+    public init(renewSecret: [UInt8], cancelSecret: [UInt8], expiration: UInt32, nodeID: [UInt8] = [UInt8](repeating: 0, count: 20)) {
+        ownerNumber = 0
+        renewHash = Lease.hashSecret(renewSecret)
+        cancelHash = Lease.hashSecret(cancelSecret)
+        self.expiration = expiration
+        self.nodeID = nodeID
+    }
+
+    init(owner: UInt32, renewHash: [UInt8], cancelHash: [UInt8], expiration: UInt32, nodeID: [UInt8]) {
+        ownerNumber = owner
+        self.renewHash = renewHash
+        self.cancelHash = cancelHash
+        self.expiration = expiration
+        self.nodeID = nodeID
+    }
+
+    /// 72 bytes: be32 owner, renew hash, cancel hash, be32 expiration.
+    var immutableRecord: [UInt8] { be32(ownerNumber) + renewHash + cancelHash + be32(expiration) }
+    /// 92 bytes: be32 owner, be32 expiration, renew hash, cancel hash, 20-byte node id.
+    var mutableRecord: [UInt8] { be32(ownerNumber) + be32(expiration) + renewHash + cancelHash + nodeID }
+
+    static func immutable(_ b: ArraySlice<UInt8>) -> Lease {
+        let s = b.startIndex
+        return Lease(owner: UInt32(readBE(b[s..<(s + 4)])), renewHash: Array(b[(s + 4)..<(s + 36)]),
+                     cancelHash: Array(b[(s + 36)..<(s + 68)]), expiration: UInt32(readBE(b[(s + 68)..<(s + 72)])),
+                     nodeID: [UInt8](repeating: 0, count: 20))
+    }
+
+    static func mutable(_ b: ArraySlice<UInt8>) -> Lease? {
+        if b.allSatisfy({ $0 == 0 }) { return nil }  // an empty slot
+        let s = b.startIndex
+        return Lease(owner: UInt32(readBE(b[s..<(s + 4)])), renewHash: Array(b[(s + 8)..<(s + 40)]),
+                     cancelHash: Array(b[(s + 40)..<(s + 72)]), expiration: UInt32(readBE(b[(s + 4)..<(s + 8)])),
+                     nodeID: Array(b[(s + 72)..<(s + 92)]))
+    }
+}
+
+/// Constant-time equality for secrets.
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var d: UInt8 = 0
+    for i in 0..<a.count { d |= a[i] ^ b[i] }
+    return d == 0
+}
+
+// MARK: File helpers
+
+final class File {
+    let fd: Int32
+    let path: String
+
+    init(path: String, flags: Int32, mode: mode_t = 0o600) throws {
+        self.path = path
+        fd = open(path, flags | O_CLOEXEC, mode)
+        if fd < 0 {
+            if errno == ENOENT { throw StorageError.notFound("no such file \(path)") }
+            throw File.errnoError("cannot open \(path)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    static func errnoError(_ what: String) -> StorageError {
+        let e = errno
+        let msg = "\(what): \(String(cString: strerror(e)))"
+        return (e == ENOSPC || e == EDQUOT) ? .noSpace(msg) : .io(msg)
+    }
+
+    var size: UInt64 {
+        var st = stat()
+        fstat(fd, &st)
+        return UInt64(st.st_size)
+    }
+
+    func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+            if n < 0 { if errno == EINTR { continue }; throw File.errnoError("cannot read \(path)") }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(out[0..<done])
+    }
+
+    func write(at offset: UInt64, _ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write(at: offset, $0) }
+    }
+
+    func write(at offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 { if errno == EINTR { continue }; throw File.errnoError("cannot write \(path)") }
+            done += n
+        }
+    }
+
+    func truncate(_ size: UInt64) throws {
+        if ftruncate(fd, off_t(size)) != 0 { throw File.errnoError("cannot truncate \(path)") }
+    }
+
+    func sync() throws {
+        if fsync(fd) != 0 { throw File.errnoError("cannot sync \(path)") }
+    }
+}
+
+func makeDirectories(_ path: String, mode: mode_t = 0o700) throws {
+    var current = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+        current += "/" + part
+        if mkdir(current, mode) != 0 && errno != EEXIST { throw File.errnoError("cannot create \(current)") }
+    }
+}
+
+func syncDirectory(_ path: String) {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fd >= 0 { fsync(fd); close(fd) }
+}
+
+func listDirectory(_ path: String) -> [String] {
+    guard let d = opendir(path) else { return [] }
+    defer { closedir(d) }
+    var out: [String] = []
+    while let e = readdir(d) {
+        let name = withUnsafePointer(to: e.pointee.d_name) {
+            $0.withMemoryRebound(to: UInt8.self, capacity: 256) { p in
+                String(decoding: UnsafeBufferPointer(start: p, count: strlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self))), as: UTF8.self)
+            }
+        }
+        if name != "." && name != ".." { out.append(name) }
+    }
+    return out
+}
+
+func removeTree(_ path: String) {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return }
+    if (st.st_mode & S_IFMT) == S_IFDIR {
+        for name in listDirectory(path) { removeTree(path + "/" + name) }
+        rmdir(path)
+    } else {
+        unlink(path)
+    }
+}
+
+// MARK: Immutable container
+
+/// Tahoe's immutable share file: a 12-byte header (be32 version 2, be32 allocated size,
+/// be32 lease count), the share data, then 72-byte leases.
+struct ImmutableContainer {
+    static let headerSize: UInt64 = 12
+    static let leaseSize: UInt64 = 72
+    static let version: UInt32 = 2
+
+    static func header(allocatedSize: UInt64, leaseCount: UInt32) -> [UInt8] {
+        be32(version) + be32(UInt32(min(UInt64(UInt32.max), allocatedSize))) + be32(leaseCount)
+    }
+
+    /// (data length, leases) of an existing container.
+    static func inspect(_ f: File) throws -> (UInt64, [Lease]) {
+        let size = f.size
+        let h = try f.read(at: 0, count: 12)
+        guard h.count == 12 else { throw StorageError.io("\(f.path): truncated container header") }
+        let version = readBE(h[0..<4])
+        guard version == 1 || version == 2 else { throw StorageError.io("\(f.path): unknown container version \(version)") }
+        let count = readBE(h[8..<12])
+        guard count * leaseSize + headerSize <= size else { throw StorageError.io("\(f.path): lease count \(count) exceeds the file") }
+        let dataLength = size - headerSize - count * leaseSize
+        let raw = try f.read(at: headerSize + dataLength, count: Int(count * leaseSize))
+        var leases: [Lease] = []
+        for i in 0..<Int(count) { leases.append(Lease.immutable(raw[(i * 72)..<(i * 72 + 72)])) }
+        if version == 1 {
+            // Version 1 stored plain secrets: hash them so comparisons work the same way.
+            leases = leases.map { Lease(owner: $0.ownerNumber, renewHash: Lease.hashSecret($0.renewHash), cancelHash: Lease.hashSecret($0.cancelHash), expiration: $0.expiration, nodeID: $0.nodeID) }
+        }
+        return (dataLength, leases)
+    }
+
+    /// Rewrites the leases after `dataLength` bytes of data (and the count in the header).
+    static func writeLeases(_ f: File, dataLength: UInt64, _ leases: [Lease]) throws {
+        try f.write(at: headerSize + dataLength, leases.flatMap { $0.immutableRecord })
+        try f.truncate(headerSize + dataLength + UInt64(leases.count) * leaseSize)
+        // Version 2: secrets are hashed (v1 files are upgraded in place).
+        try f.write(at: 0, be32(version))
+        try f.write(at: 8, be32(UInt32(leases.count)))
+    }
+}
+
+// MARK: Mutable container
+
+/// Tahoe's mutable share file (v2): magic, the write enabler and who recorded it, data
+/// length, extra-lease offset, four lease slots, the data, then the extra leases.
+struct MutableContainer: Equatable {
+    static let humanMagic = Array("Tahoe mutable container v2\n".utf8)
+    static let magic: [UInt8] = humanMagic + TahoeHash.tagged("allmydata_mutable_container_header", humanMagic, truncateTo: 5)
+    static let magicV1: [UInt8] = Array("Tahoe mutable container v1\n".utf8) + [0x75, 0x09, 0x44, 0x03, 0x8e]
+    static let headerSize = 100
+    static let leaseSize = 92
+    static let dataOffset = 468
+
+    var writeEnablerNodeID: [UInt8]
+    var writeEnabler: [UInt8]
+    var data: [UInt8]
+    var leases: [Lease]
+    var version = 2
+
+    init(writeEnablerNodeID: [UInt8], writeEnabler: [UInt8]) {
+        self.writeEnablerNodeID = writeEnablerNodeID
+        self.writeEnabler = writeEnabler
+        data = []
+        leases = []
+    }
+
+    static func isMutable(_ head: [UInt8]) -> Bool {
+        head.count >= 32 && (Array(head[0..<32]) == magic || Array(head[0..<32]) == magicV1)
+    }
+
+    init(parsing b: [UInt8], path: String) throws {
+        guard b.count >= Self.dataOffset + 4, Self.isMutable(b) else { throw StorageError.io("\(path): not a mutable container") }
+        version = Array(b[0..<32]) == Self.magic ? 2 : 1
+        writeEnablerNodeID = Array(b[32..<52])
+        writeEnabler = Array(b[52..<84])
+        let dataLength = Int(readBE(b[84..<92]))
+        let extraOffset = Int(readBE(b[92..<100]))
+        guard Self.dataOffset + dataLength <= extraOffset, extraOffset + 4 <= b.count else {
+            throw StorageError.io("\(path): mutable container offsets are inconsistent")
+        }
+        data = Array(b[Self.dataOffset..<(Self.dataOffset + dataLength)])
+        leases = []
+        for i in 0..<4 {
+            let at = Self.headerSize + i * Self.leaseSize
+            if let l = Lease.mutable(b[at..<(at + Self.leaseSize)]) { leases.append(l) }
+        }
+        let extra = Int(readBE(b[extraOffset..<(extraOffset + 4)]))
+        guard extraOffset + 4 + extra * Self.leaseSize <= b.count else { throw StorageError.io("\(path): extra leases run past the end") }
+        for i in 0..<extra {
+            let at = extraOffset + 4 + i * Self.leaseSize
+            if let l = Lease.mutable(b[at..<(at + Self.leaseSize)]) { leases.append(l) }
+        }
+        if version == 1 {
+            leases = leases.map { Lease(owner: $0.ownerNumber, renewHash: Lease.hashSecret($0.renewHash), cancelHash: Lease.hashSecret($0.cancelHash), expiration: $0.expiration, nodeID: $0.nodeID) }
+        }
+    }
+
+    func serialized() -> [UInt8] {
+        let extraOffset = UInt64(Self.dataOffset + data.count)
+        var out = Self.magic + writeEnablerNodeID + writeEnabler + be64(UInt64(data.count)) + be64(extraOffset)
+        for i in 0..<4 {
+            out += i < leases.count ? leases[i].mutableRecord : [UInt8](repeating: 0, count: Self.leaseSize)
+        }
+        out += data
+        let extra = leases.count > 4 ? Array(leases[4...]) : []
+        out += be32(UInt32(extra.count))
+        for l in extra { out += l.mutableRecord }
+        return out
+    }
+}

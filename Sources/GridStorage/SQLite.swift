@@ -1,0 +1,97 @@
+import CSQLite
+import Synchronization
+
+/// A small wrapper over SQLite's C API: one connection, used under a lock.
+final class Database: @unchecked Sendable {
+    let db: OpaquePointer
+    let lock = Mutex<Void>(())
+    let path: String
+
+    enum Value {
+        case int(Int64)
+        case blob([UInt8])
+        case null
+    }
+
+    init(path: String) throws {
+        self.path = path
+        var handle: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let h = handle else {
+            let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "error \(rc)"
+            if let h = handle { sqlite3_close(h) }
+            throw StorageError.io("cannot open database \(path): \(msg)")
+        }
+        db = h
+        sqlite3_busy_timeout(db, 5000)
+        try exec("PRAGMA journal_mode=WAL")
+        try exec("PRAGMA synchronous=NORMAL")
+    }
+
+    deinit { sqlite3_close(db) }
+
+    func error(_ what: String) -> StorageError {
+        StorageError.io("database: \(what): \(String(cString: sqlite3_errmsg(db)))")
+    }
+
+    func exec(_ sql: String) throws {
+        guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else { throw error(sql) }
+    }
+
+    /// Runs one statement with parameters; returns every row.
+    @discardableResult
+    func query(_ sql: String, _ params: [Value] = []) throws -> [[Value]] {
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK, let s = stmt else { throw error("prepare \(sql)") }
+        defer { sqlite3_finalize(s) }
+        for (i, p) in params.enumerated() {
+            let idx = Int32(i + 1)
+            switch p {
+            case let .int(v): sqlite3_bind_int64(s, idx, v)
+            case let .blob(b): _ = b.withUnsafeBytes { sqlite3_bind_blob(s, idx, $0.baseAddress, Int32(b.count), grid_sqlite_transient()) }
+            case .null: sqlite3_bind_null(s, idx)
+            }
+        }
+        var rows: [[Value]] = []
+        while true {
+            let rc = sqlite3_step(s)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw error("step \(sql)") }
+            var row: [Value] = []
+            for c in 0..<sqlite3_column_count(s) {
+                switch sqlite3_column_type(s, c) {
+                case SQLITE_INTEGER: row.append(.int(sqlite3_column_int64(s, c)))
+                case SQLITE_BLOB:
+                    let n = Int(sqlite3_column_bytes(s, c))
+                    if let p = sqlite3_column_blob(s, c) {
+                        row.append(.blob(Array(UnsafeRawBufferPointer(start: p, count: n))))
+                    } else { row.append(.blob([])) }
+                default: row.append(.null)
+                }
+            }
+            rows.append(row)
+        }
+        return rows
+    }
+
+    /// Runs `body` in a transaction under the connection lock.
+    @discardableResult
+    func transaction<R>(_ body: () throws -> R) throws -> R {
+        try lock.withLock { _ in
+            try exec("BEGIN IMMEDIATE")
+            do {
+                let r = try body()
+                try exec("COMMIT")
+                return r
+            } catch {
+                try? exec("ROLLBACK")
+                throw error
+            }
+        }
+    }
+}
+
+extension Database.Value {
+    var int: Int64? { if case let .int(v) = self { return v }; return nil }
+    var blob: [UInt8]? { if case let .blob(b) = self { return b }; return nil }
+}

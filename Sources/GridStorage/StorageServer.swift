@@ -1,0 +1,625 @@
+import Foundation
+import GridCrypto
+import GridFormat
+import GridProtocol
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Storage server settings.
+public struct StorageConfig: Sendable {
+    /// The node directory; shares live in `<nodeDirectory>/storage`.
+    public var nodeDirectory: String
+    /// Space kept free on the disk; allocations that would cross it are refused.
+    public var reservedSpace: UInt64 = 0
+    /// How long a new or renewed lease lasts.
+    public var leaseDuration: UInt32 = 31 * 24 * 3600
+    /// Whether the expirer deletes shares whose leases have all expired.
+    public var expireLeases = false
+    /// Largest mutable share accepted.
+    public var maxMutableShareSize: UInt64 = 64 << 20
+    public init(nodeDirectory: String) { self.nodeDirectory = nodeDirectory }
+}
+
+/// The share store: immutable buckets, mutable slots, leases, space accounting.
+/// Thread-safe; the RPC service calls it from several worker threads.
+public final class StorageBackend: @unchecked Sendable {
+    public let config: StorageConfig
+    /// The 20-byte id this node writes into mutable containers (write-enabler owner, lease node id).
+    public let containerNodeID: [UInt8]
+    let root: String
+    let sharesDir: String
+    let incomingDir: String
+    let advisoriesDir: String
+    let db: Database
+    let clock: @Sendable () -> UInt64
+    /// Open bucket writers: allocated bytes not yet committed, keyed by (si, shnum).
+    let pending = Mutex<[String: UInt64]>([:])
+    let locks: [StripeLock] = (0..<64).map { _ in StripeLock() }
+
+    public init(config: StorageConfig, containerNodeID: [UInt8], clock: @escaping @Sendable () -> UInt64 = { UInt64(time(nil)) }) throws {
+        precondition(containerNodeID.count == 20)
+        self.config = config
+        self.containerNodeID = containerNodeID
+        self.clock = clock
+        root = config.nodeDirectory + "/storage"
+        sharesDir = root + "/shares"
+        incomingDir = sharesDir + "/incoming"
+        advisoriesDir = root + "/corruption-advisories"
+        // Anything in incoming/ is an upload that never closed (a crash, a kill -9): discard it.
+        removeTree(incomingDir)
+        for d in [root, sharesDir, incomingDir, advisoriesDir] { try makeDirectories(d) }
+        let dbPath = root + "/index.sqlite"
+        var st = stat()
+        let fresh = stat(dbPath, &st) != 0
+        db = try Database(path: dbPath)
+        try db.exec("""
+            CREATE TABLE IF NOT EXISTS shares(si BLOB NOT NULL, shnum INTEGER NOT NULL, mutable INTEGER NOT NULL,
+                                              size INTEGER NOT NULL, PRIMARY KEY(si, shnum));
+            CREATE TABLE IF NOT EXISTS leases(si BLOB NOT NULL, shnum INTEGER NOT NULL, renew BLOB NOT NULL,
+                                              expiration INTEGER NOT NULL, PRIMARY KEY(si, shnum, renew));
+            CREATE INDEX IF NOT EXISTS leases_by_expiration ON leases(expiration);
+            """)
+        if fresh { try rebuildIndex() }
+    }
+
+    func lock(_ si: [UInt8]) -> StripeLock { locks[Int(si[0] ^ si[15]) & 63] }
+
+    func siString(_ si: [UInt8]) -> String { Base32.encode(si) }
+
+    func bucketDir(_ si: [UInt8]) -> String {
+        let s = siString(si)
+        return "\(sharesDir)/\(s.prefix(2))/\(s)"
+    }
+
+    func sharePath(_ si: [UInt8], _ shnum: Int) -> String { "\(bucketDir(si))/\(shnum)" }
+
+    func checkSI(_ si: [UInt8]) throws {
+        guard si.count == 16 else { throw StorageError.badRequest("storage index must be 16 bytes") }
+    }
+
+    // MARK: Space
+
+    public struct Space: Sendable {
+        public var free: UInt64       // bytes the filesystem has for us
+        public var available: UInt64  // free minus reserved minus open allocations
+        public var pending: UInt64
+    }
+
+    public func space() -> Space {
+        var s = statvfs()
+        let free: UInt64 = statvfs(root, &s) == 0 ? UInt64(s.f_bavail) * UInt64(s.f_frsize) : 0
+        let pend = pending.withLock { $0.values.reduce(0, +) }
+        let avail = free > config.reservedSpace + pend ? free - config.reservedSpace - pend : 0
+        return Space(free: free, available: avail, pending: pend)
+    }
+
+    // MARK: Immutable
+
+    /// Shares of `si` that are complete, with their data lengths.
+    public func getBuckets(_ si: [UInt8]) throws -> [Int: UInt64] {
+        try checkSI(si)
+        var out: [Int: UInt64] = [:]
+        for name in listDirectory(bucketDir(si)) {
+            guard let n = Int(name), n >= 0, n < 256, String(n) == name else { continue }
+            guard let f = try? File(path: sharePath(si, n), flags: O_RDONLY) else { continue }
+            let head = (try? f.read(at: 0, count: 32)) ?? []
+            if MutableContainer.isMutable(head) { continue }
+            if let (len, _) = try? ImmutableContainer.inspect(f) { out[n] = len }
+        }
+        return out
+    }
+
+    public struct Allocation {
+        public var alreadyHave: [Int]
+        public var writers: [Int: BucketWriter]
+    }
+
+    /// Opens bucket writers for the shares not already held. Adds (or renews) the lease on
+    /// shares already held. Refuses the whole call when the space is not there.
+    public func allocate(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8], shares: [Int], allocatedSize: UInt64) throws -> Allocation {
+        try checkSI(si)
+        guard shares.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw StorageError.badRequest("share numbers must be 0..255") }
+        guard allocatedSize <= 1 << 44 else { throw StorageError.badRequest("allocated size \(allocatedSize) is too large") }
+        return try lock(si).withLock { _ in
+            let have = try getBuckets(si)
+            let already = shares.filter { have[$0] != nil }
+            if !already.isEmpty {
+                _ = try? addOrRenewLeaseLocked(si: si, renewSecret: renewSecret, cancelSecret: cancelSecret)
+            }
+            let wanted = Array(Set(shares.filter { have[$0] == nil })).sorted()
+            let expiration = UInt32(min(UInt64(UInt32.max), clock() + UInt64(config.leaseDuration)))
+            var writers: [Int: BucketWriter] = [:]
+            try pending.withLock { pend in
+                // Someone else is uploading these right now: neither held nor ours to write.
+                let free = wanted.filter { pend["\(siString(si))/\($0)"] == nil }
+                let need = UInt64(free.count) * (allocatedSize + ImmutableContainer.headerSize + ImmutableContainer.leaseSize)
+                var s = statvfs()
+                let fsFree: UInt64 = statvfs(root, &s) == 0 ? UInt64(s.f_bavail) * UInt64(s.f_frsize) : 0
+                let committed = pend.values.reduce(0, +) + config.reservedSpace
+                let avail = fsFree > committed ? fsFree - committed : 0
+                if need > avail {
+                    throw StorageError.noSpace(
+                        "not enough space: \(free.count) share(s) of \(allocatedSize) bytes need \(need) bytes, "
+                            + "\(avail) are available (\(config.reservedSpace) reserved)")
+                }
+                for n in free {
+                    let w = try BucketWriter(backend: self, si: si, shnum: n, allocatedSize: allocatedSize,
+                                             lease: Lease(renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: expiration))
+                    pend["\(siString(si))/\(n)"] = allocatedSize + ImmutableContainer.headerSize + ImmutableContainer.leaseSize
+                    writers[n] = w
+                }
+            }
+            return Allocation(alreadyHave: already.sorted(), writers: writers)
+        }
+    }
+
+    func writerFinished(_ w: BucketWriter) {
+        _ = pending.withLock { $0.removeValue(forKey: "\(siString(w.si))/\(w.shnum)") }
+    }
+
+    /// Reads `length` bytes at `offset` of a complete immutable share.
+    public func read(si: [UInt8], shnum: Int, offset: UInt64, length: Int) throws -> [UInt8] {
+        try checkSI(si)
+        guard length >= 0, length <= maxChunk else { throw StorageError.badRequest("read of \(length) bytes exceeds the \(maxChunk)-byte limit") }
+        let f: File
+        do { f = try File(path: sharePath(si, shnum), flags: O_RDONLY) } catch {
+            throw StorageError.notFound("no share \(shnum) of storage index \(siString(si))")
+        }
+        let (len, _) = try ImmutableContainer.inspect(f)
+        guard offset <= len, UInt64(length) <= len - offset else {
+            throw StorageError.badRequest("read of \(length) bytes at offset \(offset) runs past the end of share \(shnum) (\(len) bytes)")
+        }
+        return try f.read(at: ImmutableContainer.headerSize + offset, count: length)
+    }
+
+    // MARK: Leases
+
+    /// Every share file of `si` (immutable and mutable).
+    func shareFiles(_ si: [UInt8]) -> [Int] {
+        listDirectory(bucketDir(si)).compactMap { n in Int(n).flatMap { String($0) == n && $0 < 256 ? $0 : nil } }.sorted()
+    }
+
+    /// Applies `change` to the leases of every share of `si`; returns how many shares it touched.
+    func updateLeases(_ si: [UInt8], _ change: ([Lease]) -> [Lease]?) throws -> Int {
+        var touched = 0
+        for n in shareFiles(si) {
+            let path = sharePath(si, n)
+            let f = try File(path: path, flags: O_RDWR)
+            let head = try f.read(at: 0, count: 32)
+            if MutableContainer.isMutable(head) {
+                var c = try MutableContainer(parsing: try f.read(at: 0, count: Int(f.size)), path: path)
+                guard let new = change(c.leases) else { continue }
+                touched += 1
+                if new.isEmpty {
+                    try deleteShare(si, n)
+                } else {
+                    c.leases = new
+                    try replaceFile(path, c.serialized())
+                    try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: new)
+                }
+            } else {
+                let (len, leases) = try ImmutableContainer.inspect(f)
+                guard let new = change(leases) else { continue }
+                touched += 1
+                if new.isEmpty {
+                    try deleteShare(si, n)
+                } else {
+                    try ImmutableContainer.writeLeases(f, dataLength: len, new)
+                    try f.sync()
+                    try indexShare(si, n, mutable: false, size: len, leases: new)
+                }
+            }
+        }
+        return touched
+    }
+
+    func newExpiration() -> UInt32 { UInt32(min(UInt64(UInt32.max), clock() + UInt64(config.leaseDuration))) }
+
+    func addOrRenewLeaseLocked(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8]) throws -> Int {
+        let rh = Lease.hashSecret(renewSecret)
+        let exp = newExpiration()
+        return try updateLeases(si) { leases in
+            var l = leases
+            if let i = l.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
+                l[i].expiration = max(l[i].expiration, exp)
+            } else {
+                l.append(Lease(renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp, nodeID: self.containerNodeID))
+            }
+            return l
+        }
+    }
+
+    /// Adds a lease to every share of `si`, or renews the one with this renew secret.
+    public func addLease(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8]) throws {
+        try checkSI(si)
+        let n = try lock(si).withLock { _ in try addOrRenewLeaseLocked(si: si, renewSecret: renewSecret, cancelSecret: cancelSecret) }
+        if n == 0 { throw StorageError.notFound("no shares of storage index \(siString(si)) are held here") }
+    }
+
+    /// Renews the leases that carry this renew secret; refuses when none does.
+    public func renewLease(si: [UInt8], renewSecret: [UInt8]) throws {
+        try checkSI(si)
+        let rh = Lease.hashSecret(renewSecret)
+        let exp = newExpiration()
+        let n = try lock(si).withLock { _ in
+            try updateLeases(si) { leases in
+                guard leases.contains(where: { constantTimeEqual($0.renewHash, rh) }) else { return nil }
+                return leases.map { l in
+                    var l = l
+                    if constantTimeEqual(l.renewHash, rh) { l.expiration = max(l.expiration, exp) }
+                    return l
+                }
+            }
+        }
+        if n == 0 {
+            if shareFiles(si).isEmpty { throw StorageError.notFound("no shares of storage index \(siString(si)) are held here") }
+            throw StorageError.badSecret("no lease on storage index \(siString(si)) has that renew secret")
+        }
+    }
+
+    /// Removes the leases that carry this cancel secret; a share left without leases is deleted.
+    public func cancelLease(si: [UInt8], cancelSecret: [UInt8]) throws {
+        try checkSI(si)
+        let ch = Lease.hashSecret(cancelSecret)
+        let n = try lock(si).withLock { _ in
+            try updateLeases(si) { leases in
+                guard leases.contains(where: { constantTimeEqual($0.cancelHash, ch) }) else { return nil }
+                return leases.filter { !constantTimeEqual($0.cancelHash, ch) }
+            }
+        }
+        if n == 0 {
+            if shareFiles(si).isEmpty { throw StorageError.notFound("no shares of storage index \(siString(si)) are held here") }
+            throw StorageError.badSecret("no lease on storage index \(siString(si)) has that cancel secret")
+        }
+    }
+
+    // MARK: Mutable slots
+
+    func loadSlot(_ si: [UInt8]) throws -> [Int: MutableContainer] {
+        var out: [Int: MutableContainer] = [:]
+        for n in shareFiles(si) {
+            let path = sharePath(si, n)
+            guard let f = try? File(path: path, flags: O_RDONLY) else { continue }
+            let bytes = try f.read(at: 0, count: Int(f.size))
+            if MutableContainer.isMutable(bytes) { out[n] = try MutableContainer(parsing: bytes, path: path) }
+        }
+        return out
+    }
+
+    static func readVector(_ data: [UInt8], _ readv: [ReadVector]) -> [[UInt8]] {
+        readv.map { v in
+            guard v.offset < UInt64(data.count) else { return [] }
+            let start = Int(v.offset)
+            let end = Int(min(UInt64(data.count), v.offset + min(v.length, UInt64(maxChunk))))
+            return Array(data[start..<end])
+        }
+    }
+
+    public func slotReadv(si: [UInt8], shares: [Int], readv: [ReadVector]) throws -> [Int: [[UInt8]]] {
+        try checkSI(si)
+        let slot = try lock(si).withLock { _ in try loadSlot(si) }
+        var out: [Int: [[UInt8]]] = [:]
+        for (n, c) in slot where shares.isEmpty || shares.contains(n) { out[n] = Self.readVector(c.data, readv) }
+        return out
+    }
+
+    /// Tahoe's slot_testv_and_readv_and_writev: every test of every share must pass before
+    /// any write is applied; the reads see the state before the writes.
+    public func slotTestvAndReadvAndWritev(si: [UInt8], writeEnabler: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8],
+                                           writes: [Int: ShareWrite], readv: [ReadVector]) throws -> (Bool, [Int: [[UInt8]]]) {
+        try checkSI(si)
+        guard writeEnabler.count == 32 else { throw StorageError.badRequest("write enabler must be 32 bytes") }
+        guard writes.keys.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw StorageError.badRequest("share numbers must be 0..255") }
+        return try lock(si).withLock { _ in
+            let slot = try loadSlot(si)
+            // The write enabler must match every existing share's.
+            for (_, c) in slot where !constantTimeEqual(c.writeEnabler, writeEnabler) {
+                let who = Base32.encode(c.writeEnablerNodeID)
+                let mine = c.writeEnablerNodeID == containerNodeID ? " (this server)" : ""
+                throw StorageError.badSecret("The write enabler was recorded by nodeid '\(who)'\(mine).")
+            }
+            var reads: [Int: [[UInt8]]] = [:]
+            for (n, c) in slot { reads[n] = Self.readVector(c.data, readv) }
+            for (n, w) in writes {
+                let data = slot[n]?.data ?? []
+                for t in w.tests {
+                    let have = Self.readVector(data, [ReadVector(offset: t.offset, length: t.length)])[0]
+                    if !t.op.evaluate(have, t.specimen) { return (false, reads) }
+                }
+            }
+            // Check sizes before touching anything.
+            for (n, w) in writes {
+                var end = UInt64(slot[n]?.data.count ?? 0)
+                for d in w.writes { end = max(end, d.offset + UInt64(d.data.count)) }
+                if let nl = w.newLength { end = max(end, nl) }
+                guard end <= config.maxMutableShareSize else {
+                    throw StorageError.badRequest("share \(n) would grow to \(end) bytes; the limit is \(config.maxMutableShareSize)")
+                }
+                let growth = end > UInt64(slot[n]?.data.count ?? 0) ? end - UInt64(slot[n]?.data.count ?? 0) : 0
+                if growth > space().available {
+                    throw StorageError.noSpace("not enough space to grow share \(n) by \(growth) bytes")
+                }
+            }
+            let exp = newExpiration()
+            let rh = Lease.hashSecret(renewSecret)
+            for (n, w) in writes.sorted(by: { $0.key < $1.key }) {
+                if w.newLength == 0 {
+                    if slot[n] != nil { try deleteShare(si, n) }
+                    continue
+                }
+                var c = slot[n] ?? MutableContainer(writeEnablerNodeID: containerNodeID, writeEnabler: writeEnabler)
+                if let nl = w.newLength, nl > UInt64(c.data.count) {
+                    c.data += [UInt8](repeating: 0, count: Int(nl) - c.data.count)  // grow before the writes
+                }
+                for d in w.writes {
+                    let end = Int(d.offset) + d.data.count
+                    if end > c.data.count { c.data += [UInt8](repeating: 0, count: end - c.data.count) }
+                    c.data.replaceSubrange(Int(d.offset)..<end, with: d.data)
+                }
+                if let nl = w.newLength, nl < UInt64(c.data.count) { c.data.removeLast(c.data.count - Int(nl)) }  // shrink after
+                if let i = c.leases.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
+                    c.leases[i].expiration = max(c.leases[i].expiration, exp)
+                } else {
+                    c.leases.append(Lease(renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp, nodeID: containerNodeID))
+                }
+                try makeDirectories(bucketDir(si))
+                try replaceFile(sharePath(si, n), c.serialized())
+                try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: c.leases)
+            }
+            return (true, reads)
+        }
+    }
+
+    // MARK: Files and index
+
+    /// Writes `bytes` to a temporary file, syncs it and renames it over `path`.
+    func replaceFile(_ path: String, _ bytes: [UInt8]) throws {
+        let tmp = path + ".new"
+        do {
+            let f = try File(path: tmp, flags: O_WRONLY | O_CREAT | O_TRUNC)
+            try f.write(at: 0, bytes)
+            try f.sync()
+        } catch {
+            unlink(tmp)
+            throw error
+        }
+        guard rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw File.errnoError("cannot replace \(path)")
+        }
+        syncDirectory(String(path[..<path.lastIndex(of: "/")!]))
+    }
+
+    func deleteShare(_ si: [UInt8], _ n: Int) throws {
+        unlink(sharePath(si, n))
+        let dir = bucketDir(si)
+        if listDirectory(dir).isEmpty {
+            rmdir(dir)
+            rmdir(String(dir[..<dir.lastIndex(of: "/")!]))  // the prefix directory, if now empty
+        }
+        try db.transaction {
+            try db.query("DELETE FROM shares WHERE si = ? AND shnum = ?", [.blob(si), .int(Int64(n))])
+            try db.query("DELETE FROM leases WHERE si = ? AND shnum = ?", [.blob(si), .int(Int64(n))])
+        }
+    }
+
+    func indexShare(_ si: [UInt8], _ n: Int, mutable: Bool, size: UInt64, leases: [Lease]) throws {
+        try db.transaction {
+            try db.query("INSERT OR REPLACE INTO shares(si, shnum, mutable, size) VALUES (?, ?, ?, ?)",
+                         [.blob(si), .int(Int64(n)), .int(mutable ? 1 : 0), .int(Int64(size))])
+            try db.query("DELETE FROM leases WHERE si = ? AND shnum = ?", [.blob(si), .int(Int64(n))])
+            for l in leases {
+                try db.query("INSERT OR REPLACE INTO leases(si, shnum, renew, expiration) VALUES (?, ?, ?, ?)",
+                             [.blob(si), .int(Int64(n)), .blob(l.renewHash), .int(Int64(l.expiration))])
+            }
+        }
+    }
+
+    /// Walks the share directory and rebuilds the index (a Tahoe storage directory served
+    /// for the first time, or a lost index). Cost: one pass over the shares.
+    public func rebuildIndex() throws {
+        for prefix in listDirectory(sharesDir) where prefix != "incoming" {
+            for siName in listDirectory(sharesDir + "/" + prefix) {
+                guard let si = Base32.decode(siName), si.count == 16 else { continue }
+                for n in shareFiles(si) {
+                    let path = sharePath(si, n)
+                    guard let f = try? File(path: path, flags: O_RDONLY) else { continue }
+                    let head = (try? f.read(at: 0, count: 32)) ?? []
+                    if MutableContainer.isMutable(head), let c = try? MutableContainer(parsing: f.read(at: 0, count: Int(f.size)), path: path) {
+                        try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: c.leases)
+                    } else if let (len, leases) = try? ImmutableContainer.inspect(f) {
+                        try indexShare(si, n, mutable: false, size: len, leases: leases)
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Expiry, advisories, stats
+
+    /// Removes leases that expired before now and deletes shares left without any. The work
+    /// is proportional to the expired leases (an index on expiration finds them), not to
+    /// the shares held. Returns the number of shares deleted.
+    @discardableResult
+    public func expireLeases(batch: Int = 1000) throws -> Int {
+        let now = clock()
+        var deleted = 0
+        while true {
+            let rows = try db.lock.withLock { _ in
+                try db.query("SELECT DISTINCT si, shnum FROM leases WHERE expiration < ? LIMIT ?", [.int(Int64(now)), .int(Int64(batch))])
+            }
+            if rows.isEmpty { break }
+            for row in rows {
+                guard let si = row[0].blob, let n = row[1].int else { continue }
+                try lock(si).withLock { _ in
+                    let path = sharePath(si, Int(n))
+                    guard let f = try? File(path: path, flags: O_RDWR) else {
+                        try db.transaction { try db.query("DELETE FROM leases WHERE si = ? AND shnum = ?", [.blob(si), .int(n)]) }
+                        return
+                    }
+                    let head = try f.read(at: 0, count: 32)
+                    // The container is the truth: re-read its leases before deleting anything.
+                    if MutableContainer.isMutable(head) {
+                        var c = try MutableContainer(parsing: try f.read(at: 0, count: Int(f.size)), path: path)
+                        c.leases = c.leases.filter { UInt64($0.expiration) >= now }
+                        if c.leases.isEmpty { try deleteShare(si, Int(n)); deleted += 1 } else {
+                            try replaceFile(path, c.serialized())
+                            try indexShare(si, Int(n), mutable: true, size: UInt64(c.data.count), leases: c.leases)
+                        }
+                    } else {
+                        let (len, leases) = try ImmutableContainer.inspect(f)
+                        let live = leases.filter { UInt64($0.expiration) >= now }
+                        if live.isEmpty { try deleteShare(si, Int(n)); deleted += 1 } else {
+                            try ImmutableContainer.writeLeases(f, dataLength: len, live)
+                            try indexShare(si, Int(n), mutable: false, size: len, leases: live)
+                        }
+                    }
+                }
+            }
+        }
+        return deleted
+    }
+
+    /// Records a client's report that a share is corrupt.
+    public func adviseCorruptShare(mutable: Bool, si: [UInt8], shnum: Int, reason: String) throws {
+        try checkSI(si)
+        let name = "\(clock())--\(siString(si))-\(shnum)"
+        let text = "storage index: \(siString(si))\nshare number: \(shnum)\ntype: \(mutable ? "mutable" : "immutable")\nreason: \(reason.prefix(1000))\n"
+        let f = try File(path: advisoriesDir + "/" + name, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        try f.write(at: 0, Array(text.utf8))
+    }
+
+    public struct Stats: Sendable {
+        public var immutableShares: UInt64
+        public var mutableShares: UInt64
+        public var usedBytes: UInt64
+    }
+
+    public func stats() throws -> Stats {
+        let rows = try db.lock.withLock { _ in
+            try db.query("SELECT mutable, COUNT(*), COALESCE(SUM(size), 0) FROM shares GROUP BY mutable")
+        }
+        var s = Stats(immutableShares: 0, mutableShares: 0, usedBytes: 0)
+        for r in rows {
+            let count = UInt64(r[1].int ?? 0), size = UInt64(r[2].int ?? 0)
+            if r[0].int == 1 { s.mutableShares = count } else { s.immutableShares = count }
+            s.usedBytes += size
+        }
+        return s
+    }
+}
+
+/// Writes one immutable share. The share lives under `incoming/` until `close`, so readers
+/// never see a partial share, and a crash leaves nothing behind that survives a restart.
+public final class BucketWriter: @unchecked Sendable {
+    unowned let backend: StorageBackend
+    public let si: [UInt8]
+    public let shnum: Int
+    public let allocatedSize: UInt64
+    let lease: Lease
+    let incomingPath: String
+    let file: File
+    /// Byte ranges written so far, sorted and merged.
+    var written: [(UInt64, UInt64)] = []
+    let state = Mutex<Int>(0)  // 0 open, 1 closed, 2 aborted
+
+    init(backend: StorageBackend, si: [UInt8], shnum: Int, allocatedSize: UInt64, lease: Lease) throws {
+        self.backend = backend
+        self.si = si
+        self.shnum = shnum
+        self.allocatedSize = allocatedSize
+        self.lease = lease
+        let s = backend.siString(si)
+        let dir = "\(backend.incomingDir)/\(s.prefix(2))/\(s)"
+        try makeDirectories(dir)
+        incomingPath = "\(dir)/\(shnum)"
+        file = try File(path: incomingPath, flags: O_RDWR | O_CREAT | O_TRUNC)
+        try file.write(at: 0, ImmutableContainer.header(allocatedSize: allocatedSize, leaseCount: 0))
+    }
+
+    /// Writes `data` at `offset` of the share data. Rewriting a range with the same bytes
+    /// is allowed (a retried write); with different bytes it is a conflict.
+    public func write(offset: UInt64, data: [UInt8]) throws {
+        try state.withLock { st in
+            guard st == 0 else { throw StorageError.badRequest("bucket writer for share \(shnum) is \(st == 1 ? "closed" : "aborted")") }
+            let end = offset + UInt64(data.count)
+            guard offset <= allocatedSize, end <= allocatedSize else {
+                throw StorageError.badRequest("write of \(data.count) bytes at offset \(offset) exceeds the allocated size \(allocatedSize) of share \(shnum)")
+            }
+            for (a, b) in written where a < end && offset < b {
+                let lo = max(a, offset), hi = min(b, end)
+                let existing = try file.read(at: ImmutableContainer.headerSize + lo, count: Int(hi - lo))
+                if existing != Array(data[Int(lo - offset)..<Int(hi - offset)]) {
+                    throw StorageError.conflict("write at offset \(offset) of share \(shnum) differs from data already written there")
+                }
+            }
+            do {
+                try file.write(at: ImmutableContainer.headerSize + offset, data)
+            } catch {
+                abortLocked(&st)
+                throw error
+            }
+            written.append((offset, end))
+            written.sort { $0.0 < $1.0 }
+            var merged: [(UInt64, UInt64)] = []
+            for r in written {
+                if let last = merged.last, r.0 <= last.1 { merged[merged.count - 1].1 = max(last.1, r.1) } else { merged.append(r) }
+            }
+            written = merged
+        }
+    }
+
+    /// Adds the lease, syncs, and moves the share into place.
+    public func close() throws {
+        try state.withLock { st in
+            guard st == 0 else { throw StorageError.badRequest("bucket writer for share \(shnum) is already \(st == 1 ? "closed" : "aborted")") }
+            do {
+                try ImmutableContainer.writeLeases(file, dataLength: allocatedSize, [lease])
+                try file.sync()
+                let dir = backend.bucketDir(si)
+                try makeDirectories(dir)
+                let final = backend.sharePath(si, shnum)
+                guard rename(incomingPath, final) == 0 else { throw File.errnoError("cannot move share \(shnum) into place") }
+                syncDirectory(dir)
+                st = 1
+                backend.writerFinished(self)
+                cleanIncomingDirs()
+                try backend.indexShare(si, shnum, mutable: false, size: allocatedSize, leases: [lease])
+            } catch {
+                if st == 0 { abortLocked(&st) }
+                throw error
+            }
+        }
+    }
+
+    /// Discards the partial share.
+    public func abort() {
+        state.withLock { st in if st == 0 { abortLocked(&st) } }
+    }
+
+    func abortLocked(_ st: inout Int) {
+        st = 2
+        unlink(incomingPath)
+        cleanIncomingDirs()
+        backend.writerFinished(self)
+    }
+
+    func cleanIncomingDirs() {
+        let dir = String(incomingPath[..<incomingPath.lastIndex(of: "/")!])
+        if rmdir(dir) == 0 { rmdir(String(dir[..<dir.lastIndex(of: "/")!])) }
+    }
+}
+
+/// One of the locks that serialise work on a storage index (striped by index).
+final class StripeLock: @unchecked Sendable {
+    let l = NSLock()
+    func withLock<R>(_ body: (inout Void) throws -> R) rethrows -> R {
+        l.lock()
+        defer { l.unlock() }
+        var unit: Void = ()
+        return try body(&unit)
+    }
+}

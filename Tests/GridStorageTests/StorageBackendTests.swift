@@ -1,0 +1,297 @@
+import Foundation
+import GridCrypto
+import GridFormat
+import GridProtocol
+import GridTestSupport
+import Synchronization
+import XCTest
+
+@testable import GridStorage
+
+final class TestClock: @unchecked Sendable {
+    let now = Mutex<UInt64>(1_700_000_000)
+    func advance(_ s: UInt64) { now.withLock { $0 += s } }
+    var closure: @Sendable () -> UInt64 { { [self] in now.withLock { $0 } } }
+}
+
+func tempDir(_ name: String) -> String {
+    let d = FileManager.default.temporaryDirectory.appendingPathComponent("grid-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
+}
+
+let nodeID20 = [UInt8](repeating: 0xab, count: 20)
+
+final class StorageBackendTests: XCTestCase {
+    var dir: String!
+    var clock: TestClock!
+
+    override func setUp() {
+        dir = tempDir("storage")
+        clock = TestClock()
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    func backend(reserved: UInt64 = 0, expire: Bool = true) throws -> StorageBackend {
+        var c = StorageConfig(nodeDirectory: dir)
+        c.reservedSpace = reserved
+        c.expireLeases = expire
+        return try StorageBackend(config: c, containerNodeID: nodeID20, clock: clock.closure)
+    }
+
+    let si = [UInt8](repeating: 7, count: 16)
+    let renew = [UInt8](repeating: 1, count: 32), cancel = [UInt8](repeating: 2, count: 32)
+
+    func upload(_ b: StorageBackend, shares: [Int], data: [UInt8]) throws {
+        let a = try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: shares, allocatedSize: UInt64(data.count))
+        for (_, w) in a.writers {
+            try w.write(offset: 0, data: Array(data.prefix(100)))
+            try w.write(offset: 100, data: Array(data.dropFirst(100)))
+            try w.close()
+        }
+    }
+
+    func testNothingVisibleUntilClose() throws {
+        let b = try backend()
+        let data = pseudoRandom(1000, seed: 1)
+        let a = try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: [0, 1], allocatedSize: 1000)
+        XCTAssertEqual(a.writers.keys.sorted(), [0, 1])
+        try a.writers[0]!.write(offset: 0, data: data)
+        XCTAssertEqual(try b.getBuckets(si), [:], "a share being written is invisible")
+        XCTAssertThrowsError(try b.read(si: si, shnum: 0, offset: 0, length: 10))
+        try a.writers[0]!.close()
+        XCTAssertEqual(try b.getBuckets(si), [0: 1000])
+        XCTAssertEqual(try b.read(si: si, shnum: 0, offset: 0, length: 1000), data)
+        XCTAssertEqual(try b.read(si: si, shnum: 0, offset: 990, length: 10), Array(data[990...]))
+        a.writers[1]!.abort()
+        XCTAssertEqual(try b.getBuckets(si), [0: 1000])
+        // A second allocation reports the held share and opens only the missing one.
+        let again = try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: [0, 1], allocatedSize: 1000)
+        XCTAssertEqual(again.alreadyHave, [0])
+        XCTAssertEqual(again.writers.keys.sorted(), [1])
+        again.writers[1]!.abort()
+    }
+
+    func testContainerLayoutIsTahoes() throws {
+        let b = try backend()
+        let data = pseudoRandom(300, seed: 2)
+        try upload(b, shares: [3], data: data)
+        let path = b.sharePath(si, 3)
+        let b32 = Base32.encode(si)
+        XCTAssertTrue(path.hasSuffix("/storage/shares/\(b32.prefix(2))/\(b32)/3"), path)
+        let file = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(file.count, 12 + 300 + 72)
+        XCTAssertEqual(Array(file[0..<12]), [0, 0, 0, 2, 0, 0, 1, 0x2c, 0, 0, 0, 1])  // v2, 300 bytes, 1 lease
+        XCTAssertEqual(Array(file[12..<312]), data)
+        let lease = Array(file[312...])
+        XCTAssertEqual(Array(lease[4..<36]), BLAKE2b.hash(renew), "renew secret stored BLAKE2b-hashed")
+        XCTAssertEqual(Array(lease[36..<68]), BLAKE2b.hash(cancel))
+        XCTAssertEqual(readBE(lease[68..<72]), clock.now.withLock { $0 } + 31 * 24 * 3600)
+    }
+
+    func testWriteChecks() throws {
+        let b = try backend()
+        let a = try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: [0], allocatedSize: 100)
+        let w = a.writers[0]!
+        XCTAssertThrowsError(try w.write(offset: 90, data: [UInt8](repeating: 1, count: 11))) { XCTAssertTrue("\($0)".contains("exceeds the allocated size 100")) }
+        try w.write(offset: 0, data: [1, 2, 3, 4])
+        try w.write(offset: 2, data: [3, 4, 5])  // overlaps with the same bytes: fine
+        XCTAssertThrowsError(try w.write(offset: 1, data: [9])) { e in
+            XCTAssertEqual(e as? StorageError, .conflict("write at offset 1 of share 0 differs from data already written there"))
+        }
+        try w.close()
+        XCTAssertThrowsError(try w.write(offset: 10, data: [1]))
+        XCTAssertThrowsError(try w.close())
+        XCTAssertThrowsError(try b.read(si: si, shnum: 0, offset: 99, length: 2)) { XCTAssertTrue("\($0)".contains("past the end")) }
+        XCTAssertThrowsError(try b.read(si: si, shnum: 5, offset: 0, length: 1)) { XCTAssertTrue("\($0)".contains("no share 5")) }
+    }
+
+    func testRestartDiscardsIncoming() throws {
+        do {
+            let b = try backend()
+            let a = try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: [0], allocatedSize: 50)
+            try a.writers[0]!.write(offset: 0, data: [1, 2, 3])
+            // No close, no abort: as if the process died.
+        }
+        XCTAssertFalse(listDirectory(dir + "/storage/shares/incoming").isEmpty)
+        let b2 = try backend()
+        XCTAssertEqual(listDirectory(dir + "/storage/shares/incoming"), [])
+        XCTAssertEqual(try b2.getBuckets(si), [:])
+    }
+
+    func testLeasesRenewCancelAndWrongSecrets() throws {
+        let b = try backend()
+        try upload(b, shares: [0, 1], data: pseudoRandom(500, seed: 3))
+        let renew2 = [UInt8](repeating: 3, count: 32), cancel2 = [UInt8](repeating: 4, count: 32)
+        try b.addLease(si: si, renewSecret: renew2, cancelSecret: cancel2)
+        let f = try File(path: b.sharePath(si, 0), flags: O_RDONLY)
+        XCTAssertEqual(try ImmutableContainer.inspect(f).1.count, 2)
+        let wrong = [UInt8](repeating: 9, count: 32)
+        XCTAssertThrowsError(try b.renewLease(si: si, renewSecret: wrong)) { XCTAssertTrue("\($0)".contains("renew secret")) }
+        XCTAssertThrowsError(try b.cancelLease(si: si, cancelSecret: wrong)) { XCTAssertTrue("\($0)".contains("cancel secret")) }
+        clock.advance(1000)
+        try b.renewLease(si: si, renewSecret: renew)
+        try b.cancelLease(si: si, cancelSecret: cancel)
+        XCTAssertEqual(try b.getBuckets(si).count, 2, "one lease is left")
+        try b.cancelLease(si: si, cancelSecret: cancel2)
+        XCTAssertEqual(try b.getBuckets(si), [:], "a share without leases is deleted")
+        XCTAssertThrowsError(try b.addLease(si: si, renewSecret: renew, cancelSecret: cancel)) { XCTAssertTrue("\($0)".contains("no shares")) }
+        XCTAssertEqual(try b.stats().immutableShares, 0)
+    }
+
+    func testExpiry() throws {
+        let b = try backend()
+        try upload(b, shares: [0], data: pseudoRandom(200, seed: 4))
+        let other = [UInt8](repeating: 8, count: 16)
+        let a = try b.allocate(si: other, renewSecret: renew, cancelSecret: cancel, shares: [0], allocatedSize: 10)
+        try a.writers[0]!.write(offset: 0, data: [UInt8](repeating: 5, count: 10))
+        try a.writers[0]!.close()
+        XCTAssertEqual(try b.expireLeases(), 0)
+        clock.advance(20 * 24 * 3600)
+        try b.renewLease(si: other, renewSecret: renew)  // renewed on day 20: lives to day 51
+        clock.advance(15 * 24 * 3600)  // day 35: the first has expired
+        XCTAssertEqual(try b.expireLeases(), 1)
+        XCTAssertEqual(try b.getBuckets(si), [:])
+        XCTAssertEqual(try b.getBuckets(other), [0: 10])
+        XCTAssertEqual(try b.stats().immutableShares, 1)
+    }
+
+    func testReservedSpaceRefusesCleanly() throws {
+        let b = try backend(reserved: UInt64.max / 4)
+        XCTAssertThrowsError(try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: [0, 1], allocatedSize: 1000)) { e in
+            guard case let .noSpace(m) = e as? StorageError else { return XCTFail("\(e)") }
+            XCTAssertTrue(m.contains("not enough space"), m)
+        }
+        XCTAssertEqual(listDirectory(dir + "/storage/shares/incoming"), [], "nothing half-written")
+        // Open allocations count against the space too.
+        let b2 = try backend()
+        let free = b2.space().available
+        XCTAssertThrowsError(try b2.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: [0], allocatedSize: free + 1))
+    }
+
+    func testIndexRebuiltFromShares() throws {
+        do {
+            let b = try backend()
+            try upload(b, shares: [0, 1, 2], data: pseudoRandom(100, seed: 5))
+        }
+        unlink(dir + "/storage/index.sqlite")
+        unlink(dir + "/storage/index.sqlite-wal")
+        unlink(dir + "/storage/index.sqlite-shm")
+        let b = try backend()
+        XCTAssertEqual(try b.stats().immutableShares, 3)
+        clock.advance(40 * 24 * 3600)
+        XCTAssertEqual(try b.expireLeases(), 3, "rebuilt leases expire as usual")
+    }
+
+    // MARK: Mutable slots
+
+    let we = [UInt8](repeating: 0x77, count: 32)
+
+    func write(_ b: StorageBackend, _ writes: [Int: ShareWrite], we: [UInt8]? = nil, readv: [ReadVector] = []) throws -> (Bool, [Int: [[UInt8]]]) {
+        try b.slotTestvAndReadvAndWritev(si: si, writeEnabler: we ?? self.we, renewSecret: renew, cancelSecret: cancel, writes: writes, readv: readv)
+    }
+
+    func testSlotWritesAndReads() throws {
+        let b = try backend()
+        // Creating: a missing share reads as empty, so "eq empty" passes.
+        let (ok, reads) = try write(b, [0: ShareWrite(tests: [TestVector(offset: 0, length: 3, op: .eq, specimen: [])],
+                                                      writes: [WriteVector(offset: 0, data: Array("hello".utf8))]),
+                                        1: ShareWrite(writes: [WriteVector(offset: 2, data: [9])])])
+        XCTAssertTrue(ok)
+        XCTAssertEqual(reads, [:])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [ReadVector(offset: 0, length: 10)]),
+                       [0: [Array("hello".utf8)], 1: [[0, 0, 9]]])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [1], readv: [ReadVector(offset: 1, length: 1), ReadVector(offset: 50, length: 5)]),
+                       [1: [[0], []]])
+        // Reads return the state before the writes.
+        let (ok2, before) = try write(b, [0: ShareWrite(writes: [WriteVector(offset: 0, data: Array("J".utf8))])],
+                                      readv: [ReadVector(offset: 0, length: 5)])
+        XCTAssertTrue(ok2)
+        XCTAssertEqual(before[0], [Array("hello".utf8)])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [ReadVector(offset: 0, length: 5)])[0], [Array("Jello".utf8)])
+        XCTAssertEqual(try b.stats().mutableShares, 2)
+    }
+
+    func testAllTestsMustPassBeforeAnyWrite() throws {
+        let b = try backend()
+        _ = try write(b, [0: ShareWrite(writes: [WriteVector(offset: 0, data: [5, 5])]), 1: ShareWrite(writes: [WriteVector(offset: 0, data: [6])])])
+        let (ok, reads) = try write(b, [
+            0: ShareWrite(tests: [TestVector(offset: 0, length: 2, op: .eq, specimen: [5, 5])], writes: [WriteVector(offset: 0, data: [1, 1])]),
+            1: ShareWrite(tests: [TestVector(offset: 0, length: 1, op: .eq, specimen: [7])], writes: [WriteVector(offset: 0, data: [2])]),
+        ], readv: [ReadVector(offset: 0, length: 2)])
+        XCTAssertFalse(ok)
+        XCTAssertEqual(reads, [0: [[5, 5]], 1: [[6]]])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [ReadVector(offset: 0, length: 2)]), [0: [[5, 5]], 1: [[6]]], "nothing written")
+    }
+
+    func testOperators() throws {
+        let b = try backend()
+        _ = try write(b, [0: ShareWrite(writes: [WriteVector(offset: 0, data: [5])])])
+        let cases: [(TestOperator, [UInt8], Bool)] = [
+            (.lt, [6], true), (.lt, [5], false), (.le, [5], true), (.le, [4], false),
+            (.eq, [5], true), (.eq, [4], false), (.ne, [4], true), (.ne, [5], false),
+            (.ge, [5], true), (.ge, [6], false), (.gt, [4], true), (.gt, [5], false),
+        ]
+        for (op, specimen, expect) in cases {
+            let (ok, _) = try write(b, [0: ShareWrite(tests: [TestVector(offset: 0, length: 1, op: op, specimen: specimen)])])
+            XCTAssertEqual(ok, expect, "\(op) \(specimen)")
+        }
+    }
+
+    func testNewLengthGrowsBeforeAndShrinksAfter() throws {
+        let b = try backend()
+        _ = try write(b, [0: ShareWrite(writes: [WriteVector(offset: 0, data: [1, 2, 3, 4, 5, 6])])])
+        _ = try write(b, [0: ShareWrite(writes: [WriteVector(offset: 0, data: [9])], newLength: 3)])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [ReadVector(offset: 0, length: 100)])[0], [[9, 2, 3]])
+        _ = try write(b, [0: ShareWrite(newLength: 5)])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [ReadVector(offset: 0, length: 100)])[0], [[9, 2, 3, 0, 0]])
+        _ = try write(b, [0: ShareWrite(newLength: 0)])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [ReadVector(offset: 0, length: 1)]), [:], "new length 0 deletes the share")
+    }
+
+    func testWrongWriteEnablerNamesTheRecorder() throws {
+        let b = try backend()
+        _ = try write(b, [0: ShareWrite(writes: [WriteVector(offset: 0, data: [1])])])
+        XCTAssertThrowsError(try write(b, [0: ShareWrite(writes: [WriteVector(offset: 0, data: [2])])], we: [UInt8](repeating: 1, count: 32))) { e in
+            guard case let .badSecret(m) = e as? StorageError else { return XCTFail("\(e)") }
+            XCTAssertTrue(m.contains("The write enabler was recorded by nodeid '\(Base32.encode(nodeID20))' (this server)"), m)
+        }
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [ReadVector(offset: 0, length: 1)])[0], [[1]])
+    }
+
+    func testMutableContainerLayout() throws {
+        let doc = try Fixtures.json("sdmf-container.json") as! [String: Any]
+        XCTAssertEqual(hex(MutableContainer.magic), doc["magic_hex"] as! String, "Tahoe's v2 mutable container magic")
+        let b = try backend()
+        _ = try write(b, [2: ShareWrite(writes: [WriteVector(offset: 0, data: [1, 2, 3])])])
+        let file = Array(try Data(contentsOf: URL(fileURLWithPath: b.sharePath(si, 2))))
+        XCTAssertEqual(Array(file[0..<32]), MutableContainer.magic)
+        XCTAssertEqual(Array(file[32..<52]), nodeID20)
+        XCTAssertEqual(Array(file[52..<84]), we)
+        XCTAssertEqual(readBE(file[84..<92]), 3)
+        XCTAssertEqual(readBE(file[92..<100]), 468 + 3)
+        XCTAssertEqual(Array(file[468..<471]), [1, 2, 3])
+        XCTAssertEqual(file.count, 471 + 4)
+        XCTAssertEqual(Array(file[(100 + 8)..<(100 + 40)]), BLAKE2b.hash(renew))
+        // Five leases: four in the header slots, the fifth after the data.
+        for i in 0..<4 {
+            _ = try b.slotTestvAndReadvAndWritev(si: si, writeEnabler: we, renewSecret: [UInt8](repeating: UInt8(50 + i), count: 32),
+                                                 cancelSecret: cancel, writes: [2: ShareWrite()], readv: [])
+        }
+        let f2 = Array(try Data(contentsOf: URL(fileURLWithPath: b.sharePath(si, 2))))
+        XCTAssertEqual(readBE(f2[471..<475]), 1)
+        XCTAssertEqual(f2.count, 475 + 92)
+        XCTAssertEqual(try MutableContainer(parsing: f2, path: "x").leases.count, 5)
+    }
+
+    func testCorruptionAdvisory() throws {
+        let b = try backend()
+        try b.adviseCorruptShare(mutable: false, si: si, shnum: 4, reason: "block 3 hash mismatch")
+        let files = listDirectory(dir + "/storage/corruption-advisories")
+        XCTAssertEqual(files.count, 1)
+        let text = try String(contentsOfFile: dir + "/storage/corruption-advisories/" + files[0], encoding: .utf8)
+        XCTAssertTrue(text.contains("block 3 hash mismatch"))
+        XCTAssertTrue(text.contains("share number: 4"))
+    }
+}

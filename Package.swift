@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // C: GF(2^8) multiply-accumulate kernels with runtime CPU dispatch.
@@ -41,14 +42,23 @@ let package = Package(
         .target(name: "GridProtocol", dependencies: ["GridWire"]),
         // The storage server: share store, leases (SQLite index), expirer, the RPC service.
         .target(name: "GridStorage", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridFormat", "CSQLite"]),
+        // The introducer service, the storage servers' announcer and the clients' subscriber.
+        .target(name: "GridIntroducer", dependencies: ["GridProtocol", "GridWire", "GridCrypto"]),
+        // Node directories, grid.conf, and the storage and introducer daemons.
+        .target(name: "GridNode", dependencies: [
+            "GridStorage", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // CHK immutable encoding and decoding (offline; the client streams through it).
         .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat"]),
         // The command line.
         .executableTarget(
             name: "grid",
             dependencies: [
-                "GridImmutable", "GridCodec", "GridCrypto", "GridFormat",
+                "GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridNode", "GridWire", "GridProtocol",
+                "GridIntroducer", "GridStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         // Test helpers: fixtures, Tahoe's content() generator, hex.

@@ -1,0 +1,203 @@
+import Foundation
+import GridCrypto
+import GridProtocol
+import GridWire
+import Synchronization
+
+/// The introducer: keeps the latest signed announcement of each storage server (in memory
+/// only), hands the whole set to each new subscriber, pushes every change, and drops
+/// servers that stop announcing. A restarted introducer rebuilds the set from the
+/// servers' re-announcements.
+public final class IntroducerService: RPCService, @unchecked Sendable {
+    public let serviceName = introducerServiceName
+    let secret: [UInt8]
+    /// An announcement not refreshed for this long is dropped.
+    public let expiry: Double
+    struct Entry {
+        var signed: SignedAnnouncement
+        var announcement: Announcement
+        var lastSeen: Double
+    }
+    let state = Mutex<(entries: [String: Entry], subscribers: [UInt64: RPCSession])>(([:], [:]))
+    var timer: DispatchSourceTimer?
+    let log: (String) -> Void
+
+    public init(secret: [UInt8], expiry: Double = 300, log: @escaping (String) -> Void = { _ in }) {
+        self.secret = secret
+        self.expiry = expiry
+        self.log = log
+        let t = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
+        t.schedule(deadline: .now() + min(30, expiry / 3), repeating: min(30, expiry / 3))
+        t.setEventHandler { [weak self] in self?.expire() }
+        t.resume()
+        timer = t
+    }
+
+    deinit { timer?.cancel() }
+
+    public func authorize(secret: [UInt8]) -> Bool {
+        // Constant time: the secret is the only thing guarding announce and subscribe.
+        guard secret.count == self.secret.count else { return false }
+        var d: UInt8 = 0
+        for i in 0..<secret.count { d |= secret[i] ^ self.secret[i] }
+        return d == 0
+    }
+
+    /// Current announcements (verified), by node id.
+    public var announcements: [String: Announcement] {
+        state.withLock { s in s.entries.mapValues(\.announcement) }
+    }
+
+    public func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8] {
+        guard let m = IntroducerMethod(rawValue: method) else {
+            throw WireError(.unknownMethod, "the introducer has no method \(method)")
+        }
+        switch m {
+        case .announce:
+            let signed = try SignedAnnouncement(decoding: body)
+            let a = try signed.verified()  // a bad signature is refused (badSecret) and dropped
+            let (changed, subs) = state.withLock { s -> (Bool, [RPCSession]) in
+                if let old = s.entries[a.nodeID], old.announcement.sequence >= a.sequence {
+                    s.entries[a.nodeID]?.lastSeen = monotonicNow()
+                    return (false, [])
+                }
+                s.entries[a.nodeID] = Entry(signed: signed, announcement: a, lastSeen: monotonicNow())
+                return (true, Array(s.subscribers.values))
+            }
+            if changed {
+                log("announcement from \(a.nodeID) (\(a.nickname)) at \(a.addresses.joined(separator: ", "))")
+                for s in subs { s.notify(method: IntroducerNotify.announcement.rawValue, body: signed.encoded()) }
+            }
+            return []
+        case .subscribe:
+            let all = state.withLock { s -> [SignedAnnouncement] in
+                s.subscribers[session.id] = session
+                return s.entries.values.map(\.signed)
+            }
+            return SignedAnnouncement.encodeList(all)
+        }
+    }
+
+    public func sessionEnded(_ session: RPCSession) {
+        state.withLock { _ = $0.subscribers.removeValue(forKey: session.id) }
+    }
+
+    /// Drops announcements older than `expiry` and tells subscribers.
+    public func expire(now: Double = monotonicNow()) {
+        let (gone, subs) = state.withLock { s -> ([Announcement], [RPCSession]) in
+            let old = s.entries.filter { now - $0.value.lastSeen > expiry }
+            for k in old.keys { s.entries[k] = nil }
+            return (old.values.map(\.announcement), Array(s.subscribers.values))
+        }
+        for a in gone {
+            log("announcement from \(a.nodeID) expired")
+            for s in subs { s.notify(method: IntroducerNotify.removed.rawValue, body: a.publicKey.bytes) }
+        }
+    }
+}
+
+/// Keeps a storage server announced: connects to the introducer (reconnecting with
+/// backoff), announces on every connection and then every `interval` seconds.
+public final class Announcer: @unchecked Sendable {
+    let client: PersistentClient
+    let timer: DispatchSourceTimer
+    let make: @Sendable () throws -> SignedAnnouncement
+
+    public init(introducer: IntroducerAddress, loop: EventLoop, tls: TLSContext, interval: Double = 60,
+                log: @escaping @Sendable (String) -> Void = { _ in },
+                announcement: @escaping @Sendable () throws -> SignedAnnouncement) {
+        make = announcement
+        client = PersistentClient(
+            loop: loop, host: introducer.host, port: introducer.port, serverKey: introducer.publicKey,
+            service: introducerServiceName, secret: introducer.secret, tls: tls,
+            onConnect: { c in
+                do {
+                    _ = try await c.call(IntroducerMethod.announce.rawValue, try announcement().encoded())
+                    log("announced to the introducer at \(introducer.host):\(introducer.port)")
+                } catch { log("announcing failed: \(error)") }
+            },
+            onDisconnect: { e in log("introducer connection: \(e)") })
+        timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        let c = client
+        timer.setEventHandler {
+            guard let rpc = c.client, let body = try? announcement().encoded() else { return }
+            Task { _ = try? await rpc.call(IntroducerMethod.announce.rawValue, body) }
+        }
+        timer.resume()
+    }
+
+    public func stop() {
+        timer.cancel()
+        client.stop()
+    }
+}
+
+/// A client's live view of the storage servers the introducer knows, with every
+/// announcement's signature checked here too (the introducer is not trusted with keys).
+public final class IntroducerSubscriber: @unchecked Sendable {
+    let servers = Mutex<[String: Announcement]>([:])
+    var client: PersistentClient!
+    let changed: @Sendable ([String: Announcement]) -> Void
+    let connected = Atomic<Bool>(false)
+
+    public init(introducer: IntroducerAddress, loop: EventLoop, tls: TLSContext, config: RPCClientConfig = RPCClientConfig(),
+                onChange: @escaping @Sendable ([String: Announcement]) -> Void = { _ in }) {
+        changed = onChange
+        client = PersistentClient(
+            loop: loop, host: introducer.host, port: introducer.port, serverKey: introducer.publicKey,
+            service: introducerServiceName, secret: introducer.secret, tls: tls, config: config,
+            onNotify: { [weak self] method, body in self?.notified(method, body) },
+            onConnect: { [weak self] c in
+                guard let self else { return }
+                do {
+                    let list = try SignedAnnouncement.decodeList(try await c.call(IntroducerMethod.subscribe.rawValue, []))
+                    var fresh: [String: Announcement] = [:]
+                    for s in list { if let a = try? s.verified() { fresh[a.nodeID] = a } }
+                    self.servers.withLock { $0 = fresh }
+                    self.connected.store(true, ordering: .relaxed)
+                    self.changed(fresh)
+                } catch {}
+            },
+            onDisconnect: { [weak self] _ in self?.connected.store(false, ordering: .relaxed) })
+    }
+
+    func notified(_ method: UInt16, _ body: [UInt8]) {
+        switch IntroducerNotify(rawValue: method) {
+        case .announcement:
+            guard let a = try? SignedAnnouncement(decoding: body).verified() else { return }
+            let now = servers.withLock { s -> [String: Announcement] in
+                if let old = s[a.nodeID], old.sequence >= a.sequence { return s }
+                s[a.nodeID] = a
+                return s
+            }
+            changed(now)
+        case .removed:
+            guard body.count == 32, let k = try? Ed25519PublicKey(bytes: body) else { return }
+            let now = servers.withLock { s -> [String: Announcement] in
+                s[NodeIdentity.nodeID(for: k)] = nil
+                return s
+            }
+            changed(now)
+        case nil:
+            break
+        }
+    }
+
+    /// The servers currently announced.
+    public var current: [String: Announcement] { servers.withLock { $0 } }
+    public var isConnected: Bool { connected.load(ordering: .relaxed) }
+
+    /// Waits until at least `count` servers are known, or `timeout` passes; returns them.
+    public func waitForServers(_ count: Int, timeout: Double) async -> [String: Announcement] {
+        let deadline = monotonicNow() + timeout
+        while monotonicNow() < deadline {
+            let c = current
+            if c.count >= count { return c }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return current
+    }
+
+    public func stop() { client.stop() }
+}

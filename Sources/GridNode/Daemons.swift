@@ -1,0 +1,174 @@
+import Dispatch
+import GridCrypto
+import GridFormat
+import GridIntroducer
+import GridProtocol
+import GridStorage
+import GridWire
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public let gridVersion = "grid/0.1"
+
+/// Blocks until SIGINT or SIGTERM arrives.
+public func waitForTerminationSignal() -> Int32 {
+    signal(SIGINT, SIG_IGN)
+    signal(SIGTERM, SIG_IGN)
+    let sem = DispatchSemaphore(value: 0)
+    let got = UncheckedSignal()
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM] {
+        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        src.setEventHandler { got.value = sig; sem.signal() }
+        src.resume()
+        sources.append(src)
+    }
+    sem.wait()
+    for s in sources { s.cancel() }
+    return got.value
+}
+
+final class UncheckedSignal: @unchecked Sendable { var value: Int32 = 0 }
+
+// MARK: Introducer
+
+public enum IntroducerNode {
+    /// Writes an introducer node directory; returns its address.
+    public static func create(directory: String, host: String, port: UInt16?, location: String?) throws -> IntroducerAddress {
+        try createNodeDirectory(directory)
+        let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
+        let secret = SecureRandom.bytes(20)
+        try writeSecretFile(directory + "/private/introducer.secret", Base32.encode(secret) + "\n")
+        let p = try port ?? pickFreePort(host: host)
+        let loc = location ?? "\(host):\(p)"
+        var c = NodeConfig()
+        c["node", "listen"] = "\(host):\(p)"
+        c["node", "location"] = loc
+        c["introducer", "expiry"] = "300s"
+        try writeSecretFile(directory + "/grid.conf", c.rendered(header: "grid introducer node\nlisten: where to accept connections; location: the host:port clients are told\nexpiry: drop a storage server that has not re-announced for this long"), mode: 0o600)
+        let (h, lp) = try splitHostPort(loc)
+        let addr = IntroducerAddress(publicKey: identity.publicKey, host: h, port: lp, secret: secret)
+        try writeSecretFile(directory + "/private/introducer.address", addr.description + "\n")
+        return addr
+    }
+
+    public static func address(directory: String) throws -> IntroducerAddress {
+        guard let s = try readSecretFile(directory + "/private/introducer.address") else {
+            throw NodeError("\(directory) is not an introducer node directory")
+        }
+        return try IntroducerAddress(parsing: s)
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    public static func run(directory: String, logger: Logger) throws {
+        raiseFileLimit()
+        let config = try NodeConfig.load(directory: directory)
+        let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
+        guard let secretText = try readSecretFile(directory + "/private/introducer.secret"),
+              let secret = Base32.decode(secretText.trimmingWhitespaceAndNewlinesLocal()) else {
+            throw NodeError("\(directory)/private/introducer.secret is missing or not base32")
+        }
+        let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
+        let expiry = try parseDuration(config["introducer", "expiry"] ?? "300s")
+        let loop = try EventLoop(name: "introducer-loop")
+        let service = IntroducerService(secret: secret, expiry: expiry, log: { logger.info("\($0)") })
+        let server = try RPCServer(identity: identity, services: [service], loop: loop)
+        let bound = try server.listen(host: host, port: port)
+        logger.info("introducer \(identity.nodeID) listening on \(host):\(bound)")
+        let sig = waitForTerminationSignal()
+        logger.info("signal \(sig): shutting down")
+        server.stop()
+        loop.shutdown()
+    }
+}
+
+// MARK: Storage
+
+public enum StorageNode {
+    public static func create(directory: String, introducer: IntroducerAddress, nickname: String?, host: String,
+                              port: UInt16?, location: String?, reservedSpace: String) throws -> String {
+        _ = try parseSize(reservedSpace)
+        try createNodeDirectory(directory)
+        let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
+        let p = try port ?? pickFreePort(host: host)
+        var c = NodeConfig()
+        c["node", "nickname"] = nickname ?? "storage-\(identity.nodeID.dropFirst(3).prefix(8))"
+        c["node", "listen"] = "\(host):\(p)"
+        c["node", "location"] = location ?? "\(host):\(p)"
+        c["storage", "reserved_space"] = reservedSpace
+        c["storage", "lease_duration"] = "31d"
+        c["storage", "expire"] = "false"
+        c["storage", "expire_interval"] = "1h"
+        c["storage", "announce_interval"] = "60s"
+        // The introducer address holds its secret: grid.conf is written mode 0600.
+        c["introducer", "address"] = introducer.description
+        try writeSecretFile(directory + "/grid.conf", c.rendered(header: "grid storage node\nreserved_space: keep this much disk free (10G = 10^9 bytes, 10GiB = 2^30)\nexpire: delete shares whose leases have all expired, checked every expire_interval"), mode: 0o600)
+        return identity.nodeID
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    public static func run(directory: String, logger: Logger) throws {
+        raiseFileLimit()
+        let config = try NodeConfig.load(directory: directory)
+        let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
+        var sc = StorageConfig(nodeDirectory: directory)
+        sc.reservedSpace = try parseSize(config["storage", "reserved_space"] ?? "0")
+        sc.leaseDuration = UInt32(try parseDuration(config["storage", "lease_duration"] ?? "31d"))
+        sc.expireLeases = ["true", "yes", "1", "on"].contains((config["storage", "expire"] ?? "false").lowercased())
+        let expireInterval = try parseDuration(config["storage", "expire_interval"] ?? "1h")
+        let announceInterval = try parseDuration(config["storage", "announce_interval"] ?? "60s")
+        guard let introText = config["introducer", "address"] else { throw NodeError("grid.conf has no [introducer] address") }
+        let introducer = try IntroducerAddress(parsing: introText)
+        let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
+        let nickname = config["node", "nickname"] ?? "storage"
+
+        let backend = try StorageBackend(config: sc, containerNodeID: Array(SHA256.hash(identity.publicKey.bytes).prefix(20)))
+        let loop = try EventLoop(name: "storage-loop")
+        let server = try RPCServer(identity: identity, services: [StorageService(backend: backend, applicationVersion: gridVersion)], loop: loop)
+        let bound = try server.listen(host: host, port: port)
+        let location = config["node", "location"] ?? "\(host):\(bound)"
+        logger.info("storage server \(identity.nodeID) (\(nickname)) listening on \(host):\(bound), reserved space \(sc.reservedSpace) bytes")
+        let tls = try TLSContext.client()
+        let key = identity.key
+        let seq = UncheckedCounter(start: UInt64(time(nil)) * 1000)
+        let announcer = Announcer(introducer: introducer, loop: loop, tls: tls, interval: announceInterval,
+                                  log: { logger.info("\($0)") }) {
+            try Announcement(publicKey: key.publicKey, nickname: nickname, addresses: [location],
+                             availableSpace: backend.space().available, sequence: seq.next()).signed(with: key)
+        }
+        var expirer: DispatchSourceTimer?
+        if sc.expireLeases {
+            let t = DispatchSource.makeTimerSource(queue: .global())
+            t.schedule(deadline: .now() + min(60, expireInterval), repeating: expireInterval)
+            t.setEventHandler {
+                do {
+                    let n = try backend.expireLeases()
+                    if n > 0 { logger.info("expirer removed \(n) share(s) whose leases had all expired") }
+                } catch { logger.error("expirer: \(error)") }
+            }
+            t.resume()
+            expirer = t
+        }
+        let sig = waitForTerminationSignal()
+        logger.info("signal \(sig): shutting down")
+        expirer?.cancel()
+        announcer.stop()
+        server.stop()  // closing the sessions aborts unfinished uploads
+        loop.shutdown()
+    }
+}
+
+final class UncheckedCounter: @unchecked Sendable {
+    var value: UInt64
+    let lock = DispatchSemaphore(value: 1)
+    init(start: UInt64) { value = start }
+    func next() -> UInt64 {
+        lock.wait()
+        defer { lock.signal() }
+        value += 1
+        return value
+    }
+}

@@ -69,6 +69,9 @@ let package = Package(
         .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridTestSupport"]),
         .testTarget(name: "GridCLITests", dependencies: ["GridTestSupport"]),
         .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridTestSupport"]),
+        .testTarget(name: "GridIntegrationTests", dependencies: [
+            "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridTestSupport",
+        ]),
         .testTarget(name: "GridStorageTests", dependencies: ["GridStorage", "GridProtocol", "GridWire", "GridFormat", "GridTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

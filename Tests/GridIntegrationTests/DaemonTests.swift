@@ -1,0 +1,279 @@
+import Foundation
+import GridCrypto
+import GridFormat
+import GridIntroducer
+import GridProtocol
+import GridTestSupport
+import GridWire
+import XCTest
+
+/// Real `grid introducer run` and `grid storage run` processes on 127.0.0.1, driven
+/// through real sockets.
+final class DaemonTests: XCTestCase {
+    let si = Array(SHA256.hash(Array("integration".utf8)).prefix(16))
+    let renew = [UInt8](repeating: 1, count: 32), cancel = [UInt8](repeating: 2, count: 32)
+
+    func expectError(_ code: WireError.Code, _ fragment: String = "", _ body: () async throws -> Void, line: UInt = #line) async {
+        do {
+            try await body()
+            XCTFail("expected \(code)", line: line)
+        } catch let e as WireError {
+            XCTAssertEqual(e.code, code, e.message, line: line)
+            if !fragment.isEmpty { XCTAssertTrue(e.message.contains(fragment), "'\(e.message)' lacks '\(fragment)'", line: line) }
+        } catch {
+            XCTFail("\(error)", line: line)
+        }
+    }
+
+    func testServersAnnounceAndImmutableCallsWork() async throws {
+        let grid = try LocalGrid(servers: 3)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let seen = await sub.waitForServers(3, timeout: 15)
+        XCTAssertEqual(Set(seen.values.map(\.nickname)), ["server0", "server1", "server2"])
+        let s = try await grid.storageClient(0, via: seen)
+
+        let v = try await s.getVersion()
+        XCTAssertEqual(v.protocolVersion, 1)
+        XCTAssertGreaterThan(v.availableSpace, 0)
+        XCTAssertEqual(v.immutableShares, 0)
+
+        let data = pseudoRandom(5000, seed: 9)
+        let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel, shareNumbers: [0, 1, 2], allocatedSize: 5000))
+        XCTAssertEqual(alloc.alreadyHave, [])
+        XCTAssertEqual(alloc.writers.keys.sorted(), [0, 1, 2])
+        // Many writes in flight at once on one connection.
+        try await withThrowingTaskGroup(of: Void.self) { g in
+            for (_, h) in alloc.writers {
+                for off in stride(from: 0, to: 5000, by: 500) {
+                    g.addTask { try await s.write(bucket: h, offset: UInt64(off), data: Array(data[off..<(off + 500)])) }
+                }
+            }
+            try await g.waitForAll()
+        }
+        let none = try await s.getBuckets(storageIndex: si)
+        XCTAssertEqual(none, [:], "nothing is visible before close")
+        for (_, h) in alloc.writers where h != alloc.writers[2] { try await s.close(bucket: h) }
+        try await s.abort(bucket: alloc.writers[2]!)
+        let buckets = try await s.getBuckets(storageIndex: si)
+        XCTAssertEqual(buckets, [0: 5000, 1: 5000])
+        let back = try await s.read(storageIndex: si, share: 1, offset: 1000, length: 2000)
+        XCTAssertEqual(back, Array(data[1000..<3000]))
+        let again = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel, shareNumbers: [0, 1, 2], allocatedSize: 5000))
+        XCTAssertEqual(again.alreadyHave, [0, 1])
+        XCTAssertEqual(again.writers.keys.sorted(), [2])
+        let h2 = again.writers[2]!
+
+        // Error paths, each a clear error on a connection that keeps working.
+        await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h2, offset: 4999, data: [1, 2]) }
+        try await s.write(bucket: h2, offset: 0, data: [1, 2, 3])
+        await expectError(.conflict, "differs") { try await s.write(bucket: h2, offset: 1, data: [9]) }
+        await expectError(.notFound, "no open bucket writer") { try await s.write(bucket: 999_999, offset: 0, data: [1]) }
+        await expectError(.badRequest, "past the end") { _ = try await s.read(storageIndex: si, share: 0, offset: 4990, length: 20) }
+        await expectError(.notFound, "no share 7") { _ = try await s.read(storageIndex: si, share: 7, offset: 0, length: 1) }
+        await expectError(.unknownMethod) { _ = try await s.rpc.call(200, []) }
+        await expectError(.badFrame) { _ = try await s.rpc.call(StorageMethod.allocateBuckets.rawValue, [1, 2, 3]) }
+        try await s.abort(bucket: h2)
+
+        // Leases: a wrong secret is refused; a right one works.
+        let wrong = [UInt8](repeating: 0xee, count: 32)
+        await expectError(.badSecret, "renew secret") { try await s.renewLease(storageIndex: si, renewSecret: wrong) }
+        await expectError(.badSecret, "cancel secret") { try await s.cancelLease(storageIndex: si, cancelSecret: wrong) }
+        try await s.renewLease(storageIndex: si, renewSecret: renew)
+        try await s.addLease(storageIndex: si, renewSecret: wrong, cancelSecret: wrong)
+        try await s.cancelLease(storageIndex: si, cancelSecret: cancel)
+        let stillThere = try await s.getBuckets(storageIndex: si)
+        XCTAssertEqual(stillThere.count, 2, "the other lease keeps the shares")
+        try await s.adviseCorruptShare(mutable: false, storageIndex: si, share: 0, reason: "test advisory")
+        let advisories = try FileManager.default.contentsOfDirectory(atPath: grid.servers[0].directory + "/storage/corruption-advisories")
+        XCTAssertEqual(advisories.count, 1)
+        let v2 = try await s.getVersion()
+        XCTAssertEqual(v2.immutableShares, 2)
+        XCTAssertEqual(v2.usedSpace, 10_000)
+        s.rpc.close()
+    }
+
+    func testMutableSlotsAndWriteEnabler() async throws {
+        let grid = try LocalGrid(servers: 1)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let s = try await grid.storageClient(0, via: await sub.waitForServers(1, timeout: 15))
+        let we = [UInt8](repeating: 5, count: 32)
+        func req(_ writes: [Int: ShareWrite], we: [UInt8], readv: [ReadVector] = []) -> SlotWriteRequest {
+            SlotWriteRequest(storageIndex: si, writeEnabler: we, renewSecret: renew, cancelSecret: cancel, writes: writes, readVector: readv)
+        }
+        let (ok, _) = try await s.slotTestvAndReadvAndWritev(req([0: ShareWrite(tests: [TestVector(offset: 0, length: 1, op: .eq, specimen: [])],
+                                                                                 writes: [WriteVector(offset: 0, data: Array("v1".utf8))])], we: we))
+        XCTAssertTrue(ok)
+        let (ok2, old) = try await s.slotTestvAndReadvAndWritev(req([0: ShareWrite(tests: [TestVector(offset: 0, length: 2, op: .eq, specimen: Array("v0".utf8))],
+                                                                                  writes: [WriteVector(offset: 0, data: Array("v2".utf8))])],
+                                                                    we: we, readv: [ReadVector(offset: 0, length: 2)]))
+        XCTAssertFalse(ok2)
+        XCTAssertEqual(old[0], [Array("v1".utf8)])
+        let reads = try await s.slotReadv(SlotReadRequest(storageIndex: si, shareNumbers: [], readVector: [ReadVector(offset: 0, length: 10)]))
+        XCTAssertEqual(reads, [0: [Array("v1".utf8)]])
+        let serverKey = await sub.waitForServers(1, timeout: 5).values.first!.publicKey
+        let recorder = Base32.encode(Array(SHA256.hash(serverKey.bytes).prefix(20)))
+        await expectError(.badSecret, "recorded by nodeid '\(recorder)'") {
+            _ = try await s.slotTestvAndReadvAndWritev(req([0: ShareWrite(writes: [WriteVector(offset: 0, data: [0])])], we: [UInt8](repeating: 6, count: 32)))
+        }
+        s.rpc.close()
+    }
+
+    /// An upload cut off by a lost connection, a clean shutdown, or kill -9 leaves no
+    /// partial share visible, and the server comes back without leftovers.
+    func testInterruptedUploadsLeaveNothingBehind() async throws {
+        let grid = try LocalGrid(servers: 1)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let server = grid.servers[0]
+        for how in ["disconnect", "SIGTERM", "SIGKILL"] {
+            let s = try await grid.storageClient(0, via: await sub.waitForServers(1, timeout: 15))
+            let a = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel, shareNumbers: [4], allocatedSize: 100_000))
+            try await s.write(bucket: a.writers[4]!, offset: 0, data: pseudoRandom(60_000, seed: 1))
+            switch how {
+            case "disconnect":
+                s.rpc.close()
+                try await Task.sleep(nanoseconds: 300_000_000)
+            case "SIGTERM":
+                XCTAssertEqual(server.stop(SIGTERM), 0, "a clean shutdown exits 0")
+                try server.start()
+            default:
+                server.stop(SIGKILL)
+                try server.start()
+            }
+            let incoming = server.directory + "/storage/shares/incoming"
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: incoming), [], "\(how): incoming is empty")
+            let s2 = try await grid.storageClient(0, via: sub.current)
+            let held = try await s2.getBuckets(storageIndex: si)
+            XCTAssertEqual(held, [:], "\(how): no partial share is visible")
+            // And the server still works.
+            let a2 = try await s2.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel, shareNumbers: [4], allocatedSize: 3))
+            try await s2.write(bucket: a2.writers[4]!, offset: 0, data: [1, 2, 3])
+            try await s2.abort(bucket: a2.writers[4]!)
+            s2.rpc.close()
+        }
+    }
+
+    /// A server that stops announcing is dropped by the introducer and the subscribers hear of it.
+    func testSilentServersExpire() async throws {
+        let grid = try LocalGrid(servers: 2, introducerExpiry: "2s", announceInterval: "0.4s")
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let initial = await sub.waitForServers(2, timeout: 15)
+        XCTAssertEqual(initial.count, 2)
+        grid.servers[1].stop(SIGKILL)
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline && sub.current.count != 1 { try await Task.sleep(nanoseconds: 100_000_000) }
+        XCTAssertEqual(sub.current.values.map(\.nickname), ["server0"], "server1 expired, server0 keeps re-announcing")
+    }
+
+    func testIntroducerRestart() async throws {
+        let grid = try LocalGrid(servers: 2)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let before = await sub.waitForServers(2, timeout: 15)
+        XCTAssertEqual(before.count, 2)
+        XCTAssertEqual(grid.introducer.stop(SIGTERM), 0)
+        try await Task.sleep(nanoseconds: 500_000_000)
+        try grid.introducer.start()
+        // The introducer kept nothing on disk: the set comes back from re-announcements,
+        // and the subscriber reconnects by itself.
+        let deadline = Date().addingTimeInterval(30)
+        var after: [String: Announcement] = [:]
+        while Date() < deadline {
+            after = sub.current
+            if sub.isConnected && after.count == 2 { break }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        XCTAssertTrue(sub.isConnected)
+        XCTAssertEqual(Set(after.keys), Set(before.keys))
+    }
+
+    func testIntroducerRefusesBadSignaturesAndWrongSecrets() async throws {
+        let grid = try LocalGrid(servers: 0)
+        defer { grid.shutdown() }
+        let c = try await RPCClient.connect(loop: grid.loop, host: grid.address.host, port: grid.address.port, serverKey: grid.address.publicKey,
+                                            service: introducerServiceName, secret: grid.address.secret, tls: grid.tls)
+        let real = Ed25519PrivateKey(), forger = Ed25519PrivateKey()
+        // Claims to be `real` but is signed by `forger`.
+        let a = Announcement(publicKey: real.publicKey, nickname: "evil", addresses: ["127.0.0.1:1"], availableSpace: 1, sequence: 1)
+        let forged = SignedAnnouncement(payload: a.payload(), signature: try forger.sign(Array("grid-announcement-v1\n".utf8) + a.payload()))
+        await expectError(.badSecret, "bad signature") { _ = try await c.call(IntroducerMethod.announce.rawValue, forged.encoded()) }
+        let list = try SignedAnnouncement.decodeList(try await c.call(IntroducerMethod.subscribe.rawValue, []))
+        XCTAssertEqual(list.count, 0, "the forged announcement was dropped")
+        // A genuine one is accepted and listed.
+        _ = try await c.call(IntroducerMethod.announce.rawValue, try a.signed(with: real).encoded())
+        let list2 = try SignedAnnouncement.decodeList(try await c.call(IntroducerMethod.subscribe.rawValue, []))
+        XCTAssertEqual(try list2.map { try $0.verified().nickname }, ["evil"])
+        c.close()
+        await expectError(.notAuthorized, "wrong secret") {
+            _ = try await RPCClient.connect(loop: grid.loop, host: grid.address.host, port: grid.address.port, serverKey: grid.address.publicKey,
+                                            service: introducerServiceName, secret: [UInt8](repeating: 0, count: 20), tls: grid.tls)
+        }
+        await expectError(.pinMismatch, "not the expected") {
+            _ = try await RPCClient.connect(loop: grid.loop, host: grid.address.host, port: grid.address.port, serverKey: forger.publicKey,
+                                            service: introducerServiceName, secret: grid.address.secret, tls: grid.tls)
+        }
+    }
+
+    /// Thousands of random and mutated frames against a running storage server and
+    /// introducer: both stay up and keep serving a well-formed client.
+    func testDaemonsSurviveGarbage() async throws {
+        let grid = try LocalGrid(servers: 1)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let seen = await sub.waitForServers(1, timeout: 15)
+        let storagePort = grid.servers[0].port
+        var rng: UInt64 = 0xfeed
+        func rand(_ n: Int) -> Int { rng = rng &* 6364136223846793005 &+ 1442695040888963407; return Int((rng >> 33) % UInt64(n)) }
+        func randomBytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(rand(256)) } }
+        var frames = 0
+        for (port, service, secret) in [(storagePort, storageServiceName, [UInt8]()), (grid.address.port, introducerServiceName, grid.address.secret)] {
+            // Plain TCP garbage (not even TLS).
+            for _ in 0..<20 {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var a = sockaddr_in()
+                a.sin_family = sa_family_t(AF_INET)
+                a.sin_port = port.bigEndian
+                inet_pton(AF_INET, "127.0.0.1", &a.sin_addr)
+                _ = withUnsafePointer(to: &a) { connect(fd, UnsafeRawPointer($0).assumingMemoryBound(to: sockaddr.self), socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                let junk = randomBytes(1 + rand(2000))
+                _ = junk.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                close(fd)
+            }
+            // After a proper HELLO: requests with random methods and bodies, mutated valid requests,
+            // and frames with lying lengths or types, on a handful of connections.
+            for _ in 0..<10 {
+                let c = try await RPCClient.connect(loop: grid.loop, host: "127.0.0.1", port: port,
+                                                    serverKey: port == storagePort ? seen.values.first!.publicKey : grid.address.publicKey,
+                                                    service: service, secret: secret, tls: grid.tls)
+                for _ in 0..<200 {
+                    let method = UInt16(rand(20))
+                    var body = randomBytes(rand(300))
+                    if rand(3) == 0 {
+                        body = AllocateRequest(storageIndex: randomBytes(16), renewSecret: randomBytes(32), cancelSecret: randomBytes(32),
+                                               shareNumbers: [rand(256)], allocatedSize: UInt64(rand(100))).encoded()
+                        body[rand(body.count)] ^= UInt8(1 + rand(255))
+                    }
+                    _ = try? await c.call(method, body, timeout: 10)
+                    frames += 1
+                }
+                c.close()
+            }
+        }
+        XCTAssertGreaterThanOrEqual(frames, 4000)
+        XCTAssertTrue(grid.servers[0].isRunning, grid.servers[0].log(tail: 10))
+        XCTAssertTrue(grid.introducer.isRunning, grid.introducer.log(tail: 10))
+        let s = try await grid.storageClient(0, via: seen)
+        let v = try await s.getVersion()
+        XCTAssertEqual(v.protocolVersion, 1)
+        s.rpc.close()
+    }
+}

@@ -100,6 +100,14 @@ public func parseDuration(_ s: String) throws -> Double {
 
 /// Creates a node directory (mode 0700) and its private/ subdirectory (0700).
 func createNodeDirectory(_ dir: String) throws {
+    // Parents as needed (like mkdir -p), then the node directory itself, private.
+    var parent = dir.hasPrefix("/") ? "" : "."
+    for part in dir.split(separator: "/").dropLast() {
+        parent += "/" + part
+        if mkdir(parent, 0o755) != 0 && errno != EEXIST {
+            throw NodeError("cannot create \(parent): \(String(cString: strerror(errno)))")
+        }
+    }
     for d in [dir, dir + "/private"] {
         if mkdir(d, 0o700) != 0 && errno != EEXIST {
             throw NodeError("cannot create \(d): \(String(cString: strerror(errno)))")

@@ -186,3 +186,41 @@ final class CLITests: XCTestCase {
         for row in rows { XCTAssertGreaterThan(row["mbps"] as! Double, 0) }
     }
 }
+
+final class DaemonCLITests: XCTestCase {
+    func testBenchConnectionsKeepsThreadsFixed() throws {
+        let r = try grid(["bench", "connections", "--count", "60", "--idle", "0.5", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let row = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(row["open_after_idle"] as? Int, 60)
+        XCTAssertEqual(row["server_threads_after"] as? Int, row["server_threads_before"] as? Int, "no thread per connection")
+    }
+
+    func testCreateCommandsCheckTheirInput() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("grid-create-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let intro = try grid(["introducer", "create", dir + "/intro"])
+        XCTAssertEqual(intro.status, 0, intro.stderr)
+        let addr = String(intro.stdout.split(separator: "\n").last!)
+        XCTAssertTrue(addr.hasPrefix("grid://v0-"), addr)
+        // The secret-bearing files are private.
+        for f in ["/intro/private/node.key", "/intro/private/introducer.secret", "/intro/grid.conf"] {
+            let mode = (try FileManager.default.attributesOfItem(atPath: dir + f)[.posixPermissions] as! NSNumber).intValue
+            XCTAssertEqual(mode, 0o600, f)
+        }
+        let again = try grid(["introducer", "create", dir + "/intro"])
+        XCTAssertEqual(again.status, 1)
+        XCTAssertTrue(again.stderr.contains("already holds a node"), again.stderr)
+        let bad = try grid(["storage", "create", dir + "/s", "--introducer", "pb://nonsense"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("bad introducer address"), bad.stderr)
+        let badSize = try grid(["storage", "create", dir + "/s", "--introducer", addr, "--reserved-space", "lots"])
+        XCTAssertEqual(badSize.status, 1)
+        XCTAssertTrue(badSize.stderr.contains("bad size"), badSize.stderr)
+        let ok = try grid(["storage", "create", dir + "/s", "--introducer", addr, "--reserved-space", "2GiB"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        let notNode = try grid(["storage", "run", dir + "/nowhere"])
+        XCTAssertEqual(notNode.status, 1)
+        XCTAssertTrue(notNode.stderr.contains("not a grid node directory"), notNode.stderr)
+    }
+}

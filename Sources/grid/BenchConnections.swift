@@ -1,0 +1,152 @@
+import ArgumentParser
+import Foundation
+import GridNode
+import GridProtocol
+import GridWire
+
+struct BenchConnections: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "connections",
+        abstract: "Hold many idle TLS client connections to a real storage server and measure its threads and memory.",
+        discussion: """
+            Starts an introducer and a storage server (this grid binary, as separate processes) \
+            in a temporary directory, opens --count client connections to the storage server \
+            (TLS handshake and HELLO done), leaves them idle, and reads the server's thread \
+            count and resident memory from /proc before and after. It then times get_version \
+            calls on one more connection while the others stay open. Everything is stopped at the end.
+            """)
+
+    @Option(help: "Idle connections to open.") var count: Int = 1000
+    @Option(help: "Seconds to stay idle before measuring.") var idle: Double = 3
+    @Flag(help: "Print JSON.") var json = false
+
+    struct ProcStatus { var rssKiB: Int; var threads: Int }
+
+    static func status(_ pid: Int32) -> ProcStatus {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> Int {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            let value = line.dropFirst(name.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? ""
+            return Int(value) ?? 0
+        }
+        return ProcStatus(rssKiB: field("VmRSS"), threads: field("Threads"))
+    }
+
+    func run() throws {
+        raiseFileLimit()
+        let exe = "/proc/self/exe"
+        let root = NSTemporaryDirectory() + "grid-bench-conn-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        func grid(_ args: [String]) throws -> String {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = args
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            let d = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw ValidationError("grid \(args.joined(separator: " ")) failed") }
+            return String(decoding: d, as: UTF8.self)
+        }
+        let introAddr = try IntroducerAddress(parsing: String(try grid(["introducer", "create", root + "/intro"]).split(separator: "\n").last!))
+        _ = try grid(["storage", "create", root + "/storage", "--introducer", introAddr.description, "--reserved-space", "0"])
+        func daemon(_ args: [String]) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = args
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        let intro = try daemon(["introducer", "run", root + "/intro"])
+        let storage = try daemon(["storage", "run", root + "/storage"])
+        defer {
+            for p in [storage, intro] where p.isRunning { p.terminate(); p.waitUntilExit() }
+        }
+        let conf = try NodeConfig.load(directory: root + "/storage")
+        let (host, port) = try splitHostPort(conf["node", "listen"]!)
+        let key = try NodeIdentity.loadOrCreate(path: root + "/storage/private/node.key").publicKey
+
+        let loop = try EventLoop(name: "bench-loop")
+        defer { loop.shutdown() }
+        let tls = try TLSContext.client()
+        let result = ResultBox()
+        let sem = DispatchSemaphore(value: 0)
+        let target = count, idleSeconds = idle
+        Task {
+            do {
+                // Wait for the server to listen.
+                var probe: RPCClient?
+                for _ in 0..<200 where probe == nil {
+                    probe = try? await RPCClient.connect(loop: loop, host: host, port: port, serverKey: key, service: storageServiceName, tls: tls)
+                    if probe == nil { try await Task.sleep(nanoseconds: 50_000_000) }
+                }
+                guard let first = probe else { throw ValidationError("the storage server did not start") }
+                try await Task.sleep(nanoseconds: 500_000_000)
+                let before = Self.status(storage.processIdentifier)
+                var clients: [RPCClient] = []
+                let t0 = monotonicNow()
+                while clients.count < target {
+                    let batch = min(100, target - clients.count)
+                    let opened = try await withThrowingTaskGroup(of: RPCClient.self) { g in
+                        for _ in 0..<batch {
+                            g.addTask { try await RPCClient.connect(loop: loop, host: host, port: port, serverKey: key, service: storageServiceName, tls: tls) }
+                        }
+                        var out: [RPCClient] = []
+                        for try await c in g { out.append(c) }
+                        return out
+                    }
+                    clients += opened
+                }
+                let connectSeconds = monotonicNow() - t0
+                try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
+                let after = Self.status(storage.processIdentifier)
+                var lat: [Double] = []
+                let s = StorageClient(first)
+                for _ in 0..<200 {
+                    let t = monotonicNow()
+                    _ = try await s.getVersion()
+                    lat.append((monotonicNow() - t) * 1e6)
+                }
+                lat.sort()
+                let alive = clients.filter { !$0.isClosed }.count
+                result.value = (before, after, connectSeconds, lat[lat.count / 2], lat[lat.count * 99 / 100], alive)
+                for c in clients { c.close() }
+                first.close()
+            } catch {
+                result.error = "\(error)"
+            }
+            sem.signal()
+        }
+        sem.wait()
+        if let e = result.error { throw ValidationError(e) }
+        let (before, after, secs, p50, p99, alive) = result.value!
+        let perConn = Double(after.rssKiB - before.rssKiB) / Double(max(1, count))
+        if json {
+            FileHandleStdout.write("""
+                {"connections": \(count), "open_after_idle": \(alive), "connect_seconds": \(fmt(secs, 3)), \
+                "server_threads_before": \(before.threads), "server_threads_after": \(after.threads), \
+                "server_rss_kib_before": \(before.rssKiB), "server_rss_kib_after": \(after.rssKiB), \
+                "rss_kib_per_connection": \(fmt(perConn, 1)), "get_version_us_p50": \(fmt(p50, 0)), "get_version_us_p99": \(fmt(p99, 0))}
+
+                """)
+        } else {
+            FileHandleStdout.write("""
+                idle connections opened:   \(count) in \(fmt(secs, 2)) s (\(alive) still open after \(fmt(idleSeconds, 1)) s idle)
+                server threads:            \(before.threads) before, \(after.threads) with \(count) connections
+                server resident memory:    \(before.rssKiB) KiB before, \(after.rssKiB) KiB after (\(fmt(perConn, 1)) KiB per connection)
+                get_version latency:       p50 \(fmt(p50, 0)) us, p99 \(fmt(p99, 0)) us with all connections open
+
+                """)
+        }
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    var value: (BenchConnections.ProcStatus, BenchConnections.ProcStatus, Double, Double, Double, Int)?
+    var error: String?
+}

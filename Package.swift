@@ -39,7 +39,7 @@ let package = Package(
         // Length-prefixed binary RPC over TLS 1.3 on POSIX sockets (epoll).
         .target(name: "GridWire", dependencies: ["COpenSSL", "CEpoll", "GridCrypto", "GridFormat"]),
         // Message schemas of the storage and introducer services, and typed clients.
-        .target(name: "GridProtocol", dependencies: ["GridWire"]),
+        .target(name: "GridProtocol", dependencies: ["GridWire", "GridFormat", "GridCrypto"]),
         // The storage server: share store, leases (SQLite index), expirer, the RPC service.
         .target(name: "GridStorage", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridFormat", "CSQLite"]),
         // The introducer service, the storage servers' announcer and the clients' subscriber.

@@ -1,3 +1,4 @@
+import GridFormat
 import GridWire
 
 #if canImport(Glibc)
@@ -15,16 +16,16 @@ public struct NodeConfig: Sendable, Equatable {
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             var line = Substring(raw)
             if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
-            let t = String(line).trimmingWhitespaceAndNewlinesLocal()
+            let t = String(line).trimmingWhitespace()
             if t.isEmpty { continue }
             if t.hasPrefix("[") {
                 guard t.hasSuffix("]") else { throw NodeError("\(path):\(i + 1): unterminated section header") }
-                section = String(t.dropFirst().dropLast()).trimmingWhitespaceAndNewlinesLocal()
+                section = String(t.dropFirst().dropLast()).trimmingWhitespace()
                 continue
             }
             guard let eq = t.firstIndex(of: "=") else { throw NodeError("\(path):\(i + 1): expected 'key = value'") }
-            let k = String(t[..<eq]).trimmingWhitespaceAndNewlinesLocal()
-            let v = String(t[t.index(after: eq)...]).trimmingWhitespaceAndNewlinesLocal()
+            let k = String(t[..<eq]).trimmingWhitespace()
+            let v = String(t[t.index(after: eq)...]).trimmingWhitespace()
             guard !section.isEmpty else { throw NodeError("\(path):\(i + 1): '\(k)' is outside any [section]") }
             sections[section, default: [:]][k] = v
         }
@@ -59,18 +60,10 @@ public struct NodeError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-extension String {
-    func trimmingWhitespaceAndNewlinesLocal() -> String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s.removeFirst() }
-        while let l = s.last, l.isWhitespace { s.removeLast() }
-        return String(s)
-    }
-}
 
 /// "10G" (10^9), "10GiB" (2^30), "500M", "0", "1T"; plain numbers are bytes.
 public func parseSize(_ s: String) throws -> UInt64 {
-    let t = s.trimmingWhitespaceAndNewlinesLocal()
+    let t = s.trimmingWhitespace()
     let units: [(String, UInt64)] = [
         ("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("TIB", 1 << 40),
         ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000),
@@ -78,7 +71,7 @@ public func parseSize(_ s: String) throws -> UInt64 {
     ]
     let up = t.uppercased()
     for (suffix, mult) in units where up.hasSuffix(suffix) {
-        let num = String(up.dropLast(suffix.count)).trimmingWhitespaceAndNewlinesLocal()
+        let num = String(up.dropLast(suffix.count)).trimmingWhitespace()
         guard let v = Double(num), v >= 0, v * Double(mult) < 1.8e19 else { throw NodeError("bad size '\(s)'") }
         return UInt64(v * Double(mult))
     }
@@ -88,7 +81,7 @@ public func parseSize(_ s: String) throws -> UInt64 {
 
 /// "31d", "12h", "30m", "45s", or plain seconds.
 public func parseDuration(_ s: String) throws -> Double {
-    let t = s.trimmingWhitespaceAndNewlinesLocal().lowercased()
+    let t = s.trimmingWhitespace().lowercased()
     let units: [(String, Double)] = [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)]
     for (suffix, mult) in units where t.hasSuffix(suffix) {
         guard let v = Double(t.dropLast()), v >= 0 else { throw NodeError("bad duration '\(s)'") }

@@ -68,7 +68,7 @@ public enum IntroducerNode {
         let config = try NodeConfig.load(directory: directory)
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         guard let secretText = try readSecretFile(directory + "/private/introducer.secret"),
-              let secret = Base32.decode(secretText.trimmingWhitespaceAndNewlinesLocal()) else {
+              let secret = Base32.decode(secretText.trimmingWhitespace()) else {
             throw NodeError("\(directory)/private/introducer.secret is missing or not base32")
         }
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")

@@ -151,7 +151,7 @@ public struct IntroducerAddress: Equatable, Sendable, CustomStringConvertible {
 
     public init(parsing raw: String) throws {
         func fail(_ m: String) -> WireError { WireError(.badRequest, "bad introducer address: \(m) (expected grid://v0-<key>@host:port/<secret>)") }
-        let s = raw.trimmingWhitespaceAndNewlines()
+        let s = raw.trimmingWhitespace()
         guard s.hasPrefix("grid://") else { throw fail("it does not start with grid://") }
         let rest = s.dropFirst("grid://".count)
         guard let at = rest.firstIndex(of: "@") else { throw fail("no '@' after the node id") }
@@ -192,11 +192,3 @@ public func splitHostPort(_ s: String) throws -> (String, UInt16) {
     return (String(s[..<colon]), p)
 }
 
-extension String {
-    func trimmingWhitespaceAndNewlines() -> String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s.removeFirst() }
-        while let l = s.last, l.isWhitespace { s.removeLast() }
-        return String(s)
-    }
-}

@@ -27,7 +27,7 @@ public struct NodeIdentity: Sendable {
     /// Loads the key file at `path` (hex seed), or creates it with mode 0600 when absent.
     public static func loadOrCreate(path: String) throws -> NodeIdentity {
         if let existing = try readSecretFile(path) {
-            guard let seed = Hex.decode(existing.trimmingCharacters()), seed.count == 32 else {
+            guard let seed = Hex.decode(existing.trimmingWhitespace()), seed.count == 32 else {
                 throw WireError(.badRequest, "\(path) does not hold a 32-byte hex Ed25519 seed")
             }
             return NodeIdentity(key: try Ed25519PrivateKey(seed: seed))
@@ -38,14 +38,6 @@ public struct NodeIdentity: Sendable {
     }
 }
 
-extension String {
-    func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s.removeFirst() }
-        while let l = s.last, l.isWhitespace { s.removeLast() }
-        return String(s)
-    }
-}
 
 /// Reads a small file; nil when it does not exist.
 public func readSecretFile(_ path: String) throws -> String? {

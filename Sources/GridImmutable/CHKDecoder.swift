@@ -48,6 +48,7 @@ public final class CHKDecoder {
     }
 
     func markBad(_ share: ShareReader, _ why: String) {
+        tried.insert(ObjectIdentifier(share))
         if badShares[share.shareNumber] == nil { badShares[share.shareNumber] = why }
         checked[share.shareNumber] = nil
     }
@@ -177,7 +178,9 @@ public final class CHKDecoder {
     func ensureChecked() throws {
         let k = geometry.k
         for r in candidates where checked.count < k {
-            if checked[r.shareNumber] != nil || badShares[r.shareNumber] != nil && !isSpare(r) { continue }
+            // Each reader is checked once; a second copy of a share number set aside is a spare.
+            if checked[r.shareNumber] != nil || tried.contains(ObjectIdentifier(r)) { continue }
+            tried.insert(ObjectIdentifier(r))
             do {
                 checked[r.shareNumber] = try check(r)
                 badShares[r.shareNumber] = nil
@@ -188,10 +191,7 @@ public final class CHKDecoder {
         if checked.count < k { throw notEnough(checked.count) }
     }
 
-    /// A second copy of a share number set aside earlier may still be good.
-    func isSpare(_ r: ShareReader) -> Bool {
-        candidates.filter { $0.shareNumber == r.shareNumber }.count > 1 && !tried.contains(ObjectIdentifier(r))
-    }
+    /// Readers already checked (or set aside): never read twice.
     var tried: Set<ObjectIdentifier> = []
 
     /// Writes bytes [offset, offset+length) of the plaintext (the whole file by default) to `sink`.
@@ -252,7 +252,6 @@ public final class CHKDecoder {
                 var anyBad = false
                 for pos in 0..<k {
                     if let why = failures[pos] {
-                        tried.insert(ObjectIdentifier(active[pos].reader))
                         markBad(active[pos].reader, why)
                         failures[pos] = nil
                         anyBad = true

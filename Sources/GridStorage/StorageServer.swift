@@ -89,11 +89,16 @@ public final class StorageBackend: @unchecked Sendable {
     }
 
     public func space() -> Space {
+        space(pending: pending.withLock { $0 })
+    }
+
+    /// Space given the open allocations `pend` (callers holding the `pending` lock pass it in).
+    func space(pending pend: [String: UInt64]) -> Space {
         var s = statvfs()
         let free: UInt64 = statvfs(root, &s) == 0 ? UInt64(s.f_bavail) * UInt64(s.f_frsize) : 0
-        let pend = pending.withLock { $0.values.reduce(0, +) }
-        let avail = free > config.reservedSpace + pend ? free - config.reservedSpace - pend : 0
-        return Space(free: free, available: avail, pending: pend)
+        let committed = pend.values.reduce(0, +)
+        let avail = free > config.reservedSpace + committed ? free - config.reservedSpace - committed : 0
+        return Space(free: free, available: avail, pending: committed)
     }
 
     // MARK: Immutable
@@ -130,16 +135,13 @@ public final class StorageBackend: @unchecked Sendable {
                 _ = try? addOrRenewLeaseLocked(si: si, renewSecret: renewSecret, cancelSecret: cancelSecret)
             }
             let wanted = Array(Set(shares.filter { have[$0] == nil })).sorted()
-            let expiration = UInt32(min(UInt64(UInt32.max), clock() + UInt64(config.leaseDuration)))
+            let expiration = newExpiration()
             var writers: [Int: BucketWriter] = [:]
             try pending.withLock { pend in
                 // Someone else is uploading these right now: neither held nor ours to write.
                 let free = wanted.filter { pend["\(siString(si))/\($0)"] == nil }
                 let need = UInt64(free.count) * (allocatedSize + ImmutableContainer.headerSize + ImmutableContainer.leaseSize)
-                var s = statvfs()
-                let fsFree: UInt64 = statvfs(root, &s) == 0 ? UInt64(s.f_bavail) * UInt64(s.f_frsize) : 0
-                let committed = pend.values.reduce(0, +) + config.reservedSpace
-                let avail = fsFree > committed ? fsFree - committed : 0
+                let avail = space(pending: pend).available
                 if need > avail {
                     throw StorageError.noSpace(
                         "not enough space: \(free.count) share(s) of \(allocatedSize) bytes need \(need) bytes, "

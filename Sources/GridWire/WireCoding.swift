@@ -93,19 +93,15 @@ public struct WireReader {
         return UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
     }
 
-    public mutating func u32(_ what: String = "u32") throws -> UInt32 {
-        try need(4, what)
-        var v: UInt32 = 0
-        for i in 0..<4 { v = v << 8 | UInt32(bytes[offset + i]) }
-        offset += 4
-        return v
-    }
+    public mutating func u32(_ what: String = "u32") throws -> UInt32 { UInt32(try bigEndian(4, what)) }
 
-    public mutating func u64(_ what: String = "u64") throws -> UInt64 {
-        try need(8, what)
+    public mutating func u64(_ what: String = "u64") throws -> UInt64 { try bigEndian(8, what) }
+
+    mutating func bigEndian(_ n: Int, _ what: String) throws -> UInt64 {
+        try need(n, what)
         var v: UInt64 = 0
-        for i in 0..<8 { v = v << 8 | UInt64(bytes[offset + i]) }
-        offset += 8
+        for i in 0..<n { v = v << 8 | UInt64(bytes[offset + i]) }
+        offset += n
         return v
     }
 

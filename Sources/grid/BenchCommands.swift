@@ -3,6 +3,7 @@ import GridCodec
 import GridCrypto
 import GridFormat
 import GridImmutable
+import GridWire
 
 #if canImport(Glibc)
 import Glibc
@@ -15,11 +16,6 @@ struct Bench: ParsableCommand {
         subcommands: [BenchCodec.self, BenchCHK.self, BenchConnections.self])
 }
 
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
 
 func median(_ xs: [Double]) -> Double {
     let s = xs.sorted()
@@ -34,12 +30,12 @@ func measure(bytesPerCall: Int, reps: Int, minSeconds: Double, _ call: () throws
     var rates: [Double] = []
     for _ in 0..<reps {
         var calls = 0
-        let t0 = monotonicSeconds()
+        let t0 = monotonicNow()
         var t1 = t0
         repeat {
             for _ in 0..<8 { try call() }
             calls += 8
-            t1 = monotonicSeconds()
+            t1 = monotonicNow()
         } while t1 - t0 < minSeconds
         rates.append(Double(bytesPerCall) * Double(calls) / (t1 - t0) / 1e9)
     }
@@ -225,9 +221,9 @@ struct BenchCHK: ParsableCommand {
                 let encoder = try CHKEncoder(parameters: params, threads: threads, simdPath: path)
                 var rates: [Double] = []
                 for _ in 0..<runs {
-                    let t0 = monotonicSeconds()
+                    let t0 = monotonicNow()
                     _ = try encoder.encode(source: source, convergenceSecret: secret, sink: DiscardShareSink())
-                    rates.append(Double(size) / (monotonicSeconds() - t0) / 1e6)
+                    rates.append(Double(size) / (monotonicNow() - t0) / 1e6)
                 }
                 figures.append(("encode", threads, median(rates)))
             }
@@ -244,10 +240,10 @@ struct BenchCHK: ParsableCommand {
                     var rates: [Double] = []
                     for _ in 0..<runs {
                         let out = CountingSink()
-                        let t0 = monotonicSeconds()
+                        let t0 = monotonicNow()
                         let d = CHKDecoder(capability: cap, shares: subset, simdPath: path, threads: threads)
                         try d.decode(to: out)
-                        rates.append(Double(size) / (monotonicSeconds() - t0) / 1e6)
+                        rates.append(Double(size) / (monotonicNow() - t0) / 1e6)
                         guard out.count == UInt64(size) else { throw ImmutableError("decode produced \(out.count) bytes") }
                     }
                     figures.append((label, threads, median(rates)))

@@ -136,7 +136,16 @@ public final class Announcer: @unchecked Sendable {
 /// A client's live view of the storage servers the introducer knows, with every
 /// announcement's signature checked here too (the introducer is not trusted with keys).
 public final class IntroducerSubscriber: @unchecked Sendable {
-    let servers = Mutex<[String: Announcement]>([:])
+    /// `servers` is the live view. While a subscribe call is in flight, pushed changes are
+    /// also logged in `pending`: the introducer may push an announcement before its reply
+    /// to subscribe (which lacks it) reaches us, so the reply is merged with them rather
+    /// than replacing them.
+    struct State {
+        var servers: [String: Announcement] = [:]
+        var syncing = false
+        var pending: [(nodeID: String, announcement: Announcement?)] = []
+    }
+    let state = Mutex<State>(State())
     var client: PersistentClient!
     let changed: @Sendable ([String: Announcement]) -> Void
     let connected = Atomic<Bool>(false)
@@ -150,42 +159,61 @@ public final class IntroducerSubscriber: @unchecked Sendable {
             onNotify: { [weak self] method, body in self?.notified(method, body) },
             onConnect: { [weak self] c in
                 guard let self else { return }
+                self.state.withLock { $0.syncing = true; $0.pending = [] }
                 do {
                     let list = try SignedAnnouncement.decodeList(try await c.call(IntroducerMethod.subscribe.rawValue, []))
-                    var fresh: [String: Announcement] = [:]
-                    for s in list { if let a = try? s.verified() { fresh[a.nodeID] = a } }
-                    self.servers.withLock { $0 = fresh }
+                    let now = self.state.withLock { s -> [String: Announcement] in
+                        var fresh: [String: Announcement] = [:]
+                        for signed in list { if let a = try? signed.verified() { fresh[a.nodeID] = a } }
+                        for (id, a) in s.pending {
+                            if let a {
+                                if let old = fresh[id], old.sequence >= a.sequence { continue }
+                                fresh[id] = a
+                            } else {
+                                fresh[id] = nil
+                            }
+                        }
+                        s.servers = fresh
+                        s.syncing = false
+                        s.pending = []
+                        return fresh
+                    }
                     self.connected.store(true, ordering: .relaxed)
-                    self.changed(fresh)
-                } catch {}
+                    self.changed(now)
+                } catch {
+                    self.state.withLock { $0.syncing = false; $0.pending = [] }
+                }
             },
             onDisconnect: { [weak self] _ in self?.connected.store(false, ordering: .relaxed) })
     }
 
     func notified(_ method: UInt16, _ body: [UInt8]) {
+        let now: [String: Announcement]
         switch IntroducerNotify(rawValue: method) {
         case .announcement:
             guard let a = try? SignedAnnouncement(decoding: body).verified() else { return }
-            let now = servers.withLock { s -> [String: Announcement] in
-                if let old = s[a.nodeID], old.sequence >= a.sequence { return s }
-                s[a.nodeID] = a
-                return s
+            now = state.withLock { s -> [String: Announcement] in
+                if s.syncing { s.pending.append((a.nodeID, a)) }
+                if let old = s.servers[a.nodeID], old.sequence >= a.sequence { return s.servers }
+                s.servers[a.nodeID] = a
+                return s.servers
             }
-            changed(now)
         case .removed:
             guard body.count == 32, let k = try? Ed25519PublicKey(bytes: body) else { return }
-            let now = servers.withLock { s -> [String: Announcement] in
-                s[NodeIdentity.nodeID(for: k)] = nil
-                return s
+            let id = NodeIdentity.nodeID(for: k)
+            now = state.withLock { s -> [String: Announcement] in
+                if s.syncing { s.pending.append((id, nil)) }
+                s.servers[id] = nil
+                return s.servers
             }
-            changed(now)
         case nil:
-            break
+            return
         }
+        changed(now)
     }
 
     /// The servers currently announced.
-    public var current: [String: Announcement] { servers.withLock { $0 } }
+    public var current: [String: Announcement] { state.withLock { $0.servers } }
     public var isConnected: Bool { connected.load(ordering: .relaxed) }
 
     /// Waits until at least `count` servers are known, or `timeout` passes; returns them.

@@ -46,17 +46,21 @@ let package = Package(
         .target(name: "GridIntroducer", dependencies: ["GridProtocol", "GridWire", "GridCrypto"]),
         // Node directories, grid.conf, and the storage and introducer daemons.
         .target(name: "GridNode", dependencies: [
-            "GridStorage", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat",
+            "GridStorage", "GridIntroducer", "GridClient", "GridProtocol", "GridWire", "GridCrypto", "GridFormat",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // CHK immutable encoding and decoding (offline; the client streams through it).
         .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat"]),
+        // The client: server selection, streaming upload and download through a live grid.
+        .target(name: "GridClient", dependencies: [
+            "GridImmutable", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat",
+        ]),
         // The command line.
         .executableTarget(
             name: "grid",
             dependencies: [
                 "GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridNode", "GridWire", "GridProtocol",
-                "GridIntroducer", "GridStorage",
+                "GridIntroducer", "GridStorage", "GridClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

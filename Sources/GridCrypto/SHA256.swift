@@ -95,3 +95,22 @@ extension UnsafeRawBufferPointer: ContiguousBytes {
         try body(self)
     }
 }
+
+/// SHA-1, used only where Tahoe-LAFS uses it: ordering servers in the permuted list
+/// (not for integrity).
+public enum SHA1 {
+    nonisolated(unsafe) static let md: OpaquePointer = {
+        guard let md = EVP_MD_fetch(nil, "SHA1", nil) else { fatalError("OpenSSL has no SHA1") }
+        return md
+    }()
+
+    public static func hash(_ bytes: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 20)
+        var len: UInt32 = 0
+        let ok = bytes.withUnsafeBytes { b in
+            out.withUnsafeMutableBufferPointer { EVP_Digest(b.baseAddress, b.count, $0.baseAddress, &len, md, nil) }
+        }
+        precondition(ok == 1 && len == 20, "EVP_Digest(SHA1) failed")
+        return out
+    }
+}

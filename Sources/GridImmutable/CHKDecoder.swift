@@ -39,15 +39,30 @@ public final class CHKDecoder {
 
     /// `shares` may hold any subset of the n shares, in any order; the same share number
     /// twice is allowed (the second copy is a spare).
-    public init(capability: CHKCapability, shares: [ShareReader], simdPath: SIMDPath = .best, threads: Int = 2) {
+    ///
+    /// Shares 0..k-1 are tried first (they need no decoding), then the others; within each
+    /// group, readers keep the order given (a network client lists the fastest servers first).
+    /// `readahead` is how many segments ahead the readers are told to prefetch.
+    public init(capability: CHKCapability, shares: [ShareReader], simdPath: SIMDPath = .best, threads: Int = 2,
+                readahead: Int = 0) {
         self.capability = capability
         self.simdPath = simdPath
         self.threads = max(1, threads)
-        // Try low share numbers first: shares 0..k-1 need no decoding.
-        candidates = shares.sorted { $0.shareNumber < $1.shareNumber }
+        self.readahead = readahead
+        let k = capability.needed
+        let primary = shares.enumerated().filter { $0.element.shareNumber < k }
+            .sorted { ($0.element.shareNumber, $0.offset) < ($1.element.shareNumber, $1.offset) }.map(\.element)
+        candidates = primary + shares.filter { $0.shareNumber >= k }
     }
 
+    let readahead: Int
+    /// Called for each share set aside: the reader and why (hash mismatches and I/O errors alike).
+    public var onBadShare: ((ShareReader, String) -> Void)?
+    /// Readers that delivered at least one verified block.
+    public private(set) var usedReaders: [ObjectIdentifier: ShareReader] = [:]
+
     func markBad(_ share: ShareReader, _ why: String) {
+        if reported.insert(ObjectIdentifier(share)).inserted { onBadShare?(share, why) }
         tried.insert(ObjectIdentifier(share))
         if badShares[share.shareNumber] == nil { badShares[share.shareNumber] = why }
         checked[share.shareNumber] = nil
@@ -191,6 +206,7 @@ public final class CHKDecoder {
         if checked.count < k { throw notEnough(checked.count) }
     }
 
+    var reported: Set<ObjectIdentifier> = []
     /// Readers already checked (or set aside): never read twice.
     var tried: Set<ObjectIdentifier> = []
 
@@ -236,6 +252,14 @@ public final class CHKDecoder {
                     return UnsafeMutableRawBufferPointer(start: p, count: blen)
                 }
                 let shares = active
+                if readahead > 0 {
+                    let upTo = min(lastSeg, seg + readahead)
+                    for share in shares where seg < upTo {
+                        share.reader.prefetch(((seg + 1)...upTo).map { s in
+                            (share.layout.dataOffset + UInt64(s) * UInt64(g.blockSize), g.blockLength(s))
+                        })
+                    }
+                }
                 runJobs(k, threads: threads) { pos in
                     let share = shares[pos]
                     do {
@@ -259,6 +283,7 @@ public final class CHKDecoder {
                 }
                 if !anyBad { break }
             }
+            for s in active { usedReaders[ObjectIdentifier(s.reader)] = s.reader }
             // Rebuild missing data blocks from the others.
             let have = Set(active.map { $0.reader.shareNumber })
             let missing = (0..<k).filter { !have.contains($0) }

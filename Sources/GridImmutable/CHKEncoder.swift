@@ -70,6 +70,29 @@ public final class CHKEncoder {
         return (raw + parameters.needed - 1) / parameters.needed * parameters.needed
     }
 
+    /// The exact size of each share's data for a file of `size` bytes (what a storage
+    /// server must allocate): the UEB's length does not depend on its hash values.
+    public func shareSize(forSize size: UInt64) throws -> UInt64 {
+        let k = parameters.needed, n = parameters.total
+        let g = try CHKGeometry(size: size, k: k, n: n, maxSegmentSize: parameters.maxSegmentSize)
+        let layout = shareLayout(g)
+        let zero = [UInt8](repeating: 0, count: 32)
+        let ueb = URIExtension(
+            codecParams: "\(g.segmentSize)-\(k)-\(n)", tailCodecParams: "\(g.paddedTailSize)-\(k)-\(n)",
+            size: g.size, segmentSize: g.segmentSize, numSegments: g.numSegments, neededShares: k,
+            totalShares: n, crypttextHash: zero, crypttextRootHash: zero, shareRootHash: zero)
+        return layout.totalSize(uebLength: ueb.serialized().count)
+    }
+
+    func shareLayout(_ g: CHKGeometry) -> ShareLayout {
+        let numShareHashes = HashTree.neededHashes(
+            leaf: 0, firstLeafIndex: HashTree.paddedCount(g.n) - 1, includeLeaf: true
+        ).count
+        return ShareLayout(
+            blockSize: g.blockSize, dataSize: g.shareDataSize, numSegments: g.numSegments,
+            numShareHashes: numShareHashes)
+    }
+
     /// The convergent encryption key: the first pass over the plaintext.
     public func convergenceKey(source: RandomAccessSource, secret: [UInt8]) throws -> [UInt8] {
         let hasher = TahoeHash.convergenceHasher(
@@ -112,12 +135,7 @@ public final class CHKEncoder {
         let n = parameters.total
         let g = try CHKGeometry(size: source.size, k: k, n: n, maxSegmentSize: parameters.maxSegmentSize)
         let rs = try ReedSolomon(k: k, n: n)
-        let numShareHashes = HashTree.neededHashes(
-            leaf: 0, firstLeafIndex: HashTree.paddedCount(n) - 1, includeLeaf: true
-        ).count
-        let layout = ShareLayout(
-            blockSize: g.blockSize, dataSize: g.shareDataSize, numSegments: g.numSegments,
-            numShareHashes: numShareHashes)
+        let layout = shareLayout(g)
         let header = layout.header()
         for s in 0..<n { try header.withUnsafeBytes { try sink.write(share: s, offset: 0, bytes: $0) } }
 

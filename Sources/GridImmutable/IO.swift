@@ -25,7 +25,7 @@ public protocol RandomAccessSource: AnyObject {
 }
 
 /// A file read with pread(2).
-public final class FileSource: RandomAccessSource {
+public final class FileSource: RandomAccessSource, Sendable {
     public let path: String
     let fd: Int32
     public let size: UInt64
@@ -42,6 +42,18 @@ public final class FileSource: RandomAccessSource {
         if (st.st_mode & S_IFMT) == S_IFDIR {
             close(fd)
             throw ImmutableError("\(path) is a directory, not a file")
+        }
+        size = UInt64(st.st_size)
+    }
+
+    /// Takes ownership of an open file descriptor (for example a spooled, unlinked temporary file).
+    public init(fd: Int32, name: String) throws {
+        path = name
+        self.fd = fd
+        var st = stat()
+        if fstat(fd, &st) != 0 {
+            close(fd)
+            throw ImmutableError.errno("cannot stat \(name)")
         }
         size = UInt64(st.st_size)
     }
@@ -64,7 +76,7 @@ public final class FileSource: RandomAccessSource {
 }
 
 /// Bytes held in memory.
-public final class MemorySource: RandomAccessSource {
+public final class MemorySource: RandomAccessSource, Sendable {
     public let bytes: [UInt8]
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
     public var size: UInt64 { UInt64(bytes.count) }
@@ -166,9 +178,13 @@ public protocol ShareReader: AnyObject {
     func read(at offset: UInt64, length: Int) throws -> [UInt8]
     /// Reads exactly `buffer.count` bytes at `offset` into `buffer`.
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
+    /// A hint: these ranges will be read soon (a network reader starts fetching them).
+    func prefetch(_ ranges: [(offset: UInt64, length: Int)])
 }
 
 extension ShareReader {
+    public func prefetch(_ ranges: [(offset: UInt64, length: Int)]) {}
+
     public func read(at offset: UInt64, length: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: length)
         try out.withUnsafeMutableBytes { try read(at: offset, into: $0) }
@@ -242,6 +258,11 @@ public final class FileDescriptorSink: PlaintextSink {
     }
 
     deinit { if owned { close(fd) } }
+
+    /// Flushes the file to disk (before renaming it into place).
+    public func sync() throws {
+        if fsync(fd) != 0 && errno != EINVAL { throw ImmutableError.errno("cannot flush \(name)") }
+    }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0

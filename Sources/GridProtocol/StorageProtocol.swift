@@ -334,6 +334,30 @@ public struct StorageClient: Sendable {
         _ = try await call(.bucketWrite, w.bytes)
     }
 
+    /// Callback form of `write`, for streaming many writes from a thread; the completion
+    /// runs on the event loop thread and must not block.
+    public func write(bucket: UInt64, offset: UInt64, data: UnsafeRawBufferPointer,
+                      completion: @escaping @Sendable (Error?) -> Void) {
+        var w = WireWriter(capacity: data.count + 20)
+        w.u64(bucket)
+        w.u64(offset)
+        w.data(data)
+        rpc.call(StorageMethod.bucketWrite.rawValue, w.bytes) { r in
+            if case let .failure(e) = r { completion(e) } else { completion(nil) }
+        }
+    }
+
+    /// Callback form of `read` (see `write(bucket:offset:data:completion:)`).
+    public func read(storageIndex: [UInt8], share: Int, offset: UInt64, length: Int,
+                     completion: @escaping @Sendable (Result<[UInt8], Error>) -> Void) {
+        var w = WireWriter()
+        w.fixed(storageIndex)
+        w.u8(UInt8(share))
+        w.u64(offset)
+        w.u32(UInt32(length))
+        rpc.call(StorageMethod.bucketRead.rawValue, w.bytes, completion: completion)
+    }
+
     public func close(bucket: UInt64) async throws {
         var w = WireWriter()
         w.u64(bucket)

@@ -311,7 +311,7 @@ public final class RPCClient: @unchecked Sendable {
     // Loop-thread state.
     var conn: Connection?
     var nextID: UInt32 = 1
-    var pending: [UInt32: (CheckedContinuation<[UInt8], Error>, UInt64)] = [:]
+    var pending: [UInt32: (@Sendable (Result<[UInt8], Error>) -> Void, UInt64)] = [:]
     var closeWaiters: [CheckedContinuation<WireError, Never>] = []
     var closedReason: WireError?
     let closedFlag = Atomic<Bool>(false)
@@ -385,26 +385,34 @@ public final class RPCClient: @unchecked Sendable {
 
     /// Calls `method` with `body`; returns the response body or throws the server's error.
     public func call(_ method: UInt16, _ body: [UInt8], timeout: Double? = nil) async throws -> [UInt8] {
+        try await withCheckedThrowingContinuation { cont in
+            call(method, body, timeout: timeout) { cont.resume(with: $0) }
+        }
+    }
+
+    /// Calls `method` with `body` and returns at once; `completion` runs on the event loop
+    /// thread with the response body or the error (it must not block). This is for
+    /// threads that stream many calls without an async context (uploads, downloads).
+    public func call(_ method: UInt16, _ body: [UInt8], timeout: Double? = nil,
+                     completion: @escaping @Sendable (Result<[UInt8], Error>) -> Void) {
         let limit = timeout ?? config.callTimeout
-        return try await withCheckedThrowingContinuation { cont in
-            loop.execute { [self] in
-                guard let conn, conn.state == .open else {
-                    cont.resume(throwing: closedReason ?? WireError(.connectionLost, "not connected to \(peer)"))
-                    return
-                }
-                let id = nextID
-                nextID = nextID == UInt32.max ? 1 : nextID + 1
-                let timer = loop.schedule(after: limit) { [self] in
-                    if let (c, _) = pending.removeValue(forKey: id) {
-                        c.resume(throwing: WireError(.timeout, "call to \(peer) timed out after \(limit) s"))
-                    }
-                }
-                pending[id] = (cont, timer)
-                var w = WireWriter(capacity: body.count + 2)
-                w.u16(method)
-                w.fixed(body)
-                conn.send(Frame(.request, id: id, body: w.bytes))
+        loop.execute { [self] in
+            guard let conn, conn.state == .open else {
+                completion(.failure(closedReason ?? WireError(.connectionLost, "not connected to \(peer)")))
+                return
             }
+            let id = nextID
+            nextID = nextID == UInt32.max ? 1 : nextID + 1
+            let timer = loop.schedule(after: limit) { [self] in
+                if let (c, _) = pending.removeValue(forKey: id) {
+                    c(.failure(WireError(.timeout, "call to \(peer) timed out after \(limit) s")))
+                }
+            }
+            pending[id] = (completion, timer)
+            var w = WireWriter(capacity: body.count + 2)
+            w.u16(method)
+            w.fixed(body)
+            conn.send(Frame(.request, id: id, body: w.bytes))
         }
     }
 
@@ -430,7 +438,7 @@ public final class RPCClient: @unchecked Sendable {
                 return  // a late reply to a call that timed out
             }
             loop.cancel(timer)
-            if frame.type == .response { cont.resume(returning: frame.body) } else { cont.resume(throwing: Frame.parseError(frame.body)) }
+            cont(frame.type == .response ? .success(frame.body) : .failure(Frame.parseError(frame.body)))
         case .notify:
             guard frame.body.count >= 2 else { return }
             onNotify?(UInt16(frame.body[0]) << 8 | UInt16(frame.body[1]), Array(frame.body[2...]))
@@ -461,7 +469,7 @@ public final class RPCClient: @unchecked Sendable {
         closedFlag.store(true, ordering: .releasing)
         for (_, (cont, timer)) in pending {
             loop.cancel(timer)
-            cont.resume(throwing: reason)
+            cont(.failure(reason))
         }
         pending.removeAll()
         for w in closeWaiters { w.resume(returning: reason) }

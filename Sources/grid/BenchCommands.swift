@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput (figures, not pass/fail).",
         discussion: "The machine may be shared: compare medians and ratios taken in one run.",
-        subcommands: [BenchCodec.self, BenchCHK.self, BenchConnections.self])
+        subcommands: [BenchCodec.self, BenchCHK.self, BenchConnections.self, BenchGrid.self])
 }
 
 

@@ -19,7 +19,7 @@ struct Grid: ParsableCommand {
             Environment: GRID_SIMD=portable|ssse3|avx2|gfni forces a Reed-Solomon kernel \
             (default: the fastest this CPU supports).
             """,
-        subcommands: [IntroducerCommand.self, StorageCommand.self, Debug.self, Bench.self])
+        subcommands: [Upload.self, Download.self, ClientCommand.self, Demo.self, IntroducerCommand.self, StorageCommand.self, Debug.self, Bench.self])
 }
 
 /// Prints a one-line error to stderr and returns the exit code to throw.

@@ -1,0 +1,316 @@
+import Foundation
+import GridCrypto
+import GridFormat
+import GridImmutable
+import GridProtocol
+import GridWire
+import Synchronization
+
+/// What a download did.
+public struct DownloadResult: Sendable {
+    /// Plaintext bytes written.
+    public var bytesWritten: UInt64
+    public var fileSize: UInt64
+    /// Share number → node id of the server each verified block came from.
+    public var sharesUsed: [Int: String]
+    public var nicknames: [String: String]
+    /// Shares set aside (share number, server nickname, reason).
+    public var badShares: [(share: Int, server: String, reason: String)]
+    /// Corrupt shares reported to the servers holding them.
+    public var corruptionReports: Int
+    public var seconds: Double
+}
+
+/// Downloads immutable files: asks every server in the file's permuted order at once which
+/// shares it holds, reads k shares from the fastest (shares 0..k-1 first: no decoding),
+/// prefetching blocks a few segments ahead, verifies every block and hash, and switches
+/// to another share when a block is bad or a server dies, without starting over.
+public final class Downloader: Sendable {
+    let pool: ServerPool
+    let readahead: Int
+    let threads: Int
+
+    public init(pool: ServerPool, readahead: Int = 4, threads: Int = 2) {
+        self.pool = pool
+        self.readahead = readahead
+        self.threads = threads
+    }
+
+    /// Writes bytes [offset, offset+length) of the file (all of it by default) to `sink`.
+    public func download(_ cap: Capability, to sink: PlaintextSink, offset: UInt64 = 0, length: UInt64? = nil,
+                         progress: (@Sendable (Progress) -> Void)? = nil) async throws -> DownloadResult {
+        let start = monotonicNow()
+        let chk: CHKCapability
+        switch cap {
+        case let .lit(l):
+            let size = UInt64(l.data.count)
+            guard offset <= size else { throw ClientError("offset \(offset) is past the end of the \(size)-byte file") }
+            let end = min(size, length.map { offset + $0 } ?? size)
+            try l.data[Int(offset)..<Int(end)].withUnsafeBytes { try sink.write($0) }
+            return DownloadResult(bytesWritten: end - offset, fileSize: size, sharesUsed: [:], nicknames: [:], badShares: [],
+                                  corruptionReports: 0, seconds: monotonicNow() - start)
+        case let .chk(c):
+            chk = c
+        case .chkVerifier:
+            throw ClientError("A verify capability (URI:CHK-Verifier:) cannot decrypt a file; give the read capability (URI:CHK:...).")
+        }
+        guard offset <= chk.size else { throw ClientError("offset \(offset) is past the end of the \(chk.size)-byte file") }
+        let si = chk.storageIndex
+        let known = await pool.waitForServers(enough: chk.total, minimum: chk.needed, settle: 0.5)
+        if known.isEmpty {
+            throw ClientError("No storage servers are known to the introducer; is the grid running and the introducer address right?")
+        }
+        let readers = await findShares(si: si, servers: permutedServers(known, storageIndex: si), k: chk.needed)
+        let distinct = Set(readers.map(\.shareNumber)).count
+        if distinct < chk.needed {
+            throw ClientError(
+                "Found only \(distinct) of the \(chk.needed) shares needed (asked \(known.count) servers); "
+                    + "the file cannot be read until more of the servers holding it are back.")
+        }
+        let decoder = CHKDecoder(capability: chk, shares: readers, threads: threads, readahead: readahead)
+        let bad = Mutex<[(RemoteShareReader, String)]>([])
+        decoder.onBadShare = { r, why in bad.withLock { $0.append((r as! RemoteShareReader, why)) } }
+        let box = UncheckedBox((decoder, sink))
+        let total = length.map { min($0, chk.size - offset) } ?? (chk.size - offset)
+        var failure: Error?
+        do {
+            try await onThread("grid-download") {
+                try box.value.0.decode(to: box.value.1, offset: offset, length: length) { done in
+                    progress?(Progress(phase: .downloading, done: done, total: total))
+                }
+            }
+        } catch { failure = error }
+        for r in readers { r.cancel() }
+        // Tell servers about shares that failed a hash check (not ones that merely went away).
+        let corrupt = bad.withLock { $0 }.filter { !$0.0.hadNetworkError }
+        await withTaskGroup(of: Void.self) { group in
+            for (r, why) in corrupt {
+                group.addTask {
+                    try? await r.client.adviseCorruptShare(mutable: false, storageIndex: si, share: r.shareNumber, reason: why)
+                }
+            }
+        }
+        let badList = bad.withLock { $0 }.map { (share: $0.0.shareNumber, server: $0.0.server.nickname, reason: $0.1) }
+        if let failure {
+            if let e = failure as? ImmutableError { throw ClientError("Download failed: \(e.message)") }
+            throw failure
+        }
+        var used: [Int: String] = [:]
+        var nicknames: [String: String] = [:]
+        for case let r as RemoteShareReader in decoder.usedReaders.values {
+            used[r.shareNumber] = r.server.nodeID
+            nicknames[r.server.nodeID] = r.server.nickname
+        }
+        return DownloadResult(bytesWritten: total, fileSize: chk.size, sharesUsed: used, nicknames: nicknames,
+                              badShares: badList, corruptionReports: corrupt.count, seconds: monotonicNow() - start)
+    }
+
+    /// Asks all servers at once; returns readers for every share found, fastest servers
+    /// first. Stops waiting for slow servers once k distinct shares are known and the
+    /// others have had a short grace period.
+    func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> [RemoteShareReader] {
+        let (stream, cont) = AsyncStream.makeStream(of: [RemoteShareReader]?.self)
+        let started = monotonicNow()
+        for s in servers {
+            Task { [pool] in
+                do {
+                    let c = try await pool.client(for: s)
+                    let t0 = monotonicNow()
+                    let held = try await c.getBuckets(storageIndex: si)
+                    let latency = monotonicNow() - t0
+                    cont.yield(held.sorted { $0.key < $1.key }.map {
+                        RemoteShareReader(server: s, client: c, storageIndex: si, shareNumber: $0.key, size: $0.value, latency: latency)
+                    })
+                } catch {
+                    cont.yield(nil)
+                }
+            }
+        }
+        Task {
+            try? await Task.sleep(nanoseconds: 100_000_000)
+            // Ticks let the loop below notice its deadlines.
+            while monotonicNow() - started < 15 {
+                cont.yield([])
+                try? await Task.sleep(nanoseconds: 100_000_000)
+            }
+            cont.finish()
+        }
+        var found: [RemoteShareReader] = []
+        var answered = 0
+        var enoughAt: Double?
+        for await item in stream {
+            if let item {
+                found += item
+                answered += 1
+            } else if item == nil {
+                answered += 1
+            }
+            if answered >= servers.count { break }
+            if Set(found.map(\.shareNumber)).count >= k {
+                let now = monotonicNow()
+                if enoughAt == nil { enoughAt = now }
+                if now - enoughAt! > 0.25 { break }
+            }
+        }
+        cont.finish()
+        return found.sorted { $0.latency < $1.latency }
+    }
+}
+
+/// One share on one server, read over the network. The header and the hash/UEB tail are
+/// fetched once and kept; blocks are fetched on demand or ahead of time (`prefetch`),
+/// many requests in flight at once.
+final class RemoteShareReader: ShareReader, @unchecked Sendable {
+    let server: ServerRef
+    let client: StorageClient
+    let storageIndex: [UInt8]
+    let shareNumber: Int
+    let size: UInt64
+    let latency: Double
+
+    final class Fetch: @unchecked Sendable {
+        let length: Int
+        var result: Result<[UInt8], Error>?
+        init(length: Int) { self.length = length }
+    }
+    let cond = NSCondition()
+    var fetches: [UInt64: Fetch] = [:]
+    var cache: [(offset: UInt64, bytes: [UInt8])] = []
+    var metadataLoaded = false
+    var hadNetworkError = false
+    var cancelled = false
+
+    init(server: ServerRef, client: StorageClient, storageIndex: [UInt8], shareNumber: Int, size: UInt64, latency: Double) {
+        self.server = server
+        self.client = client
+        self.storageIndex = storageIndex
+        self.shareNumber = shareNumber
+        self.size = size
+        self.latency = latency
+    }
+
+    /// Starts fetching; under the lock.
+    func start(_ offset: UInt64, _ length: Int) -> Fetch {
+        let f = Fetch(length: length)
+        if length > maxChunk {
+            // Larger than one call may carry: fetch in pieces and join them.
+            let pieces = stride(from: 0, to: length, by: maxChunk).map { ($0, min(maxChunk, length - $0)) }
+            let parts = Mutex<[Int: [UInt8]]>([:])
+            let failed = Mutex<Error?>(nil)
+            let remaining = Atomic<Int>(pieces.count)
+            for (at, len) in pieces {
+                client.read(storageIndex: storageIndex, share: shareNumber, offset: offset + UInt64(at), length: len) { [self] r in
+                    switch r {
+                    case let .success(b): parts.withLock { $0[at] = b }
+                    case let .failure(e): failed.withLock { $0 = e }
+                    }
+                    if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                        if let e = failed.withLock({ $0 }) {
+                            complete(f, .failure(e))
+                        } else {
+                            let joined = parts.withLock { p in pieces.flatMap { p[$0.0]! } }
+                            complete(f, .success(joined))
+                        }
+                    }
+                }
+            }
+        } else {
+            client.read(storageIndex: storageIndex, share: shareNumber, offset: offset, length: length) { [self] r in
+                complete(f, r)
+            }
+        }
+        return f
+    }
+
+    func complete(_ f: Fetch, _ r: Result<[UInt8], Error>) {
+        cond.lock()
+        f.result = r
+        // Codes 100 and up are local: the server went away or stopped answering.
+        if case let .failure(e) = r, ((e as? WireError)?.code.rawValue ?? 100) >= 100 { hadNetworkError = true }
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    func wait(_ f: Fetch) throws -> [UInt8] {
+        cond.lock()
+        while f.result == nil { cond.wait() }
+        cond.unlock()
+        switch f.result! {
+        case let .success(b):
+            guard b.count == f.length else {
+                throw ImmutableError("share \(shareNumber) on \(server.nickname): short read (\(b.count) of \(f.length) bytes)")
+            }
+            return b
+        case let .failure(e):
+            throw ImmutableError("share \(shareNumber) on \(server.nickname): \(e)")
+        }
+    }
+
+    /// The header, then the hash trees, share hashes and UEB in one read: the decoder's
+    /// many small reads are then served from memory.
+    func loadMetadata() {
+        cond.lock()
+        if metadataLoaded {
+            cond.unlock()
+            return
+        }
+        metadataLoaded = true
+        let headFetch = start(0, Int(min(size, 0x44)))
+        cond.unlock()
+        guard let head = try? wait(headFetch) else { return }
+        cond.lock()
+        cache.append((0, head))
+        cond.unlock()
+        guard let layout = try? ShareLayout(parsing: head), layout.plaintextHashTreeOffset < size else { return }
+        let tailLength = size - layout.plaintextHashTreeOffset
+        guard tailLength <= UInt64(64 << 20) else { return }
+        cond.lock()
+        let tailFetch = start(layout.plaintextHashTreeOffset, Int(tailLength))
+        cond.unlock()
+        guard let tail = try? wait(tailFetch) else { return }
+        cond.lock()
+        cache.append((layout.plaintextHashTreeOffset, tail))
+        cond.unlock()
+    }
+
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        loadMetadata()
+        let count = buffer.count
+        cond.lock()
+        if cancelled {
+            cond.unlock()
+            throw ImmutableError("share \(shareNumber) on \(server.nickname): download cancelled")
+        }
+        for c in cache where offset >= c.offset && offset + UInt64(count) <= c.offset + UInt64(c.bytes.count) {
+            let from = Int(offset - c.offset)
+            c.bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + from, byteCount: count) }
+            cond.unlock()
+            return
+        }
+        var f = fetches.removeValue(forKey: offset)
+        if f == nil || f!.length != count { f = start(offset, count) }
+        cond.unlock()
+        guard offset <= size, UInt64(count) <= size - offset else {
+            throw ImmutableError("share \(shareNumber) on \(server.nickname): truncated (wanted \(count) bytes at offset \(offset), share has \(size))")
+        }
+        let bytes = try wait(f!)
+        bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: count) }
+    }
+
+    func prefetch(_ ranges: [(offset: UInt64, length: Int)]) {
+        cond.lock()
+        defer { cond.unlock() }
+        for r in ranges where fetches[r.offset] == nil && !cancelled && fetches.count < 64 {
+            fetches[r.offset] = start(r.offset, r.length)
+        }
+    }
+
+    /// Drops prefetched data (the download is over).
+    func cancel() {
+        cond.lock()
+        cancelled = true
+        fetches.removeAll()
+        cache.removeAll()
+        cond.unlock()
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import GridCrypto
+import GridIntroducer
+import GridProtocol
+import GridWire
+import Synchronization
+
+/// What a client needs to use a grid: where the introducer is, how to encode, and its secrets.
+public struct ClientSettings: Sendable {
+    public var introducer: IntroducerAddress
+    public var encoding: ClientEncoding
+    /// Mixed into every convergent key: files match only with this same secret.
+    public var convergenceSecret: [UInt8]
+    /// The root of this client's lease secrets (renew and cancel).
+    public var leaseSecret: [UInt8]
+
+    public init(introducer: IntroducerAddress, encoding: ClientEncoding = ClientEncoding(),
+                convergenceSecret: [UInt8], leaseSecret: [UInt8]) {
+        self.introducer = introducer
+        self.encoding = encoding
+        self.convergenceSecret = convergenceSecret
+        self.leaseSecret = leaseSecret
+    }
+}
+
+/// k-of-n, happiness and segment size, as a client node's grid.conf holds them.
+public struct ClientEncoding: Sendable, Equatable {
+    public var needed = 3
+    public var happy = 7
+    public var total = 10
+    public var maxSegmentSize = 1 << 20
+    public init(needed: Int = 3, happy: Int = 7, total: Int = 10, maxSegmentSize: Int = 1 << 20) {
+        self.needed = needed
+        self.happy = happy
+        self.total = total
+        self.maxSegmentSize = maxSegmentSize
+    }
+}
+
+/// Errors a user of the client sees: one or two plain sentences.
+public struct ClientError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A storage server as the client knows it: its announcement and, once asked for, a connection.
+public struct ServerRef: Sendable, Hashable {
+    public let announcement: Announcement
+    public var nodeID: String { announcement.nodeID }
+    public var nickname: String { announcement.nickname }
+    /// Tahoe's permutation seed for a `v0-` server: its public key bytes.
+    public var permutationSeed: [UInt8] { announcement.publicKey.bytes }
+
+    public init(_ a: Announcement) { announcement = a }
+    public static func == (a: ServerRef, b: ServerRef) -> Bool { a.nodeID == b.nodeID }
+    public func hash(into h: inout Hasher) { h.combine(nodeID) }
+}
+
+/// Tahoe-LAFS's permuted server list: servers sorted by SHA-1(storage index + seed), so
+/// each file spreads over a different, but reproducible, ordering of the grid.
+public func permutedServers(_ servers: [ServerRef], storageIndex: [UInt8]) -> [ServerRef] {
+    servers.map { ($0, SHA1.hash(storageIndex + $0.permutationSeed)) }
+        .sorted { $0.1.lexicographicallyPrecedes($1.1) }
+        .map(\.0)
+}
+
+/// The client's view of the grid: the introducer subscription and one pinned TLS
+/// connection per storage server, opened on first use and shared by every operation.
+public final class ServerPool: @unchecked Sendable {
+    public let loop: EventLoop
+    let tls: TLSContext
+    let subscriber: IntroducerSubscriber
+    let rpcConfig: RPCClientConfig
+    let connections = Mutex<[String: Task<StorageClient, Error>]>([:])
+    let opened = Mutex<[StorageClient]>([])
+
+    public init(introducer: IntroducerAddress, rpcConfig: RPCClientConfig = RPCClientConfig()) throws {
+        loop = try EventLoop(name: "client-loop")
+        tls = try TLSContext.client()
+        self.rpcConfig = rpcConfig
+        subscriber = IntroducerSubscriber(introducer: introducer, loop: loop, tls: tls)
+    }
+
+    /// The servers the introducer currently lists.
+    public var servers: [ServerRef] { subscriber.current.values.map(ServerRef.init) }
+    public var introducerConnected: Bool { subscriber.isConnected }
+
+    /// Waits for the server list to settle: returns once `enough` servers are known, or once
+    /// at least `minimum` are known and `settle` seconds have passed, or at `timeout`.
+    public func waitForServers(enough: Int, minimum: Int, settle: Double = 1.5, timeout: Double = 10) async -> [ServerRef] {
+        let start = monotonicNow()
+        while true {
+            let s = servers
+            let elapsed = monotonicNow() - start
+            if s.count >= enough || (s.count >= minimum && elapsed >= settle) || elapsed >= timeout { return s }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+    }
+
+    /// The connection to `server`, opened (and its key pinned) on first use. A closed
+    /// connection is replaced on the next call.
+    public func client(for server: ServerRef) async throws -> StorageClient {
+        let task = connections.withLock { c -> Task<StorageClient, Error> in
+            if let t = c[server.nodeID] { return t }
+            let t = Task { [self] () throws -> StorageClient in
+                var lastError: Error = ClientError("\(server.nickname) announced no address")
+                for addr in server.announcement.addresses {
+                    do {
+                        let (host, port) = try splitHostPort(addr)
+                        let rpc = try await RPCClient.connect(
+                            loop: loop, host: host, port: port, serverKey: server.announcement.publicKey,
+                            service: storageServiceName, tls: tls, config: rpcConfig)
+                        let c = StorageClient(rpc)
+                        self.opened.withLock { $0.append(c) }
+                        return c
+                    } catch { lastError = error }
+                }
+                throw lastError
+            }
+            c[server.nodeID] = t
+            return t
+        }
+        do {
+            let c = try await task.value
+            if !c.rpc.isClosed { return c }
+        } catch {
+            connections.withLock { if $0[server.nodeID] == task { $0[server.nodeID] = nil } }
+            throw error
+        }
+        connections.withLock { if $0[server.nodeID] == task { $0[server.nodeID] = nil } }
+        return try await client(for: server)
+    }
+
+    /// Closes every connection and the introducer subscription.
+    public func shutdown() {
+        subscriber.stop()
+        connections.withLock { $0.removeAll() }
+        for c in opened.withLock({ $0 }) { c.rpc.close() }
+        loop.shutdown()
+    }
+}
+
+/// Runs `body` on a fresh thread (not the cooperative pool, which must never block) and
+/// returns its result: the encoder and decoder are synchronous and block on the network.
+func onThread<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { cont in
+        let t = Thread {
+            cont.resume(with: Result { try body() })
+        }
+        t.name = name
+        t.stackSize = 1 << 20
+        t.start()
+    }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import GridClient
+import GridCrypto
+import GridFormat
+import GridProtocol
+import GridWire
+
+/// A client node directory: grid.conf ([client] introducer and encoding), a node key, the
+/// convergence secret and the lease secret (both mode 0600 under private/).
+public enum ClientNode {
+    /// Where commands look for the client node, first match wins: `--node-dir`, then
+    /// `$GRID_NODE_DIR`, then `~/.grid/client`.
+    public static func resolveDirectory(_ explicit: String?) -> String {
+        if let explicit, !explicit.isEmpty { return explicit }
+        if let env = ProcessInfo.processInfo.environment["GRID_NODE_DIR"], !env.isEmpty { return env }
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+        return home + "/.grid/client"
+    }
+
+    public static func create(directory: String, introducer: IntroducerAddress, encoding: ClientEncoding,
+                              nickname: String?) throws {
+        try validate(encoding)
+        try createNodeDirectory(directory)
+        let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
+        try writeSecretFile(directory + "/private/convergence", Base32.encode(SecureRandom.bytes(32)) + "\n")
+        try writeSecretFile(directory + "/private/lease.secret", Base32.encode(SecureRandom.bytes(32)) + "\n")
+        var c = NodeConfig()
+        c["node", "nickname"] = nickname ?? "client-\(identity.nodeID.dropFirst(3).prefix(8))"
+        c["introducer", "address"] = introducer.description
+        c["client", "needed"] = "\(encoding.needed)"
+        c["client", "happy"] = "\(encoding.happy)"
+        c["client", "total"] = "\(encoding.total)"
+        c["client", "segment_size"] = "\(encoding.maxSegmentSize)"
+        try writeSecretFile(
+            directory + "/grid.conf",
+            c.rendered(header: """
+                grid client node
+                needed/total: each file becomes `total` shares, any `needed` of which rebuild it
+                happy: an upload succeeds only if its shares sit on at least this many distinct servers
+                segment_size: the largest segment (Tahoe's default is 1 MiB = 1048576); it changes capabilities
+                """), mode: 0o600)
+    }
+
+    static func validate(_ e: ClientEncoding) throws {
+        guard e.needed >= 1, e.needed <= e.total, e.total <= 256 else {
+            throw NodeError("bad encoding: need 1 <= needed <= total <= 256, got needed=\(e.needed) total=\(e.total)")
+        }
+        guard e.happy >= 1, e.happy <= e.total else {
+            throw NodeError("bad encoding: happy must be between 1 and total (\(e.total)), got \(e.happy)")
+        }
+        guard e.maxSegmentSize >= 1, e.maxSegmentSize <= 1 << 30 else {
+            throw NodeError("bad segment_size \(e.maxSegmentSize): must be 1 byte to 1 GiB")
+        }
+    }
+
+    public static func load(directory: String) throws -> ClientSettings {
+        let config = try NodeConfig.load(directory: directory)
+        guard let intro = config["introducer", "address"] else {
+            throw NodeError("\(directory)/grid.conf has no [introducer] address; is this a client node?")
+        }
+        func int(_ key: String, _ def: Int) throws -> Int {
+            guard let v = config["client", key] else { return def }
+            guard let i = Int(v) else { throw NodeError("\(directory)/grid.conf: [client] \(key) = '\(v)' is not a number") }
+            return i
+        }
+        let enc = ClientEncoding(needed: try int("needed", 3), happy: try int("happy", 7), total: try int("total", 10),
+                                 maxSegmentSize: Int(try parseSize(config["client", "segment_size"] ?? "1048576")))
+        try validate(enc)
+        func secret(_ name: String) throws -> [UInt8] {
+            guard let text = try readSecretFile(directory + "/private/" + name),
+                  let b = Base32.decode(text.trimmingWhitespace()), !b.isEmpty
+            else { throw NodeError("\(directory)/private/\(name) is missing or not base32") }
+            return b
+        }
+        return ClientSettings(introducer: try IntroducerAddress(parsing: intro), encoding: enc,
+                              convergenceSecret: try secret("convergence"), leaseSecret: try secret("lease.secret"))
+    }
+}

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import GridClient
+import GridImmutable
+import GridNode
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct BenchGrid: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grid",
+        abstract: "Upload and download through a local grid of real daemons; print MB/s and the client's peak RSS.",
+        discussion: """
+            Starts an introducer and --servers storage servers on 127.0.0.1 (as `grid demo` \
+            does), then for each round uploads a fresh pseudo-random file of --size (a new file \
+            each round, so convergent deduplication does not help) and downloads it, verifying \
+            every hash, into a sink that discards the bytes. Prints each round and the medians. \
+            The client is this process, so its peak RSS (getrusage) is the client's; every \
+            daemon shares this machine's cores with it. MB/s = 10^6 bytes of plaintext per second.
+            """)
+
+    @Option(help: "File size per round, e.g. 128MiB or 1GiB.") var size: String = "128MiB"
+    @Option(help: "Storage servers.") var servers: Int = 10
+    @Option(help: "Rounds (each a new file).") var rounds: Int = 3
+    @Option(help: "Shares needed (k).") var needed: Int = 3
+    @Option(help: "Servers of happiness.") var happy: Int = 7
+    @Option(help: "Shares made (n).") var total: Int = 10
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let bytes = try parseSize(size)
+            let root = try makeTemporaryDirectory("grid-bench")
+            let grid = LocalGridProcesses(root: root)
+            defer {
+                grid.stop()
+                try? FileManager.default.removeItem(atPath: root)
+            }
+            try grid.launch(servers: servers, encoding: ClientEncoding(needed: needed, happy: happy, total: total))
+            let settings = try ClientNode.load(directory: grid.clientDirectory)
+            let pool = try ServerPool(introducer: settings.introducer)
+            defer { pool.shutdown() }
+            let n = servers
+            let known = try blockingAwait { await pool.waitForServers(enough: n, minimum: n, timeout: 60) }
+            guard known.count == servers else { throw ClientError("only \(known.count) of \(servers) servers announced themselves") }
+            if !json {
+                say("grid bench grid: \(humanBytes(bytes)) x \(rounds) rounds, \(needed)-of-\(total) through \(servers) local storage servers")
+                say("round   upload MB/s   download MB/s")
+            }
+            var ups: [Double] = [], downs: [Double] = []
+            let uploader = Uploader(pool: pool, settings: settings)
+            let downloader = Downloader(pool: pool)
+            for round in 0..<rounds {
+                let sample = root + "/sample\(round).bin"
+                try writeSampleFile(sample, size: bytes, seed: UInt64(time(nil)) &+ UInt64(round) &* 7919)
+                let source = try FileSource(path: sample)
+                let t0 = Date()
+                let up = try blockingAwait { try await uploader.upload(source: source) }
+                let upSeconds = Date().timeIntervalSince(t0)
+                unlink(sample)
+                let sink = CountingSink()
+                let cap = up.capability
+                let box = UncheckedSendableBox(sink)
+                let t1 = Date()
+                _ = try blockingAwait { try await downloader.download(cap, to: box.value) }
+                let downSeconds = Date().timeIntervalSince(t1)
+                guard sink.count == bytes else { throw ClientError("downloaded \(sink.count) bytes, expected \(bytes)") }
+                ups.append(Double(bytes) / upSeconds / 1e6)
+                downs.append(Double(bytes) / downSeconds / 1e6)
+                if !json { say("\(lpad("\(round + 1)", 5))   \(lpad(fmt(ups.last!, 1), 11))   \(lpad(fmt(downs.last!, 1), 13))") }
+            }
+            let rss = peakRSS()
+            if json {
+                let out: [String: Any] = [
+                    "size": bytes, "servers": servers, "rounds": rounds, "needed": needed, "total": total,
+                    "upload_mb_s": ups, "download_mb_s": downs,
+                    "upload_median_mb_s": median(ups), "download_median_mb_s": median(downs),
+                    "client_peak_rss_bytes": rss,
+                ]
+                say(jsonString(out))
+            } else {
+                say("median  \(lpad(fmt(median(ups), 1), 11))   \(lpad(fmt(median(downs), 1), 13))")
+                say("client peak RSS: \(fmt(Double(rss) / 1048576, 1)) MiB")
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import GridClient
+import GridFormat
+import GridImmutable
+import GridNode
+import GridProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs async work from a synchronous command: the work runs on the concurrency pool and
+/// this thread waits.
+func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let sem = DispatchSemaphore(value: 0)
+    let box = AsyncResultBox<T>()
+    Task {
+        do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
+        sem.signal()
+    }
+    sem.wait()
+    return try box.result!.get()
+}
+
+final class AsyncResultBox<T>: @unchecked Sendable { var result: Result<T, Error>? }
+
+let exitCodeHelp = """
+    Exit status: 0 on success; 1 when the work failed (no such file, not enough servers \
+    or shares, a corrupt file, a full grid); 64 for a usage error.
+    """
+
+let nodeDirHelp = """
+    The client node is found with --node-dir DIR, else $GRID_NODE_DIR, else ~/.grid/client \
+    (first match wins). Create one with `grid client create`.
+    """
+
+struct ClientCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "client",
+        abstract: "Create a client node (the settings and secrets `grid upload` and `grid download` use).",
+        subcommands: [ClientCreate.self])
+}
+
+struct ClientCreate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Create a client node directory.",
+        discussion: """
+            Writes DIR/grid.conf (introducer address and encoding, mode 0600), DIR/private/node.key, \
+            DIR/private/convergence (the convergence secret: files uploaded with the same secret \
+            and encoding get the same capability) and DIR/private/lease.secret, all mode 0600.
+
+            \(nodeDirHelp)
+            """)
+
+    @Argument(help: "The node directory to create (default: $GRID_NODE_DIR, else ~/.grid/client).") var directory: String?
+    @Option(help: "The introducer's address (grid://...).") var introducer: String
+    @Option(help: "Shares needed to rebuild a file (k).") var needed: Int = 3
+    @Option(help: "Distinct servers an upload must reach (servers of happiness).") var happy: Int = 7
+    @Option(help: "Shares made of each file (n).") var total: Int = 10
+    @Option(name: .customLong("segment-size"), help: "Largest segment in bytes (Tahoe's default, 1 MiB).") var segmentSize: Int = 1 << 20
+    @Option(help: "A name for this client.") var nickname: String?
+
+    func run() throws {
+        try reportingErrors {
+            let dir = ClientNode.resolveDirectory(directory)
+            let addr = try IntroducerAddress(parsing: introducer)
+            try ClientNode.create(directory: dir, introducer: addr,
+                                  encoding: ClientEncoding(needed: needed, happy: happy, total: total, maxSegmentSize: segmentSize),
+                                  nickname: nickname)
+            FileHandleStdout.write("created client node in \(dir) (\(needed)-of-\(total), happy \(happy))\n")
+        }
+    }
+}
+
+/// A progress line on stderr (bytes, rate, ETA), redrawn at most 10 times a second, only
+/// when stderr is a terminal.
+final class ProgressBar: @unchecked Sendable {
+    let enabled: Bool
+    let lock = NSLock()
+    var last = 0.0
+    var phaseStart: [String: Double] = [:]
+    var drawn = false
+
+    init(enabled: Bool = isatty(2) != 0) { self.enabled = enabled }
+
+    func update(_ p: GridClient.Progress) {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        let now = Date().timeIntervalSince1970
+        let start = phaseStart[p.phase.rawValue] ?? now
+        if phaseStart[p.phase.rawValue] == nil { phaseStart[p.phase.rawValue] = now }
+        guard now - last >= 0.1 || p.done == p.total else { return }
+        last = now
+        let elapsed = max(now - start, 1e-6)
+        let rate = Double(p.done) / elapsed
+        let frac = p.total == 0 ? 1 : Double(p.done) / Double(p.total)
+        let width = 24
+        let filled = Int(frac * Double(width))
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let eta = rate > 0 ? Double(p.total - p.done) / rate : 0
+        let line = String(format: "%-11@ [%@] %3.0f%% %@ / %@  %@/s  ETA %@",
+                          p.phase.rawValue as NSString, bar as NSString, frac * 100,
+                          humanBytes(p.done) as NSString, humanBytes(p.total) as NSString,
+                          humanBytes(UInt64(rate)) as NSString, humanSeconds(eta) as NSString)
+        FileHandleStderr.write("\r\u{1B}[K" + line)
+        drawn = true
+    }
+
+    func finish() {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        if drawn { FileHandleStderr.write("\r\u{1B}[K") }
+    }
+}
+
+func humanBytes(_ b: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(b)
+    var i = 0
+    while v >= 1024 && i < units.count - 1 {
+        v /= 1024
+        i += 1
+    }
+    return i == 0 ? "\(b) B" : String(format: "%.1f %@", v, units[i] as NSString)
+}
+
+func humanSeconds(_ s: Double) -> String {
+    if !s.isFinite { return "?" }
+    let t = Int(s.rounded())
+    return t >= 3600 ? "\(t / 3600)h\(t / 60 % 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
+}
+
+func jsonString(_ object: Any) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// A client session: the node's settings and a live server pool.
+struct ClientSession {
+    let settings: ClientSettings
+    let pool: ServerPool
+
+    init(nodeDirectory: String?) throws {
+        let dir = ClientNode.resolveDirectory(nodeDirectory)
+        settings = try ClientNode.load(directory: dir)
+        pool = try ServerPool(introducer: settings.introducer)
+    }
+}
+
+/// Copies stdin into an unlinked temporary file (convergent encryption needs two passes
+/// over the plaintext, so a pipe must be spooled; memory stays bounded).
+func spoolStandardInput() throws -> FileSource {
+    let dir = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+    var template = Array("\(dir)/grid-upload-XXXXXX".utf8CString)
+    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+    guard fd >= 0 else { throw ClientError("cannot create a temporary file in \(dir) to hold stdin: \(String(cString: strerror(errno)))") }
+    let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    unlink(path)
+    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    defer { buf.deallocate() }
+    while true {
+        let r = read(0, buf.baseAddress, buf.count)
+        if r < 0 {
+            if errno == EINTR { continue }
+            close(fd)
+            throw ClientError("cannot read stdin: \(String(cString: strerror(errno)))")
+        }
+        if r == 0 { break }
+        var done = 0
+        while done < r {
+            let w = write(fd, buf.baseAddress! + done, r - done)
+            if w < 0 {
+                if errno == EINTR { continue }
+                close(fd)
+                throw ClientError("cannot spool stdin to \(dir): \(String(cString: strerror(errno)))")
+            }
+            done += w
+        }
+    }
+    return try FileSource(fd: fd, name: "stdin")
+}
+
+struct Upload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Upload a file (or stdin) to the grid; print its capability as the last line.",
+        discussion: """
+            Files of 55 bytes or less become URI:LIT: capabilities (the data is in the \
+            capability; nothing is stored). Others are encrypted with a convergent key, \
+            erasure-coded into `total` shares and placed on at least `happy` distinct servers; \
+            uploading the same file again with the same node finds the shares already there.
+
+            A progress bar is drawn on stderr when it is a terminal. --json prints one JSON \
+            object instead: cap, size, storage_index, happiness, shares (share -> server ids), \
+            servers (id -> nickname), shares_already_present, bytes_sent and timings in seconds.
+
+            \(nodeDirHelp)
+
+            \(exitCodeHelp)
+            """)
+
+    @Argument(help: "The file to upload, or - for stdin.") var file: String
+    @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
+    @Flag(help: "Print a JSON result instead of the bare capability.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let source: FileSource = file == "-" ? try spoolStandardInput() : try FileSource(path: file)
+            let session = try ClientSession(nodeDirectory: nodeDir)
+            defer { session.pool.shutdown() }
+            let bar = ProgressBar()
+            let uploader = Uploader(pool: session.pool, settings: session.settings)
+            let box = UncheckedSendableBox(source)
+            let r = try blockingAwait { try await uploader.upload(source: box.value) { bar.update($0) } }
+            bar.finish()
+            if json {
+                var out: [String: Any] = [
+                    "cap": r.capability.description, "size": r.size, "happiness": r.happiness,
+                    "shares_already_present": r.sharesAlreadyPresent, "bytes_sent": r.bytesSent,
+                    "timings": ["hash": r.hashSeconds, "push": r.pushSeconds, "total": r.totalSeconds],
+                    "servers": r.nicknames,
+                    "shares": Dictionary(uniqueKeysWithValues: r.placement.map { ("\($0.key)", $0.value) }),
+                ]
+                if case let .chk(c) = r.capability { out["storage_index"] = Base32.encode(c.storageIndex) }
+                FileHandleStdout.write(jsonString(out) + "\n")
+            } else {
+                FileHandleStdout.write(r.capability.description + "\n")
+            }
+        }
+    }
+}
+
+struct UncheckedSendableBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+struct Download: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Download a file from the grid by its capability.",
+        discussion: """
+            Writes the file to stdout, or to FILE with -o (written under a temporary name and \
+            renamed when complete and verified, so a failed download leaves no partial FILE). \
+            --offset/--length fetch a byte range, reading only the segments it spans.
+
+            Every block is checked against the file's hash trees; a bad block or a dead server \
+            makes the download switch to another share, and corrupt shares are reported to \
+            the servers that hold them.
+
+            --json prints a JSON object (size, bytes, shares used, bad shares, seconds) to \
+            stdout, or to stderr when the file itself goes to stdout.
+
+            \(nodeDirHelp)
+
+            \(exitCodeHelp)
+            """)
+
+    @Argument(help: "The capability (URI:CHK:... or URI:LIT:...).") var capability: String
+    @Option(name: .shortAndLong, help: "Write the file here instead of stdout.") var output: String?
+    @Option(help: "First byte to fetch.") var offset: UInt64 = 0
+    @Option(help: "Number of bytes to fetch (default: to the end).") var length: UInt64?
+    @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
+    @Flag(help: "Print a JSON result.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let cap = try Capability(parsing: capability)
+            let session = try ClientSession(nodeDirectory: nodeDir)
+            defer { session.pool.shutdown() }
+            let sink: FileDescriptorSink
+            var tempPath: String?
+            if let output {
+                let t = output + ".grid-partial-\(getpid())"
+                sink = try FileDescriptorSink(path: t)
+                tempPath = t
+            } else {
+                sink = FileDescriptorSink(fd: 1, name: "stdout")
+            }
+            let bar = ProgressBar()
+            let downloader = Downloader(pool: session.pool)
+            let box = UncheckedSendableBox(sink)
+            let (off, len) = (offset, length)
+            let r: DownloadResult
+            do {
+                r = try blockingAwait { try await downloader.download(cap, to: box.value, offset: off, length: len) { bar.update($0) } }
+                if let tempPath, let output {
+                    try sink.sync()
+                    guard rename(tempPath, output) == 0 else {
+                        throw ClientError("cannot rename \(tempPath) to \(output): \(String(cString: strerror(errno)))")
+                    }
+                }
+            } catch {
+                bar.finish()
+                if let tempPath { unlink(tempPath) }
+                throw error
+            }
+            bar.finish()
+            if json {
+                let out: [String: Any] = [
+                    "size": r.fileSize, "bytes": r.bytesWritten, "seconds": r.seconds,
+                    "shares": Dictionary(uniqueKeysWithValues: r.sharesUsed.map { ("\($0.key)", $0.value) }),
+                    "servers": r.nicknames,
+                    "bad_shares": r.badShares.map { ["share": $0.share, "server": $0.server, "reason": $0.reason] },
+                    "corruption_reports": r.corruptionReports,
+                ]
+                let text = jsonString(out) + "\n"
+                if output == nil { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
+            }
+        }
+    }
+}

@@ -41,7 +41,7 @@ let package = Package(
         // Message schemas of the storage and introducer services, and typed clients.
         .target(name: "GridProtocol", dependencies: ["GridWire", "GridFormat", "GridCrypto"]),
         // The storage server: share store, leases (SQLite index), expirer, the RPC service.
-        .target(name: "GridStorage", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridFormat", "CSQLite"]),
+        .target(name: "GridStorage", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridFormat", "CSQLite", "CEpoll"]),
         // The introducer service, the storage servers' announcer and the clients' subscriber.
         .target(name: "GridIntroducer", dependencies: ["GridProtocol", "GridWire", "GridCrypto"]),
         // Node directories, grid.conf, and the storage and introducer daemons.
@@ -60,7 +60,7 @@ let package = Package(
             name: "grid",
             dependencies: [
                 "GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridNode", "GridWire", "GridProtocol",
-                "GridIntroducer", "GridStorage", "GridClient",
+                "GridIntroducer", "GridStorage", "GridClient", "CEpoll",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

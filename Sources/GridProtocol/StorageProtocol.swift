@@ -338,13 +338,13 @@ public struct StorageClient: Sendable {
     /// runs on the event loop thread and must not block.
     public func write(bucket: UInt64, offset: UInt64, data: UnsafeRawBufferPointer,
                       completion: @escaping @Sendable (Error?) -> Void) {
-        var w = WireWriter(capacity: data.count + 20)
-        w.u64(bucket)
-        w.u64(offset)
-        w.data(data)
-        rpc.call(StorageMethod.bucketWrite.rawValue, w.bytes) { r in
+        rpc.call(StorageMethod.bucketWrite.rawValue, bodySize: 20 + data.count, encode: { w in
+            w.u64(bucket)
+            w.u64(offset)
+            w.data(data)
+        }, completion: { r in
             if case let .failure(e) = r { completion(e) } else { completion(nil) }
-        }
+        })
     }
 
     /// Callback form of `read` (see `write(bucket:offset:data:completion:)`).

@@ -526,6 +526,8 @@ public final class BucketWriter: @unchecked Sendable {
     let file: File
     /// Byte ranges written so far, sorted and merged.
     var written: [(UInt64, UInt64)] = []
+    /// Bytes written since writeback was last started.
+    var unflushed: UInt64 = 0
     let state = Mutex<Int>(0)  // 0 open, 1 closed, 2 aborted
 
     init(backend: StorageBackend, si: [UInt8], shnum: Int, allocatedSize: UInt64, lease: Lease) throws {
@@ -563,6 +565,11 @@ public final class BucketWriter: @unchecked Sendable {
             } catch {
                 abortLocked(&st)
                 throw error
+            }
+            unflushed += UInt64(data.count)
+            if unflushed >= 4 << 20 {
+                file.startWriteback(at: 0, count: 0)  // the whole file: cheap for pages already under way
+                unflushed = 0
             }
             written.append((offset, end))
             written.sort { $0.0 < $1.0 }

@@ -205,6 +205,39 @@ final class Connection: EventHandler, @unchecked Sendable {
         if state == .open { flush() }
     }
 
+    /// Sends an already-encoded frame. When nothing is queued it goes straight to
+    /// SSL_write from `bytes` (no copy); only what the socket does not take is queued.
+    func send(encoded bytes: [UInt8]) {
+        guard state != .closed else { return }
+        if state != .open || outStart < out.count {
+            out += bytes
+            if state == .open { flush() }
+            return
+        }
+        var done = 0
+        while done < bytes.count {
+            ERR_clear_error()
+            let chunk = min(bytes.count - done, 1 << 20)
+            let n = bytes.withUnsafeBytes { SSL_write(ssl, $0.baseAddress! + done, Int32(chunk)) }
+            if n > 0 {
+                done += Int(n)
+                continue
+            }
+            switch SSL_get_error(ssl, n) {
+            case SSL_ERROR_WANT_WRITE, SSL_ERROR_WANT_READ:
+                // SSL_write must be retried with the same bytes: queue the rest and let flush() do it.
+                out.removeAll(keepingCapacity: true)
+                outStart = 0
+                out += bytes[done...]
+                flush()
+                return
+            default:
+                close(opensslFailure("cannot write to \(peerName)"))
+                return
+            }
+        }
+    }
+
     /// Best-effort immediate write (used just before closing).
     func sendNow(_ frame: Frame) {
         out += frame.encoded()

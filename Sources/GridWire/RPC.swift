@@ -284,6 +284,12 @@ public final class RPCServer: @unchecked Sendable {
     }
 }
 
+/// An encoded frame handed to the loop thread, which patches in the request id.
+final class FrameBox: @unchecked Sendable {
+    var bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+}
+
 /// Moves a loop-confined reference through a Sendable closure back to the loop.
 struct UncheckedBox<T>: @unchecked Sendable {
     let value: T
@@ -395,6 +401,22 @@ public final class RPCClient: @unchecked Sendable {
     /// threads that stream many calls without an async context (uploads, downloads).
     public func call(_ method: UInt16, _ body: [UInt8], timeout: Double? = nil,
                      completion: @escaping @Sendable (Result<[UInt8], Error>) -> Void) {
+        call(method, bodySize: body.count, timeout: timeout, encode: { $0.fixed(body) }, completion: completion)
+    }
+
+    /// Like `call(_:_:timeout:completion:)`, with the body written by `encode` (exactly
+    /// `bodySize` bytes) straight into the frame: one copy of a large body, made before
+    /// this returns, so `encode` may read memory the caller reuses afterwards.
+    public func call(_ method: UInt16, bodySize: Int, timeout: Double? = nil, encode: (inout WireWriter) -> Void,
+                     completion: @escaping @Sendable (Result<[UInt8], Error>) -> Void) {
+        var w = WireWriter(capacity: Frame.headerSize + 2 + bodySize)
+        w.u32(UInt32(1 + 4 + 2 + bodySize))
+        w.u8(FrameType.request.rawValue)
+        w.u32(0)  // the request id, set on the loop thread
+        w.u16(method)
+        encode(&w)
+        precondition(w.bytes.count == Frame.headerSize + 2 + bodySize, "encode wrote the wrong number of bytes")
+        let frame = FrameBox(w.bytes)
         let limit = timeout ?? config.callTimeout
         loop.execute { [self] in
             guard let conn, conn.state == .open else {
@@ -409,10 +431,12 @@ public final class RPCClient: @unchecked Sendable {
                 }
             }
             pending[id] = (completion, timer)
-            var w = WireWriter(capacity: body.count + 2)
-            w.u16(method)
-            w.fixed(body)
-            conn.send(Frame(.request, id: id, body: w.bytes))
+            frame.bytes[5] = UInt8(id >> 24)
+            frame.bytes[6] = UInt8(id >> 16 & 0xff)
+            frame.bytes[7] = UInt8(id >> 8 & 0xff)
+            frame.bytes[8] = UInt8(id & 0xff)
+            conn.send(encoded: frame.bytes)
+            frame.bytes = []
         }
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CEpoll
 import GridCodec
 import GridFormat
 import GridImmutable
@@ -9,6 +10,15 @@ import Glibc
 
 @main
 struct Grid: ParsableCommand {
+    static func main() {
+        // Shares move in blocks of a few hundred KiB. By default glibc serves each such
+        // buffer with a fresh mmap, so every block costs page faults and zeroing; keeping
+        // them on the heap lets freed buffers be reused.
+        _ = mallopt(M_MMAP_THRESHOLD, 64 << 20)
+        _ = mallopt(M_TRIM_THRESHOLD, 128 << 20)
+        Grid.main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "grid",
         abstract: "An erasure-coded, encrypted storage grid compatible with Tahoe-LAFS 1.20 formats.",

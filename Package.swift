@@ -75,7 +75,9 @@ let package = Package(
         .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridTestSupport"]),
         .testTarget(name: "GridIntegrationTests", dependencies: [
             "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridTestSupport",
+            "GridClient", "GridImmutable",
         ]),
+        .testTarget(name: "GridClientTests", dependencies: ["GridClient", "GridProtocol", "GridCrypto"]),
         .testTarget(name: "GridStorageTests", dependencies: ["GridStorage", "GridProtocol", "GridWire", "GridFormat", "GridTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -67,6 +67,7 @@ public final class Downloader: Sendable {
                 "Found only \(distinct) of the \(chk.needed) shares needed (asked \(known.count) servers); "
                     + "the file cannot be read until more of the servers holding it are back.")
         }
+        if ProcessInfo.processInfo.environment["GRID_DEBUG_TIMING"] != nil { print("readers", readers.map { "\($0.shareNumber)@\($0.server.nickname)" }) }
         let decoder = CHKDecoder(capability: chk, shares: readers, threads: threads, readahead: readahead)
         let bad = Mutex<[(RemoteShareReader, String)]>([])
         decoder.onBadShare = { r, why in bad.withLock { $0.append((r as! RemoteShareReader, why)) } }
@@ -109,7 +110,8 @@ public final class Downloader: Sendable {
     /// first. Stops waiting for slow servers once k distinct shares are known and the
     /// others have had a short grace period.
     func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> [RemoteShareReader] {
-        let (stream, cont) = AsyncStream.makeStream(of: [RemoteShareReader]?.self)
+        enum Event: Sendable { case answer([RemoteShareReader]), failed, tick }
+        let (stream, cont) = AsyncStream.makeStream(of: Event.self)
         let started = monotonicNow()
         for s in servers {
             Task { [pool] in
@@ -118,32 +120,34 @@ public final class Downloader: Sendable {
                     let t0 = monotonicNow()
                     let held = try await c.getBuckets(storageIndex: si)
                     let latency = monotonicNow() - t0
-                    cont.yield(held.sorted { $0.key < $1.key }.map {
+                    cont.yield(.answer(held.sorted { $0.key < $1.key }.map {
                         RemoteShareReader(server: s, client: c, storageIndex: si, shareNumber: $0.key, size: $0.value, latency: latency)
-                    })
+                    }))
                 } catch {
-                    cont.yield(nil)
+                    cont.yield(.failed)
                 }
             }
         }
         Task {
-            try? await Task.sleep(nanoseconds: 100_000_000)
-            // Ticks let the loop below notice its deadlines.
+            // Ticks let the loop below notice its deadlines; 15 s is the most any server gets.
             while monotonicNow() - started < 15 {
-                cont.yield([])
                 try? await Task.sleep(nanoseconds: 100_000_000)
+                cont.yield(.tick)
             }
             cont.finish()
         }
         var found: [RemoteShareReader] = []
         var answered = 0
         var enoughAt: Double?
-        for await item in stream {
-            if let item {
-                found += item
+        for await event in stream {
+            switch event {
+            case let .answer(readers):
+                found += readers
                 answered += 1
-            } else if item == nil {
+            case .failed:
                 answered += 1
+            case .tick:
+                break
             }
             if answered >= servers.count { break }
             if Set(found.map(\.shareNumber)).count >= k {

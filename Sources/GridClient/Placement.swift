@@ -19,7 +19,14 @@ public enum Placement {
     /// Kuhn's augmenting path from `server`: true when it (re)arranged the matching to give
     /// `server` a share.
     static func augment<S: Hashable>(_ server: S, _ edges: [S: Set<Int>], _ matchOfShare: inout [Int: S], _ seen: inout Set<Int>) -> Bool {
-        for share in (edges[server] ?? []).sorted() where !seen.contains(share) {
+        let mine = (edges[server] ?? []).sorted()
+        // A free share first (lowest number): placements stay in permuted order.
+        if let free = mine.first(where: { matchOfShare[$0] == nil && !seen.contains($0) }) {
+            seen.insert(free)
+            matchOfShare[free] = server
+            return true
+        }
+        for share in mine where !seen.contains(share) {
             seen.insert(share)
             if let other = matchOfShare[share] {
                 if augment(other, edges, &matchOfShare, &seen) {

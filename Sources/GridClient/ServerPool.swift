@@ -86,14 +86,26 @@ public final class ServerPool: @unchecked Sendable {
     public var servers: [ServerRef] { subscriber.current.values.map(ServerRef.init) }
     public var introducerConnected: Bool { subscriber.isConnected }
 
-    /// Waits for the server list to settle: returns once `enough` servers are known, or once
-    /// at least `minimum` are known and `settle` seconds have passed, or at `timeout`.
+    /// Waits for the server list to settle: returns once `enough` servers are known; or once
+    /// at least `minimum` are known and the list has not changed for `settle` seconds; or,
+    /// with fewer, once the introducer has answered and nothing has changed for 3 s (no
+    /// point waiting for servers that are not there); or at `timeout`.
     public func waitForServers(enough: Int, minimum: Int, settle: Double = 1.5, timeout: Double = 10) async -> [ServerRef] {
         let start = monotonicNow()
+        var lastCount = -1
+        var lastChange = start
         while true {
             let s = servers
-            let elapsed = monotonicNow() - start
-            if s.count >= enough || (s.count >= minimum && elapsed >= settle) || elapsed >= timeout { return s }
+            let now = monotonicNow()
+            if s.count != lastCount {
+                lastCount = s.count
+                lastChange = now
+            }
+            let quiet = now - lastChange
+            if s.count >= enough || (s.count >= minimum && quiet >= settle)
+                || (introducerConnected && quiet >= max(settle, 3)) || now - start >= timeout {
+                return s
+            }
             try? await Task.sleep(nanoseconds: 50_000_000)
         }
     }

@@ -31,7 +31,7 @@ func runGrid(_ args: [String]) throws -> (Int32, String) {
 }
 
 /// A daemon process (`grid storage run DIR` or `grid introducer run DIR`).
-final class Daemon {
+final class Daemon: @unchecked Sendable {
     let args: [String]
     let directory: String
     var process: Process?
@@ -100,7 +100,7 @@ func canConnect(port: UInt16) -> Bool {
 }
 
 /// An introducer and N storage servers on 127.0.0.1 in a temporary directory.
-final class LocalGrid {
+final class LocalGrid: @unchecked Sendable {
     let root: String
     let introducer: Daemon
     var servers: [Daemon] = []

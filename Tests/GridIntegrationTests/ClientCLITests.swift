@@ -1,0 +1,115 @@
+import Foundation
+import GridCrypto
+import GridFormat
+import GridTestSupport
+import XCTest
+
+/// `grid client create`, `grid upload` and `grid download` as a user runs them.
+final class ClientCLITests: XCTestCase {
+    /// Runs `grid ARGS` with `stdin`; returns (status, stdout, stderr).
+    func run(_ args: [String], stdin: [UInt8]? = nil, env: [String: String] = [:]) throws -> (Int32, [UInt8], String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: gridExecutable())
+        p.arguments = args
+        var e = ProcessInfo.processInfo.environment
+        for (k, v) in env { e[k] = v }
+        p.environment = e
+        let out = Pipe(), err = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = inp
+        try p.run()
+        let writer = Thread {
+            if let stdin { inp.fileHandleForWriting.write(Data(stdin)) }
+            try? inp.fileHandleForWriting.close()
+        }
+        writer.start()
+        let errData = UnsafeBox<Data>(Data())
+        let errReader = Thread { errData.value = err.fileHandleForReading.readDataToEndOfFile() }
+        errReader.start()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        while errReader.isExecuting || !errReader.isFinished { usleep(1000) }
+        return (p.terminationStatus, Array(o), String(decoding: errData.value, as: UTF8.self))
+    }
+
+    func testUploadDownloadFromTheCommandLine() throws {
+        let grid = try LocalGrid(servers: 10)
+        defer { grid.shutdown() }
+        let node = grid.root + "/client"
+        var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description, "--segment-size", "4096"])
+        XCTAssertEqual(st, 0, err)
+        for f in ["grid.conf", "private/convergence", "private/lease.secret", "private/node.key"] {
+            let mode = (try FileManager.default.attributesOfItem(atPath: node + "/" + f)[.posixPermissions] as? Int) ?? 0
+            XCTAssertEqual(mode & 0o077, 0, "\(f) is private")
+        }
+
+        let data = pseudoRandom(20_000, seed: 8)
+        let file = grid.root + "/in.bin"
+        try Data(data).write(to: URL(fileURLWithPath: file))
+        (st, out, err) = try run(["upload", "--node-dir", node, file])
+        XCTAssertEqual(st, 0, err)
+        let cap = String(decoding: out, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(cap.hasPrefix("URI:CHK:"), cap)
+        XCTAssertEqual(err, "", "silent when stderr is not a terminal")
+
+        // The same capability as `grid debug encode` with this node's convergence secret and segment size.
+        let conv = try String(contentsOfFile: node + "/private/convergence", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let secretHex = (Base32.decode(conv) ?? []).map { String(format: "%02x", $0) }.joined()
+        let (est, eout, _) = try run(["debug", "encode", "--convergence-secret", secretHex, "--segment-size", "4096", file, grid.root + "/enc"])
+        XCTAssertEqual(est, 0)
+        XCTAssertEqual(String(decoding: eout, as: UTF8.self).split(separator: "\n").last.map(String.init), cap)
+
+        // stdin upload, GRID_NODE_DIR, --json.
+        (st, out, err) = try run(["upload", "--json", "-"], stdin: data, env: ["GRID_NODE_DIR": node])
+        XCTAssertEqual(st, 0, err)
+        let json = try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any]
+        XCTAssertEqual(json?["cap"] as? String, cap)
+        XCTAssertEqual(json?["size"] as? Int, data.count)
+        XCTAssertEqual(json?["shares_already_present"] as? Int, 10)
+        XCTAssertEqual((json?["shares"] as? [String: Any])?.count, 10)
+
+        // Download to stdout, to a file, and a range.
+        (st, out, err) = try run(["download", "--node-dir", node, cap])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(out, data)
+        let dest = grid.root + "/out.bin"
+        (st, out, err) = try run(["download", "--node-dir", node, cap, "-o", dest, "--json"])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: dest))), data)
+        let dj = try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any]
+        XCTAssertEqual(dj?["bytes"] as? Int, data.count)
+        (st, out, err) = try run(["download", "--node-dir", node, cap, "--offset", "4095", "--length", "4098"])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(out, Array(data[4095..<(4095 + 4098)]))
+
+        // A LIT capability needs no servers.
+        (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: Array("tiny".utf8))
+        let lit = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertTrue(lit.hasPrefix("URI:LIT:"), lit)
+        (st, out, err) = try run(["download", "--node-dir", node, lit])
+        XCTAssertEqual(out, Array("tiny".utf8))
+
+        // Errors: one line, exit 1, and no partial output file.
+        let bad = grid.root + "/bad.bin"
+        (st, out, err) = try run(["download", "--node-dir", node, "URI:CHK:xyz", "-o", bad])
+        XCTAssertEqual(st, 1)
+        XCTAssertTrue(err.hasPrefix("grid: error:"), err)
+        XCTAssertEqual(err.split(separator: "\n").count, 1, err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: bad))
+        (st, _, err) = try run(["upload", "--node-dir", node, grid.root + "/missing"])
+        XCTAssertEqual(st, 1)
+        XCTAssertTrue(err.contains("missing"), err)
+        (st, _, err) = try run(["upload", "--node-dir", grid.root + "/nonode", file])
+        XCTAssertEqual(st, 1)
+        XCTAssertTrue(err.contains("client create") || err.contains("not a grid node"), err)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: grid.root).filter { $0.contains("grid-partial") }
+        XCTAssertEqual(leftovers, [])
+    }
+}
+
+final class UnsafeBox<T>: @unchecked Sendable {
+    var value: T
+    init(_ v: T) { value = v }
+}
+

@@ -1,0 +1,255 @@
+import Foundation
+import GridClient
+import GridCrypto
+import GridFormat
+import GridImmutable
+import GridProtocol
+import GridTestSupport
+import GridWire
+import XCTest
+
+/// Uploads and downloads through real storage daemons and a real introducer on 127.0.0.1.
+final class ClientTests: XCTestCase {
+    let secret = Array("grid client tests convergence!!!".utf8)
+
+    func settings(_ grid: LocalGrid, needed: Int = 3, happy: Int = 7, total: Int = 10, segment: Int = 1 << 20) -> ClientSettings {
+        ClientSettings(introducer: grid.address,
+                       encoding: ClientEncoding(needed: needed, happy: happy, total: total, maxSegmentSize: segment),
+                       convergenceSecret: secret, leaseSecret: Array(repeating: 7, count: 32))
+    }
+
+    func pool(_ grid: LocalGrid, servers: Int) async throws -> ServerPool {
+        var cfg = RPCClientConfig()
+        cfg.connectTimeout = 3
+        cfg.callTimeout = 20
+        let p = try ServerPool(introducer: grid.address, rpcConfig: cfg)
+        let known = await p.waitForServers(enough: servers, minimum: servers, timeout: 20)
+        XCTAssertEqual(known.count, servers, "all servers announced")
+        return p
+    }
+
+    /// What `grid debug encode` produces for the same input: the capability and share data.
+    func offline(_ data: [UInt8], _ s: ClientSettings) throws -> (Capability, [[UInt8]]) {
+        let e = s.encoding
+        let enc = try CHKEncoder(parameters: EncodingParameters(needed: e.needed, happy: e.happy, total: e.total, maxSegmentSize: e.maxSegmentSize))
+        let sink = MemoryShareSink(shares: e.total)
+        let r = try enc.encode(source: MemorySource(data), convergenceSecret: s.convergenceSecret, sink: sink)
+        return (r.capability, sink.shares)
+    }
+
+    func download(_ d: Downloader, _ cap: Capability, offset: UInt64 = 0, length: UInt64? = nil) async throws -> [UInt8] {
+        let sink = MemoryPlaintextSink()
+        _ = try await d.download(cap, to: sink, offset: offset, length: length)
+        return sink.bytes
+    }
+
+    func testSizesAndSegmentEdgesRoundTripWithTahoeCapabilities() async throws {
+        let grid = try LocalGrid(servers: 10)
+        defer { grid.shutdown() }
+        let p = try await pool(grid, servers: 10)
+        defer { p.shutdown() }
+        let s = settings(grid, segment: 3000)  // a multiple of k: segments are exactly 3000 bytes
+        let up = Uploader(pool: p, settings: s, window: 64 << 10)
+        let down = Downloader(pool: p)
+        let seg = 3000
+        let sizes = [0, 1, 55, 56, seg - 1, seg, seg + 1, 2 * seg - 1, 2 * seg, 2 * seg + 1, 10 * seg + 7]
+        for size in sizes {
+            let data = pseudoRandom(size, seed: UInt64(size) + 1)
+            let r = try await up.upload(source: MemorySource(data))
+            let (cap, shares) = try offline(data, s)
+            XCTAssertEqual(r.capability, cap, "size \(size): same capability as grid debug encode")
+            if size <= 55 {
+                guard case .lit = r.capability else { return XCTFail("size \(size) should be LIT") }
+                XCTAssertTrue(r.placement.isEmpty)
+            } else {
+                XCTAssertEqual(Set(r.placement.keys), Set(0..<10), "size \(size): every share placed")
+                XCTAssertGreaterThanOrEqual(r.happiness, 7)
+                // The servers hold exactly Tahoe's share bytes.
+                if size == 2 * seg + 1, case let .chk(c) = r.capability {
+                    let sub = grid.subscriber()
+                    defer { sub.stop() }
+                    let ann = await sub.waitForServers(10, timeout: 10)
+                    for i in 0..<10 {
+                        let sc = try await grid.storageClient(i, via: ann)
+                        for (share, length) in try await sc.getBuckets(storageIndex: c.storageIndex) {
+                            let got = try await sc.read(storageIndex: c.storageIndex, share: share, offset: 0, length: shares[share].count)
+                            XCTAssertEqual(got, shares[share], "share \(share) on server\(i)")
+                            XCTAssertEqual(length, UInt64(shares[share].count), "allocated exactly the share's size")
+                        }
+                        sc.rpc.close()
+                    }
+                }
+            }
+            let back = try await download(down, r.capability)
+            XCTAssertEqual(back, data, "size \(size) round trip")
+        }
+    }
+
+    func testRangesAtSegmentEdgesFetchOnlyWhatTheyNeed() async throws {
+        let grid = try LocalGrid(servers: 10)
+        defer { grid.shutdown() }
+        let p = try await pool(grid, servers: 10)
+        defer { p.shutdown() }
+        let seg = 3000
+        let data = pseudoRandom(7 * seg + 123, seed: 99)
+        let r = try await Uploader(pool: p, settings: settings(grid, segment: seg)).upload(source: MemorySource(data))
+        let down = Downloader(pool: p)
+        let ranges: [(Int, Int?)] = [(0, 1), (seg - 1, 2), (seg, seg), (seg - 1, seg + 2), (2 * seg + 5, 3 * seg),
+                                     (data.count - 1, 1), (data.count - 10, nil), (0, nil), (data.count, nil), (5, 0)]
+        for (off, len) in ranges {
+            let got = try await download(down, r.capability, offset: UInt64(off), length: len.map(UInt64.init))
+            let end = len.map { min(data.count, off + $0) } ?? data.count
+            XCTAssertEqual(got, Array(data[off..<end]), "range \(off)+\(len.map(String.init) ?? "rest")")
+        }
+        do {
+            _ = try await download(down, r.capability, offset: UInt64(data.count + 1))
+            XCTFail("an offset past the end must fail")
+        } catch {
+            XCTAssertTrue("\(error)".contains("past the end"), "\(error)")
+        }
+    }
+
+    func testDownloadSurvivesStoppedServersAndReportsCorruptShares() async throws {
+        let grid = try LocalGrid(servers: 10)
+        defer { grid.shutdown() }
+        let p = try await pool(grid, servers: 10)
+        defer { p.shutdown() }
+        let data = pseudoRandom(50_000, seed: 5)
+        let r = try await Uploader(pool: p, settings: settings(grid, segment: 8192)).upload(source: MemorySource(data))
+        guard case let .chk(cap) = r.capability else { return XCTFail("expected CHK") }
+
+        // Corrupt share 0 (a block in the middle) where it lies on disk.
+        let si = Base32.encode(cap.storageIndex)
+        var corrupted: String?
+        for i in 0..<10 {
+            let path = "\(grid.root)/storage\(i)/storage/shares/\(si.prefix(2))/\(si)/0"
+            if FileManager.default.fileExists(atPath: path) {
+                let fh = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+                try fh.seek(toOffset: 12 + 0x44 + 100)
+                try fh.write(contentsOf: Data(repeating: 0xEE, count: 16))
+                try fh.close()
+                corrupted = "server\(i)"
+            }
+        }
+        XCTAssertNotNil(corrupted)
+        let down = Downloader(pool: p)
+        let sink = MemoryPlaintextSink()
+        let res = try await down.download(r.capability, to: sink)
+        XCTAssertEqual(sink.bytes, data, "the download switched away from the corrupt share")
+        XCTAssertEqual(res.badShares.map(\.share), [0])
+        XCTAssertEqual(res.badShares.first?.server, corrupted)
+        XCTAssertEqual(res.corruptionReports, 1)
+        XCTAssertNil(res.sharesUsed[0])
+        let idx = Int(corrupted!.dropFirst(6))!
+        let advisories = try FileManager.default.contentsOfDirectory(atPath: "\(grid.root)/storage\(idx)/storage/corruption-advisories")
+        XCTAssertEqual(advisories.count, 1, "the server holding the corrupt share was told")
+
+        // Stop n-k = 7 servers (the corrupt one among them): the 3 left still rebuild the file.
+        let keep = (0..<10).filter { $0 != idx }.suffix(3)
+        for i in 0..<10 where !keep.contains(i) { grid.servers[i].stop(SIGKILL) }
+        let got = try await download(down, r.capability)
+        XCTAssertEqual(got, data, "three servers are enough")
+        // One more and the file is unavailable, with a plain message.
+        grid.servers[keep.first!].stop(SIGKILL)
+        do {
+            _ = try await download(down, r.capability)
+            XCTFail("two shares cannot rebuild a 3-of-10 file")
+        } catch {
+            XCTAssertTrue("\(error)".contains("needed") || "\(error)".contains("not enough"), "\(error)")
+        }
+    }
+
+    func testServerKilledMidUploadIsReplaced() async throws {
+        let grid = try LocalGrid(servers: 10)
+        defer { grid.shutdown() }
+        let p = try await pool(grid, servers: 10)
+        defer { p.shutdown() }
+        let data = pseudoRandom(3 << 20, seed: 11)
+        let killed = Atomic(false)
+        let victim = grid.servers[4]
+        let up = Uploader(pool: p, settings: settings(grid, segment: 64 << 10), window: 256 << 10)
+        let r = try await up.upload(source: MemorySource(data)) { prog in
+            if prog.phase == .uploading && prog.done > UInt64(data.count / 4) && !killed.value {
+                killed.value = true
+                victim.stop(SIGKILL)
+            }
+        }
+        XCTAssertTrue(killed.value)
+        XCTAssertEqual(Set(r.placement.keys), Set(0..<10), "the lost share was placed again")
+        XCTAssertGreaterThanOrEqual(r.happiness, 7)
+        let victimHeld = r.nicknames.filter { $0.value == "server4" }.keys
+        for (_, ids) in r.placement { XCTAssertTrue(Set(ids).isDisjoint(with: victimHeld), "nothing counted on the dead server") }
+        let got = try await download(Downloader(pool: p), r.capability)
+        XCTAssertEqual(got, data)
+    }
+
+    func testUploadStopsCleanlyWhenHappinessIsLost() async throws {
+        let grid = try LocalGrid(servers: 8)
+        defer { grid.shutdown() }
+        let p = try await pool(grid, servers: 8)
+        defer { p.shutdown() }
+        let data = pseudoRandom(2 << 20, seed: 12)
+        let killed = Atomic(false)
+        let up = Uploader(pool: p, settings: settings(grid, segment: 64 << 10), window: 256 << 10)
+        do {
+            _ = try await up.upload(source: MemorySource(data)) { prog in
+                if prog.phase == .uploading && prog.done > UInt64(data.count / 4) && !killed.value {
+                    killed.value = true
+                    grid.servers[0].stop(SIGKILL)
+                    grid.servers[1].stop(SIGKILL)
+                }
+            }
+            XCTFail("6 servers cannot satisfy happy = 7")
+        } catch {
+            XCTAssertTrue("\(error)".contains("happy"), "\(error)")
+        }
+        // Nothing half-written is visible on the servers that are left.
+        let si = try TahoeHash.storageIndex(forKey: CHKEncoder(parameters: EncodingParameters(needed: 3, happy: 7, total: 10, maxSegmentSize: 64 << 10))
+            .convergenceKey(source: MemorySource(data), secret: secret))
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let ann = await sub.waitForServers(6, timeout: 10)
+        for i in 2..<8 {
+            let sc = try await grid.storageClient(i, via: ann)
+            let held = try await sc.getBuckets(storageIndex: si)
+            XCTAssertEqual(held, [:], "server\(i) keeps no share of the failed upload")
+            sc.rpc.close()
+        }
+    }
+
+    func testNotEnoughServersGivesAPlainMessageAndDedupFindsShares() async throws {
+        let grid = try LocalGrid(servers: 4)
+        defer { grid.shutdown() }
+        let p = try await pool(grid, servers: 4)
+        defer { p.shutdown() }
+        let data = pseudoRandom(10_000, seed: 3)
+        do {
+            _ = try await Uploader(pool: p, settings: settings(grid)).upload(source: MemorySource(data))
+            XCTFail("4 servers cannot satisfy happy = 7")
+        } catch {
+            let m = "\(error)"
+            XCTAssertTrue(m.contains("4") && m.contains("happy"), m)
+            XCTAssertLessThan(m.count, 400, "one or two sentences, not a wall of text: \(m)")
+        }
+        // With happy = 4 the same grid works; a second upload finds every share in place.
+        let s = settings(grid, happy: 4)
+        let first = try await Uploader(pool: p, settings: s).upload(source: MemorySource(data))
+        XCTAssertEqual(first.happiness, 4)
+        XCTAssertEqual(first.sharesAlreadyPresent, 0)
+        let second = try await Uploader(pool: p, settings: s).upload(source: MemorySource(data))
+        XCTAssertEqual(second.capability, first.capability)
+        XCTAssertEqual(second.sharesAlreadyPresent, 10)
+        XCTAssertEqual(second.bytesSent, 0, "nothing is sent again")
+    }
+}
+
+/// A flag shared with a progress callback.
+final class Atomic<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    var value: T {
+        get { lock.lock(); defer { lock.unlock() }; return v }
+        set { lock.lock(); v = newValue; lock.unlock() }
+    }
+}

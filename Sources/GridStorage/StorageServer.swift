@@ -547,6 +547,10 @@ public final class BucketWriter: @unchecked Sendable {
     /// Writes `data` at `offset` of the share data. Rewriting a range with the same bytes
     /// is allowed (a retried write); with different bytes it is a conflict.
     public func write(offset: UInt64, data: [UInt8]) throws {
+        try data.withUnsafeBytes { try write(offset: offset, data: $0) }
+    }
+
+    public func write(offset: UInt64, data: UnsafeRawBufferPointer) throws {
         try state.withLock { st in
             guard st == 0 else { throw StorageError.badRequest("bucket writer for share \(shnum) is \(st == 1 ? "closed" : "aborted")") }
             let end = offset + UInt64(data.count)
@@ -556,7 +560,7 @@ public final class BucketWriter: @unchecked Sendable {
             for (a, b) in written where a < end && offset < b {
                 let lo = max(a, offset), hi = min(b, end)
                 let existing = try file.read(at: ImmutableContainer.headerSize + lo, count: Int(hi - lo))
-                if existing != Array(data[Int(lo - offset)..<Int(hi - offset)]) {
+                if !existing.elementsEqual(data[Int(lo - offset)..<Int(hi - offset)]) {
                     throw StorageError.conflict("write at offset \(offset) of share \(shnum) differs from data already written there")
                 }
             }

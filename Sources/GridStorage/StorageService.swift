@@ -45,11 +45,15 @@ public final class StorageService: RPCService, @unchecked Sendable {
     }
 
     public func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8] {
+        try handle(method: method, frameBody: body, offset: 0, session: session)
+    }
+
+    public func handle(method: UInt16, frameBody: [UInt8], offset: Int, session: RPCSession) throws -> [UInt8] {
         guard let m = StorageMethod(rawValue: method) else {
             throw WireError(.unknownMethod, "the storage service has no method \(method)")
         }
         do {
-            return try dispatch(m, body, session)
+            return try dispatch(m, WireReader(frameBody, offset: offset), session)
         } catch let e as StorageError {
             switch e {
             case let .io(msg): throw WireError(.internal, msg)
@@ -62,8 +66,10 @@ public final class StorageService: RPCService, @unchecked Sendable {
         }
     }
 
-    func dispatch(_ m: StorageMethod, _ body: [UInt8], _ session: RPCSession) throws -> [UInt8] {
-        var r = WireReader(body)
+    func dispatch(_ m: StorageMethod, _ reader: WireReader, _ session: RPCSession) throws -> [UInt8] {
+        var r = reader
+        /// The whole argument block, for the messages with their own decoders.
+        var body: [UInt8] { reader.rest }
         switch m {
         case .getVersion:
             try r.finish()
@@ -93,9 +99,10 @@ public final class StorageService: RPCService, @unchecked Sendable {
             return AllocateResponse(alreadyHave: alloc.alreadyHave, writers: handles).encoded()
 
         case .bucketWrite:
-            let h = try r.u64("bucket"), off = try r.u64("offset"), data = try r.data("data", max: maxChunk)
+            let h = try r.u64("bucket"), off = try r.u64("offset"), data = try r.dataRange("data", max: maxChunk)
             try r.finish()
-            try writer(session, h).write(offset: off, data: data)
+            let w = try writer(session, h)
+            try r.withBytes(data) { try w.write(offset: off, data: $0) }
             return []
 
         case .bucketClose:

@@ -146,13 +146,13 @@ final class Connection: EventHandler, @unchecked Sendable {
     /// Reads everything OpenSSL and the socket have, delivering frames, unless paused.
     func readAvailable() {
         guard state == .open else { return }
-        var buf = [UInt8](repeating: 0, count: 64 * 1024)
+        let buf = loop.readBuffer
         while state == .open && !readPaused {
             ERR_clear_error()
-            let n = buf.withUnsafeMutableBytes { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
+            let n = SSL_read(ssl, buf.baseAddress, Int32(buf.count))
             if n > 0 {
                 lastReceived = monotonicNow()
-                buf.withUnsafeBytes { parser.append(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)])) }
+                parser.append(UnsafeRawBufferPointer(rebasing: buf[0..<Int(n)]))
                 do {
                     while state == .open, let frame = try parser.next() { onFrame?(frame) }
                 } catch let e as WireError {

@@ -36,6 +36,9 @@ public final class EventLoop: @unchecked Sendable {
     let stopped = DispatchSemaphore(value: 0)
     nonisolated(unsafe) var loopThreadID: pthread_t?
 
+    /// Scratch space for TLS reads; only the loop thread touches it.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
+
     public init(name: String = "grid-loop") throws {
         signal(SIGPIPE, SIG_IGN)  // a peer closing mid-write must not kill the process
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -50,6 +53,8 @@ public final class EventLoop: @unchecked Sendable {
         t.start()
         threadStarted.wait()
     }
+
+    deinit { readBuffer.deallocate() }
 
     /// True on the loop's own thread.
     public var inLoop: Bool {

@@ -14,8 +14,17 @@ public protocol RPCService: AnyObject, Sendable {
     func authorize(secret: [UInt8]) -> Bool
     /// Answers one request; a thrown WireError becomes an ERROR frame.
     func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8]
+    /// The same, with the arguments at `frameBody[offset...]`: lets a service read large
+    /// arguments in place instead of from a copy. By default it copies and calls the above.
+    func handle(method: UInt16, frameBody: [UInt8], offset: Int, session: RPCSession) throws -> [UInt8]
     /// The session's connection is gone; release what it held (e.g. abort open bucket writers).
     func sessionEnded(_ session: RPCSession)
+}
+
+extension RPCService {
+    public func handle(method: UInt16, frameBody: [UInt8], offset: Int, session: RPCSession) throws -> [UInt8] {
+        try handle(method: method, body: Array(frameBody[offset...]), session: session)
+    }
 }
 
 /// One client connection as a service sees it.
@@ -226,7 +235,7 @@ public final class RPCServer: @unchecked Sendable {
                 return
             }
             let method = UInt16(frame.body[0]) << 8 | UInt16(frame.body[1])
-            let body = Array(frame.body[2...])
+            let body = frame.body
             let id = frame.id
             let session = sc.session
             sc.inFlight += 1
@@ -235,7 +244,7 @@ public final class RPCServer: @unchecked Sendable {
             workers.submit { [loop] in
                 let reply: Frame
                 do {
-                    reply = Frame(.response, id: id, body: try service.handle(method: method, body: body, session: session))
+                    reply = Frame(.response, id: id, body: try service.handle(method: method, frameBody: body, offset: 2, session: session))
                 } catch let e as WireError {
                     reply = Frame.error(id: id, e)
                 } catch {

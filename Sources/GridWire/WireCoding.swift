@@ -69,6 +69,9 @@ public struct WireReader {
 
     public var remaining: Int { bytes.count - offset }
 
+    /// A copy of the bytes not read yet.
+    public var rest: [UInt8] { offset == 0 ? bytes : Array(bytes[offset...]) }
+
     func need(_ n: Int, _ what: String) throws {
         guard n >= 0, remaining >= n else {
             throw WireError(.badFrame, "message truncated reading \(what) (need \(n) bytes, have \(remaining))")
@@ -109,6 +112,20 @@ public struct WireReader {
         try need(n, what)
         defer { offset += n }
         return Array(bytes[offset..<(offset + n)])
+    }
+
+    /// Where a length-prefixed byte string lies, without copying it (see `withBytes`).
+    public mutating func dataRange(_ what: String = "bytes", max: Int = Int.max) throws -> Range<Int> {
+        let n = Int(try u32("length of \(what)"))
+        guard n <= max else { throw WireError(.tooLarge, "\(what) of \(n) bytes exceeds the limit of \(max)") }
+        try need(n, what)
+        defer { offset += n }
+        return offset..<(offset + n)
+    }
+
+    /// Reads bytes of the message in place.
+    public func withBytes<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
     public mutating func data(_ what: String = "bytes", max: Int = Int.max) throws -> [UInt8] {

@@ -50,15 +50,18 @@ struct BenchGrid: ParsableCommand {
                 say("round   upload MB/s   download MB/s")
             }
             var ups: [Double] = [], downs: [Double] = []
+            var cpu: [[Double]] = []  // client up, servers up, client down, servers down
             let uploader = Uploader(pool: pool, settings: settings)
             let downloader = Downloader(pool: pool)
             for round in 0..<rounds {
                 let sample = root + "/sample\(round).bin"
                 try writeSampleFile(sample, size: bytes, seed: UInt64(time(nil)) &+ UInt64(round) &* 7919)
                 let source = try FileSource(path: sample)
+                let (c0, d0) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
                 let t0 = Date()
                 let up = try blockingAwait { try await uploader.upload(source: source) }
                 let upSeconds = Date().timeIntervalSince(t0)
+                let (c1, d1) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
                 unlink(sample)
                 let sink = CountingSink()
                 let cap = up.capability
@@ -66,10 +69,16 @@ struct BenchGrid: ParsableCommand {
                 let t1 = Date()
                 _ = try blockingAwait { try await downloader.download(cap, to: box.value) }
                 let downSeconds = Date().timeIntervalSince(t1)
+                let (c2, d2) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
+                cpu.append([c1 - c0, d1 - d0, c2 - c1, d2 - d1])
                 guard sink.count == bytes else { throw ClientError("downloaded \(sink.count) bytes, expected \(bytes)") }
                 ups.append(Double(bytes) / upSeconds / 1e6)
                 downs.append(Double(bytes) / downSeconds / 1e6)
-                if !json { say("\(lpad("\(round + 1)", 5))   \(lpad(fmt(ups.last!, 1), 11))   \(lpad(fmt(downs.last!, 1), 13))") }
+                if !json {
+                    let c = cpu.last!
+                    say("\(lpad("\(round + 1)", 5))   \(lpad(fmt(ups.last!, 1), 11))   \(lpad(fmt(downs.last!, 1), 13))"
+                        + "   CPU s up: client \(fmt(c[0])) servers \(fmt(c[1])); down: client \(fmt(c[2])) servers \(fmt(c[3]))")
+                }
             }
             let rss = peakRSS()
             if json {
@@ -78,6 +87,7 @@ struct BenchGrid: ParsableCommand {
                     "upload_mb_s": ups, "download_mb_s": downs,
                     "upload_median_mb_s": median(ups), "download_median_mb_s": median(downs),
                     "client_peak_rss_bytes": rss,
+                    "cpu_seconds": cpu.map { ["upload_client": $0[0], "upload_servers": $0[1], "download_client": $0[2], "download_servers": $0[3]] },
                 ]
                 say(jsonString(out))
             } else {

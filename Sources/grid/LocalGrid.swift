@@ -127,3 +127,25 @@ func peakRSS() -> UInt64 {
     getrusage(RUSAGE_SELF.rawValue, &ru)
     return UInt64(ru.ru_maxrss) * 1024
 }
+
+/// CPU seconds (user + system) used so far by this process.
+func selfCPUSeconds() -> Double {
+    var ru = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &ru)
+    return Double(ru.ru_utime.tv_sec) + Double(ru.ru_utime.tv_usec) / 1e6 + Double(ru.ru_stime.tv_sec) + Double(ru.ru_stime.tv_usec) / 1e6
+}
+
+/// CPU seconds (user + system) used so far by process `pid`, from /proc.
+func processCPUSeconds(_ pid: Int32) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return 0 }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    // After the command: state is field 3, utime 14, stime 15 (1-based in proc(5)).
+    guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
+    return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+extension LocalGridProcesses {
+    /// CPU seconds used so far by all the daemons together.
+    var daemonsCPUSeconds: Double { processes.reduce(0) { $0 + processCPUSeconds($1.1.processIdentifier) } }
+}

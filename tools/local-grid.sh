@@ -29,7 +29,8 @@ start)
   for ((i = 0; i < n; i++)); do
     [ -f "$dir/storage$i/grid.conf" ] || "$GRID" storage create "$dir/storage$i" --introducer "$addr" --nickname "storage$i" --reserved-space 1G >/dev/null
   done
-  [ -f "$dir/client/grid.conf" ] || "$GRID" client create "$dir/client" --introducer "$addr" >/dev/null
+  # happy cannot exceed the number of servers (7 is the default, as in Tahoe).
+  [ -f "$dir/client/grid.conf" ] || "$GRID" client create "$dir/client" --introducer "$addr" --happy $(( n < 7 ? n : 7 )) >/dev/null
   for node in "$dir"/introducer "$dir"/storage*; do
     kind=storage; [ "$(basename "$node")" = introducer ] && kind=introducer
     if running "$node"; then continue; fi
@@ -58,8 +59,7 @@ stop)
   echo "stopped the local grid in $dir"
   ;;
 status)
-  for node in "$dir"/*/; do
-    node=${node%/}
+  for node in "$dir"/introducer "$dir"/storage*; do
     [ -f "$node/grid.conf" ] || continue
     if running "$node"; then echo "$(basename "$node"): running (pid $(cat "$node/daemon.pid"))"; else echo "$(basename "$node"): stopped"; fi
   done

@@ -51,7 +51,7 @@ public final class Uploader: Sendable {
     let window: Int
     let threads: Int
 
-    public init(pool: ServerPool, settings: ClientSettings, window: Int = 16 << 20, threads: Int = 2) {
+    public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, threads: Int = 2) {
         self.pool = pool
         self.settings = settings
         self.window = window

@@ -67,7 +67,6 @@ public final class Downloader: Sendable {
                 "Found only \(distinct) of the \(chk.needed) shares needed (asked \(known.count) servers); "
                     + "the file cannot be read until more of the servers holding it are back.")
         }
-        if ProcessInfo.processInfo.environment["GRID_DEBUG_TIMING"] != nil { print("readers", readers.map { "\($0.shareNumber)@\($0.server.nickname)" }) }
         let decoder = CHKDecoder(capability: chk, shares: readers, threads: threads, readahead: readahead)
         let bad = Mutex<[(RemoteShareReader, String)]>([])
         decoder.onBadShare = { r, why in bad.withLock { $0.append((r as! RemoteShareReader, why)) } }

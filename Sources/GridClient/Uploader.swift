@@ -196,9 +196,7 @@ public final class Uploader: Sendable {
             for (s, why) in sink.failedServers { failed[s] = why }
             // Close every bucket that survived; a close that fails is a failed server too.
             let survivors = sink.liveHandles
-            let tc = monotonicNow()
             let closeFailures = await closeAll(survivors)
-            if ProcessInfo.processInfo.environment["GRID_DEBUG_TIMING"] != nil { print("encode \(tc - pushStart) close \(monotonicNow() - tc)") }
             for (s, why) in closeFailures { failed[s] = why }
             // What is stored now, on servers that did not fail.
             holdings = holdings.filter { failed[$0.key] == nil }

@@ -214,28 +214,40 @@ final class Connection: EventHandler, @unchecked Sendable {
             if state == .open { flush() }
             return
         }
+        let (written, stop) = bytes.withUnsafeBytes { tlsWrite($0) }
+        switch stop {
+        case .done:
+            return
+        case .failed:
+            close(opensslFailure("cannot write to \(peerName)"))
+        case .wantWrite, .wantRead:
+            // SSL_write must be retried with the same bytes: queue the rest for flush().
+            out.removeAll(keepingCapacity: true)
+            outStart = 0
+            out += bytes[written...]
+            flush()
+        }
+    }
+
+    enum WriteStop { case done, wantWrite, wantRead, failed }
+
+    /// Writes as much of `bytes` as TLS takes now; returns how much and why it stopped.
+    func tlsWrite(_ bytes: UnsafeRawBufferPointer) -> (Int, WriteStop) {
         var done = 0
         while done < bytes.count {
             ERR_clear_error()
-            let chunk = min(bytes.count - done, 1 << 20)
-            let n = bytes.withUnsafeBytes { SSL_write(ssl, $0.baseAddress! + done, Int32(chunk)) }
+            let n = SSL_write(ssl, bytes.baseAddress! + done, Int32(min(bytes.count - done, 1 << 20)))
             if n > 0 {
                 done += Int(n)
                 continue
             }
             switch SSL_get_error(ssl, n) {
-            case SSL_ERROR_WANT_WRITE, SSL_ERROR_WANT_READ:
-                // SSL_write must be retried with the same bytes: queue the rest and let flush() do it.
-                out.removeAll(keepingCapacity: true)
-                outStart = 0
-                out += bytes[done...]
-                flush()
-                return
-            default:
-                close(opensslFailure("cannot write to \(peerName)"))
-                return
+            case SSL_ERROR_WANT_WRITE: return (done, .wantWrite)
+            case SSL_ERROR_WANT_READ: return (done, .wantRead)
+            default: return (done, .failed)
             }
         }
+        return (done, .done)
     }
 
     /// Best-effort immediate write (used just before closing).
@@ -245,22 +257,19 @@ final class Connection: EventHandler, @unchecked Sendable {
     }
 
     func flush() {
-        while outStart < out.count {
-            ERR_clear_error()
-            let chunk = min(out.count - outStart, 1 << 20)
-            let n = out.withUnsafeBytes { SSL_write(ssl, $0.baseAddress! + outStart, Int32(chunk)) }
-            if n > 0 {
-                outStart += Int(n)
-                continue
-            }
-            switch SSL_get_error(ssl, n) {
-            case SSL_ERROR_WANT_WRITE:
+        if outStart < out.count {
+            let (written, stop) = out.withUnsafeBytes { tlsWrite(UnsafeRawBufferPointer(rebasing: $0[outStart...])) }
+            outStart += written
+            switch stop {
+            case .done:
+                break
+            case .wantWrite:
                 setEvents(registeredEvents | epollOut)
                 return
-            case SSL_ERROR_WANT_READ:
+            case .wantRead:
                 setEvents(registeredEvents | epollIn)
                 return
-            default:
+            case .failed:
                 close(opensslFailure("cannot write to \(peerName)"))
                 return
             }

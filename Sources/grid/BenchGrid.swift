@@ -22,78 +22,70 @@ struct BenchGrid: ParsableCommand {
             """)
 
     @Option(help: "File size per round, e.g. 128MiB or 1GiB.") var size: String = "128MiB"
-    @Option(help: "Storage servers.") var servers: Int = 10
+    @OptionGroup var options: LocalGridOptions
     @Option(help: "Rounds (each a new file).") var rounds: Int = 3
-    @Option(help: "Shares needed (k).") var needed: Int = 3
-    @Option(help: "Servers of happiness.") var happy: Int = 7
-    @Option(help: "Shares made (n).") var total: Int = 10
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
         try reportingErrors {
             let bytes = try parseSize(size)
-            let root = try makeTemporaryDirectory("grid-bench")
-            let grid = LocalGridProcesses(root: root)
-            defer {
-                grid.stop()
-                try? FileManager.default.removeItem(atPath: root)
+            let encoding = options.encoding
+            try withLocalGrid(prefix: "grid-bench", servers: options.servers, encoding: encoding) { grid, settings, pool, _ in
+                try measure(grid: grid, bytes: bytes, settings: settings, pool: pool)
             }
-            try grid.launch(servers: servers, encoding: ClientEncoding(needed: needed, happy: happy, total: total))
-            let settings = try ClientNode.load(directory: grid.clientDirectory)
-            let pool = try ServerPool(introducer: settings.introducer)
-            defer { pool.shutdown() }
-            let n = servers
-            let known = try blockingAwait { await pool.waitForServers(enough: n, minimum: n, timeout: 60) }
-            guard known.count == servers else { throw ClientError("only \(known.count) of \(servers) servers announced themselves") }
+        }
+    }
+
+    func measure(grid: LocalGridProcesses, bytes: UInt64, settings: ClientSettings, pool: ServerPool) throws {
+        let root = grid.root
+        if !json {
+            say("grid bench grid: \(humanBytes(bytes)) x \(rounds) rounds, \(options.needed)-of-\(options.total) through \(options.servers) local storage servers")
+            say("round   upload MB/s   download MB/s")
+        }
+        var ups: [Double] = [], downs: [Double] = []
+        var cpu: [[Double]] = []  // client up, servers up, client down, servers down
+        let uploader = Uploader(pool: pool, settings: settings)
+        let downloader = Downloader(pool: pool)
+        for round in 0..<rounds {
+            let sample = root + "/sample\(round).bin"
+            try writeSampleFile(sample, size: bytes, seed: UInt64(time(nil)) &+ UInt64(round) &* 7919)
+            let source = try FileSource(path: sample)
+            let (c0, d0) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
+            let t0 = Date()
+            let up = try blockingAwait { try await uploader.upload(source: source) }
+            let upSeconds = Date().timeIntervalSince(t0)
+            let (c1, d1) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
+            unlink(sample)
+            let sink = CountingSink()
+            let cap = up.capability
+            let box = UncheckedSendableBox(sink)
+            let t1 = Date()
+            _ = try blockingAwait { try await downloader.download(cap, to: box.value) }
+            let downSeconds = Date().timeIntervalSince(t1)
+            let (c2, d2) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
+            cpu.append([c1 - c0, d1 - d0, c2 - c1, d2 - d1])
+            guard sink.count == bytes else { throw ClientError("downloaded \(sink.count) bytes, expected \(bytes)") }
+            ups.append(Double(bytes) / upSeconds / 1e6)
+            downs.append(Double(bytes) / downSeconds / 1e6)
             if !json {
-                say("grid bench grid: \(humanBytes(bytes)) x \(rounds) rounds, \(needed)-of-\(total) through \(servers) local storage servers")
-                say("round   upload MB/s   download MB/s")
+                let c = cpu.last!
+                say("\(lpad("\(round + 1)", 5))   \(lpad(fmt(ups.last!, 1), 11))   \(lpad(fmt(downs.last!, 1), 13))"
+                    + "   CPU s up: client \(fmt(c[0])) servers \(fmt(c[1])); down: client \(fmt(c[2])) servers \(fmt(c[3]))")
             }
-            var ups: [Double] = [], downs: [Double] = []
-            var cpu: [[Double]] = []  // client up, servers up, client down, servers down
-            let uploader = Uploader(pool: pool, settings: settings)
-            let downloader = Downloader(pool: pool)
-            for round in 0..<rounds {
-                let sample = root + "/sample\(round).bin"
-                try writeSampleFile(sample, size: bytes, seed: UInt64(time(nil)) &+ UInt64(round) &* 7919)
-                let source = try FileSource(path: sample)
-                let (c0, d0) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
-                let t0 = Date()
-                let up = try blockingAwait { try await uploader.upload(source: source) }
-                let upSeconds = Date().timeIntervalSince(t0)
-                let (c1, d1) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
-                unlink(sample)
-                let sink = CountingSink()
-                let cap = up.capability
-                let box = UncheckedSendableBox(sink)
-                let t1 = Date()
-                _ = try blockingAwait { try await downloader.download(cap, to: box.value) }
-                let downSeconds = Date().timeIntervalSince(t1)
-                let (c2, d2) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
-                cpu.append([c1 - c0, d1 - d0, c2 - c1, d2 - d1])
-                guard sink.count == bytes else { throw ClientError("downloaded \(sink.count) bytes, expected \(bytes)") }
-                ups.append(Double(bytes) / upSeconds / 1e6)
-                downs.append(Double(bytes) / downSeconds / 1e6)
-                if !json {
-                    let c = cpu.last!
-                    say("\(lpad("\(round + 1)", 5))   \(lpad(fmt(ups.last!, 1), 11))   \(lpad(fmt(downs.last!, 1), 13))"
-                        + "   CPU s up: client \(fmt(c[0])) servers \(fmt(c[1])); down: client \(fmt(c[2])) servers \(fmt(c[3]))")
-                }
-            }
-            let rss = peakRSS()
-            if json {
-                let out: [String: Any] = [
-                    "size": bytes, "servers": servers, "rounds": rounds, "needed": needed, "total": total,
-                    "upload_mb_s": ups, "download_mb_s": downs,
-                    "upload_median_mb_s": median(ups), "download_median_mb_s": median(downs),
-                    "client_peak_rss_bytes": rss,
-                    "cpu_seconds": cpu.map { ["upload_client": $0[0], "upload_servers": $0[1], "download_client": $0[2], "download_servers": $0[3]] },
-                ]
-                say(jsonString(out))
-            } else {
-                say("median  \(lpad(fmt(median(ups), 1), 11))   \(lpad(fmt(median(downs), 1), 13))")
-                say("client peak RSS: \(fmt(Double(rss) / 1048576, 1)) MiB")
-            }
+        }
+        let rss = peakRSS()
+        if json {
+            let out: [String: Any] = [
+                "size": bytes, "servers": options.servers, "rounds": rounds, "needed": options.needed, "total": options.total,
+                "upload_mb_s": ups, "download_mb_s": downs,
+                "upload_median_mb_s": median(ups), "download_median_mb_s": median(downs),
+                "client_peak_rss_bytes": rss,
+                "cpu_seconds": cpu.map { ["upload_client": $0[0], "upload_servers": $0[1], "download_client": $0[2], "download_servers": $0[3]] },
+            ]
+            say(jsonString(out))
+        } else {
+            say("median  \(lpad(fmt(median(ups), 1), 11))   \(lpad(fmt(median(downs), 1), 13))")
+            say("client peak RSS: \(fmt(Double(rss) / 1048576, 1)) MiB")
         }
     }
 }

@@ -23,72 +23,61 @@ struct Demo: ParsableCommand {
             \(exitCodeHelp)
             """)
 
-    @Option(help: "Storage servers to start.") var servers: Int = 10
     @Option(help: "Size of the sample file, e.g. 32MiB.") var size: String = "32MiB"
-    @Option(help: "Shares needed (k).") var needed: Int = 3
-    @Option(help: "Servers of happiness.") var happy: Int = 7
-    @Option(help: "Shares made (n).") var total: Int = 10
+    @OptionGroup var options: LocalGridOptions
     @Flag(help: "Keep the temporary directory (configs and logs).") var keep = false
 
     func run() throws {
         try reportingErrors {
             let bytes = try parseSize(size)
-            guard servers >= 1 && servers <= 100 else { throw ClientError("--servers must be 1 to 100") }
-            let root = try makeTemporaryDirectory("grid-demo")
-            say("grid demo: starting an introducer and \(servers) storage servers on 127.0.0.1 in \(root)")
-            let encoding = ClientEncoding(needed: needed, happy: happy, total: total)
-            let grid = LocalGridProcesses(root: root)
-            defer {
-                grid.stop()
-                if !keep { try? FileManager.default.removeItem(atPath: root) }
-                say(keep ? "stopped the daemons; kept \(root)" : "stopped the daemons and removed \(root)")
+            guard options.servers >= 1 && options.servers <= 100 else { throw ClientError("--servers must be 1 to 100") }
+            let encoding = options.encoding
+            try withLocalGrid(prefix: "grid-demo", servers: options.servers, encoding: encoding, keep: keep,
+                              started: { say("grid demo: starting an introducer and \(options.servers) storage servers on 127.0.0.1 in \($0)") },
+                              stopped: { say(keep ? "stopped the daemons; kept \($0)" : "stopped the daemons and removed \($0)") }) {
+                grid, settings, pool, announceSeconds in
+                say(String(format: "all %d servers announced in %.1f s", options.servers, announceSeconds))
+                try demo(root: grid.root, bytes: bytes, settings: settings, pool: pool)
             }
-            try grid.launch(servers: servers, encoding: encoding)
-            let settings = try ClientNode.load(directory: grid.clientDirectory)
-            let pool = try ServerPool(introducer: settings.introducer)
-            defer { pool.shutdown() }
-            let t0 = Date()
-            let known = try blockingAwait { await pool.waitForServers(enough: servers, minimum: servers, timeout: 60) }
-            guard known.count == servers else {
-                throw ClientError("only \(known.count) of \(servers) servers announced themselves within 60 s; see the daemon.log files in \(root) (run with --keep)")
-            }
-            say(String(format: "all %d servers announced in %.1f s", servers, Date().timeIntervalSince(t0)))
-
-            let sample = root + "/sample.bin"
-            try writeSampleFile(sample, size: bytes, seed: UInt64(time(nil)))
-            let source = try FileSource(path: sample)
-            let uploader = Uploader(pool: pool, settings: settings)
-            let bar = ProgressBar()
-            let up = try blockingAwait { try await uploader.upload(source: source) { bar.update($0) } }
-            bar.finish()
-            say("uploaded \(humanBytes(bytes)) in \(secs(up.totalSeconds)) (\(rate(bytes, up.totalSeconds)); "
-                + "convergent hash \(secs(up.hashSeconds)), encode+push \(secs(up.pushSeconds)))")
-            say("capability: \(up.capability)")
-            say("share placement (\(needed)-of-\(total), happiness \(up.happiness), happy \(happy)):")
-            var byServer: [String: [Int]] = [:]
-            for (share, ids) in up.placement { for id in ids { byServer[id, default: []].append(share) } }
-            for id in byServer.keys.sorted(by: { up.nicknames[$0]! < up.nicknames[$1]! }) {
-                say("  \(pad(up.nicknames[id]!, 10)) \(id.prefix(16))...  share \(byServer[id]!.sorted().map(String.init).joined(separator: ", "))")
-            }
-
-            let out = root + "/sample.out"
-            let sink = try FileDescriptorSink(path: out)
-            let downloader = Downloader(pool: pool)
-            let cap = up.capability
-            let box = UncheckedSendableBox(sink)
-            let down = try blockingAwait { try await downloader.download(cap, to: box.value) { bar.update($0) } }
-            bar.finish()
-            let same = try sha256(file: sample) == sha256(file: out)
-            say("downloaded \(humanBytes(down.bytesWritten)) in \(secs(down.seconds)) (\(rate(down.bytesWritten, down.seconds))) "
-                + "from shares \(down.sharesUsed.keys.sorted().map(String.init).joined(separator: ", ")); "
-                + (same ? "SHA-256 matches the original" : "MISMATCH"))
-            guard same else { throw ClientError("the downloaded file differs from the uploaded one") }
-
-            let again = try blockingAwait { try await uploader.upload(source: source) }
-            say("uploaded it again: \(again.sharesAlreadyPresent) shares were already there, \(again.bytesSent) bytes sent, "
-                + "\(secs(again.totalSeconds)); same capability: \(again.capability == up.capability ? "yes" : "NO")")
-            guard again.capability == up.capability else { throw ClientError("the second upload gave another capability") }
         }
+    }
+
+    func demo(root: String, bytes: UInt64, settings: ClientSettings, pool: ServerPool) throws {
+        let sample = root + "/sample.bin"
+        try writeSampleFile(sample, size: bytes, seed: UInt64(time(nil)))
+        let source = try FileSource(path: sample)
+        let uploader = Uploader(pool: pool, settings: settings)
+        let bar = ProgressBar()
+        let up = try blockingAwait { try await uploader.upload(source: source) { bar.update($0) } }
+        bar.finish()
+        say("uploaded \(humanBytes(bytes)) in \(secs(up.totalSeconds)) (\(rate(bytes, up.totalSeconds)); "
+            + "convergent hash \(secs(up.hashSeconds)), encode+push \(secs(up.pushSeconds)))")
+        say("capability: \(up.capability)")
+        say("share placement (\(options.needed)-of-\(options.total), happiness \(up.happiness), happy \(options.happy)):")
+        var byServer: [String: [Int]] = [:]
+        for (share, ids) in up.placement { for id in ids { byServer[id, default: []].append(share) } }
+        for id in byServer.keys.sorted(by: { up.nicknames[$0]! < up.nicknames[$1]! }) {
+            say("  \(pad(up.nicknames[id]!, 10)) \(id.prefix(16))...  share \(byServer[id]!.sorted().map(String.init).joined(separator: ", "))")
+        }
+
+        let out = root + "/sample.out"
+        let sink = try FileDescriptorSink(path: out)
+        let downloader = Downloader(pool: pool)
+        let cap = up.capability
+        let box = UncheckedSendableBox(sink)
+        let down = try blockingAwait { try await downloader.download(cap, to: box.value) { bar.update($0) } }
+        bar.finish()
+        let same = try sha256(file: sample) == sha256(file: out)
+        say("downloaded \(humanBytes(down.bytesWritten)) in \(secs(down.seconds)) (\(rate(down.bytesWritten, down.seconds))) "
+            + "from shares \(down.sharesUsed.keys.sorted().map(String.init).joined(separator: ", ")); "
+            + (same ? "SHA-256 matches the original" : "MISMATCH"))
+        guard same else { throw ClientError("the downloaded file differs from the uploaded one") }
+
+        let again = try blockingAwait { try await uploader.upload(source: source) }
+        say("uploaded it again: \(again.sharesAlreadyPresent) shares were already there, \(again.bytesSent) bytes sent, "
+            + "\(secs(again.totalSeconds)); same capability: \(again.capability == up.capability ? "yes" : "NO")")
+        guard again.capability == up.capability else { throw ClientError("the second upload gave another capability") }
+
     }
 }
 

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import GridClient
 import GridCrypto
@@ -70,6 +71,43 @@ final class LocalGridProcesses {
     }
 
     func storageProcess(_ i: Int) -> Process? { processes.first { $0.0 == "storage\(i)" }?.1 }
+}
+
+/// Runs `body` with a throwaway local grid of `servers` storage daemons in a new
+/// temporary directory and a client pool that sees all of them (`body` also gets how long
+/// they took to announce themselves); then stops the daemons and removes the directory
+/// (unless `keep`). `started`/`stopped` report the directory.
+func withLocalGrid<T>(prefix: String, servers: Int, encoding: ClientEncoding, keep: Bool = false,
+                      started: (String) -> Void = { _ in }, stopped: (String) -> Void = { _ in },
+                      _ body: (LocalGridProcesses, ClientSettings, ServerPool, Double) throws -> T) throws -> T {
+    let root = try makeTemporaryDirectory(prefix)
+    started(root)
+    let grid = LocalGridProcesses(root: root)
+    defer {
+        grid.stop()
+        if !keep { try? FileManager.default.removeItem(atPath: root) }
+        stopped(root)
+    }
+    try grid.launch(servers: servers, encoding: encoding)
+    let settings = try ClientNode.load(directory: grid.clientDirectory)
+    let pool = try ServerPool(introducer: settings.introducer)
+    defer { pool.shutdown() }
+    let t0 = Date()
+    let known = try blockingAwait { await pool.waitForServers(enough: servers, minimum: servers, timeout: 60) }
+    guard known.count == servers else {
+        throw ClientError("only \(known.count) of \(servers) servers announced themselves within 60 s; see the daemon.log files in \(root) (keep it with --keep)")
+    }
+    return try body(grid, settings, pool, Date().timeIntervalSince(t0))
+}
+
+/// The options of commands that start a local grid (`grid demo`, `grid bench grid`).
+struct LocalGridOptions: ParsableArguments {
+    @Option(help: "Storage servers to start.") var servers: Int = 10
+    @Option(help: "Shares needed (k).") var needed: Int = 3
+    @Option(help: "Servers of happiness.") var happy: Int = 7
+    @Option(help: "Shares made (n).") var total: Int = 10
+
+    var encoding: ClientEncoding { ClientEncoding(needed: needed, happy: happy, total: total) }
 }
 
 /// mkdtemp under $TMPDIR (or /tmp).

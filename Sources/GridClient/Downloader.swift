@@ -38,7 +38,7 @@ public final class Downloader: Sendable {
 
     /// Writes bytes [offset, offset+length) of the file (all of it by default) to `sink`.
     public func download(_ cap: Capability, to sink: PlaintextSink, offset: UInt64 = 0, length: UInt64? = nil,
-                         progress: (@Sendable (Progress) -> Void)? = nil) async throws -> DownloadResult {
+                         progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> DownloadResult {
         let start = monotonicNow()
         let chk: CHKCapability
         switch cap {
@@ -76,7 +76,7 @@ public final class Downloader: Sendable {
         do {
             try await onThread("grid-download") {
                 try box.value.0.decode(to: box.value.1, offset: offset, length: length) { done in
-                    progress?(Progress(phase: .downloading, done: done, total: total))
+                    progress?(TransferProgress(phase: .downloading, done: done, total: total))
                 }
             }
         } catch { failure = error }

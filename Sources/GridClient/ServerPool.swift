@@ -1,5 +1,6 @@
 import Foundation
 import GridCrypto
+import GridImmutable
 import GridIntroducer
 import GridProtocol
 import GridWire
@@ -35,6 +36,16 @@ public struct ClientEncoding: Sendable, Equatable {
         self.total = total
         self.maxSegmentSize = maxSegmentSize
     }
+}
+
+extension ClientEncoding {
+    /// The encoder's parameters for this encoding.
+    public var parameters: EncodingParameters {
+        EncodingParameters(needed: needed, happy: happy, total: total, maxSegmentSize: maxSegmentSize)
+    }
+
+    /// Throws a one-line error naming the bad setting.
+    public func validate() throws { try parameters.validate() }
 }
 
 /// Errors a user of the client sees: one or two plain sentences.

@@ -7,7 +7,7 @@ import GridWire
 import Synchronization
 
 /// Progress of a long operation: which phase, bytes done of total.
-public struct Progress: Sendable {
+public struct TransferProgress: Sendable {
     public enum Phase: String, Sendable { case hashing, uploading, repairing, downloading }
     public var phase: Phase
     public var done: UInt64
@@ -58,12 +58,9 @@ public final class Uploader: Sendable {
         self.threads = threads
     }
 
-    var parameters: EncodingParameters {
-        let e = settings.encoding
-        return EncodingParameters(needed: e.needed, happy: e.happy, total: e.total, maxSegmentSize: e.maxSegmentSize)
-    }
+    var parameters: EncodingParameters { settings.encoding.parameters }
 
-    public func upload(source: RandomAccessSource & Sendable, progress: (@Sendable (Progress) -> Void)? = nil) async throws -> UploadResult {
+    public func upload(source: RandomAccessSource & Sendable, progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> UploadResult {
         let start = monotonicNow()
         let encoder = try CHKEncoder(parameters: parameters, threads: threads)
         let size = source.size
@@ -79,7 +76,7 @@ public final class Uploader: Sendable {
         let key = try await onThread("grid-hash") {
             try box.value.convergenceKey(source: source, secret: secret)
         }
-        progress?(Progress(phase: .hashing, done: size, total: size))
+        progress?(TransferProgress(phase: .hashing, done: size, total: size))
         let hashSeconds = monotonicNow() - start
         let si = TahoeHash.storageIndex(forKey: key)
         let shareSize = try encoder.shareSize(forSize: size)
@@ -179,12 +176,12 @@ public final class Uploader: Sendable {
         var failed: [ServerRef: String] = [:]
         var result: EncodeResult?
         for round in 0..<3 {
-            let sink = NetworkShareSink(handles: live, window: window, holdings: holdings, happy: happy, k: k)
-            let phase: Progress.Phase = round == 0 ? .uploading : .repairing
+            let sink = NetworkShareSink(handles: live, window: window, holdings: holdings, happy: happy)
+            let phase: TransferProgress.Phase = round == 0 ? .uploading : .repairing
             let r: EncodeResult
             do {
                 r = try await encodeAndPush(encoder: encoder, source: source, key: key, sink: sink) { done in
-                    progress?(Progress(phase: phase, done: done, total: size))
+                    progress?(TransferProgress(phase: phase, done: done, total: size))
                 }
             } catch {
                 // Nothing half-written stays behind: abort every bucket this upload opened.
@@ -200,7 +197,7 @@ public final class Uploader: Sendable {
             for (s, why) in closeFailures { failed[s] = why }
             // What is stored now, on servers that did not fail.
             holdings = holdings.filter { failed[$0.key] == nil }
-            for h in live where failed[h.server] != nil { writable.remove(h.server) }
+            writable.subtract(failed.keys)
             if let e = sink.fatal {
                 await abortAll(sink.liveHandles)
                 throw e
@@ -276,12 +273,6 @@ public final class Uploader: Sendable {
     }
 }
 
-/// Moves a value the caller has made safe across threads.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}
-
 /// The encoder's sink for an upload: each write becomes an RPC to the servers holding
 /// that share's bucket, sent at once (the encoder goes on with the next segment) while
 /// at most `window` bytes are in flight. A failed server is dropped with its shares; when
@@ -294,17 +285,15 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     let window: Int
     var holdings: [ServerRef: Set<Int>]
     let happy: Int
-    let k: Int
     var failedServers: [ServerRef: String] = [:]
     var fatal: ClientError?
     var bytesSent: UInt64 = 0
 
-    init(handles: [BucketHandle], window: Int, holdings: [ServerRef: Set<Int>], happy: Int, k: Int) {
+    init(handles: [BucketHandle], window: Int, holdings: [ServerRef: Set<Int>], happy: Int) {
         self.handles = handles
         self.window = window
         self.holdings = holdings
         self.happy = happy
-        self.k = k
         for h in handles { byShare[h.share, default: []].append(h) }
     }
 

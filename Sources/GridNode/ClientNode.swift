@@ -19,7 +19,7 @@ public enum ClientNode {
 
     public static func create(directory: String, introducer: IntroducerAddress, encoding: ClientEncoding,
                               nickname: String?) throws {
-        try validate(encoding)
+        try encoding.validate()
         try createNodeDirectory(directory)
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         try writeSecretFile(directory + "/private/convergence", Base32.encode(SecureRandom.bytes(32)) + "\n")
@@ -41,18 +41,6 @@ public enum ClientNode {
                 """), mode: 0o600)
     }
 
-    static func validate(_ e: ClientEncoding) throws {
-        guard e.needed >= 1, e.needed <= e.total, e.total <= 256 else {
-            throw NodeError("bad encoding: need 1 <= needed <= total <= 256, got needed=\(e.needed) total=\(e.total)")
-        }
-        guard e.happy >= 1, e.happy <= e.total else {
-            throw NodeError("bad encoding: happy must be between 1 and total (\(e.total)), got \(e.happy)")
-        }
-        guard e.maxSegmentSize >= 1, e.maxSegmentSize <= 1 << 30 else {
-            throw NodeError("bad segment_size \(e.maxSegmentSize): must be 1 byte to 1 GiB")
-        }
-    }
-
     public static func load(directory: String) throws -> ClientSettings {
         let config = try NodeConfig.load(directory: directory)
         guard let intro = config["introducer", "address"] else {
@@ -65,7 +53,7 @@ public enum ClientNode {
         }
         let enc = ClientEncoding(needed: try int("needed", 3), happy: try int("happy", 7), total: try int("total", 10),
                                  maxSegmentSize: Int(try parseSize(config["client", "segment_size"] ?? "1048576")))
-        try validate(enc)
+        try enc.validate()
         func secret(_ name: String) throws -> [UInt8] {
             guard let text = try readSecretFile(directory + "/private/" + name),
                   let b = Base32.decode(text.trimmingWhitespace()), !b.isEmpty

@@ -33,11 +33,16 @@ public struct Frame: Equatable, Sendable {
     /// The bytes on the wire.
     public func encoded() -> [UInt8] {
         var w = WireWriter(capacity: body.count + Self.headerSize)
-        w.u32(UInt32(1 + 4 + body.count))
-        w.u8(type.rawValue)
-        w.u32(id)
+        Self.writeHeader(&w, type: type, id: id, bodyLength: body.count)
         w.fixed(body)
         return w.bytes
+    }
+
+    /// The 9-byte header: be32 length of what follows it, the type, be32 request id.
+    public static func writeHeader(_ w: inout WireWriter, type: FrameType, id: UInt32, bodyLength: Int) {
+        w.u32(UInt32(1 + 4 + bodyLength))
+        w.u8(type.rawValue)
+        w.u32(id)
     }
 
     public static func error(id: UInt32, _ e: WireError) -> Frame {

@@ -299,10 +299,11 @@ final class FrameBox: @unchecked Sendable {
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 }
 
-/// Moves a loop-confined reference through a Sendable closure back to the loop.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+/// Carries a value across a concurrency boundary the caller has made safe (a
+/// loop-confined reference back to its loop; a sink handed to the one thread that uses it).
+public struct UncheckedBox<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
 }
 
 /// Client timings.
@@ -419,9 +420,7 @@ public final class RPCClient: @unchecked Sendable {
     public func call(_ method: UInt16, bodySize: Int, timeout: Double? = nil, encode: (inout WireWriter) -> Void,
                      completion: @escaping @Sendable (Result<[UInt8], Error>) -> Void) {
         var w = WireWriter(capacity: Frame.headerSize + 2 + bodySize)
-        w.u32(UInt32(1 + 4 + 2 + bodySize))
-        w.u8(FrameType.request.rawValue)
-        w.u32(0)  // the request id, set on the loop thread
+        Frame.writeHeader(&w, type: .request, id: 0, bodyLength: 2 + bodySize)  // the id is set on the loop thread
         w.u16(method)
         encode(&w)
         precondition(w.bytes.count == Frame.headerSize + 2 + bodySize, "encode wrote the wrong number of bytes")

@@ -74,57 +74,49 @@ struct BenchConnections: ParsableCommand {
         let loop = try EventLoop(name: "bench-loop")
         defer { loop.shutdown() }
         let tls = try TLSContext.client()
-        let result = ResultBox()
-        let sem = DispatchSemaphore(value: 0)
         let target = count, idleSeconds = idle
-        Task {
-            do {
-                // Wait for the server to listen.
-                var probe: RPCClient?
-                for _ in 0..<200 where probe == nil {
-                    probe = try? await RPCClient.connect(loop: loop, host: host, port: port, serverKey: key, service: storageServiceName, tls: tls)
-                    if probe == nil { try await Task.sleep(nanoseconds: 50_000_000) }
-                }
-                guard let first = probe else { throw ValidationError("the storage server did not start") }
-                try await Task.sleep(nanoseconds: 500_000_000)
-                let before = Self.status(storage.processIdentifier)
-                var clients: [RPCClient] = []
-                let t0 = monotonicNow()
-                while clients.count < target {
-                    let batch = min(100, target - clients.count)
-                    let opened = try await withThrowingTaskGroup(of: RPCClient.self) { g in
-                        for _ in 0..<batch {
-                            g.addTask { try await RPCClient.connect(loop: loop, host: host, port: port, serverKey: key, service: storageServiceName, tls: tls) }
-                        }
-                        var out: [RPCClient] = []
-                        for try await c in g { out.append(c) }
-                        return out
-                    }
-                    clients += opened
-                }
-                let connectSeconds = monotonicNow() - t0
-                try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
-                let after = Self.status(storage.processIdentifier)
-                var lat: [Double] = []
-                let s = StorageClient(first)
-                for _ in 0..<200 {
-                    let t = monotonicNow()
-                    _ = try await s.getVersion()
-                    lat.append((monotonicNow() - t) * 1e6)
-                }
-                lat.sort()
-                let alive = clients.filter { !$0.isClosed }.count
-                result.value = (before, after, connectSeconds, lat[lat.count / 2], lat[lat.count * 99 / 100], alive)
-                for c in clients { c.close() }
-                first.close()
-            } catch {
-                result.error = "\(error)"
+        let measured: (ProcStatus, ProcStatus, Double, Double, Double, Int)
+        do { measured = try blockingAwait {
+            // Wait for the server to listen.
+            var probe: RPCClient?
+            for _ in 0..<200 where probe == nil {
+                probe = try? await RPCClient.connect(loop: loop, host: host, port: port, serverKey: key, service: storageServiceName, tls: tls)
+                if probe == nil { try await Task.sleep(nanoseconds: 50_000_000) }
             }
-            sem.signal()
-        }
-        sem.wait()
-        if let e = result.error { throw ValidationError(e) }
-        let (before, after, secs, p50, p99, alive) = result.value!
+            guard let first = probe else { throw ValidationError("the storage server did not start") }
+            try await Task.sleep(nanoseconds: 500_000_000)
+            let before = Self.status(storage.processIdentifier)
+            var clients: [RPCClient] = []
+            let t0 = monotonicNow()
+            while clients.count < target {
+                let batch = min(100, target - clients.count)
+                let opened = try await withThrowingTaskGroup(of: RPCClient.self) { g in
+                    for _ in 0..<batch {
+                        g.addTask { try await RPCClient.connect(loop: loop, host: host, port: port, serverKey: key, service: storageServiceName, tls: tls) }
+                    }
+                    var out: [RPCClient] = []
+                    for try await c in g { out.append(c) }
+                    return out
+                }
+                clients += opened
+            }
+            let connectSeconds = monotonicNow() - t0
+            try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
+            let after = Self.status(storage.processIdentifier)
+            var lat: [Double] = []
+            let s = StorageClient(first)
+            for _ in 0..<200 {
+                let t = monotonicNow()
+                _ = try await s.getVersion()
+                lat.append((monotonicNow() - t) * 1e6)
+            }
+            lat.sort()
+            let alive = clients.filter { !$0.isClosed }.count
+            for c in clients { c.close() }
+            first.close()
+            return (before, after, connectSeconds, lat[lat.count / 2], lat[lat.count * 99 / 100], alive)
+        } } catch let e as ValidationError { throw e } catch { throw ValidationError("\(error)") }
+        let (before, after, secs, p50, p99, alive) = measured
         let perConn = Double(after.rssKiB - before.rssKiB) / Double(max(1, count))
         if json {
             FileHandleStdout.write("""
@@ -144,9 +136,4 @@ struct BenchConnections: ParsableCommand {
                 """)
         }
     }
-}
-
-final class ResultBox: @unchecked Sendable {
-    var value: (BenchConnections.ProcStatus, BenchConnections.ProcStatus, Double, Double, Double, Int)?
-    var error: String?
 }

@@ -3,6 +3,7 @@ import Foundation
 import GridClient
 import GridImmutable
 import GridNode
+import GridWire
 
 #if canImport(Glibc)
 import Glibc
@@ -58,7 +59,7 @@ struct BenchGrid: ParsableCommand {
             unlink(sample)
             let sink = CountingSink()
             let cap = up.capability
-            let box = UncheckedSendableBox(sink)
+            let box = UncheckedBox(sink)
             let t1 = Date()
             _ = try blockingAwait { try await downloader.download(cap, to: box.value) }
             let downSeconds = Date().timeIntervalSince(t1)

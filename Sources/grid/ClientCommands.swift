@@ -6,6 +6,7 @@ import GridFormat
 import GridImmutable
 import GridNode
 import GridProtocol
+import GridWire
 
 #if canImport(Glibc)
 import Glibc
@@ -86,7 +87,7 @@ final class ProgressBar: @unchecked Sendable {
 
     init(enabled: Bool = isatty(2) != 0) { self.enabled = enabled }
 
-    func update(_ p: GridClient.Progress) {
+    func update(_ p: TransferProgress) {
         guard enabled else { return }
         lock.lock()
         defer { lock.unlock() }
@@ -159,7 +160,7 @@ func spoolStandardInput() throws -> FileSource {
     var template = Array("\(dir)/grid-upload-XXXXXX".utf8CString)
     let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
     guard fd >= 0 else { throw ClientError("cannot create a temporary file in \(dir) to hold stdin: \(String(cString: strerror(errno)))") }
-    let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let path = string(fromCString: template)
     unlink(path)
     let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
     defer { buf.deallocate() }
@@ -214,7 +215,7 @@ struct Upload: ParsableCommand {
             defer { session.pool.shutdown() }
             let bar = ProgressBar()
             let uploader = Uploader(pool: session.pool, settings: session.settings)
-            let box = UncheckedSendableBox(source)
+            let box = UncheckedBox(source)
             let r = try blockingAwait { try await uploader.upload(source: box.value) { bar.update($0) } }
             bar.finish()
             if json {
@@ -232,11 +233,6 @@ struct Upload: ParsableCommand {
             }
         }
     }
-}
-
-struct UncheckedSendableBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 struct Download: ParsableCommand {
@@ -282,7 +278,7 @@ struct Download: ParsableCommand {
             }
             let bar = ProgressBar()
             let downloader = Downloader(pool: session.pool)
-            let box = UncheckedSendableBox(sink)
+            let box = UncheckedBox(sink)
             let (off, len) = (offset, length)
             let r: DownloadResult
             do {

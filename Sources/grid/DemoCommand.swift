@@ -4,6 +4,7 @@ import GridClient
 import GridFormat
 import GridImmutable
 import GridNode
+import GridWire
 
 #if canImport(Glibc)
 import Glibc
@@ -64,7 +65,7 @@ struct Demo: ParsableCommand {
         let sink = try FileDescriptorSink(path: out)
         let downloader = Downloader(pool: pool)
         let cap = up.capability
-        let box = UncheckedSendableBox(sink)
+        let box = UncheckedBox(sink)
         let down = try blockingAwait { try await downloader.download(cap, to: box.value) { bar.update($0) } }
         bar.finish()
         let same = try sha256(file: sample) == sha256(file: out)

@@ -13,7 +13,7 @@ import Glibc
 func selfExecutable() -> String {
     var buf = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-    if n > 0 { return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+    if n > 0 { return string(fromCString: buf) }
     return CommandLine.arguments[0]
 }
 
@@ -117,7 +117,12 @@ func makeTemporaryDirectory(_ prefix: String) throws -> String {
     guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
         throw ClientError("cannot create a temporary directory in \(dir): \(String(cString: strerror(errno)))")
     }
-    return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return string(fromCString: template)
+}
+
+/// The text of a NUL-terminated C buffer (mkstemp/mkdtemp templates, readlink results).
+func string(fromCString buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Writes `size` pseudo-random bytes (a fast xorshift stream seeded by `seed`) to `path`,

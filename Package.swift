@@ -30,37 +30,46 @@ let package = Package(
         // System library: SQLite (libsqlite3).
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
+        // The system-call layer: file descriptors, paths, errno as one typed SystemError,
+        // EINTR retried in one place; and the error classes every module's errors carry.
+        .target(name: "GridSystem", dependencies: ["CEpoll"]),
+        // SQLite (C API) behind a small typed wrapper: the storage server's lease index,
+        // the client's catalog.
+        .target(name: "GridDatabase", dependencies: ["CSQLite", "GridSystem"]),
         // Reed-Solomon over GF(2^8), zfec-compatible matrices.
-        .target(name: "GridCodec", dependencies: ["CGridSIMD"]),
+        .target(name: "GridCodec", dependencies: ["CGridSIMD", "GridSystem"]),
         // Hashes, AES-CTR, Ed25519, randomness (OpenSSL).
-        .target(name: "GridCrypto", dependencies: ["COpenSSL"]),
+        .target(name: "GridCrypto", dependencies: ["COpenSSL", "GridSystem"]),
         // Tahoe formats: base32, netstrings, hash trees, UEB, share layout, caps.
-        .target(name: "GridFormat", dependencies: ["GridCrypto"]),
+        .target(name: "GridFormat", dependencies: ["GridCrypto", "GridSystem"]),
         // Length-prefixed binary RPC over TLS 1.3 on POSIX sockets (epoll).
-        .target(name: "GridWire", dependencies: ["COpenSSL", "CEpoll", "GridCrypto", "GridFormat"]),
+        .target(name: "GridWire", dependencies: ["COpenSSL", "CEpoll", "GridCrypto", "GridFormat", "GridSystem"]),
         // Message schemas of the storage and introducer services, and typed clients.
-        .target(name: "GridProtocol", dependencies: ["GridWire", "GridFormat", "GridCrypto"]),
+        .target(name: "GridProtocol", dependencies: ["GridWire", "GridFormat", "GridCrypto", "GridSystem"]),
         // The storage server: share store, leases (SQLite index), expirer, the RPC service.
-        .target(name: "GridStorage", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridFormat", "CSQLite", "CEpoll"]),
+        .target(name: "GridStorage", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridDatabase", "GridSystem"]),
         // The introducer service, the storage servers' announcer and the clients' subscriber.
-        .target(name: "GridIntroducer", dependencies: ["GridProtocol", "GridWire", "GridCrypto"]),
+        .target(name: "GridIntroducer", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridSystem"]),
         // Node directories, grid.conf, and the storage and introducer daemons.
         .target(name: "GridNode", dependencies: [
-            "GridStorage", "GridIntroducer", "GridClient", "GridProtocol", "GridWire", "GridCrypto", "GridFormat",
+            "GridStorage", "GridIntroducer", "GridClient", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // CHK immutable encoding and decoding (offline; the client streams through it).
-        .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat"]),
+        .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat", "GridSystem"]),
         // The client: server selection, streaming upload and download through a live grid.
         .target(name: "GridClient", dependencies: [
-            "GridImmutable", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat",
+            "GridImmutable", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
         ]),
+        // One launcher of local grids (an introducer and N storage daemons on 127.0.0.1)
+        // for `grid demo`, `grid bench grid`, `grid local-grid` and the integration tests.
+        .target(name: "GridLocalGrid", dependencies: ["GridNode", "GridClient", "GridProtocol", "GridWire", "GridSystem"]),
         // The command line.
         .executableTarget(
             name: "grid",
             dependencies: [
                 "GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridNode", "GridWire", "GridProtocol",
-                "GridIntroducer", "GridStorage", "GridClient", "CEpoll",
+                "GridIntroducer", "GridStorage", "GridClient", "GridSystem", "GridLocalGrid", "CEpoll",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -69,16 +78,16 @@ let package = Package(
         .target(name: "GridTestSupport", dependencies: ["GridCrypto"], path: "Tests/GridTestSupport"),
         .testTarget(name: "GridCodecTests", dependencies: ["GridCodec", "GridTestSupport"]),
         .testTarget(name: "GridCryptoTests", dependencies: ["GridCrypto", "GridTestSupport"]),
-        .testTarget(name: "GridFormatTests", dependencies: ["GridFormat", "GridTestSupport"]),
-        .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridTestSupport"]),
+        .testTarget(name: "GridFormatTests", dependencies: ["GridFormat", "GridSystem", "GridTestSupport"]),
+        .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridCLITests", dependencies: ["GridTestSupport"]),
-        .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridTestSupport"]),
+        .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridIntegrationTests", dependencies: [
             "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridTestSupport",
-            "GridClient", "GridImmutable",
+            "GridClient", "GridImmutable", "GridSystem", "GridLocalGrid", "GridNode",
         ]),
-        .testTarget(name: "GridClientTests", dependencies: ["GridClient", "GridProtocol", "GridCrypto"]),
-        .testTarget(name: "GridStorageTests", dependencies: ["GridStorage", "GridProtocol", "GridWire", "GridFormat", "GridTestSupport"]),
+        .testTarget(name: "GridClientTests", dependencies: ["GridClient", "GridProtocol", "GridCrypto", "GridSystem"]),
+        .testTarget(name: "GridStorageTests", dependencies: ["GridStorage", "GridProtocol", "GridWire", "GridFormat", "GridSystem", "GridDatabase", "GridTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,6 +3,7 @@ import GridCrypto
 import GridFormat
 import GridImmutable
 import GridProtocol
+import GridSystem
 import GridWire
 import Synchronization
 
@@ -14,8 +15,8 @@ public struct DownloadResult: Sendable {
     /// Share number → node id of the server each verified block came from.
     public var sharesUsed: [Int: String]
     public var nicknames: [String: String]
-    /// Shares set aside (share number, server nickname, reason).
-    public var badShares: [(share: Int, server: String, reason: String)]
+    /// Shares set aside (share number, server nickname, why).
+    public var badShares: [(share: Int, server: String, failure: ShareFailure)]
     /// Corrupt shares reported to the servers holding them.
     public var corruptionReports: Int
     public var seconds: Double
@@ -44,7 +45,7 @@ public final class Downloader: Sendable {
         switch cap {
         case let .lit(l):
             let size = UInt64(l.data.count)
-            guard offset <= size else { throw ClientError("offset \(offset) is past the end of the \(size)-byte file") }
+            guard offset <= size else { throw ImmutableError.offsetPastEnd(offset: offset, size: size) }
             let end = min(size, length.map { offset + $0 } ?? size)
             try l.data[Int(offset)..<Int(end)].withUnsafeBytes { try sink.write($0) }
             return DownloadResult(bytesWritten: end - offset, fileSize: size, sharesUsed: [:], nicknames: [:], badShares: [],
@@ -52,23 +53,23 @@ public final class Downloader: Sendable {
         case let .chk(c):
             chk = c
         case .chkVerifier:
-            throw ClientError("A verify capability (URI:CHK-Verifier:) cannot decrypt a file; give the read capability (URI:CHK:...).")
+            throw ImmutableError.needsReadCapability
         }
-        guard offset <= chk.size else { throw ClientError("offset \(offset) is past the end of the \(chk.size)-byte file") }
+        guard offset <= chk.size else { throw ImmutableError.offsetPastEnd(offset: offset, size: chk.size) }
         let si = chk.storageIndex
         let known = await pool.waitForServers(enough: chk.total, minimum: chk.needed, settle: 0.5)
         if known.isEmpty {
-            throw ClientError("No storage servers are known to the introducer; is the grid running and the introducer address right?")
+            throw ClientError(.unavailable, "No storage servers are known to the introducer; is the grid running and the introducer address right?")
         }
         let readers = await findShares(si: si, servers: permutedServers(known, storageIndex: si), k: chk.needed)
         let distinct = Set(readers.map(\.shareNumber)).count
         if distinct < chk.needed {
-            throw ClientError(
+            throw ClientError(.unavailable,
                 "Found only \(distinct) of the \(chk.needed) shares needed (asked \(known.count) servers); "
                     + "the file cannot be read until more of the servers holding it are back.")
         }
         let decoder = CHKDecoder(capability: chk, shares: readers, threads: threads, readahead: readahead)
-        let bad = Mutex<[(RemoteShareReader, String)]>([])
+        let bad = Mutex<[(RemoteShareReader, ShareFailure)]>([])
         decoder.onBadShare = { r, why in bad.withLock { $0.append((r as! RemoteShareReader, why)) } }
         let box = UncheckedBox((decoder, sink))
         let total = length.map { min($0, chk.size - offset) } ?? (chk.size - offset)
@@ -82,17 +83,17 @@ public final class Downloader: Sendable {
         } catch { failure = error }
         for r in readers { r.cancel() }
         // Tell servers about shares that failed a hash check (not ones that merely went away).
-        let corrupt = bad.withLock { $0 }.filter { !$0.0.hadNetworkError }
+        let corrupt = bad.withLock { $0 }.filter { $0.1.isCorrupt }
         await withTaskGroup(of: Void.self) { group in
             for (r, why) in corrupt {
                 group.addTask {
-                    try? await r.client.adviseCorruptShare(mutable: false, storageIndex: si, share: r.shareNumber, reason: why)
+                    try? await r.client.adviseCorruptShare(mutable: false, storageIndex: si, share: r.shareNumber, reason: "\(why)")
                 }
             }
         }
-        let badList = bad.withLock { $0 }.map { (share: $0.0.shareNumber, server: $0.0.server.nickname, reason: $0.1) }
+        let badList = bad.withLock { $0 }.map { (share: $0.0.shareNumber, server: $0.0.server.nickname, failure: $0.1) }
         if let failure {
-            if let e = failure as? ImmutableError { throw ClientError("Download failed: \(e.message)") }
+            if let e = failure as? ImmutableError { throw ClientError(e.errorClass, "Download failed: \(e)") }
             throw failure
         }
         var used: [Int: String] = [:]
@@ -180,7 +181,6 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     var fetches: [UInt64: Fetch] = [:]
     var cache: [(offset: UInt64, bytes: [UInt8])] = []
     var metadataLoaded = false
-    var hadNetworkError = false
     var cancelled = false
 
     init(server: ServerRef, client: StorageClient, storageIndex: [UInt8], shareNumber: Int, size: UInt64, latency: Double) {
@@ -228,8 +228,6 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     func complete(_ f: Fetch, _ r: Result<[UInt8], Error>) {
         cond.lock()
         f.result = r
-        // Codes 100 and up are local: the server went away or stopped answering.
-        if case let .failure(e) = r, ((e as? WireError)?.code.rawValue ?? 100) >= 100 { hadNetworkError = true }
         cond.broadcast()
         cond.unlock()
     }
@@ -241,11 +239,22 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         switch f.result! {
         case let .success(b):
             guard b.count == f.length else {
-                throw ImmutableError("share \(shareNumber) on \(server.nickname): short read (\(b.count) of \(f.length) bytes)")
+                throw ShareFailure.corrupt(Corruption(.length, "short read from \(server.nickname) (\(b.count) of \(f.length) bytes)"))
             }
             return b
         case let .failure(e):
-            throw ImmutableError("share \(shareNumber) on \(server.nickname): \(e)")
+            throw failure(e)
+        }
+    }
+
+    /// A network or server error as a share failure of the same class, naming the server.
+    func failure(_ e: Error) -> ShareFailure {
+        let m = "on \(server.nickname): \(e)"
+        switch ShareFailure(e) {
+        case let .corrupt(c): return .corrupt(Corruption(c.part, m))
+        case .incompatible: return .incompatible(m)
+        case .notFound: return .notFound(m)
+        case .unavailable: return .unavailable(m)
         }
     }
 
@@ -282,7 +291,7 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         cond.lock()
         if cancelled {
             cond.unlock()
-            throw ImmutableError("share \(shareNumber) on \(server.nickname): download cancelled")
+            throw ShareFailure.unavailable("on \(server.nickname): download cancelled")
         }
         for c in cache where offset >= c.offset && offset + UInt64(count) <= c.offset + UInt64(c.bytes.count) {
             let from = Int(offset - c.offset)
@@ -294,7 +303,7 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         if f == nil || f!.length != count { f = start(offset, count) }
         cond.unlock()
         guard offset <= size, UInt64(count) <= size - offset else {
-            throw ImmutableError("share \(shareNumber) on \(server.nickname): truncated (wanted \(count) bytes at offset \(offset), share has \(size))")
+            throw ShareFailure.truncated(wanted: count, at: offset, size: size)
         }
         let bytes = try wait(f!)
         bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: count) }

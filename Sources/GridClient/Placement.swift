@@ -1,3 +1,4 @@
+import GridSystem
 /// Share placement by servers-of-happiness.
 ///
 /// "Happiness" is the size of a maximum matching between servers and the shares they

@@ -3,6 +3,7 @@ import GridCrypto
 import GridImmutable
 import GridIntroducer
 import GridProtocol
+import GridSystem
 import GridWire
 import Synchronization
 
@@ -48,10 +49,14 @@ extension ClientEncoding {
     public func validate() throws { try parameters.validate() }
 }
 
-/// Errors a user of the client sees: one or two plain sentences.
-public struct ClientError: Error, CustomStringConvertible, Equatable {
+/// Errors a user of the client sees: one or two plain sentences, and their class.
+public struct ClientError: ClassifiedError, Equatable {
+    public let errorClass: ErrorClass
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public init(_ errorClass: ErrorClass, _ message: String) {
+        self.errorClass = errorClass
+        self.message = message
+    }
     public var description: String { message }
 }
 
@@ -127,7 +132,7 @@ public final class ServerPool: @unchecked Sendable {
         let task = connections.withLock { c -> Task<StorageClient, Error> in
             if let t = c[server.nodeID] { return t }
             let t = Task { [self] () throws -> StorageClient in
-                var lastError: Error = ClientError("\(server.nickname) announced no address")
+                var lastError: Error = ClientError(.unavailable, "\(server.nickname) announced no address")
                 for addr in server.announcement.addresses {
                     do {
                         let (host, port) = try splitHostPort(addr)

@@ -3,6 +3,7 @@ import GridCrypto
 import GridFormat
 import GridImmutable
 import GridProtocol
+import GridSystem
 import GridWire
 import Synchronization
 
@@ -84,7 +85,7 @@ public final class Uploader: Sendable {
         // Servers, in this file's permuted order; ask each what it already holds.
         let known = await pool.waitForServers(enough: n, minimum: happy)
         if known.count < happy {
-            throw ClientError(
+            throw ClientError(.unavailable,
                 "Only \(known.count) storage server\(known.count == 1 ? " is" : "s are") known to the introducer, "
                     + "but this upload needs \(happy) (happy = \(happy)). Start more servers, or lower 'happy' in the client's grid.conf.")
         }
@@ -215,12 +216,12 @@ public final class Uploader: Sendable {
         }
         let finalHappiness = Placement.happiness(holdings)
         if finalHappiness < happy {
-            throw ClientError(
+            throw ClientError(.unavailable,
                 "The upload lost servers on the way (\(failed.keys.map(\.nickname).sorted().joined(separator: ", "))) "
                     + "and its shares now sit on only \(finalHappiness) distinct servers, fewer than happy = \(happy). "
                     + "Start more servers and upload again.")
         }
-        guard case let .chk(cap, _)? = result else { throw ClientError("internal error: no capability") }
+        guard case let .chk(cap, _)? = result else { throw ClientError(.internal, "no capability after encoding") }
         var placement: [Int: [String]] = [:]
         var nicknames: [String: String] = [:]
         for (s, shares) in holdings {
@@ -269,7 +270,7 @@ public final class Uploader: Sendable {
             + "on only \(happiness) distinct server\(happiness == 1 ? "" : "s"); this upload needs \(happy) (happy = \(happy), k = \(k))."
         if !refused.isEmpty { m += " Refused: " + refused.prefix(3).joined(separator: "; ") + (refused.count > 3 ? "; ..." : "") + "." }
         m += " Start more servers, free space on them, or lower 'happy' in the client's grid.conf."
-        return ClientError(m)
+        return ClientError(.unavailable, m)
     }
 }
 
@@ -336,7 +337,7 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         holdings[s] = nil
         let h = Placement.happiness(holdings)
         if h < happy {
-            fatal = ClientError(
+            fatal = ClientError(.unavailable,
                 "Storage server \(s.nickname) failed during the upload (\(why)); the shares left reach only "
                     + "\(h) distinct servers, fewer than happy = \(happy), so the upload was stopped and its buckets aborted.")
         }

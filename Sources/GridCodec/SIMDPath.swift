@@ -1,3 +1,4 @@
+import GridSystem
 import CGridSIMD
 
 /// A GF(2^8) kernel implementation. Every path computes identical bytes; they differ only in speed.
@@ -43,7 +44,14 @@ public enum SIMDPath: String, CaseIterable, Sendable, CustomStringConvertible {
 }
 
 /// Errors from the Reed-Solomon codec.
-public enum CodecError: Error, Equatable, CustomStringConvertible {
+public enum CodecError: ClassifiedError, Equatable {
+    public var errorClass: ErrorClass {
+        switch self {
+        case .invalidParameters, .unknownSIMDPath, .unsupportedSIMDPath: return .usage
+        case .badShareNumber, .duplicateShareNumber, .wrongShareCount, .bufferCountMismatch: return .internal
+        }
+    }
+
     case invalidParameters(k: Int, n: Int)
     case unknownSIMDPath(String)
     case unsupportedSIMDPath(SIMDPath)

@@ -1,8 +1,17 @@
 import COpenSSL
+import GridSystem
 
 /// Errors from the crypto layer (OpenSSL failures are not expected in practice; they are
 /// reported, never ignored).
-public enum CryptoError: Error, CustomStringConvertible, Equatable {
+public enum CryptoError: ClassifiedError, Equatable {
+    public var errorClass: ErrorClass {
+        switch self {
+        case .openssl: return .internal
+        case .badKeyLength: return .usage
+        case .badSignature: return .denied
+        }
+    }
+
     case openssl(String)
     case badKeyLength(expected: Int, got: Int)
     case badSignature

@@ -1,3 +1,4 @@
+import GridSystem
 /// The layout of an immutable (CHK) share's data, versions 1 and 2, as Tahoe-LAFS writes it.
 ///
 /// v1: nine 4-byte big-endian fields, data at 0x24, a 4-byte UEB length.
@@ -95,7 +96,7 @@ public struct ShareLayout: Equatable, Sendable {
     /// share if shorter). Checks the version, that offsets are in order and that the
     /// sections have sizes the layout allows.
     public init(parsing bytes: [UInt8]) throws {
-        func fail(_ m: String) -> FormatError { FormatError("share header: \(m)") }
+        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> FormatError { FormatError(c, "share header: \(m)") }
         guard bytes.count >= 4 else { throw fail("share is only \(bytes.count) bytes") }
         func read(_ at: Int, _ width: Int) -> UInt64 {
             var v: UInt64 = 0
@@ -107,7 +108,9 @@ public struct ShareLayout: Equatable, Sendable {
         switch version {
         case 1: w = 4
         case 2: w = 8
-        default: throw fail("unknown share version \(version) (expected 1 or 2)")
+        default:
+            // A small number is a layout from a newer Tahoe; anything else is not a share header.
+            throw fail("unknown share version \(version) (expected 1 or 2)", version < 256 ? .incompatible : .corrupt)
         }
         let hs = version == 1 ? 0x24 : 0x44
         guard bytes.count >= hs else { throw fail("truncated: \(bytes.count) bytes, header needs \(hs)") }
@@ -138,7 +141,7 @@ public struct ShareLayout: Equatable, Sendable {
     /// Parses the share hash chain section: be16 node index + 32-byte hash per entry.
     public static func parseShareHashes(_ bytes: [UInt8]) throws -> [(Int, [UInt8])] {
         guard bytes.count % shareHashEntrySize == 0 else {
-            throw FormatError("share hash chain of \(bytes.count) bytes is not whole entries")
+            throw FormatError(.corrupt, "share hash chain of \(bytes.count) bytes is not whole entries")
         }
         var out: [(Int, [UInt8])] = []
         var i = 0

@@ -1,9 +1,16 @@
 import GridCrypto
+import GridSystem
 
-/// Errors in Tahoe formats. Each message names the field at fault.
-public struct FormatError: Error, CustomStringConvertible, Equatable {
+/// Errors in Tahoe formats. Each message names the field at fault; the class says whether
+/// the bytes are damaged (`corrupt`), of a kind grid does not handle (`incompatible`), or
+/// a string someone typed that is malformed (`usage`, e.g. a bad capability).
+public struct FormatError: ClassifiedError, Equatable {
+    public let errorClass: ErrorClass
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public init(_ errorClass: ErrorClass, _ message: String) {
+        self.errorClass = errorClass
+        self.message = message
+    }
     public var description: String { message }
 }
 
@@ -91,7 +98,7 @@ public struct URIExtension: Equatable, Sendable {
     public init(parsing data: [UInt8]) throws {
         var dict: [String: [UInt8]] = [:]
         var i = 0
-        func fail(_ m: String) -> FormatError { FormatError("URI extension block: \(m)") }
+        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> FormatError { FormatError(c, "URI extension block: \(m)") }
         while i < data.count {
             guard let colon = data[i...].firstIndex(of: UInt8(ascii: ":")) else {
                 throw fail("entry at byte \(i) has no ':' after its key")
@@ -128,7 +135,7 @@ public struct URIExtension: Equatable, Sendable {
             return v
         }
         codecName = String(decoding: dict["codec_name"]!, as: UTF8.self)
-        guard codecName == "crs" else { throw fail("codec '\(codecName)' is not supported (only crs)") }
+        guard codecName == "crs" else { throw fail("codec '\(codecName)' is not supported (only crs)", .incompatible) }
         codecParams = String(decoding: dict["codec_params"]!, as: UTF8.self)
         tailCodecParams = String(decoding: dict["tail_codec_params"]!, as: UTF8.self)
         size = UInt64(try int("size"))
@@ -145,7 +152,7 @@ public struct URIExtension: Equatable, Sendable {
 
     /// Checks that the numbers agree with each other.
     public func validate() throws {
-        func fail(_ m: String) -> FormatError { FormatError("URI extension block: \(m)") }
+        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> FormatError { FormatError(c, "URI extension block: \(m)") }
         guard neededShares >= 1, totalShares >= neededShares, totalShares <= 256 else {
             throw fail("bad encoding \(neededShares)-of-\(totalShares)")
         }
@@ -203,10 +210,10 @@ public struct CHKGeometry: Equatable, Sendable {
 
     public init(size: UInt64, k: Int, n: Int, maxSegmentSize: Int) throws {
         guard k >= 1, n >= k, n <= 256 else {
-            throw FormatError("invalid encoding: need 1 <= k <= n <= 256, got k=\(k) n=\(n)")
+            throw FormatError(.usage, "invalid encoding: need 1 <= k <= n <= 256, got k=\(k) n=\(n)")
         }
-        guard maxSegmentSize >= 1 else { throw FormatError("segment size must be positive") }
-        guard size >= 1 else { throw FormatError("a CHK file cannot be empty") }
+        guard maxSegmentSize >= 1 else { throw FormatError(.usage, "segment size must be positive") }
+        guard size >= 1 else { throw FormatError(.usage, "a CHK file cannot be empty") }
         self.size = size
         self.k = k
         self.n = n

@@ -2,40 +2,39 @@ import GridCodec
 import GridCrypto
 import GridFormat
 
-/// What the decoder knows about one share once it has checked it.
-final class CheckedShare {
-    let reader: ShareReader
-    let layout: ShareLayout
-    /// Block hashes (leaves of this share's block hash tree), verified against the share root.
-    let blockLeaves: [[UInt8]]
-
-    init(reader: ShareReader, layout: ShareLayout, blockLeaves: [[UInt8]]) {
-        self.reader = reader
-        self.layout = layout
-        self.blockLeaves = blockLeaves
-    }
-}
-
-/// Rebuilds a CHK file from any k of its shares, checking every hash on the way: the
-/// UEB against the capability, each share's block hash tree against the share hash
-/// tree root in the UEB, every block against its leaf, and every ciphertext segment
-/// against the crypttext hash tree. A share that fails a check is set aside (its
-/// number and reason are kept in `badShares`) and another takes its place.
+/// Rebuilds a CHK file from any k of its shares, checking every hash on the way (through
+/// `CHKShareValidator`): the UEB against the capability, each share's block hash tree
+/// against the share hash tree root in the UEB, every block against its leaf, and every
+/// ciphertext segment against the crypttext hash tree. A share that fails a check is set
+/// aside (its number and typed failure are kept in `badShares`) and another takes its place.
+///
+/// With a read capability it writes plaintext; with only a verify capability it rebuilds
+/// and checks the ciphertext (what a verifier needs), since the key is not known.
 public final class CHKDecoder {
-    public let capability: CHKCapability
+    public let verifier: CHKVerifierCapability
+    /// The AES key, or nil when decoding from a verify capability (ciphertext out).
+    public let key: [UInt8]?
+    public let validator: CHKShareValidator
     public let simdPath: SIMDPath
     public let threads: Int
     /// Shares set aside, with the reason.
-    public private(set) var badShares: [Int: String] = [:]
-    /// The verified URI extension block, once `prepare()` has run.
-    public private(set) var uriExtension: URIExtension?
+    public private(set) var badShares: [Int: ShareFailure] = [:]
+    /// The file's verified shape, once `prepare()` has run.
+    public private(set) var shape: CHKFileShape?
+    public var uriExtension: URIExtension? { shape?.uriExtension }
 
     var candidates: [ShareReader]
-    var checked: [Int: CheckedShare] = [:]
+    var checked: [Int: ValidatedShare] = [:]
     var ctLeaves: [[UInt8]] = []
-    var geometry: CHKGeometry!
-    var expectedLayout: ShareLayout!
     var rs: ReedSolomon!
+    let readahead: Int
+    /// Called for each share set aside: the reader and why (hash mismatches and I/O errors alike).
+    public var onBadShare: ((ShareReader, ShareFailure) -> Void)?
+    /// Readers that delivered at least one verified block.
+    public private(set) var usedReaders: [ObjectIdentifier: ShareReader] = [:]
+    var reported: Set<ObjectIdentifier> = []
+    /// Readers already checked (or set aside): never read twice.
+    var tried: Set<ObjectIdentifier> = []
 
     /// `shares` may hold any subset of the n shares, in any order; the same share number
     /// twice is allowed (the second copy is a spare).
@@ -43,182 +42,97 @@ public final class CHKDecoder {
     /// Shares 0..k-1 are tried first (they need no decoding), then the others; within each
     /// group, readers keep the order given (a network client lists the fastest servers first).
     /// `readahead` is how many segments ahead the readers are told to prefetch.
-    public init(capability: CHKCapability, shares: [ShareReader], simdPath: SIMDPath = .best, threads: Int = 2,
-                readahead: Int = 0) {
-        self.capability = capability
+    public init(verifier: CHKVerifierCapability, key: [UInt8]?, shares: [ShareReader], simdPath: SIMDPath = .best,
+                threads: Int = 2, readahead: Int = 0) {
+        self.verifier = verifier
+        self.key = key
+        validator = CHKShareValidator(verifier)
         self.simdPath = simdPath
         self.threads = max(1, threads)
         self.readahead = readahead
-        let k = capability.needed
+        let k = verifier.needed
         let primary = shares.enumerated().filter { $0.element.shareNumber < k }
             .sorted { ($0.element.shareNumber, $0.offset) < ($1.element.shareNumber, $1.offset) }.map(\.element)
         candidates = primary + shares.filter { $0.shareNumber >= k }
     }
 
-    let readahead: Int
-    /// Called for each share set aside: the reader and why (hash mismatches and I/O errors alike).
-    public var onBadShare: ((ShareReader, String) -> Void)?
-    /// Readers that delivered at least one verified block.
-    public private(set) var usedReaders: [ObjectIdentifier: ShareReader] = [:]
+    /// Decodes to plaintext.
+    public convenience init(capability: CHKCapability, shares: [ShareReader], simdPath: SIMDPath = .best, threads: Int = 2,
+                            readahead: Int = 0) {
+        self.init(verifier: capability.verifier, key: capability.key, shares: shares, simdPath: simdPath, threads: threads,
+                  readahead: readahead)
+    }
 
-    func markBad(_ share: ShareReader, _ why: String) {
+    func markBad(_ share: ShareReader, _ why: ShareFailure) {
         if reported.insert(ObjectIdentifier(share)).inserted { onBadShare?(share, why) }
         tried.insert(ObjectIdentifier(share))
         if badShares[share.shareNumber] == nil { badShares[share.shareNumber] = why }
         checked[share.shareNumber] = nil
     }
 
-    /// A one-line summary of the shares set aside, for error messages.
-    public var badShareSummary: String {
-        badShares.keys.sorted().map { "share \($0): \(badShares[$0]!)" }.joined(separator: "; ")
-    }
+    /// A one-line summary of the shares set aside, for messages.
+    public var badShareSummary: String { ImmutableError.summary(badShares) }
 
     func notEnough(_ have: Int) -> ImmutableError {
-        var m = "not enough good shares to decode: need \(capability.needed), have \(have)"
-        if !badShares.isEmpty { m += " (" + badShareSummary + ")" }
-        return ImmutableError(m)
-    }
-
-    func readUEB(_ r: ShareReader) throws -> (ShareLayout, [UInt8]) {
-        let head = try r.read(at: 0, length: Int(min(0x44, r.size)))
-        let layout = try ShareLayout(parsing: head)
-        let lenBytes = try r.read(at: layout.uriExtensionOffset, length: layout.uebLengthFieldSize)
-        let len = lenBytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        guard len <= 1 << 16 else { throw ImmutableError("URI extension block length \(len) is absurd") }
-        let ueb = try r.read(at: layout.uriExtensionOffset + UInt64(layout.uebLengthFieldSize), length: Int(len))
-        return (layout, ueb)
+        .notEnoughShares(needed: verifier.needed, usable: have, failures: badShares)
     }
 
     /// Finds a UEB that matches the capability and sets up the geometry. Idempotent.
     public func prepare() throws {
-        if uriExtension != nil { return }
+        if shape != nil { return }
         for r in candidates where badShares[r.shareNumber] == nil {
             do {
-                let (_, uebBytes) = try readUEB(r)
-                guard TahoeHash.uriExtensionHash(uebBytes) == capability.uebHash else {
-                    markBad(r, "URI extension block does not match the capability's hash")
-                    continue
-                }
-                let ueb = try URIExtension(parsing: uebBytes)
-                guard ueb.neededShares == capability.needed, ueb.totalShares == capability.total,
-                      ueb.size == capability.size
-                else {
-                    throw ImmutableError(
-                        "the capability says \(capability.needed)-of-\(capability.total), \(capability.size) bytes, "
-                            + "but its URI extension block says \(ueb.neededShares)-of-\(ueb.totalShares), \(ueb.size) bytes")
-                }
-                let g = try CHKGeometry(size: ueb.size, k: ueb.neededShares, n: ueb.totalShares, maxSegmentSize: ueb.segmentSize)
-                guard g.segmentSize == ueb.segmentSize else {
-                    throw ImmutableError("URI extension block has an impossible segment size \(ueb.segmentSize)")
-                }
-                geometry = g
-                let numShareHashes = HashTree.neededHashes(
-                    leaf: 0, firstLeafIndex: HashTree.paddedCount(g.n) - 1, includeLeaf: true).count
-                expectedLayout = ShareLayout(
-                    blockSize: g.blockSize, dataSize: g.shareDataSize, numSegments: g.numSegments,
-                    numShareHashes: numShareHashes)
-                rs = try ReedSolomon(k: g.k, n: g.n)
-                uriExtension = ueb
+                let s = try validator.fileShape(from: r)
+                rs = try ReedSolomon(k: s.geometry.k, n: s.geometry.n)
+                shape = s
                 return
-            } catch let e as ImmutableError where e.message.hasPrefix("the capability says") {
-                throw e
-            } catch {
-                markBad(r, "\(error)")
+            } catch let failure as ShareFailure {
+                markBad(r, failure)
             }
         }
         throw notEnough(0)
     }
 
-    /// Checks one share's header, block hash tree and share hash chain.
-    func check(_ r: ShareReader) throws -> CheckedShare {
-        let g = geometry!
-        let ueb = uriExtension!
-        guard r.shareNumber >= 0, r.shareNumber < g.n else {
-            throw ImmutableError("share number \(r.shareNumber) is outside 0..<\(g.n)")
-        }
-        let (layout, uebBytes) = try readUEB(r)
-        // Either layout version may hold any file; the section sizes must be the expected ones.
-        let e = expectedLayout!
-        guard layout.blockSize == e.blockSize, layout.dataSize == e.dataSize,
-              layout.segmentTreeSize == e.segmentTreeSize, layout.shareHashesSize == e.shareHashesSize
-        else { throw ImmutableError("share layout does not match the file's geometry") }
-        guard TahoeHash.uriExtensionHash(uebBytes) == capability.uebHash else {
-            throw ImmutableError("URI extension block does not match the capability's hash")
-        }
-        let chainBytes = try r.read(at: layout.shareHashesOffset, length: Int(layout.shareHashesSize))
-        var chain: [Int: [UInt8]] = [:]
-        for (i, h) in try ShareLayout.parseShareHashes(chainBytes) { chain[i] = h }
-        let leafNode = HashTree.paddedCount(g.n) - 1 + r.shareNumber
-        guard let shareLeaf = chain[leafNode] else {
-            throw ImmutableError("share hash chain lacks this share's own hash")
-        }
-        guard HashTree.rootFromLeaf(leafNode: leafNode, leafHash: shareLeaf, hashes: chain) == ueb.shareRootHash else {
-            throw ImmutableError("share hash chain does not lead to the share root hash")
-        }
-        let treeBytes = try r.read(at: layout.blockHashesOffset, length: Int(layout.segmentTreeSize))
-        let p = HashTree.paddedCount(g.numSegments)
-        let leaves = (0..<g.numSegments).map { i in
-            Array(treeBytes[((p - 1 + i) * 32)..<((p + i) * 32)])
-        }
-        guard HashTree(leaves: leaves).root == shareLeaf else {
-            throw ImmutableError("block hash tree does not match the share hash chain")
-        }
-        return CheckedShare(reader: r, layout: layout, blockLeaves: leaves)
-    }
-
     /// The crypttext hash tree leaves, from the first share whose tree matches the UEB.
     func loadCrypttextLeaves() throws {
         if !ctLeaves.isEmpty { return }
-        let g = geometry!
-        let p = HashTree.paddedCount(g.numSegments)
         for share in checkedInOrder() {
             do {
-                let bytes = try share.reader.read(at: share.layout.crypttextHashTreeOffset, length: Int(share.layout.segmentTreeSize))
-                let leaves = (0..<g.numSegments).map { i in Array(bytes[((p - 1 + i) * 32)..<((p + i) * 32)]) }
-                if HashTree(leaves: leaves).root == uriExtension!.crypttextRootHash {
-                    ctLeaves = leaves
-                    return
-                }
-                markBad(share.reader, "crypttext hash tree does not match the URI extension block")
+                ctLeaves = try validator.crypttextLeaves(share, shape: shape!)
+                return
             } catch {
-                markBad(share.reader, "\(error)")
+                markBad(share.reader, ShareFailure(error, part: .crypttextHashTree))
             }
         }
         throw notEnough(checked.count)
     }
 
-    func checkedInOrder() -> [CheckedShare] { checked.keys.sorted().map { checked[$0]! } }
+    func checkedInOrder() -> [ValidatedShare] { checked.keys.sorted().map { checked[$0]! } }
 
     /// Makes sure at least k checked shares are on hand, checking more candidates as needed.
     func ensureChecked() throws {
-        let k = geometry.k
+        let k = verifier.needed
         for r in candidates where checked.count < k {
             // Each reader is checked once; a second copy of a share number set aside is a spare.
             if checked[r.shareNumber] != nil || tried.contains(ObjectIdentifier(r)) { continue }
             tried.insert(ObjectIdentifier(r))
             do {
-                checked[r.shareNumber] = try check(r)
+                checked[r.shareNumber] = try validator.validate(r, shape: shape!)
                 badShares[r.shareNumber] = nil
             } catch {
-                markBad(r, "\(error)")
+                markBad(r, ShareFailure(error))
             }
         }
         if checked.count < k { throw notEnough(checked.count) }
     }
 
-    var reported: Set<ObjectIdentifier> = []
-    /// Readers already checked (or set aside): never read twice.
-    var tried: Set<ObjectIdentifier> = []
-
     /// Writes bytes [offset, offset+length) of the plaintext (the whole file by default) to `sink`.
     public func decode(to sink: PlaintextSink, offset: UInt64 = 0, length: UInt64? = nil,
                        progress: ((UInt64) -> Void)? = nil) throws {
         try prepare()
-        let g = geometry!
+        let g = shape!.geometry
         let end = min(g.size, offset.addingReportingOverflow(length ?? g.size).overflow ? g.size : offset + (length ?? g.size))
-        guard offset <= g.size else {
-            throw ImmutableError("offset \(offset) is past the end of the \(g.size)-byte file")
-        }
+        guard offset <= g.size else { throw ImmutableError.offsetPastEnd(offset: offset, size: g.size) }
         if offset == end { return }
         try ensureChecked()
         try loadCrypttextLeaves()
@@ -232,8 +146,8 @@ public final class CHKDecoder {
         defer { spareBuf.deallocate() }
         let segBase = segBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let spareBase = spareBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let aes = try AESCTR(key: capability.key, offset: UInt64(firstSeg) * UInt64(g.segmentSize))
-        let failures = UnsafeMutableBufferPointer<String?>.allocate(capacity: k)
+        let aes = try key.map { try AESCTR(key: $0, offset: UInt64(firstSeg) * UInt64(g.segmentSize)) }
+        let failures = UnsafeMutableBufferPointer<ShareFailure?>.allocate(capacity: k)
         failures.initialize(repeating: nil)
         defer { failures.deinitialize(); failures.deallocate() }
 
@@ -241,7 +155,7 @@ public final class CHKDecoder {
             let blen = g.blockLength(seg)
             let segLen = g.segmentLength(seg)
             // Choose k checked shares, lowest numbers first, and fetch + verify their blocks.
-            var active: [CheckedShare] = []
+            var active: [ValidatedShare] = []
             while true {
                 try ensureChecked()
                 active = Array(checkedInOrder().prefix(k))
@@ -252,25 +166,28 @@ public final class CHKDecoder {
                     return UnsafeMutableRawBufferPointer(start: p, count: blen)
                 }
                 let shares = active
+                let validator = validator
                 if readahead > 0 {
                     let upTo = min(lastSeg, seg + readahead)
                     for share in shares where seg < upTo {
                         share.reader.prefetch(((seg + 1)...upTo).map { s in
-                            (share.layout.dataOffset + UInt64(s) * UInt64(g.blockSize), g.blockLength(s))
+                            (share.blockOffset(s), g.blockLength(s))
                         })
                     }
                 }
                 runJobs(k, threads: threads) { pos in
                     let share = shares[pos]
+                    let buf = dest(pos)
                     do {
-                        let at = share.layout.dataOffset + UInt64(seg) * UInt64(g.blockSize)
-                        let buf = dest(pos)
-                        try share.reader.read(at: at, into: buf)
-                        if TahoeHash.blockHash(UnsafeRawBufferPointer(buf)) != share.blockLeaves[seg] {
-                            failures[pos] = "block \(seg) does not match its hash"
-                        }
+                        try share.reader.read(at: share.blockOffset(seg), into: buf)
                     } catch {
-                        failures[pos] = "\(error)"
+                        failures[pos] = ShareFailure(error, part: .block(segment: seg))
+                        return
+                    }
+                    do {
+                        try validator.checkBlock(UnsafeRawBufferPointer(buf), of: share, segment: seg)
+                    } catch {
+                        failures[pos] = ShareFailure(error, part: .block(segment: seg))
                     }
                 }
                 var anyBad = false
@@ -300,9 +217,9 @@ public final class CHKDecoder {
             }
             let ct = UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<segLen])
             guard TahoeHash.crypttextSegmentHash(UnsafeRawBufferPointer(ct)) == ctLeaves[seg] else {
-                throw ImmutableError("segment \(seg) does not match the crypttext hash tree although every block verified")
+                throw ImmutableError.segmentMismatch(segment: seg)
             }
-            aes.apply(in: ct)
+            aes?.apply(in: ct)
             let segStart = UInt64(seg) * UInt64(g.segmentSize)
             let from = Int(max(offset, segStart) - segStart)
             let to = Int(min(end, segStart + UInt64(segLen)) - segStart)
@@ -325,6 +242,6 @@ public func decodeCapability(
         try d.decode(to: sink)
         return d
     case .chkVerifier:
-        throw ImmutableError("a verify capability cannot decrypt a file; give the read capability (URI:CHK:...)")
+        throw ImmutableError.needsReadCapability
     }
 }

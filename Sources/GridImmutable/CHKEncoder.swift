@@ -23,13 +23,13 @@ public struct EncodingParameters: Equatable, Sendable {
 
     public func validate() throws {
         guard needed >= 1, needed <= total, total <= 256 else {
-            throw ImmutableError("bad encoding: need 1 <= needed (k) <= total (n) <= 256, got k=\(needed) n=\(total)")
+            throw ImmutableError.invalidParameters("bad encoding: need 1 <= needed (k) <= total (n) <= 256, got k=\(needed) n=\(total)")
         }
         guard happy >= 1, happy <= total else {
-            throw ImmutableError("bad encoding: happy must be between 1 and total (n=\(total)), got \(happy)")
+            throw ImmutableError.invalidParameters("bad encoding: happy must be between 1 and total (n=\(total)), got \(happy)")
         }
         guard maxSegmentSize >= 1, maxSegmentSize <= 1 << 30 else {
-            throw ImmutableError("bad segment size \(maxSegmentSize): must be 1 byte to 1 GiB")
+            throw ImmutableError.invalidParameters("bad segment size \(maxSegmentSize): must be 1 byte to 1 GiB")
         }
     }
 }
@@ -105,7 +105,7 @@ public final class CHKEncoder {
         while offset < source.size {
             let want = Int(min(UInt64(chunk), source.size - offset))
             let got = try source.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<want]))
-            guard got == want else { throw ImmutableError("source shrank while being read (at byte \(offset + UInt64(got)))") }
+            guard got == want else { throw ImmutableError.sourceChanged("source shrank while being read (at byte \(offset + UInt64(got)))") }
             hasher.update(UnsafeRawBufferPointer(rebasing: buf[0..<want]))
             offset += UInt64(want)
         }
@@ -120,7 +120,7 @@ public final class CHKEncoder {
         if source.size <= UInt64(Capability.literalThreshold) {
             var data = [UInt8](repeating: 0, count: Int(source.size))
             let got = try data.withUnsafeMutableBytes { try source.read(at: 0, into: $0) }
-            guard got == data.count else { throw ImmutableError("source shrank while being read") }
+            guard got == data.count else { throw ImmutableError.sourceChanged("source shrank while being read") }
             return .literal(LITCapability(data: data))
         }
         let key = try convergenceKey(source: source, secret: convergenceSecret)
@@ -166,7 +166,7 @@ public final class CHKEncoder {
             let blen = g.blockLength(seg)
             let offset = UInt64(seg) * UInt64(g.segmentSize)
             let got = try source.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<len]))
-            guard got == len else { throw ImmutableError("source shrank while being read (segment \(seg))") }
+            guard got == len else { throw ImmutableError.sourceChanged("source shrank while being read (segment \(seg))") }
             let ct = UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<len])
             aes.apply(in: ct)
             // The tail's ciphertext is zero-padded to k blocks of equal size.

@@ -1,20 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
-/// Errors from encoding, decoding and their I/O. Messages are one line and name the
-/// file or share at fault.
-public struct ImmutableError: Error, CustomStringConvertible, Equatable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-
-    static func errno(_ what: String) -> ImmutableError {
-        ImmutableError("\(what): \(String(cString: strerror(Glibc.errno)))")
-    }
-}
+import GridSystem
 
 /// Plaintext that can be read at any offset (the encoder reads it twice: once for the
 /// convergent key, once to encrypt).
@@ -24,54 +8,33 @@ public protocol RandomAccessSource: AnyObject {
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int
 }
 
-/// A file read with pread(2).
+/// A regular file read with pread(2).
 public final class FileSource: RandomAccessSource, Sendable {
     public let path: String
-    let fd: Int32
+    let file: FileDescriptor
     public let size: UInt64
 
+    /// Opens a regular file. Anything else (a directory, a pipe, a device) is refused:
+    /// its size is not known in advance (read such input as a stream and spool it).
     public init(path: String) throws {
         self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw ImmutableError.errno("cannot open \(path)") }
-        var st = stat()
-        if fstat(fd, &st) != 0 {
-            close(fd)
-            throw ImmutableError.errno("cannot stat \(path)")
-        }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            close(fd)
-            throw ImmutableError("\(path) is a directory, not a file")
-        }
-        size = UInt64(st.st_size)
+        file = try FileDescriptor(path: path)
+        let st = try file.status()
+        guard st.kind == .regular else { throw ImmutableError.notAFile(path: path, kind: st.kind) }
+        size = st.size
     }
 
-    /// Takes ownership of an open file descriptor (for example a spooled, unlinked temporary file).
-    public init(fd: Int32, name: String) throws {
+    /// Takes ownership of an open regular file (for example a spooled, unlinked temporary file).
+    public init(file: FileDescriptor, name: String) throws {
         path = name
-        self.fd = fd
-        var st = stat()
-        if fstat(fd, &st) != 0 {
-            close(fd)
-            throw ImmutableError.errno("cannot stat \(name)")
-        }
-        size = UInt64(st.st_size)
+        self.file = file
+        let st = try file.status()
+        guard st.kind == .regular else { throw ImmutableError.notAFile(path: name, kind: st.kind) }
+        size = st.size
     }
-
-    deinit { close(fd) }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        var done = 0
-        while done < buffer.count {
-            let r = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if r < 0 {
-                if errno == EINTR { continue }
-                throw ImmutableError.errno("cannot read \(path)")
-            }
-            if r == 0 { break }
-            done += r
-        }
-        return done
+        try file.read(at: offset, into: buffer)
     }
 }
 
@@ -101,46 +64,22 @@ public protocol ShareSink: AnyObject {
 /// (without the container header).
 public final class DirectoryShareSink: ShareSink {
     public let directory: String
-    var fds: [Int32]
+    let files: [FileDescriptor]
 
     public init(directory: String, shares: Int) throws {
         self.directory = directory
-        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
-            throw ImmutableError.errno("cannot create directory \(directory)")
-        }
-        fds = []
-        for i in 0..<shares {
-            let p = "\(directory)/\(i)"
-            let fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if fd < 0 {
-                let e = ImmutableError.errno("cannot create \(p)")
-                for f in fds { close(f) }
-                throw e
-            }
-            fds.append(fd)
+        try FileSystem.makeDirectory(directory, permissions: 0o755)
+        files = try (0..<shares).map {
+            try FileDescriptor(path: "\(directory)/\($0)", .replace, permissions: 0o644)
         }
     }
 
-    deinit { for f in fds where f >= 0 { close(f) } }
-
     public func write(share: Int, offset: UInt64, bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let r = pwrite(fds[share], bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-            if r < 0 {
-                if errno == EINTR { continue }
-                throw ImmutableError.errno("cannot write \(directory)/\(share)")
-            }
-            done += r
-        }
+        try files[share].write(at: offset, bytes)
     }
 
     public func finish() throws {
-        for (i, fd) in fds.enumerated() {
-            if fsync(fd) != 0 { throw ImmutableError.errno("cannot flush \(directory)/\(i)") }
-            close(fd)
-            fds[i] = -1
-        }
+        for f in files { try f.sync() }
     }
 }
 
@@ -192,24 +131,39 @@ extension ShareReader {
     }
 }
 
-/// A share held in a file (share data only, as `grid debug encode` writes it).
+/// A share held in a file: the whole file (share data only, as `grid debug encode` writes
+/// it) or a window of it (the share data inside a server's container).
 public final class FileShareReader: ShareReader {
     public let shareNumber: Int
     public let path: String
-    let source: FileSource
-    public var size: UInt64 { source.size }
+    let file: FileDescriptor
+    let base: UInt64
+    public let size: UInt64
 
     public init(path: String, shareNumber: Int) throws {
         self.path = path
         self.shareNumber = shareNumber
-        source = try FileSource(path: path)
+        let source = try FileSource(path: path)
+        file = source.file
+        base = 0
+        size = source.size
+    }
+
+    /// The `dataLength` bytes at `dataOffset` of the file are the share data.
+    public init(path: String, shareNumber: Int, dataOffset: UInt64, dataLength: UInt64) throws {
+        self.path = path
+        self.shareNumber = shareNumber
+        file = try FileDescriptor(path: path)
+        base = dataOffset
+        size = dataLength
     }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        let n = try source.read(at: offset, into: buffer)
-        if n != buffer.count {
-            throw ImmutableError("share \(shareNumber): truncated (wanted \(buffer.count) bytes at offset \(offset), file has \(size))")
+        guard offset <= size, UInt64(buffer.count) <= size - offset else {
+            throw ShareFailure.truncated(wanted: buffer.count, at: offset, size: size)
         }
+        let n = try file.read(at: base + offset, into: buffer)
+        if n != buffer.count { throw ShareFailure.truncated(wanted: buffer.count, at: offset, size: size) }
     }
 }
 
@@ -224,7 +178,7 @@ public final class MemoryShareReader: ShareReader {
     public var size: UInt64 { UInt64(bytes.count) }
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         guard offset <= size, UInt64(buffer.count) <= size - offset else {
-            throw ImmutableError("share \(shareNumber): truncated (wanted \(buffer.count) bytes at offset \(offset), share has \(size))")
+            throw ShareFailure.truncated(wanted: buffer.count, at: offset, size: size)
         }
         bytes.withUnsafeBytes { src in
             buffer.baseAddress!.copyMemory(from: src.baseAddress! + Int(offset), byteCount: buffer.count)
@@ -239,42 +193,19 @@ public protocol PlaintextSink: AnyObject {
 
 /// Writes to a file descriptor (a file or stdout).
 public final class FileDescriptorSink: PlaintextSink {
-    let fd: Int32
-    let name: String
-    let owned: Bool
+    let file: FileDescriptor
 
-    public init(fd: Int32, name: String) {
-        self.fd = fd
-        self.name = name
-        owned = false
-    }
+    public init(_ file: FileDescriptor) { self.file = file }
 
     /// Creates (or truncates) `path`.
-    public init(path: String) throws {
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw ImmutableError.errno("cannot create \(path)") }
-        name = path
-        owned = true
+    public convenience init(path: String) throws {
+        self.init(try FileDescriptor(path: path, .replace, permissions: 0o644))
     }
-
-    deinit { if owned { close(fd) } }
 
     /// Flushes the file to disk (before renaming it into place).
-    public func sync() throws {
-        if fsync(fd) != 0 && errno != EINVAL { throw ImmutableError.errno("cannot flush \(name)") }
-    }
+    public func sync() throws { try file.sync() }
 
-    public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let r = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if r < 0 {
-                if errno == EINTR { continue }
-                throw ImmutableError.errno("cannot write \(name)")
-            }
-            done += r
-        }
-    }
+    public func write(_ bytes: UnsafeRawBufferPointer) throws { try file.write(bytes) }
 }
 
 /// Collects plaintext in memory.

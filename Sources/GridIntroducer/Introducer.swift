@@ -3,6 +3,7 @@ import GridCrypto
 import GridProtocol
 import GridWire
 import Synchronization
+import GridSystem
 
 /// The introducer: keeps the latest signed announcement of each storage server (in memory
 /// only), hands the whole set to each new subscriber, pushes every change, and drops
@@ -37,10 +38,7 @@ public final class IntroducerService: RPCService, @unchecked Sendable {
 
     public func authorize(secret: [UInt8]) -> Bool {
         // Constant time: the secret is the only thing guarding announce and subscribe.
-        guard secret.count == self.secret.count else { return false }
-        var d: UInt8 = 0
-        for i in 0..<secret.count { d |= secret[i] ^ self.secret[i] }
-        return d == 0
+        constantTimeEqual(secret, self.secret)
     }
 
     /// Current announcements (verified), by node id.

@@ -4,6 +4,7 @@ import GridCrypto
 import GridFormat
 import GridProtocol
 import GridWire
+import GridSystem
 
 /// A client node directory: grid.conf ([client] introducer and encoding), a node key, the
 /// convergence secret and the lease secret (both mode 0600 under private/).
@@ -38,7 +39,7 @@ public enum ClientNode {
                 needed/total: each file becomes `total` shares, any `needed` of which rebuild it
                 happy: an upload succeeds only if its shares sit on at least this many distinct servers
                 segment_size: the largest segment (Tahoe's default is 1 MiB = 1048576); it changes capabilities
-                """), mode: 0o600)
+                """), permissions: 0o600)
     }
 
     public static func load(directory: String) throws -> ClientSettings {

@@ -1,9 +1,6 @@
 import GridFormat
+import GridSystem
 import GridWire
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A node's `grid.conf`: INI sections of `key = value` lines; `#` starts a comment.
 public struct NodeConfig: Sendable, Equatable {
@@ -48,15 +45,21 @@ public struct NodeConfig: Sendable, Equatable {
     public static func load(directory: String) throws -> NodeConfig {
         let path = directory + "/grid.conf"
         guard let text = try readSecretFile(path) else {
-            throw NodeError("\(directory) is not a grid node directory (no grid.conf); create it first")
+            throw NodeError("\(directory) is not a grid node directory (no grid.conf); create it first", .notFound)
         }
         return try NodeConfig(parsing: text, path: path)
     }
 }
 
-public struct NodeError: Error, CustomStringConvertible {
+/// A problem with a node directory or its grid.conf.
+public struct NodeError: ClassifiedError {
+    public let errorClass: ErrorClass
     public let message: String
-    public init(_ m: String) { message = m }
+    /// Most node errors are a setting or a directory someone got wrong: `usage`.
+    public init(_ m: String, _ errorClass: ErrorClass = .usage) {
+        message = m
+        self.errorClass = errorClass
+    }
     public var description: String { message }
 }
 
@@ -94,43 +97,13 @@ public func parseDuration(_ s: String) throws -> Double {
 /// Creates a node directory (mode 0700) and its private/ subdirectory (0700).
 func createNodeDirectory(_ dir: String) throws {
     // Parents as needed (like mkdir -p), then the node directory itself, private.
-    var parent = dir.hasPrefix("/") ? "" : "."
-    for part in dir.split(separator: "/").dropLast() {
-        parent += "/" + part
-        if mkdir(parent, 0o755) != 0 && errno != EEXIST {
-            throw NodeError("cannot create \(parent): \(String(cString: strerror(errno)))")
-        }
-    }
+    let parent = FileSystem.directoryName(dir)
+    if parent != "." && parent != "/" { try FileSystem.makeDirectories(parent, permissions: 0o755) }
     for d in [dir, dir + "/private"] {
-        if mkdir(d, 0o700) != 0 && errno != EEXIST {
-            throw NodeError("cannot create \(d): \(String(cString: strerror(errno)))")
-        }
-        chmod(d, 0o700)
+        try FileSystem.makeDirectory(d, permissions: 0o700)
+        try FileDescriptor(path: d, .directory).setPermissions(0o700)
     }
-    var st = stat()
-    if stat(dir + "/grid.conf", &st) == 0 { throw NodeError("\(dir) already holds a node (grid.conf exists)") }
-}
-
-/// A free TCP port on `host`, chosen now (for configs written at create time).
-func pickFreePort(host: String) throws -> UInt16 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = 0
-    inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr)
-    let ok = withUnsafePointer(to: &addr) { bind(fd, UnsafeRawPointer($0).assumingMemoryBound(to: sockaddr.self), socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    guard ok == 0 else { throw NodeError("cannot find a free port on \(host)") }
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) { getsockname(fd, UnsafeMutableRawPointer($0).assumingMemoryBound(to: sockaddr.self), &len) }
-    return UInt16(bigEndian: addr.sin_port)
-}
-
-/// Raises the open-file limit to the hard limit, so a server can hold many connections.
-public func raiseFileLimit() {
-    var rl = rlimit()
-    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 && rl.rlim_cur < rl.rlim_max {
-        rl.rlim_cur = rl.rlim_max
-        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+    if FileSystem.exists(dir + "/grid.conf") {
+        throw NodeError("\(dir) already holds a node (grid.conf exists)", .conflict)
     }
 }

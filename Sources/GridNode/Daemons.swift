@@ -4,34 +4,11 @@ import GridFormat
 import GridIntroducer
 import GridProtocol
 import GridStorage
+import GridSystem
 import GridWire
 import Logging
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 public let gridVersion = "grid/0.1"
-
-/// Blocks until SIGINT or SIGTERM arrives.
-public func waitForTerminationSignal() -> Int32 {
-    signal(SIGINT, SIG_IGN)
-    signal(SIGTERM, SIG_IGN)
-    let sem = DispatchSemaphore(value: 0)
-    let got = UncheckedSignal()
-    var sources: [DispatchSourceSignal] = []
-    for sig in [SIGINT, SIGTERM] {
-        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        src.setEventHandler { got.value = sig; sem.signal() }
-        src.resume()
-        sources.append(src)
-    }
-    sem.wait()
-    for s in sources { s.cancel() }
-    return got.value
-}
-
-final class UncheckedSignal: @unchecked Sendable { var value: Int32 = 0 }
 
 // MARK: Introducer
 
@@ -48,7 +25,7 @@ public enum IntroducerNode {
         c["node", "listen"] = "\(host):\(p)"
         c["node", "location"] = loc
         c["introducer", "expiry"] = "300s"
-        try writeSecretFile(directory + "/grid.conf", c.rendered(header: "grid introducer node\nlisten: where to accept connections; location: the host:port clients are told\nexpiry: drop a storage server that has not re-announced for this long"), mode: 0o600)
+        try writeSecretFile(directory + "/grid.conf", c.rendered(header: "grid introducer node\nlisten: where to accept connections; location: the host:port clients are told\nexpiry: drop a storage server that has not re-announced for this long"), permissions: 0o600)
         let (h, lp) = try splitHostPort(loc)
         let addr = IntroducerAddress(publicKey: identity.publicKey, host: h, port: lp, secret: secret)
         try writeSecretFile(directory + "/private/introducer.address", addr.description + "\n")
@@ -64,7 +41,7 @@ public enum IntroducerNode {
 
     /// Serves until SIGINT/SIGTERM.
     public static func run(directory: String, logger: Logger) throws {
-        raiseFileLimit()
+        CurrentProcess.raiseFileLimit()
         let config = try NodeConfig.load(directory: directory)
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         guard let secretText = try readSecretFile(directory + "/private/introducer.secret"),
@@ -78,7 +55,7 @@ public enum IntroducerNode {
         let server = try RPCServer(identity: identity, services: [service], loop: loop)
         let bound = try server.listen(host: host, port: port)
         logger.info("introducer \(identity.nodeID) listening on \(host):\(bound)")
-        let sig = waitForTerminationSignal()
+        let sig = CurrentProcess.waitForTerminationSignal()
         logger.info("signal \(sig): shutting down")
         server.stop()
         loop.shutdown()
@@ -105,13 +82,13 @@ public enum StorageNode {
         c["storage", "announce_interval"] = "60s"
         // The introducer address holds its secret: grid.conf is written mode 0600.
         c["introducer", "address"] = introducer.description
-        try writeSecretFile(directory + "/grid.conf", c.rendered(header: "grid storage node\nreserved_space: keep this much disk free (10G = 10^9 bytes, 10GiB = 2^30)\nexpire: delete shares whose leases have all expired, checked every expire_interval"), mode: 0o600)
+        try writeSecretFile(directory + "/grid.conf", c.rendered(header: "grid storage node\nreserved_space: keep this much disk free (10G = 10^9 bytes, 10GiB = 2^30)\nexpire: delete shares whose leases have all expired, checked every expire_interval"), permissions: 0o600)
         return identity.nodeID
     }
 
     /// Serves until SIGINT/SIGTERM.
     public static func run(directory: String, logger: Logger) throws {
-        raiseFileLimit()
+        CurrentProcess.raiseFileLimit()
         let config = try NodeConfig.load(directory: directory)
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         var sc = StorageConfig(nodeDirectory: directory)
@@ -133,7 +110,7 @@ public enum StorageNode {
         logger.info("storage server \(identity.nodeID) (\(nickname)) listening on \(host):\(bound), reserved space \(sc.reservedSpace) bytes")
         let tls = try TLSContext.client()
         let key = identity.key
-        let seq = UncheckedCounter(start: UInt64(time(nil)) * 1000)
+        let seq = UncheckedCounter(start: wallClockSeconds() * 1000)
         let announcer = Announcer(introducer: introducer, loop: loop, tls: tls, interval: announceInterval,
                                   log: { logger.info("\($0)") }) {
             try Announcement(publicKey: key.publicKey, nickname: nickname, addresses: [location],
@@ -152,7 +129,7 @@ public enum StorageNode {
             t.resume()
             expirer = t
         }
-        let sig = waitForTerminationSignal()
+        let sig = CurrentProcess.waitForTerminationSignal()
         logger.info("signal \(sig): shutting down")
         expirer?.cancel()
         announcer.stop()

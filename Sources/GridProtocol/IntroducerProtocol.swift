@@ -1,6 +1,7 @@
 import GridCrypto
 import GridFormat
 import GridWire
+import GridSystem
 
 /// Methods of the "introducer" service.
 public enum IntroducerMethod: UInt16, Sendable {

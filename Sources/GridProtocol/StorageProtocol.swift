@@ -1,4 +1,5 @@
 import GridWire
+import GridSystem
 
 /// Methods of the "storage" service (docs/protocol.md has every argument byte by byte).
 public enum StorageMethod: UInt16, Sendable {

@@ -1,24 +1,36 @@
-#if os(Linux)
-import CEpoll
-#endif
 import GridCrypto
+import GridFormat
+import GridSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// Errors from the storage backend; the service maps them to wire error codes.
-public enum StorageError: Error, CustomStringConvertible, Equatable {
-    case io(String)
+/// Errors from the storage backend; the service maps them to wire error codes by class.
+/// (Failed system calls arrive as `SystemError`, classed by their errno.)
+public enum StorageError: ClassifiedError, Equatable {
+    /// A share or lease the request names is not held here.
     case notFound(String)
+    /// A write that differs from what is already written, or a writer already gone.
     case conflict(String)
     case noSpace(String)
+    /// A wrong lease secret or write enabler.
     case badSecret(String)
+    /// Arguments no share could satisfy (offsets past an allocation, sizes over a limit).
     case badRequest(String)
+    /// A container on disk that does not parse.
+    case corrupt(String)
+
+    public var errorClass: ErrorClass {
+        switch self {
+        case .notFound: return .notFound
+        case .conflict: return .conflict
+        case .noSpace: return .noSpace
+        case .badSecret: return .denied
+        case .badRequest: return .usage
+        case .corrupt: return .corrupt
+        }
+    }
 
     public var description: String {
         switch self {
-        case let .io(m), let .notFound(m), let .conflict(m), let .noSpace(m), let .badSecret(m), let .badRequest(m): return m
+        case let .notFound(m), let .conflict(m), let .noSpace(m), let .badSecret(m), let .badRequest(m), let .corrupt(m): return m
         }
     }
 }
@@ -75,123 +87,6 @@ public struct Lease: Equatable, Sendable {
     }
 }
 
-/// Constant-time equality for secrets.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var d: UInt8 = 0
-    for i in 0..<a.count { d |= a[i] ^ b[i] }
-    return d == 0
-}
-
-// MARK: File helpers
-
-final class File {
-    let fd: Int32
-    let path: String
-
-    init(path: String, flags: Int32, mode: mode_t = 0o600) throws {
-        self.path = path
-        fd = open(path, flags | O_CLOEXEC, mode)
-        if fd < 0 {
-            if errno == ENOENT { throw StorageError.notFound("no such file \(path)") }
-            throw File.errnoError("cannot open \(path)")
-        }
-    }
-
-    deinit { close(fd) }
-
-    static func errnoError(_ what: String) -> StorageError {
-        let e = errno
-        let msg = "\(what): \(String(cString: strerror(e)))"
-        return (e == ENOSPC || e == EDQUOT) ? .noSpace(msg) : .io(msg)
-    }
-
-    var size: UInt64 {
-        var st = stat()
-        fstat(fd, &st)
-        return UInt64(st.st_size)
-    }
-
-    func read(at offset: UInt64, count: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
-            if n < 0 { if errno == EINTR { continue }; throw File.errnoError("cannot read \(path)") }
-            if n == 0 { break }
-            done += n
-        }
-        return Array(out[0..<done])
-    }
-
-    /// Asks the kernel to start writing this range to disk now, without waiting, so the
-    /// fsync at close finds little left to do (Linux; a no-op elsewhere).
-    func startWriteback(at offset: UInt64, count: UInt64) {
-        #if os(Linux)
-        _ = sync_file_range(fd, Int64(offset), Int64(count), UInt32(GRID_SYNC_FILE_RANGE_WRITE))
-        #endif
-    }
-
-    func write(at offset: UInt64, _ bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { try write(at: offset, $0) }
-    }
-
-    func write(at offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-            if n < 0 { if errno == EINTR { continue }; throw File.errnoError("cannot write \(path)") }
-            done += n
-        }
-    }
-
-    func truncate(_ size: UInt64) throws {
-        if ftruncate(fd, off_t(size)) != 0 { throw File.errnoError("cannot truncate \(path)") }
-    }
-
-    func sync() throws {
-        if fsync(fd) != 0 { throw File.errnoError("cannot sync \(path)") }
-    }
-}
-
-func makeDirectories(_ path: String, mode: mode_t = 0o700) throws {
-    var current = path.hasPrefix("/") ? "" : "."
-    for part in path.split(separator: "/") {
-        current += "/" + part
-        if mkdir(current, mode) != 0 && errno != EEXIST { throw File.errnoError("cannot create \(current)") }
-    }
-}
-
-func syncDirectory(_ path: String) {
-    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if fd >= 0 { fsync(fd); close(fd) }
-}
-
-func listDirectory(_ path: String) -> [String] {
-    guard let d = opendir(path) else { return [] }
-    defer { closedir(d) }
-    var out: [String] = []
-    while let e = readdir(d) {
-        let name = withUnsafePointer(to: e.pointee.d_name) {
-            $0.withMemoryRebound(to: UInt8.self, capacity: 256) { p in
-                String(decoding: UnsafeBufferPointer(start: p, count: strlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self))), as: UTF8.self)
-            }
-        }
-        if name != "." && name != ".." { out.append(name) }
-    }
-    return out
-}
-
-func removeTree(_ path: String) {
-    var st = stat()
-    guard lstat(path, &st) == 0 else { return }
-    if (st.st_mode & S_IFMT) == S_IFDIR {
-        for name in listDirectory(path) { removeTree(path + "/" + name) }
-        rmdir(path)
-    } else {
-        unlink(path)
-    }
-}
 
 // MARK: Immutable container
 
@@ -207,14 +102,14 @@ struct ImmutableContainer {
     }
 
     /// (data length, leases) of an existing container.
-    static func inspect(_ f: File) throws -> (UInt64, [Lease]) {
-        let size = f.size
+    static func inspect(_ f: FileDescriptor) throws -> (UInt64, [Lease]) {
+        let size = try f.size()
         let h = try f.read(at: 0, count: 12)
-        guard h.count == 12 else { throw StorageError.io("\(f.path): truncated container header") }
+        guard h.count == 12 else { throw StorageError.corrupt("\(f.path): truncated container header") }
         let version = readBE(h[0..<4])
-        guard version == 1 || version == 2 else { throw StorageError.io("\(f.path): unknown container version \(version)") }
+        guard version == 1 || version == 2 else { throw StorageError.corrupt("\(f.path): unknown container version \(version)") }
         let count = readBE(h[8..<12])
-        guard count * leaseSize + headerSize <= size else { throw StorageError.io("\(f.path): lease count \(count) exceeds the file") }
+        guard count * leaseSize + headerSize <= size else { throw StorageError.corrupt("\(f.path): lease count \(count) exceeds the file") }
         let dataLength = size - headerSize - count * leaseSize
         let raw = try f.read(at: headerSize + dataLength, count: Int(count * leaseSize))
         var leases: [Lease] = []
@@ -227,9 +122,9 @@ struct ImmutableContainer {
     }
 
     /// Rewrites the leases after `dataLength` bytes of data (and the count in the header).
-    static func writeLeases(_ f: File, dataLength: UInt64, _ leases: [Lease]) throws {
+    static func writeLeases(_ f: FileDescriptor, dataLength: UInt64, _ leases: [Lease]) throws {
         try f.write(at: headerSize + dataLength, leases.flatMap { $0.immutableRecord })
-        try f.truncate(headerSize + dataLength + UInt64(leases.count) * leaseSize)
+        try f.truncate(to: headerSize + dataLength + UInt64(leases.count) * leaseSize)
         // Version 2: secrets are hashed (v1 files are upgraded in place).
         try f.write(at: 0, be32(version))
         try f.write(at: 8, be32(UInt32(leases.count)))
@@ -266,14 +161,14 @@ struct MutableContainer: Equatable {
     }
 
     init(parsing b: [UInt8], path: String) throws {
-        guard b.count >= Self.dataOffset + 4, Self.isMutable(b) else { throw StorageError.io("\(path): not a mutable container") }
+        guard b.count >= Self.dataOffset + 4, Self.isMutable(b) else { throw StorageError.corrupt("\(path): not a mutable container") }
         version = Array(b[0..<32]) == Self.magic ? 2 : 1
         writeEnablerNodeID = Array(b[32..<52])
         writeEnabler = Array(b[52..<84])
         let dataLength = Int(readBE(b[84..<92]))
         let extraOffset = Int(readBE(b[92..<100]))
         guard Self.dataOffset + dataLength <= extraOffset, extraOffset + 4 <= b.count else {
-            throw StorageError.io("\(path): mutable container offsets are inconsistent")
+            throw StorageError.corrupt("\(path): mutable container offsets are inconsistent")
         }
         data = Array(b[Self.dataOffset..<(Self.dataOffset + dataLength)])
         leases = []
@@ -282,7 +177,7 @@ struct MutableContainer: Equatable {
             if let l = Lease.mutable(b[at..<(at + Self.leaseSize)]) { leases.append(l) }
         }
         let extra = Int(readBE(b[extraOffset..<(extraOffset + 4)]))
-        guard extraOffset + 4 + extra * Self.leaseSize <= b.count else { throw StorageError.io("\(path): extra leases run past the end") }
+        guard extraOffset + 4 + extra * Self.leaseSize <= b.count else { throw StorageError.corrupt("\(path): extra leases run past the end") }
         for i in 0..<extra {
             let at = extraOffset + 4 + i * Self.leaseSize
             if let l = Lease.mutable(b[at..<(at + Self.leaseSize)]) { leases.append(l) }
@@ -303,5 +198,48 @@ struct MutableContainer: Equatable {
         out += be32(UInt32(extra.count))
         for l in extra { out += l.mutableRecord }
         return out
+    }
+}
+
+// MARK: Inspection (tools)
+
+/// A share file as a server stores it (`storage/shares/<prefix>/<SI>/<n>`): which container,
+/// where the share data lies in it, and its leases. For `grid debug dump-share` and tools;
+/// the server itself uses the containers above.
+public struct ShareFileInfo: Sendable {
+    public enum Kind: Sendable, Equatable {
+        case immutable(containerVersion: Int)
+        case mutable(containerVersion: Int)
+    }
+    public let kind: Kind
+    /// Where the share data starts in the file, and how long it is.
+    public let dataOffset: UInt64
+    public let dataLength: UInt64
+    /// Leases, secrets hashed (version 1 containers' plain secrets are hashed on reading).
+    public let leases: [Lease]
+    /// Mutable containers: the 20-byte id of the server that recorded the write enabler.
+    public let writeEnablerNodeID: [UInt8]?
+
+    /// Reads the container of the share file at `path`; nil when the file is not in a
+    /// container (bare share data, as `grid debug encode` writes it).
+    public static func inspect(path: String) throws -> ShareFileInfo? {
+        let f = try FileDescriptor(path: path)
+        let size = try f.size()
+        let head = try f.read(at: 0, count: 32)
+        if MutableContainer.isMutable(head) {
+            let c = try MutableContainer(parsing: try f.read(at: 0, count: Int(size)), path: path)
+            return ShareFileInfo(kind: .mutable(containerVersion: c.version), dataOffset: UInt64(MutableContainer.dataOffset),
+                                 dataLength: UInt64(c.data.count), leases: c.leases, writeEnablerNodeID: c.writeEnablerNodeID)
+        }
+        guard head.count >= 12, (1...2).contains(readBE(head[0..<4])) else { return nil }
+        let count = readBE(head[8..<12])
+        guard count <= (size - ImmutableContainer.headerSize) / ImmutableContainer.leaseSize else { return nil }
+        // Share data follows the 12-byte header; bare share data would not parse there.
+        let inner = try f.read(at: ImmutableContainer.headerSize, count: 0x44)
+        guard (try? ShareLayout(parsing: inner)) != nil else { return nil }
+        let (dataLength, leases) = try ImmutableContainer.inspect(f)
+        return ShareFileInfo(kind: .immutable(containerVersion: Int(readBE(head[0..<4]))),
+                             dataOffset: ImmutableContainer.headerSize, dataLength: dataLength, leases: leases,
+                             writeEnablerNodeID: nil)
     }
 }

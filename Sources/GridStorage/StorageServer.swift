@@ -1,12 +1,11 @@
 import Foundation
 import GridCrypto
+import GridDatabase
 import GridFormat
 import GridProtocol
+import GridSystem
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Storage server settings.
 public struct StorageConfig: Sendable {
@@ -39,7 +38,7 @@ public final class StorageBackend: @unchecked Sendable {
     let pending = Mutex<[String: UInt64]>([:])
     let locks: [StripeLock] = (0..<64).map { _ in StripeLock() }
 
-    public init(config: StorageConfig, containerNodeID: [UInt8], clock: @escaping @Sendable () -> UInt64 = { UInt64(time(nil)) }) throws {
+    public init(config: StorageConfig, containerNodeID: [UInt8], clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }) throws {
         precondition(containerNodeID.count == 20)
         self.config = config
         self.containerNodeID = containerNodeID
@@ -49,11 +48,10 @@ public final class StorageBackend: @unchecked Sendable {
         incomingDir = sharesDir + "/incoming"
         advisoriesDir = root + "/corruption-advisories"
         // Anything in incoming/ is an upload that never closed (a crash, a kill -9): discard it.
-        removeTree(incomingDir)
-        for d in [root, sharesDir, incomingDir, advisoriesDir] { try makeDirectories(d) }
+        FileSystem.removeTree(incomingDir)
+        for d in [root, sharesDir, incomingDir, advisoriesDir] { try FileSystem.makeDirectories(d) }
         let dbPath = root + "/index.sqlite"
-        var st = stat()
-        let fresh = stat(dbPath, &st) != 0
+        let fresh = !FileSystem.exists(dbPath)
         db = try Database(path: dbPath)
         try db.exec("""
             CREATE TABLE IF NOT EXISTS shares(si BLOB NOT NULL, shnum INTEGER NOT NULL, mutable INTEGER NOT NULL,
@@ -94,8 +92,7 @@ public final class StorageBackend: @unchecked Sendable {
 
     /// Space given the open allocations `pend` (callers holding the `pending` lock pass it in).
     func space(pending pend: [String: UInt64]) -> Space {
-        var s = statvfs()
-        let free: UInt64 = statvfs(root, &s) == 0 ? UInt64(s.f_bavail) * UInt64(s.f_frsize) : 0
+        let free: UInt64 = (try? FileSystem.availableSpace(root)) ?? 0
         let committed = pend.values.reduce(0, +)
         let avail = free > config.reservedSpace + committed ? free - config.reservedSpace - committed : 0
         return Space(free: free, available: avail, pending: committed)
@@ -107,9 +104,8 @@ public final class StorageBackend: @unchecked Sendable {
     public func getBuckets(_ si: [UInt8]) throws -> [Int: UInt64] {
         try checkSI(si)
         var out: [Int: UInt64] = [:]
-        for name in listDirectory(bucketDir(si)) {
-            guard let n = Int(name), n >= 0, n < 256, String(n) == name else { continue }
-            guard let f = try? File(path: sharePath(si, n), flags: O_RDONLY) else { continue }
+        for n in try shareFiles(si) {
+            guard let f = try? FileDescriptor(path: sharePath(si, n)) else { continue }
             let head = (try? f.read(at: 0, count: 32)) ?? []
             if MutableContainer.isMutable(head) { continue }
             if let (len, _) = try? ImmutableContainer.inspect(f) { out[n] = len }
@@ -166,8 +162,8 @@ public final class StorageBackend: @unchecked Sendable {
     public func read(si: [UInt8], shnum: Int, offset: UInt64, length: Int) throws -> [UInt8] {
         try checkSI(si)
         guard length >= 0, length <= maxChunk else { throw StorageError.badRequest("read of \(length) bytes exceeds the \(maxChunk)-byte limit") }
-        let f: File
-        do { f = try File(path: sharePath(si, shnum), flags: O_RDONLY) } catch {
+        let f: FileDescriptor
+        do { f = try FileDescriptor(path: sharePath(si, shnum)) } catch {
             throw StorageError.notFound("no share \(shnum) of storage index \(siString(si))")
         }
         let (len, _) = try ImmutableContainer.inspect(f)
@@ -180,19 +176,19 @@ public final class StorageBackend: @unchecked Sendable {
     // MARK: Leases
 
     /// Every share file of `si` (immutable and mutable).
-    func shareFiles(_ si: [UInt8]) -> [Int] {
-        listDirectory(bucketDir(si)).compactMap { n in Int(n).flatMap { String($0) == n && $0 < 256 ? $0 : nil } }.sorted()
+    func shareFiles(_ si: [UInt8]) throws -> [Int] {
+        try FileSystem.list(bucketDir(si)).compactMap { n in Int(n).flatMap { String($0) == n && $0 >= 0 && $0 < 256 ? $0 : nil } }.sorted()
     }
 
     /// Applies `change` to the leases of every share of `si`; returns how many shares it touched.
     func updateLeases(_ si: [UInt8], _ change: ([Lease]) -> [Lease]?) throws -> Int {
         var touched = 0
-        for n in shareFiles(si) {
+        for n in try shareFiles(si) {
             let path = sharePath(si, n)
-            let f = try File(path: path, flags: O_RDWR)
+            let f = try FileDescriptor(path: path, .readWrite)
             let head = try f.read(at: 0, count: 32)
             if MutableContainer.isMutable(head) {
-                var c = try MutableContainer(parsing: try f.read(at: 0, count: Int(f.size)), path: path)
+                var c = try MutableContainer(parsing: try f.read(at: 0, count: Int(try f.size())), path: path)
                 guard let new = change(c.leases) else { continue }
                 touched += 1
                 if new.isEmpty {
@@ -257,7 +253,7 @@ public final class StorageBackend: @unchecked Sendable {
             }
         }
         if n == 0 {
-            if shareFiles(si).isEmpty { throw StorageError.notFound("no shares of storage index \(siString(si)) are held here") }
+            if try shareFiles(si).isEmpty { throw StorageError.notFound("no shares of storage index \(siString(si)) are held here") }
             throw StorageError.badSecret("no lease on storage index \(siString(si)) has that renew secret")
         }
     }
@@ -273,7 +269,7 @@ public final class StorageBackend: @unchecked Sendable {
             }
         }
         if n == 0 {
-            if shareFiles(si).isEmpty { throw StorageError.notFound("no shares of storage index \(siString(si)) are held here") }
+            if try shareFiles(si).isEmpty { throw StorageError.notFound("no shares of storage index \(siString(si)) are held here") }
             throw StorageError.badSecret("no lease on storage index \(siString(si)) has that cancel secret")
         }
     }
@@ -282,10 +278,10 @@ public final class StorageBackend: @unchecked Sendable {
 
     func loadSlot(_ si: [UInt8]) throws -> [Int: MutableContainer] {
         var out: [Int: MutableContainer] = [:]
-        for n in shareFiles(si) {
+        for n in try shareFiles(si) {
             let path = sharePath(si, n)
-            guard let f = try? File(path: path, flags: O_RDONLY) else { continue }
-            let bytes = try f.read(at: 0, count: Int(f.size))
+            guard let f = try? FileDescriptor(path: path) else { continue }
+            let bytes = try f.read(at: 0, count: Int(try f.size()))
             if MutableContainer.isMutable(bytes) { out[n] = try MutableContainer(parsing: bytes, path: path) }
         }
         return out
@@ -367,7 +363,7 @@ public final class StorageBackend: @unchecked Sendable {
                 } else {
                     c.leases.append(Lease(renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp, nodeID: containerNodeID))
                 }
-                try makeDirectories(bucketDir(si))
+                try FileSystem.makeDirectories(bucketDir(si))
                 try replaceFile(sharePath(si, n), c.serialized())
                 try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: c.leases)
             }
@@ -381,26 +377,22 @@ public final class StorageBackend: @unchecked Sendable {
     func replaceFile(_ path: String, _ bytes: [UInt8]) throws {
         let tmp = path + ".new"
         do {
-            let f = try File(path: tmp, flags: O_WRONLY | O_CREAT | O_TRUNC)
+            let f = try FileDescriptor(path: tmp, .replace)
             try f.write(at: 0, bytes)
             try f.sync()
+            try FileSystem.rename(tmp, to: path)
         } catch {
-            unlink(tmp)
+            try? FileSystem.remove(tmp)
             throw error
         }
-        guard rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw File.errnoError("cannot replace \(path)")
-        }
-        syncDirectory(String(path[..<path.lastIndex(of: "/")!]))
+        try FileSystem.syncDirectory(FileSystem.directoryName(path))
     }
 
     func deleteShare(_ si: [UInt8], _ n: Int) throws {
-        unlink(sharePath(si, n))
+        try FileSystem.remove(sharePath(si, n))
         let dir = bucketDir(si)
-        if listDirectory(dir).isEmpty {
-            rmdir(dir)
-            rmdir(String(dir[..<dir.lastIndex(of: "/")!]))  // the prefix directory, if now empty
+        if FileSystem.removeDirectoryIfEmpty(dir) {
+            FileSystem.removeDirectoryIfEmpty(FileSystem.directoryName(dir))  // the prefix directory, if now empty
         }
         try db.transaction {
             try db.query("DELETE FROM shares WHERE si = ? AND shnum = ?", [.blob(si), .int(Int64(n))])
@@ -423,14 +415,14 @@ public final class StorageBackend: @unchecked Sendable {
     /// Walks the share directory and rebuilds the index (a Tahoe storage directory served
     /// for the first time, or a lost index). Cost: one pass over the shares.
     public func rebuildIndex() throws {
-        for prefix in listDirectory(sharesDir) where prefix != "incoming" {
-            for siName in listDirectory(sharesDir + "/" + prefix) {
+        for prefix in try FileSystem.list(sharesDir) where prefix != "incoming" {
+            for siName in try FileSystem.list(sharesDir + "/" + prefix) {
                 guard let si = Base32.decode(siName), si.count == 16 else { continue }
-                for n in shareFiles(si) {
+                for n in try shareFiles(si) {
                     let path = sharePath(si, n)
-                    guard let f = try? File(path: path, flags: O_RDONLY) else { continue }
+                    guard let f = try? FileDescriptor(path: path) else { continue }
                     let head = (try? f.read(at: 0, count: 32)) ?? []
-                    if MutableContainer.isMutable(head), let c = try? MutableContainer(parsing: f.read(at: 0, count: Int(f.size)), path: path) {
+                    if MutableContainer.isMutable(head), let c = try? MutableContainer(parsing: f.read(at: 0, count: Int(f.size())), path: path) {
                         try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: c.leases)
                     } else if let (len, leases) = try? ImmutableContainer.inspect(f) {
                         try indexShare(si, n, mutable: false, size: len, leases: leases)
@@ -458,14 +450,14 @@ public final class StorageBackend: @unchecked Sendable {
                 guard let si = row[0].blob, let n = row[1].int else { continue }
                 try lock(si).withLock { _ in
                     let path = sharePath(si, Int(n))
-                    guard let f = try? File(path: path, flags: O_RDWR) else {
+                    guard let f = try? FileDescriptor(path: path, .readWrite) else {
                         try db.transaction { try db.query("DELETE FROM leases WHERE si = ? AND shnum = ?", [.blob(si), .int(n)]) }
                         return
                     }
                     let head = try f.read(at: 0, count: 32)
                     // The container is the truth: re-read its leases before deleting anything.
                     if MutableContainer.isMutable(head) {
-                        var c = try MutableContainer(parsing: try f.read(at: 0, count: Int(f.size)), path: path)
+                        var c = try MutableContainer(parsing: try f.read(at: 0, count: Int(try f.size())), path: path)
                         c.leases = c.leases.filter { UInt64($0.expiration) >= now }
                         if c.leases.isEmpty { try deleteShare(si, Int(n)); deleted += 1 } else {
                             try replaceFile(path, c.serialized())
@@ -490,7 +482,7 @@ public final class StorageBackend: @unchecked Sendable {
         try checkSI(si)
         let name = "\(clock())--\(siString(si))-\(shnum)"
         let text = "storage index: \(siString(si))\nshare number: \(shnum)\ntype: \(mutable ? "mutable" : "immutable")\nreason: \(reason.prefix(1000))\n"
-        let f = try File(path: advisoriesDir + "/" + name, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        let f = try FileDescriptor(path: advisoriesDir + "/" + name, .replace)
         try f.write(at: 0, Array(text.utf8))
     }
 
@@ -523,7 +515,7 @@ public final class BucketWriter: @unchecked Sendable {
     public let allocatedSize: UInt64
     let lease: Lease
     let incomingPath: String
-    let file: File
+    let file: FileDescriptor
     /// Byte ranges written so far, sorted and merged.
     var written: [(UInt64, UInt64)] = []
     /// Bytes written since writeback was last started.
@@ -538,9 +530,9 @@ public final class BucketWriter: @unchecked Sendable {
         self.lease = lease
         let s = backend.siString(si)
         let dir = "\(backend.incomingDir)/\(s.prefix(2))/\(s)"
-        try makeDirectories(dir)
+        try FileSystem.makeDirectories(dir)
         incomingPath = "\(dir)/\(shnum)"
-        file = try File(path: incomingPath, flags: O_RDWR | O_CREAT | O_TRUNC)
+        file = try FileDescriptor(path: incomingPath, [.readWrite, .create, .truncate])
         try file.write(at: 0, ImmutableContainer.header(allocatedSize: allocatedSize, leaseCount: 0))
     }
 
@@ -572,7 +564,7 @@ public final class BucketWriter: @unchecked Sendable {
             }
             unflushed += UInt64(data.count)
             if unflushed >= 4 << 20 {
-                file.startWriteback(at: 0, count: 0)  // the whole file: cheap for pages already under way
+                file.startWriteback()  // the whole file: cheap for pages already under way
                 unflushed = 0
             }
             written.append((offset, end))
@@ -593,10 +585,9 @@ public final class BucketWriter: @unchecked Sendable {
                 try ImmutableContainer.writeLeases(file, dataLength: allocatedSize, [lease])
                 try file.sync()
                 let dir = backend.bucketDir(si)
-                try makeDirectories(dir)
-                let final = backend.sharePath(si, shnum)
-                guard rename(incomingPath, final) == 0 else { throw File.errnoError("cannot move share \(shnum) into place") }
-                syncDirectory(dir)
+                try FileSystem.makeDirectories(dir)
+                try FileSystem.rename(incomingPath, to: backend.sharePath(si, shnum))
+                try FileSystem.syncDirectory(dir)
                 st = 1
                 backend.writerFinished(self)
                 cleanIncomingDirs()
@@ -615,14 +606,14 @@ public final class BucketWriter: @unchecked Sendable {
 
     func abortLocked(_ st: inout Int) {
         st = 2
-        unlink(incomingPath)
+        try? FileSystem.remove(incomingPath)
         cleanIncomingDirs()
         backend.writerFinished(self)
     }
 
     func cleanIncomingDirs() {
-        let dir = String(incomingPath[..<incomingPath.lastIndex(of: "/")!])
-        if rmdir(dir) == 0 { rmdir(String(dir[..<dir.lastIndex(of: "/")!])) }
+        let dir = FileSystem.directoryName(incomingPath)
+        if FileSystem.removeDirectoryIfEmpty(dir) { FileSystem.removeDirectoryIfEmpty(FileSystem.directoryName(dir)) }
     }
 }
 

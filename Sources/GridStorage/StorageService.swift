@@ -1,4 +1,5 @@
 import GridProtocol
+import GridSystem
 import GridWire
 import Synchronization
 
@@ -54,16 +55,25 @@ public final class StorageService: RPCService, @unchecked Sendable {
         }
         do {
             return try dispatch(m, WireReader(frameBody, offset: offset), session)
-        } catch let e as StorageError {
-            switch e {
-            case let .io(msg): throw WireError(.internal, msg)
-            case let .notFound(msg): throw WireError(.notFound, msg)
-            case let .conflict(msg): throw WireError(.conflict, msg)
-            case let .noSpace(msg): throw WireError(.noSpace, msg)
-            case let .badSecret(msg): throw WireError(.badSecret, msg)
-            case let .badRequest(msg): throw WireError(.badRequest, msg)
-            }
+        } catch let e as WireError {
+            throw e
+        } catch {
+            throw Self.wireError(error)
         }
+    }
+
+    /// The one place backend errors become wire error codes: by class.
+    static func wireError(_ error: Error) -> WireError {
+        let code: WireError.Code
+        switch error.errorClass {
+        case .notFound: code = .notFound
+        case .conflict: code = .conflict
+        case .noSpace: code = .noSpace
+        case .denied: code = .badSecret
+        case .usage: code = .badRequest
+        case .corrupt, .incompatible, .unavailable, .io, .internal: code = .internal
+        }
+        return WireError(code, "\(error)")
     }
 
     func dispatch(_ m: StorageMethod, _ reader: WireReader, _ session: RPCSession) throws -> [UInt8] {

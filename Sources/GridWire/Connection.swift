@@ -5,6 +5,7 @@ import CEpoll
 
 #if canImport(Glibc)
 import Glibc
+import GridSystem
 #endif
 
 // Linux epoll event bits (<sys/epoll.h>; the Swift Glibc module does not export them).
@@ -337,30 +338,52 @@ func setSocketOptions(_ fd: Int32) {
 func startConnect(host: String, port: UInt16) throws -> Int32 {
     var lastError = "no address"
     for (family, addr) in try resolve(host: host, port: port) {
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        if fd < 0 { lastError = String(cString: strerror(errno)); continue }
+        let (fd, e) = retryingInterrupts { socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        if fd < 0 { lastError = SystemError("open", "a socket", errno: e).reason; continue }
         setNonBlocking(fd)
         setSocketOptions(fd)
+        // Not retried on EINTR: a non-blocking connect goes on by itself (a retry would say EALREADY).
         let rc = addr.withUnsafeBytes { connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(addr.count)) }
-        if rc == 0 || errno == EINPROGRESS { return fd }
-        lastError = String(cString: strerror(errno))
+        let ce = rc == 0 ? 0 : errno
+        if rc == 0 || ce == EINPROGRESS || ce == EINTR { return fd }
+        lastError = SystemError("connect", "\(host):\(port)", errno: ce).reason
         Glibc.close(fd)
     }
     throw WireError(.unreachable, "cannot connect to \(host):\(port): \(lastError)")
+}
+
+/// Whether something accepts TCP connections on host:port right now (a blocking connect).
+public func canConnect(host: String = "127.0.0.1", port: UInt16) -> Bool {
+    guard port != 0, let addresses = try? resolve(host: host, port: port) else { return false }
+    for (family, addr) in addresses {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { continue }
+        defer { Glibc.close(fd) }
+        let rc = addr.withUnsafeBytes { connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(addr.count)) }
+        if rc == 0 { return true }
+    }
+    return false
+}
+
+/// A TCP port on `host` that is free now (for configs written before a daemon starts).
+public func pickFreePort(host: String) throws -> UInt16 {
+    let (fd, port) = try listenSocket(host: host == "localhost" ? "127.0.0.1" : host, port: 0)
+    Glibc.close(fd)
+    return port
 }
 
 /// A listening socket on host:port (port 0 picks a free one).
 func listenSocket(host: String, port: UInt16, backlog: Int32 = 1024) throws -> (Int32, UInt16) {
     var lastError = "no address"
     for (family, addr) in try resolve(host: host, port: port) {
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        if fd < 0 { lastError = String(cString: strerror(errno)); continue }
+        let (fd, e) = retryingInterrupts { socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        if fd < 0 { lastError = SystemError("open", "a socket", errno: e).reason; continue }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
         let ok = addr.withUnsafeBytes { bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(addr.count)) } == 0
             && listen(fd, backlog) == 0
         if !ok {
-            lastError = String(cString: strerror(errno))
+            lastError = SystemError("listen on", "\(host):\(port)", errno: errno).reason
             Glibc.close(fd)
             continue
         }

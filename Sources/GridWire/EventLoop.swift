@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 
 import CEpoll
+import GridSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -10,12 +11,6 @@ import Glibc
 /// Something the event loop calls when its file descriptor is ready.
 protocol EventHandler: AnyObject {
     func handleEvents(_ events: UInt32)
-}
-
-public func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// One thread running epoll over many sockets, plus timers.
@@ -40,11 +35,9 @@ public final class EventLoop: @unchecked Sendable {
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
 
     public init(name: String = "grid-loop") throws {
-        signal(SIGPIPE, SIG_IGN)  // a peer closing mid-write must not kill the process
-        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
-        guard epfd >= 0 else { throw WireError(.internal, "epoll_create1: \(String(cString: strerror(errno)))") }
-        wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        guard wakeFD >= 0 else { throw WireError(.internal, "eventfd: \(String(cString: strerror(errno)))") }
+        CurrentProcess.ignoreBrokenPipes()  // a peer closing mid-write must not kill the process
+        epfd = try systemCall("create", "an epoll instance") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        wakeFD = try systemCall("create", "an eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
         var ev = epoll_event(events: epollIn, data: epoll_data_t(fd: wakeFD))
         epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev)
         let t = Thread { [self] in self.run() }
@@ -107,8 +100,10 @@ public final class EventLoop: @unchecked Sendable {
         var events = [epoll_event](repeating: epoll_event(), count: 256)
         while running {
             let wait = timers.nextDeadline.map { max(0, Int32(min(60_000, ($0 - monotonicNow()) * 1000 + 1))) } ?? 60_000
-            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), wait) }
-            if n < 0 && errno != EINTR { break }
+            let (n, _) = retryingInterrupts {
+                events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), wait) }
+            }
+            if n < 0 { break }
             if n > 0 {
                 for i in 0..<Int(n) {
                     let fd = events[i].data.fd

@@ -1,3 +1,4 @@
+import GridSystem
 /// The frames of grid's RPC protocol (docs/protocol.md).
 ///
 ///     be32 length            bytes that follow (1 + 4 + body), at most maxFrameLength

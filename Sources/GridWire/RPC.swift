@@ -4,6 +4,7 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+import GridSystem
 #endif
 
 /// A service a server offers (storage, introducer). Handlers run on worker threads.
@@ -157,13 +158,12 @@ public final class RPCServer: @unchecked Sendable {
         while true {
             var ss = sockaddr_storage()
             var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let fd = withUnsafeMutablePointer(to: &ss) {
-                accept(listenFD, UnsafeMutableRawPointer($0).assumingMemoryBound(to: sockaddr.self), &len)
+            let (fd, _) = retryingInterrupts {
+                withUnsafeMutablePointer(to: &ss) {
+                    accept(listenFD, UnsafeMutableRawPointer($0).assumingMemoryBound(to: sockaddr.self), &len)
+                }
             }
-            if fd < 0 {
-                if errno == EINTR { continue }
-                return  // EAGAIN, or out of descriptors: try again on the next event
-            }
+            if fd < 0 { return }  // EAGAIN, or out of descriptors: try again on the next event
             if connections.count >= config.maxConnections {
                 close(fd)
                 continue

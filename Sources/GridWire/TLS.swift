@@ -1,10 +1,7 @@
 import COpenSSL
 import GridCrypto
 import GridFormat
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import GridSystem
 
 /// A node's identity: an Ed25519 key. Its node id, `v0-<base32 public key>`, names it
 /// everywhere (announcements, addresses, pins).
@@ -28,7 +25,7 @@ public struct NodeIdentity: Sendable {
     public static func loadOrCreate(path: String) throws -> NodeIdentity {
         if let existing = try readSecretFile(path) {
             guard let seed = Hex.decode(existing.trimmingWhitespace()), seed.count == 32 else {
-                throw WireError(.badRequest, "\(path) does not hold a 32-byte hex Ed25519 seed")
+                throw FormatError(.corrupt, "\(path) does not hold a 32-byte hex Ed25519 seed")
             }
             return NodeIdentity(key: try Ed25519PrivateKey(seed: seed))
         }
@@ -38,41 +35,6 @@ public struct NodeIdentity: Sendable {
     }
 }
 
-
-/// Reads a small file; nil when it does not exist.
-public func readSecretFile(_ path: String) throws -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    if fd < 0 {
-        if errno == ENOENT { return nil }
-        throw WireError(.internal, "cannot read \(path): \(String(cString: strerror(errno)))")
-    }
-    defer { close(fd) }
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 { if errno == EINTR { continue }; throw WireError(.internal, "cannot read \(path)") }
-        if n == 0 { break }
-        out += buf[0..<n]
-        if out.count > 1 << 20 { throw WireError(.internal, "\(path) is too large") }
-    }
-    return String(decoding: out, as: UTF8.self)
-}
-
-/// Writes a file readable by its owner only (mode 0600), atomically (temp file + rename).
-public func writeSecretFile(_ path: String, _ contents: String, mode: mode_t = 0o600) throws {
-    let tmp = path + ".tmp-\(getpid())"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-    if fd < 0 { throw WireError(.internal, "cannot create \(path): \(String(cString: strerror(errno)))") }
-    fchmod(fd, mode)
-    let bytes = Array(contents.utf8)
-    let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count && fsync(fd) == 0
-    close(fd)
-    guard ok, rename(tmp, path) == 0 else {
-        unlink(tmp)
-        throw WireError(.internal, "cannot write \(path): \(String(cString: strerror(errno)))")
-    }
-}
 
 /// Describes the most recent OpenSSL error and clears the queue.
 func opensslError(_ what: String) -> WireError {

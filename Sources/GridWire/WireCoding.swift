@@ -1,5 +1,7 @@
+import GridSystem
+
 /// Errors on the wire. `code` travels in ERROR frames; `message` is one line for people.
-public struct WireError: Error, CustomStringConvertible, Equatable, Sendable {
+public struct WireError: ClassifiedError, Equatable {
     public var code: Code
     public var message: String
 
@@ -29,6 +31,22 @@ public struct WireError: Error, CustomStringConvertible, Equatable, Sendable {
         case unreachable = 103     // local only: cannot connect
 
         public init(raw: UInt16) { self = Code(rawValue: raw) ?? .internal }
+
+        /// Codes 100 and up never travel: this side made them (the call timed out, the
+        /// connection went, the key did not match, nothing answered).
+        public var isLocal: Bool { rawValue >= 100 }
+    }
+
+    public var errorClass: ErrorClass {
+        switch code {
+        case .badFrame, .unknownMethod, .versionMismatch: return .incompatible
+        case .notAuthorized, .badSecret, .pinMismatch: return .denied
+        case .notFound: return .notFound
+        case .conflict: return .conflict
+        case .noSpace: return .noSpace
+        case .internal, .timeout, .connectionLost, .unreachable: return .unavailable
+        case .tooLarge, .badRequest: return .usage
+        }
     }
 }
 

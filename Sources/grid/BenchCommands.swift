@@ -4,10 +4,8 @@ import GridCrypto
 import GridFormat
 import GridImmutable
 import GridWire
+import GridSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -78,9 +76,9 @@ struct BenchCodec: ParsableCommand {
             if let p = paths {
                 chosen = try p.split(separator: ",").map { name in
                     guard let path = SIMDPath(rawValue: String(name)) else {
-                        throw ImmutableError("unknown path '\(name)' (portable, ssse3, avx2, gfni)")
+                        throw UsageError("unknown path '\(name)' (portable, ssse3, avx2, gfni)")
                     }
-                    guard path.isSupported else { throw ImmutableError("path \(path) is not supported by this CPU") }
+                    guard path.isSupported else { throw UsageError("path \(path) is not supported by this CPU") }
                     return path
                 }
             } else {
@@ -89,12 +87,12 @@ struct BenchCodec: ParsableCommand {
             let shapeList: [(Int, Int)] = try shapes.split(separator: ",").map { s in
                 let parts = s.split(separator: ":").compactMap { Int($0) }
                 guard parts.count == 2, parts[0] >= 1, parts[1] >= 1, parts[0] + parts[1] <= 256 else {
-                    throw ImmutableError("bad shape '\(s)': use k:m with k + m <= 256")
+                    throw UsageError("bad shape '\(s)': use k:m with k + m <= 256")
                 }
                 return (parts[0], parts[1])
             }
             let sizes: [Int] = try shards.split(separator: ",").map {
-                guard let v = Int($0), v > 0 else { throw ImmutableError("bad shard size '\($0)'") }
+                guard let v = Int($0), v > 0 else { throw UsageError("bad shard size '\($0)'") }
                 return v
             }
             var rows: [String] = []
@@ -149,8 +147,8 @@ struct BenchCodec: ParsableCommand {
             try rs.reconstruct(blockSize: size, available: avail, indices: survivors, missing: missing,
                                outputs: outs, path: path)
         }
-        for i in 0..<lost where memcmp(outs[i], shard(i), size) != 0 {
-            throw ImmutableError("decode check failed on path \(path) (\(k),\(m)) shard \(i)")
+        for i in 0..<lost where !UnsafeRawBufferPointer(start: outs[i], count: size).elementsEqual(UnsafeRawBufferPointer(start: shard(i), count: size)) {
+            throw InternalError("decode check failed on path \(path) (\(k),\(m)) shard \(i)")
         }
         return (enc, dec)
     }
@@ -201,8 +199,8 @@ struct BenchCHK: ParsableCommand {
     var json = false
 
     func run() throws {
-        let path = try simdPathFromEnvironment()
         try reportingErrors {
+            let path = try simdPathFromEnvironment()
             let size = sizeMiB << 20
             var data = [UInt8](repeating: 0, count: size)
             var seed: UInt64 = 42
@@ -231,7 +229,7 @@ struct BenchCHK: ParsableCommand {
             let sink = MemoryShareSink(shares: total)
             let encoder = try CHKEncoder(parameters: params, threads: 2, simdPath: path)
             guard case let .chk(cap, _) = try encoder.encode(source: source, convergenceSecret: secret, sink: sink) else {
-                throw ImmutableError("expected a CHK file")
+                throw InternalError("expected a CHK file")
             }
             let readers = sink.shares.enumerated().map { MemoryShareReader(shareNumber: $0.offset, bytes: $0.element) }
             for (label, subset) in [("decode-systematic", Array(readers.prefix(needed))),
@@ -244,7 +242,7 @@ struct BenchCHK: ParsableCommand {
                         let d = CHKDecoder(capability: cap, shares: subset, simdPath: path, threads: threads)
                         try d.decode(to: out)
                         rates.append(Double(size) / (monotonicNow() - t0) / 1e6)
-                        guard out.count == UInt64(size) else { throw ImmutableError("decode produced \(out.count) bytes") }
+                        guard out.count == UInt64(size) else { throw InternalError("decode produced \(out.count) bytes") }
                     }
                     figures.append((label, threads, median(rates)))
                 }

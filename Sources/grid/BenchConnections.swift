@@ -3,6 +3,7 @@ import Foundation
 import GridNode
 import GridProtocol
 import GridWire
+import GridSystem
 
 struct BenchConnections: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,9 +34,9 @@ struct BenchConnections: ParsableCommand {
     }
 
     func run() throws {
-        raiseFileLimit()
+        CurrentProcess.raiseFileLimit()
         let exe = "/proc/self/exe"
-        let root = NSTemporaryDirectory() + "grid-bench-conn-\(getpid())"
+        let root = NSTemporaryDirectory() + "grid-bench-conn-\(CurrentProcess.id)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
         func grid(_ args: [String]) throws -> String {

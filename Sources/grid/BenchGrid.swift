@@ -2,12 +2,11 @@ import ArgumentParser
 import Foundation
 import GridClient
 import GridImmutable
+import GridLocalGrid
 import GridNode
 import GridWire
+import GridSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct BenchGrid: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,7 +36,7 @@ struct BenchGrid: ParsableCommand {
         }
     }
 
-    func measure(grid: LocalGridProcesses, bytes: UInt64, settings: ClientSettings, pool: ServerPool) throws {
+    func measure(grid: LocalGrid, bytes: UInt64, settings: ClientSettings, pool: ServerPool) throws {
         let root = grid.root
         if !json {
             say("grid bench grid: \(humanBytes(bytes)) x \(rounds) rounds, \(options.needed)-of-\(options.total) through \(options.servers) local storage servers")
@@ -49,23 +48,23 @@ struct BenchGrid: ParsableCommand {
         let downloader = Downloader(pool: pool)
         for round in 0..<rounds {
             let sample = root + "/sample\(round).bin"
-            try writeSampleFile(sample, size: bytes, seed: UInt64(time(nil)) &+ UInt64(round) &* 7919)
+            try writeSampleFile(sample, size: bytes, seed: wallClockSeconds() &+ UInt64(round) &* 7919)
             let source = try FileSource(path: sample)
-            let (c0, d0) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
+            let (c0, d0) = (CurrentProcess.cpuSeconds, grid.daemonsCPUSeconds)
             let t0 = Date()
             let up = try blockingAwait { try await uploader.upload(source: source) }
             let upSeconds = Date().timeIntervalSince(t0)
-            let (c1, d1) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
-            unlink(sample)
+            let (c1, d1) = (CurrentProcess.cpuSeconds, grid.daemonsCPUSeconds)
+            try? FileSystem.remove(sample)
             let sink = CountingSink()
             let cap = up.capability
             let box = UncheckedBox(sink)
             let t1 = Date()
             _ = try blockingAwait { try await downloader.download(cap, to: box.value) }
             let downSeconds = Date().timeIntervalSince(t1)
-            let (c2, d2) = (selfCPUSeconds(), grid.daemonsCPUSeconds)
+            let (c2, d2) = (CurrentProcess.cpuSeconds, grid.daemonsCPUSeconds)
             cpu.append([c1 - c0, d1 - d0, c2 - c1, d2 - d1])
-            guard sink.count == bytes else { throw ClientError("downloaded \(sink.count) bytes, expected \(bytes)") }
+            guard sink.count == bytes else { throw InternalError("downloaded \(sink.count) bytes, expected \(bytes)") }
             ups.append(Double(bytes) / upSeconds / 1e6)
             downs.append(Double(bytes) / downSeconds / 1e6)
             if !json {
@@ -74,7 +73,7 @@ struct BenchGrid: ParsableCommand {
                     + "   CPU s up: client \(fmt(c[0])) servers \(fmt(c[1])); down: client \(fmt(c[2])) servers \(fmt(c[3]))")
             }
         }
-        let rss = peakRSS()
+        let rss = CurrentProcess.peakResidentBytes
         if json {
             let out: [String: Any] = [
                 "size": bytes, "servers": options.servers, "rounds": rounds, "needed": options.needed, "total": options.total,

@@ -7,10 +7,8 @@ import GridImmutable
 import GridNode
 import GridProtocol
 import GridWire
+import GridSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Runs async work from a synchronous command: the work runs on the concurrency pool and
 /// this thread waits.
@@ -26,11 +24,6 @@ func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T
 }
 
 final class AsyncResultBox<T>: @unchecked Sendable { var result: Result<T, Error>? }
-
-let exitCodeHelp = """
-    Exit status: 0 on success; 1 when the work failed (no such file, not enough servers \
-    or shares, a corrupt file, a full grid); 64 for a usage error.
-    """
 
 let nodeDirHelp = """
     The client node is found with --node-dir DIR, else $GRID_NODE_DIR, else ~/.grid/client \
@@ -85,7 +78,7 @@ final class ProgressBar: @unchecked Sendable {
     var phaseStart: [String: Double] = [:]
     var drawn = false
 
-    init(enabled: Bool = isatty(2) != 0) { self.enabled = enabled }
+    init(enabled: Bool = FileDescriptor.standardError.isTerminal) { self.enabled = enabled }
 
     func update(_ p: TransferProgress) {
         guard enabled else { return }
@@ -153,37 +146,18 @@ struct ClientSession {
     }
 }
 
-/// Copies stdin into an unlinked temporary file (convergent encryption needs two passes
-/// over the plaintext, so a pipe must be spooled; memory stays bounded).
-func spoolStandardInput() throws -> FileSource {
-    let dir = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
-    var template = Array("\(dir)/grid-upload-XXXXXX".utf8CString)
-    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-    guard fd >= 0 else { throw ClientError("cannot create a temporary file in \(dir) to hold stdin: \(String(cString: strerror(errno)))") }
-    let path = string(fromCString: template)
-    unlink(path)
+/// Copies a stream (stdin, a pipe) into an unlinked temporary file: convergent encryption
+/// needs two passes over the plaintext, so a stream must be spooled; memory stays bounded.
+func spool(_ input: FileDescriptor) throws -> FileSource {
+    let file = try FileSystem.anonymousFile()
     let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
     defer { buf.deallocate() }
     while true {
-        let r = read(0, buf.baseAddress, buf.count)
-        if r < 0 {
-            if errno == EINTR { continue }
-            close(fd)
-            throw ClientError("cannot read stdin: \(String(cString: strerror(errno)))")
-        }
+        let r = try input.read(into: buf)
         if r == 0 { break }
-        var done = 0
-        while done < r {
-            let w = write(fd, buf.baseAddress! + done, r - done)
-            if w < 0 {
-                if errno == EINTR { continue }
-                close(fd)
-                throw ClientError("cannot spool stdin to \(dir): \(String(cString: strerror(errno)))")
-            }
-            done += w
-        }
+        try file.write(UnsafeRawBufferPointer(rebasing: buf[0..<r]))
     }
-    return try FileSource(fd: fd, name: "stdin")
+    return try FileSource(file: file, name: input.path)
 }
 
 struct Upload: ParsableCommand {
@@ -201,7 +175,7 @@ struct Upload: ParsableCommand {
 
             \(nodeDirHelp)
 
-            \(exitCodeHelp)
+            \(ExitStatus.help)
             """)
 
     @Argument(help: "The file to upload, or - for stdin.") var file: String
@@ -210,7 +184,7 @@ struct Upload: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let source: FileSource = file == "-" ? try spoolStandardInput() : try FileSource(path: file)
+            let source: FileSource = file == "-" ? try spool(.standardInput) : try FileSource(path: file)
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
             let bar = ProgressBar()
@@ -252,7 +226,7 @@ struct Download: ParsableCommand {
 
             \(nodeDirHelp)
 
-            \(exitCodeHelp)
+            \(ExitStatus.help)
             """)
 
     @Argument(help: "The capability (URI:CHK:... or URI:LIT:...).") var capability: String
@@ -270,11 +244,11 @@ struct Download: ParsableCommand {
             let sink: FileDescriptorSink
             var tempPath: String?
             if let output {
-                let t = output + ".grid-partial-\(getpid())"
+                let t = output + ".grid-partial-\(CurrentProcess.id)"
                 sink = try FileDescriptorSink(path: t)
                 tempPath = t
             } else {
-                sink = FileDescriptorSink(fd: 1, name: "stdout")
+                sink = FileDescriptorSink(.standardOutput)
             }
             let bar = ProgressBar()
             let downloader = Downloader(pool: session.pool)
@@ -285,13 +259,11 @@ struct Download: ParsableCommand {
                 r = try blockingAwait { try await downloader.download(cap, to: box.value, offset: off, length: len) { bar.update($0) } }
                 if let tempPath, let output {
                     try sink.sync()
-                    guard rename(tempPath, output) == 0 else {
-                        throw ClientError("cannot rename \(tempPath) to \(output): \(String(cString: strerror(errno)))")
-                    }
+                    try FileSystem.rename(tempPath, to: output)
                 }
             } catch {
                 bar.finish()
-                if let tempPath { unlink(tempPath) }
+                if let tempPath { try? FileSystem.remove(tempPath) }
                 throw error
             }
             bar.finish()
@@ -300,7 +272,9 @@ struct Download: ParsableCommand {
                     "size": r.fileSize, "bytes": r.bytesWritten, "seconds": r.seconds,
                     "shares": Dictionary(uniqueKeysWithValues: r.sharesUsed.map { ("\($0.key)", $0.value) }),
                     "servers": r.nicknames,
-                    "bad_shares": r.badShares.map { ["share": $0.share, "server": $0.server, "reason": $0.reason] },
+                    "bad_shares": r.badShares.map {
+                        ["share": $0.share, "server": $0.server, "class": $0.failure.errorClass.rawValue, "reason": "\($0.failure)"]
+                    },
                     "corruption_reports": r.corruptionReports,
                 ]
                 let text = jsonString(out) + "\n"

@@ -2,6 +2,7 @@ import ArgumentParser
 import GridNode
 import GridProtocol
 import Logging
+import GridSystem
 
 func makeLogger(_ label: String) -> Logger {
     LoggingBootstrap.once

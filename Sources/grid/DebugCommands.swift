@@ -3,10 +3,8 @@ import GridCodec
 import GridCrypto
 import GridFormat
 import GridImmutable
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import GridStorage
+import GridSystem
 
 struct Debug: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,6 +20,10 @@ struct DebugEncode: ParsableCommand {
             Prints the capability on stdout. Writes OUTDIR/0 ... OUTDIR/(N-1), each holding a \
             share's data exactly as a storage server stores it after its 12-byte container \
             header. Files of 55 bytes or less become URI:LIT capabilities and produce no shares.
+
+            Example: grid debug encode --convergence-secret 00112233445566778899aabbccddeeff photo.jpg shares/
+
+            \(ExitStatus.help)
             """)
 
     @Option(name: .customLong("convergence-secret"), help: "The convergence secret, in hex (Tahoe's default is 16 bytes).")
@@ -46,10 +48,10 @@ struct DebugEncode: ParsableCommand {
     var outdir: String
 
     func run() throws {
-        let path = try simdPathFromEnvironment()
         try reportingErrors {
+            let path = try simdPathFromEnvironment()
             guard let secret = Hex.decode(convergenceSecret) else {
-                throw ImmutableError("--convergence-secret must be hex digits, e.g. 000102030405060708090a0b0c0d0e0f")
+                throw UsageError("--convergence-secret must be hex digits, e.g. 000102030405060708090a0b0c0d0e0f")
             }
             let params = EncodingParameters(needed: needed, happy: happy ?? min(7, total), total: total, maxSegmentSize: segmentSize)
             let encoder = try CHKEncoder(parameters: params, threads: 2, simdPath: path)
@@ -74,6 +76,10 @@ struct DebugDecode: ParsableCommand {
             SHAREDIR holds share files named by share number (0, 1, ...), as `grid debug encode` \
             writes them. Any k good shares suffice; every block and hash is verified, and a share \
             that fails a check is named on stderr and replaced by another.
+
+            Example: grid debug decode URI:CHK:... shares/ -o photo.jpg
+
+            \(ExitStatus.help)
             """)
 
     @Argument(help: "The read capability (URI:CHK:... or URI:LIT:...).")
@@ -86,75 +92,101 @@ struct DebugDecode: ParsableCommand {
     var output: String?
 
     func run() throws {
-        let path = try simdPathFromEnvironment()
         try reportingErrors {
+            let path = try simdPathFromEnvironment()
             let capability = try Capability(parsing: cap)
             var readers: [ShareReader] = []
             if case .chk = capability {
-                guard let dir = sharedir else { throw ImmutableError("a CHK capability needs SHAREDIR") }
+                guard let dir = sharedir else { throw UsageError("a CHK capability needs SHAREDIR") }
                 readers = try shareReaders(in: dir)
             }
             // Write to a temporary name and rename at the end, so a failed decode leaves no partial file.
             let sink: PlaintextSink
             var tmp: String?
             if let out = output {
-                tmp = out + ".partial-\(getpid())"
+                tmp = out + ".partial-\(CurrentProcess.id)"
                 sink = try FileDescriptorSink(path: tmp!)
             } else {
-                sink = FileDescriptorSink(fd: 1, name: "stdout")
+                sink = FileDescriptorSink(.standardOutput)
             }
             do {
                 let decoder = try decodeCapability(capability, shares: readers, to: sink, simdPath: path)
                 if let d = decoder, !d.badShares.isEmpty {
                     FileHandleStderr.write("grid: warning: shares set aside: \(d.badShareSummary)\n")
                 }
-                if let t = tmp, let out = output {
-                    guard rename(t, out) == 0 else { throw ImmutableError("cannot rename \(t) to \(out)") }
-                }
+                if let t = tmp, let out = output { try FileSystem.rename(t, to: out) }
             } catch {
-                if let t = tmp { unlink(t) }
+                if let t = tmp { try? FileSystem.remove(t) }
                 throw error
             }
         }
     }
 }
 
-/// Opens every file in `dir` whose name is a share number.
+/// Opens every file in `dir` whose name is a share number: bare share data, or a share
+/// file copied from a server's storage directory (its container is looked through).
 func shareReaders(in dir: String) throws -> [ShareReader] {
-    guard let d = opendir(dir) else { throw ImmutableError("cannot open share directory \(dir): \(String(cString: strerror(errno)))") }
-    defer { closedir(d) }
-    var out: [ShareReader] = []
-    while let e = readdir(d) {
-        let name = withUnsafePointer(to: e.pointee.d_name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-        }
-        guard let n = Int(name), n >= 0, n < 256, String(n) == name else { continue }
-        out.append(try FileShareReader(path: "\(dir)/\(name)", shareNumber: n))
+    _ = try FileDescriptor(path: dir, .directory)  // a clear error when it is missing or not a directory
+    return try FileSystem.list(dir).sorted().compactMap { name -> ShareReader? in
+        guard let n = Int(name), n >= 0, n < 256, String(n) == name else { return nil }
+        return try openShareFile("\(dir)/\(name)", shareNumber: n)
     }
-    return out
+}
+
+/// A reader of the share data in `path`, whether bare or inside an immutable container.
+func openShareFile(_ path: String, shareNumber: Int) throws -> ShareReader {
+    if let info = try ShareFileInfo.inspect(path: path), case .immutable = info.kind {
+        return try FileShareReader(path: path, shareNumber: shareNumber, dataOffset: info.dataOffset, dataLength: info.dataLength)
+    }
+    return try FileShareReader(path: path, shareNumber: shareNumber)
 }
 
 struct DebugDumpShare: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dump-share",
-        abstract: "Print a share's header, section offsets and URI extension block.")
+        abstract: "Print a share's container, leases, header, section offsets and URI extension block.",
+        discussion: """
+            FILE is a share's data as `grid debug encode` writes it, or a share file exactly as \
+            it lies in a server's storage/shares/ directory (Tahoe's immutable container v1 or \
+            v2, or a mutable container), whose container header and leases are printed too.
 
-    @Argument(help: "A share data file (as written by `grid debug encode`).")
+            Example: grid debug dump-share ~/.grid/storage/storage/shares/ab/ab3.../0
+
+            \(ExitStatus.help)
+            """)
+
+    @Argument(help: "A share file.")
     var file: String
 
     func run() throws {
         try reportingErrors {
-            let src = try FileSource(path: file)
-            var head = [UInt8](repeating: 0, count: Int(min(0x44, src.size)))
-            _ = try head.withUnsafeMutableBytes { try src.read(at: 0, into: $0) }
-            let layout = try ShareLayout(parsing: head)
-            let reader = try FileShareReader(path: file, shareNumber: 0)
-            let lenBytes = try reader.read(at: layout.uriExtensionOffset, length: layout.uebLengthFieldSize)
-            let len = lenBytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            guard len <= 1 << 16 else { throw ImmutableError("URI extension length \(len) is absurd") }
-            let uebBytes = try reader.read(at: layout.uriExtensionOffset + UInt64(layout.uebLengthFieldSize), length: Int(len))
-            var lines = [
-                "share file: \(file) (\(src.size) bytes)",
+            var lines: [String] = []
+            let info = try ShareFileInfo.inspect(path: file)
+            let reader: FileShareReader
+            if let info {
+                switch info.kind {
+                case let .immutable(v): lines.append("container: immutable, version \(v)")
+                case let .mutable(v): lines.append("container: mutable, version \(v)")
+                }
+                lines.append("share data: \(info.dataLength) bytes at offset \(info.dataOffset)")
+                if let id = info.writeEnablerNodeID { lines.append("write enabler recorded by: \(Base32.encode(id))") }
+                lines.append("leases: \(info.leases.count)")
+                for (i, l) in info.leases.enumerated() {
+                    lines.append("  lease \(i): owner \(l.ownerNumber), expires \(l.expiration) (unix), "
+                        + "renew-secret hash \(Hex.encode(Array(l.renewHash.prefix(4))))…")
+                }
+                if case .mutable = info.kind {
+                    lines.append("(mutable share contents are not decoded yet)")
+                    FileHandleStdout.write(lines.joined(separator: "\n") + "\n")
+                    return
+                }
+                reader = try FileShareReader(path: file, shareNumber: 0, dataOffset: info.dataOffset, dataLength: info.dataLength)
+            } else {
+                reader = try FileShareReader(path: file, shareNumber: 0)
+            }
+            let (layout, uebBytes) = try CHKShareValidator.readHeader(reader)
+            lines += [
+                "share data: \(reader.size) bytes",
                 "version: \(layout.version)",
                 "block size: \(layout.blockSize)",
                 "data size: \(layout.dataSize)",
@@ -165,7 +197,7 @@ struct DebugDumpShare: ParsableCommand {
                 "  block hashes: \(layout.blockHashesOffset)",
                 "  share hashes: \(layout.shareHashesOffset)",
                 "  URI extension: \(layout.uriExtensionOffset)",
-                "URI extension length: \(len)",
+                "URI extension length: \(uebBytes.count)",
                 "URI extension hash: \(Base32.encode(TahoeHash.uriExtensionHash(uebBytes)))",
             ]
             // The parser bounds the share-hash section, so this read is small.

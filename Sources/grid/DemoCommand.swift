@@ -5,10 +5,8 @@ import GridFormat
 import GridImmutable
 import GridNode
 import GridWire
+import GridSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,7 +19,9 @@ struct Demo: ParsableCommand {
             landed and the throughput, and stops everything it started. --keep leaves the \
             directory (node configs and daemon logs) behind.
 
-            \(exitCodeHelp)
+            Example: grid demo --servers 5 --happy 4 --size 256MiB --keep
+
+            \(ExitStatus.help)
             """)
 
     @Option(help: "Size of the sample file, e.g. 32MiB.") var size: String = "32MiB"
@@ -31,7 +31,7 @@ struct Demo: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let bytes = try parseSize(size)
-            guard options.servers >= 1 && options.servers <= 100 else { throw ClientError("--servers must be 1 to 100") }
+            guard options.servers >= 1 && options.servers <= 100 else { throw UsageError("--servers must be 1 to 100") }
             let encoding = options.encoding
             try withLocalGrid(prefix: "grid-demo", servers: options.servers, encoding: encoding, keep: keep,
                               started: { say("grid demo: starting an introducer and \(options.servers) storage servers on 127.0.0.1 in \($0)") },
@@ -45,7 +45,7 @@ struct Demo: ParsableCommand {
 
     func demo(root: String, bytes: UInt64, settings: ClientSettings, pool: ServerPool) throws {
         let sample = root + "/sample.bin"
-        try writeSampleFile(sample, size: bytes, seed: UInt64(time(nil)))
+        try writeSampleFile(sample, size: bytes, seed: wallClockSeconds())
         let source = try FileSource(path: sample)
         let uploader = Uploader(pool: pool, settings: settings)
         let bar = ProgressBar()
@@ -72,12 +72,12 @@ struct Demo: ParsableCommand {
         say("downloaded \(humanBytes(down.bytesWritten)) in \(secs(down.seconds)) (\(rate(down.bytesWritten, down.seconds))) "
             + "from shares \(down.sharesUsed.keys.sorted().map(String.init).joined(separator: ", ")); "
             + (same ? "SHA-256 matches the original" : "MISMATCH"))
-        guard same else { throw ClientError("the downloaded file differs from the uploaded one") }
+        guard same else { throw InternalError("the downloaded file differs from the uploaded one") }
 
         let again = try blockingAwait { try await uploader.upload(source: source) }
         say("uploaded it again: \(again.sharesAlreadyPresent) shares were already there, \(again.bytesSent) bytes sent, "
             + "\(secs(again.totalSeconds)); same capability: \(again.capability == up.capability ? "yes" : "NO")")
-        guard again.capability == up.capability else { throw ClientError("the second upload gave another capability") }
+        guard again.capability == up.capability else { throw InternalError("the second upload gave another capability") }
 
     }
 }

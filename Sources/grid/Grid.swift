@@ -2,11 +2,10 @@ import ArgumentParser
 import CEpoll
 import GridCodec
 import GridFormat
+import Foundation
 import GridImmutable
+import GridSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 @main
 struct Grid: ParsableCommand {
@@ -23,8 +22,7 @@ struct Grid: ParsableCommand {
         commandName: "grid",
         abstract: "An erasure-coded, encrypted storage grid compatible with Tahoe-LAFS 1.20 formats.",
         discussion: """
-            Exit status: 0 on success, 1 when the work failed (bad or corrupt input, \
-            unreadable files, not enough good shares), 64 for a usage error.
+            \(ExitStatus.help)
 
             Environment: GRID_SIMD=portable|ssse3|avx2|gfni forces a Reed-Solomon kernel \
             (default: the fastest this CPU supports).
@@ -32,40 +30,17 @@ struct Grid: ParsableCommand {
         subcommands: [Upload.self, Download.self, ClientCommand.self, Demo.self, IntroducerCommand.self, StorageCommand.self, Debug.self, Bench.self])
 }
 
-/// Prints a one-line error to stderr and returns the exit code to throw.
-func failure(_ message: String) -> ExitCode {
-    FileHandleStderr.write("grid: error: \(message)\n")
-    return ExitCode(1)
-}
-
 enum FileHandleStderr {
-    static func write(_ s: String) {
-        var bytes = Array(s.utf8)
-        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
-    }
+    static func write(_ s: String) { try? FileDescriptor.standardError.write(Array(s.utf8)) }
 }
 
 enum FileHandleStdout {
-    static func write(_ s: String) {
-        var bytes = Array(s.utf8)
-        _ = bytes.withUnsafeMutableBytes { Glibc.write(1, $0.baseAddress, $0.count) }
-    }
+    static func write(_ s: String) { try? FileDescriptor.standardOutput.write(Array(s.utf8)) }
 }
 
-/// The SIMD path from GRID_SIMD, or the best one; a bad value is a one-line error.
+/// The SIMD path from GRID_SIMD, or the best one; a bad value is a usage error.
 func simdPathFromEnvironment() throws -> SIMDPath {
     var env: [String: String] = [:]
-    if let v = getenv(SIMDPath.environmentVariable) { env[SIMDPath.environmentVariable] = String(cString: v) }
-    do { return try SIMDPath.fromEnvironment(env) } catch { throw failure("\(error)") }
-}
-
-/// Runs `body`, turning any thrown error into a one-line message and exit status 1.
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let e as ExitCode {
-        throw e
-    } catch {
-        throw failure("\(error)")
-    }
+    if let v = ProcessInfo.processInfo.environment[SIMDPath.environmentVariable] { env[SIMDPath.environmentVariable] = v }
+    return try SIMDPath.fromEnvironment(env)
 }

@@ -124,33 +124,36 @@ final class CLITests: XCTestCase {
         }
     }
 
-    /// Bad input: one line on stderr, exit status 1, no crash, no partial output file.
-    func testErrorsAreOneLineAndExitOne() throws {
+    /// Bad input: one line on stderr, the exit status of its class, no crash, no partial output file.
+    func testErrorsAreOneLineWithTheirClassExitStatus() throws {
         let file = write("in", pseudoRandom(5000, seed: 4))
         let enc = try grid(["debug", "encode", "--convergence-secret", "aa", file, path("sh")])
         let cap = enc.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         for i in 0..<8 { try FileManager.default.removeItem(atPath: path("sh/\(i)")) }
-        let cases: [([String], String)] = [
-            (["debug", "encode", "--convergence-secret", "zz", file, path("o1")], "hex"),
-            (["debug", "encode", "--convergence-secret", "aa", "--needed", "11", "--total", "10", file, path("o2")], "k=11"),
-            (["debug", "encode", "--convergence-secret", "aa", "--total", "300", file, path("o3")], "n=300"),
-            (["debug", "encode", "--convergence-secret", "aa", "--segment-size", "0", file, path("o4")], "segment size"),
-            (["debug", "encode", "--convergence-secret", "aa", path("missing"), path("o5")], "No such file"),
-            (["debug", "decode", "URI:CHK:nonsense", path("sh")], "bad capability"),
-            (["debug", "decode", cap, path("sh"), "-o", path("out")], "need 3, have 2"),
-            (["debug", "decode", cap, path("nodir")], "cannot open share directory"),
-            (["debug", "dump-share", file], "share header"),
+        // Each failure exits with the status of its class (sysexits.h: 64 usage, 65 corrupt
+        // data, 66 not found, 69 unavailable).
+        let cases: [([String], String, Int32)] = [
+            (["debug", "encode", "--convergence-secret", "zz", file, path("o1")], "hex", 64),
+            (["debug", "encode", "--convergence-secret", "aa", "--needed", "11", "--total", "10", file, path("o2")], "k=11", 64),
+            (["debug", "encode", "--convergence-secret", "aa", "--total", "300", file, path("o3")], "n=300", 64),
+            (["debug", "encode", "--convergence-secret", "aa", "--segment-size", "0", file, path("o4")], "segment size", 64),
+            (["debug", "encode", "--convergence-secret", "aa", path("missing"), path("o5")], "No such file", 66),
+            (["debug", "encode", "--convergence-secret", "aa", path("."), path("o5")], "not a regular file", 64),
+            (["debug", "decode", "URI:CHK:nonsense", path("sh")], "bad capability", 64),
+            (["debug", "decode", cap, path("sh"), "-o", path("out")], "need 3, have 2", 69),
+            (["debug", "decode", cap, path("nodir")], "nodir", 66),
+            (["debug", "dump-share", file], "share header", 65),
         ]
-        for (args, fragment) in cases {
+        for (args, fragment, status) in cases {
             let r = try grid(args)
-            XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+            XCTAssertEqual(r.status, status, "\(args): \(r.stderr)")
             XCTAssertTrue(r.stderr.contains(fragment), "\(args): '\(r.stderr)' lacks '\(fragment)'")
             XCTAssertEqual(r.stderr.filter { $0 == "\n" }.count, 1, "one line: \(r.stderr)")
             XCTAssertFalse(r.stderr.contains("Fatal"), r.stderr)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("out")), "a failed decode must leave no output file")
         let bad = try grid(["debug", "encode", "--convergence-secret", "aa", file, path("o6")], env: ["GRID_SIMD": "quantum"])
-        XCTAssertEqual(bad.status, 1)
+        XCTAssertEqual(bad.status, 64)
         XCTAssertTrue(bad.stderr.contains("GRID_SIMD=quantum"), bad.stderr)
     }
 
@@ -209,18 +212,18 @@ final class DaemonCLITests: XCTestCase {
             XCTAssertEqual(mode, 0o600, f)
         }
         let again = try grid(["introducer", "create", dir + "/intro"])
-        XCTAssertEqual(again.status, 1)
+        XCTAssertEqual(again.status, 75, "conflict: a node is already there")
         XCTAssertTrue(again.stderr.contains("already holds a node"), again.stderr)
         let bad = try grid(["storage", "create", dir + "/s", "--introducer", "pb://nonsense"])
-        XCTAssertEqual(bad.status, 1)
+        XCTAssertEqual(bad.status, 64)
         XCTAssertTrue(bad.stderr.contains("bad introducer address"), bad.stderr)
         let badSize = try grid(["storage", "create", dir + "/s", "--introducer", addr, "--reserved-space", "lots"])
-        XCTAssertEqual(badSize.status, 1)
+        XCTAssertEqual(badSize.status, 64)
         XCTAssertTrue(badSize.stderr.contains("bad size"), badSize.stderr)
         let ok = try grid(["storage", "create", dir + "/s", "--introducer", addr, "--reserved-space", "2GiB"])
         XCTAssertEqual(ok.status, 0, ok.stderr)
         let notNode = try grid(["storage", "run", dir + "/nowhere"])
-        XCTAssertEqual(notNode.status, 1)
+        XCTAssertEqual(notNode.status, 66)
         XCTAssertTrue(notNode.stderr.contains("not a grid node directory"), notNode.stderr)
     }
 }

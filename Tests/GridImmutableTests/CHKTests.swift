@@ -3,6 +3,7 @@ import GridCodec
 import GridCrypto
 import GridFormat
 import GridTestSupport
+import GridSystem
 import XCTest
 
 @testable import GridImmutable
@@ -134,7 +135,7 @@ final class CHKCodingTests: XCTestCase {
     func sampleFile() throws -> (CHKCapability, [[UInt8]], [UInt8]) {
         let data = pseudoRandom(20_000, seed: 7)
         let (r, shares) = try encodeInMemory(data, secret: secret, k: 3, n: 6, segment: 4096)
-        guard case let .chk(cap, _) = r else { throw ImmutableError("not CHK") }
+        guard case let .chk(cap, _) = r else { throw ImmutableError.invalidParameters("not CHK") }
         return (cap, shares, data)
     }
 
@@ -162,6 +163,8 @@ final class CHKCodingTests: XCTestCase {
                 continue
             }
             XCTAssertNotNil(d.badShares[1], "corrupt \(what) should set share 1 aside")
+            // Damage is always classed as corruption (what a verifier reports to the server).
+            XCTAssertEqual(d.badShares[1]?.errorClass, .corrupt, "\(what): \(String(describing: d.badShares[1]))")
         }
     }
 
@@ -173,9 +176,18 @@ final class CHKCodingTests: XCTestCase {
             let m = "\(e)"
             XCTAssertTrue(m.contains("need 3, have 2"), m)
             XCTAssertTrue(m.contains("share 0: block 0 does not match its hash"), m)
+            // Typed: which share, which part, which class.
+            guard case let .notEnoughShares(needed, usable, failures)? = e as? ImmutableError else {
+                return XCTFail("not a notEnoughShares error: \(e)")
+            }
+            XCTAssertEqual([needed, usable], [3, 2])
+            guard case let .corrupt(c)? = failures[0] else { return XCTFail("share 0 not corrupt: \(failures)") }
+            XCTAssertEqual(c.part, .block(segment: 0))
+            XCTAssertEqual(e.errorClass, .corrupt, "lost to damage alone")
         }
         XCTAssertThrowsError(try decodeInMemory(cap, [(0, shares[0]), (1, shares[1])])) { e in
             XCTAssertTrue("\(e)".contains("need 3, have 2"), "\(e)")
+            XCTAssertEqual(e.errorClass, .unavailable, "shares missing, none damaged")
         }
         XCTAssertThrowsError(try decodeInMemory(cap, [])) { e in XCTAssertTrue("\(e)".contains("need 3, have 0")) }
     }
@@ -205,6 +217,7 @@ final class CHKCodingTests: XCTestCase {
         let lying = CHKCapability(key: cap.key, uebHash: cap.uebHash, needed: 3, total: 6, size: cap.size + 1)
         XCTAssertThrowsError(try decodeInMemory(lying, all)) { e in
             XCTAssertTrue("\(e)".contains("the capability says"), "\(e)")
+            guard case .capabilityMismatch? = e as? ImmutableError else { return XCTFail("\(e)") }
         }
         // Wrong key: blocks verify but the plaintext would be garbage. The ciphertext is
         // still authentic, so this decodes to different bytes rather than failing: what

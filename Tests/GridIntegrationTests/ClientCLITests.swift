@@ -2,6 +2,7 @@ import Foundation
 import GridCrypto
 import GridFormat
 import GridTestSupport
+import GridSystem
 import XCTest
 
 /// `grid client create`, `grid upload` and `grid download` as a user runs them.
@@ -34,9 +35,9 @@ final class ClientCLITests: XCTestCase {
     }
 
     func testUploadDownloadFromTheCommandLine() throws {
-        let grid = try LocalGrid(servers: 10)
+        let grid = try TestGrid(servers: 10)
         defer { grid.shutdown() }
-        let node = grid.root + "/client"
+        let node = grid.root + "/cli-client"
         var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description, "--segment-size", "4096"])
         XCTAssertEqual(st, 0, err)
         for f in ["grid.conf", "private/convergence", "private/lease.secret", "private/node.key"] {
@@ -90,18 +91,18 @@ final class ClientCLITests: XCTestCase {
         (st, out, err) = try run(["download", "--node-dir", node, lit])
         XCTAssertEqual(out, Array("tiny".utf8))
 
-        // Errors: one line, exit 1, and no partial output file.
+        // Errors: one line, the exit status of their class, and no partial output file.
         let bad = grid.root + "/bad.bin"
         (st, out, err) = try run(["download", "--node-dir", node, "URI:CHK:xyz", "-o", bad])
-        XCTAssertEqual(st, 1)
+        XCTAssertEqual(st, 64, "a malformed capability is a usage error")
         XCTAssertTrue(err.hasPrefix("grid: error:"), err)
         XCTAssertEqual(err.split(separator: "\n").count, 1, err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: bad))
         (st, _, err) = try run(["upload", "--node-dir", node, grid.root + "/missing"])
-        XCTAssertEqual(st, 1)
+        XCTAssertEqual(st, 66, "no such file")
         XCTAssertTrue(err.contains("missing"), err)
         (st, _, err) = try run(["upload", "--node-dir", grid.root + "/nonode", file])
-        XCTAssertEqual(st, 1)
+        XCTAssertEqual(st, 66, "no such node")
         XCTAssertTrue(err.contains("client create") || err.contains("not a grid node"), err)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: grid.root).filter { $0.contains("grid-partial") }
         XCTAssertEqual(leftovers, [])

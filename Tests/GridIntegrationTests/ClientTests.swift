@@ -6,19 +6,20 @@ import GridImmutable
 import GridProtocol
 import GridTestSupport
 import GridWire
+import GridSystem
 import XCTest
 
 /// Uploads and downloads through real storage daemons and a real introducer on 127.0.0.1.
 final class ClientTests: XCTestCase {
     let secret = Array("grid client tests convergence!!!".utf8)
 
-    func settings(_ grid: LocalGrid, needed: Int = 3, happy: Int = 7, total: Int = 10, segment: Int = 1 << 20) -> ClientSettings {
+    func settings(_ grid: TestGrid, needed: Int = 3, happy: Int = 7, total: Int = 10, segment: Int = 1 << 20) -> ClientSettings {
         ClientSettings(introducer: grid.address,
                        encoding: ClientEncoding(needed: needed, happy: happy, total: total, maxSegmentSize: segment),
                        convergenceSecret: secret, leaseSecret: Array(repeating: 7, count: 32))
     }
 
-    func pool(_ grid: LocalGrid, servers: Int) async throws -> ServerPool {
+    func pool(_ grid: TestGrid, servers: Int) async throws -> ServerPool {
         var cfg = RPCClientConfig()
         cfg.connectTimeout = 3
         cfg.callTimeout = 20
@@ -44,7 +45,7 @@ final class ClientTests: XCTestCase {
     }
 
     func testSizesAndSegmentEdgesRoundTripWithTahoeCapabilities() async throws {
-        let grid = try LocalGrid(servers: 10)
+        let grid = try TestGrid(servers: 10)
         defer { grid.shutdown() }
         let p = try await pool(grid, servers: 10)
         defer { p.shutdown() }
@@ -86,7 +87,7 @@ final class ClientTests: XCTestCase {
     }
 
     func testRangesAtSegmentEdgesFetchOnlyWhatTheyNeed() async throws {
-        let grid = try LocalGrid(servers: 10)
+        let grid = try TestGrid(servers: 10)
         defer { grid.shutdown() }
         let p = try await pool(grid, servers: 10)
         defer { p.shutdown() }
@@ -110,7 +111,7 @@ final class ClientTests: XCTestCase {
     }
 
     func testDownloadSurvivesStoppedServersAndReportsCorruptShares() async throws {
-        let grid = try LocalGrid(servers: 10)
+        let grid = try TestGrid(servers: 10)
         defer { grid.shutdown() }
         let p = try await pool(grid, servers: 10)
         defer { p.shutdown() }
@@ -160,7 +161,7 @@ final class ClientTests: XCTestCase {
     }
 
     func testServerKilledMidUploadIsReplaced() async throws {
-        let grid = try LocalGrid(servers: 10)
+        let grid = try TestGrid(servers: 10)
         defer { grid.shutdown() }
         let p = try await pool(grid, servers: 10)
         defer { p.shutdown() }
@@ -184,7 +185,7 @@ final class ClientTests: XCTestCase {
     }
 
     func testUploadStopsCleanlyWhenHappinessIsLost() async throws {
-        let grid = try LocalGrid(servers: 8)
+        let grid = try TestGrid(servers: 8)
         defer { grid.shutdown() }
         let p = try await pool(grid, servers: 8)
         defer { p.shutdown() }
@@ -218,7 +219,7 @@ final class ClientTests: XCTestCase {
     }
 
     func testNotEnoughServersGivesAPlainMessageAndDedupFindsShares() async throws {
-        let grid = try LocalGrid(servers: 4)
+        let grid = try TestGrid(servers: 4)
         defer { grid.shutdown() }
         let p = try await pool(grid, servers: 4)
         defer { p.shutdown() }

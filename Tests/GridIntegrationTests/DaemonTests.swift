@@ -5,6 +5,7 @@ import GridIntroducer
 import GridProtocol
 import GridTestSupport
 import GridWire
+import GridSystem
 import XCTest
 
 /// Real `grid introducer run` and `grid storage run` processes on 127.0.0.1, driven
@@ -26,7 +27,7 @@ final class DaemonTests: XCTestCase {
     }
 
     func testServersAnnounceAndImmutableCallsWork() async throws {
-        let grid = try LocalGrid(servers: 3)
+        let grid = try TestGrid(servers: 3)
         defer { grid.shutdown() }
         let sub = grid.subscriber()
         defer { sub.stop() }
@@ -95,7 +96,7 @@ final class DaemonTests: XCTestCase {
     }
 
     func testMutableSlotsAndWriteEnabler() async throws {
-        let grid = try LocalGrid(servers: 1)
+        let grid = try TestGrid(servers: 1)
         defer { grid.shutdown() }
         let sub = grid.subscriber()
         defer { sub.stop() }
@@ -125,7 +126,7 @@ final class DaemonTests: XCTestCase {
     /// An upload cut off by a lost connection, a clean shutdown, or kill -9 leaves no
     /// partial share visible, and the server comes back without leftovers.
     func testInterruptedUploadsLeaveNothingBehind() async throws {
-        let grid = try LocalGrid(servers: 1)
+        let grid = try TestGrid(servers: 1)
         defer { grid.shutdown() }
         let sub = grid.subscriber()
         defer { sub.stop() }
@@ -160,7 +161,7 @@ final class DaemonTests: XCTestCase {
 
     /// A server that stops announcing is dropped by the introducer and the subscribers hear of it.
     func testSilentServersExpire() async throws {
-        let grid = try LocalGrid(servers: 2, introducerExpiry: "2s", announceInterval: "0.4s")
+        let grid = try TestGrid(servers: 2, introducerExpiry: "2s", announceInterval: "0.4s")
         defer { grid.shutdown() }
         let sub = grid.subscriber()
         defer { sub.stop() }
@@ -173,7 +174,7 @@ final class DaemonTests: XCTestCase {
     }
 
     func testIntroducerRestart() async throws {
-        let grid = try LocalGrid(servers: 2)
+        let grid = try TestGrid(servers: 2)
         defer { grid.shutdown() }
         let sub = grid.subscriber()
         defer { sub.stop() }
@@ -196,7 +197,7 @@ final class DaemonTests: XCTestCase {
     }
 
     func testIntroducerRefusesBadSignaturesAndWrongSecrets() async throws {
-        let grid = try LocalGrid(servers: 0)
+        let grid = try TestGrid(servers: 0)
         defer { grid.shutdown() }
         let c = try await RPCClient.connect(loop: grid.loop, host: grid.address.host, port: grid.address.port, serverKey: grid.address.publicKey,
                                             service: introducerServiceName, secret: grid.address.secret, tls: grid.tls)
@@ -225,7 +226,7 @@ final class DaemonTests: XCTestCase {
     /// Thousands of random and mutated frames against a running storage server and
     /// introducer: both stay up and keep serving a well-formed client.
     func testDaemonsSurviveGarbage() async throws {
-        let grid = try LocalGrid(servers: 1)
+        let grid = try TestGrid(servers: 1)
         defer { grid.shutdown() }
         let sub = grid.subscriber()
         defer { sub.stop() }

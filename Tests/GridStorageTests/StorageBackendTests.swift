@@ -2,6 +2,7 @@ import Foundation
 import GridCrypto
 import GridFormat
 import GridProtocol
+import GridSystem
 import GridTestSupport
 import Synchronization
 import XCTest
@@ -114,9 +115,9 @@ final class StorageBackendTests: XCTestCase {
             try a.writers[0]!.write(offset: 0, data: [1, 2, 3])
             // No close, no abort: as if the process died.
         }
-        XCTAssertFalse(listDirectory(dir + "/storage/shares/incoming").isEmpty)
+        XCTAssertFalse((try FileSystem.list(dir + "/storage/shares/incoming")).isEmpty)
         let b2 = try backend()
-        XCTAssertEqual(listDirectory(dir + "/storage/shares/incoming"), [])
+        XCTAssertEqual((try FileSystem.list(dir + "/storage/shares/incoming")), [])
         XCTAssertEqual(try b2.getBuckets(si), [:])
     }
 
@@ -125,7 +126,7 @@ final class StorageBackendTests: XCTestCase {
         try upload(b, shares: [0, 1], data: pseudoRandom(500, seed: 3))
         let renew2 = [UInt8](repeating: 3, count: 32), cancel2 = [UInt8](repeating: 4, count: 32)
         try b.addLease(si: si, renewSecret: renew2, cancelSecret: cancel2)
-        let f = try File(path: b.sharePath(si, 0), flags: O_RDONLY)
+        let f = try FileDescriptor(path: b.sharePath(si, 0))
         XCTAssertEqual(try ImmutableContainer.inspect(f).1.count, 2)
         let wrong = [UInt8](repeating: 9, count: 32)
         XCTAssertThrowsError(try b.renewLease(si: si, renewSecret: wrong)) { XCTAssertTrue("\($0)".contains("renew secret")) }
@@ -163,7 +164,7 @@ final class StorageBackendTests: XCTestCase {
             guard case let .noSpace(m) = e as? StorageError else { return XCTFail("\(e)") }
             XCTAssertTrue(m.contains("not enough space"), m)
         }
-        XCTAssertEqual(listDirectory(dir + "/storage/shares/incoming"), [], "nothing half-written")
+        XCTAssertEqual((try FileSystem.list(dir + "/storage/shares/incoming")), [], "nothing half-written")
         // Open allocations count against the space too.
         let b2 = try backend()
         let free = b2.space().available
@@ -288,7 +289,7 @@ final class StorageBackendTests: XCTestCase {
     func testCorruptionAdvisory() throws {
         let b = try backend()
         try b.adviseCorruptShare(mutable: false, si: si, shnum: 4, reason: "block 3 hash mismatch")
-        let files = listDirectory(dir + "/storage/corruption-advisories")
+        let files = (try FileSystem.list(dir + "/storage/corruption-advisories"))
         XCTAssertEqual(files.count, 1)
         let text = try String(contentsOfFile: dir + "/storage/corruption-advisories/" + files[0], encoding: .utf8)
         XCTAssertTrue(text.contains("block 3 hash mismatch"))

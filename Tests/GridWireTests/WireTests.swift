@@ -2,6 +2,7 @@ import Foundation
 import GridCrypto
 import GridTestSupport
 import Synchronization
+import GridSystem
 import XCTest
 
 @testable import GridWire

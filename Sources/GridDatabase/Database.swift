@@ -1,26 +1,46 @@
 import CSQLite
+import GridSystem
 import Synchronization
 
-/// A small wrapper over SQLite's C API: one connection, used under a lock.
-final class Database: @unchecked Sendable {
-    let db: OpaquePointer
-    let lock = Mutex<Void>(())
-    let path: String
+/// A failed SQLite call: what was being done and SQLite's message.
+public struct DatabaseError: ClassifiedError, Equatable {
+    public let message: String
+    /// SQLite's primary result code.
+    public let code: Int32
+    public var errorClass: ErrorClass {
+        switch code {
+        case SQLITE_FULL: return .noSpace
+        case SQLITE_CORRUPT, SQLITE_NOTADB: return .corrupt
+        case SQLITE_BUSY, SQLITE_LOCKED: return .conflict
+        case SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH: return .denied
+        case SQLITE_CANTOPEN: return .notFound
+        default: return .io
+        }
+    }
+    public var description: String { message }
+}
 
-    enum Value {
+/// A small wrapper over SQLite's C API: one connection, used under a lock. The storage
+/// server keeps its lease index in one; clients will keep catalogs and check results.
+public final class Database: @unchecked Sendable {
+    let db: OpaquePointer
+    public let lock = Mutex<Void>(())
+    public let path: String
+
+    public enum Value {
         case int(Int64)
         case blob([UInt8])
         case null
     }
 
-    init(path: String) throws {
+    public init(path: String) throws {
         self.path = path
         var handle: OpaquePointer?
         let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
         guard rc == SQLITE_OK, let h = handle else {
             let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "error \(rc)"
             if let h = handle { sqlite3_close(h) }
-            throw StorageError.io("cannot open database \(path): \(msg)")
+            throw DatabaseError(message: "cannot open database \(path): \(msg)", code: rc & 0xff)
         }
         db = h
         sqlite3_busy_timeout(db, 5000)
@@ -30,17 +50,18 @@ final class Database: @unchecked Sendable {
 
     deinit { sqlite3_close(db) }
 
-    func error(_ what: String) -> StorageError {
-        StorageError.io("database: \(what): \(String(cString: sqlite3_errmsg(db)))")
+    func error(_ what: String) -> DatabaseError {
+        DatabaseError(message: "database \(path): \(what): \(String(cString: sqlite3_errmsg(db)))",
+                      code: sqlite3_errcode(db) & 0xff)
     }
 
-    func exec(_ sql: String) throws {
+    public func exec(_ sql: String) throws {
         guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else { throw error(sql) }
     }
 
     /// Runs one statement with parameters; returns every row.
     @discardableResult
-    func query(_ sql: String, _ params: [Value] = []) throws -> [[Value]] {
+    public func query(_ sql: String, _ params: [Value] = []) throws -> [[Value]] {
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK, let s = stmt else { throw error("prepare \(sql)") }
         defer { sqlite3_finalize(s) }
@@ -76,7 +97,7 @@ final class Database: @unchecked Sendable {
 
     /// Runs `body` in a transaction under the connection lock.
     @discardableResult
-    func transaction<R>(_ body: () throws -> R) throws -> R {
+    public func transaction<R>(_ body: () throws -> R) throws -> R {
         try lock.withLock { _ in
             try exec("BEGIN IMMEDIATE")
             do {
@@ -92,6 +113,6 @@ final class Database: @unchecked Sendable {
 }
 
 extension Database.Value {
-    var int: Int64? { if case let .int(v) = self { return v }; return nil }
-    var blob: [UInt8]? { if case let .blob(b) = self { return b }; return nil }
+    public var int: Int64? { if case let .int(v) = self { return v }; return nil }
+    public var blob: [UInt8]? { if case let .blob(b) = self { return b }; return nil }
 }

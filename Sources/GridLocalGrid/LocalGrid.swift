@@ -1,0 +1,201 @@
+import Foundation
+import GridClient
+import GridNode
+import GridProtocol
+import GridSystem
+import GridWire
+
+/// A problem starting or stopping a local grid.
+public struct LocalGridError: ClassifiedError {
+    public let errorClass: ErrorClass
+    public let message: String
+    public init(_ errorClass: ErrorClass, _ message: String) {
+        self.errorClass = errorClass
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+/// One daemon process, `grid introducer run DIR` or `grid storage run DIR`, logging to
+/// DIR/daemon.log.
+public final class DaemonProcess: @unchecked Sendable {
+    public let kind: String
+    public let directory: String
+    public let logPath: String
+    public private(set) var process: Process?
+
+    public init(kind: String, directory: String) {
+        self.kind = kind
+        self.directory = directory
+        logPath = directory + "/daemon.log"
+    }
+
+    /// The port it listens on, from its grid.conf.
+    public var port: UInt16 {
+        let conf = (try? readSecretFile(directory + "/grid.conf")) ?? ""
+        let line = conf.split(separator: "\n").first { $0.hasPrefix("listen") } ?? ""
+        return UInt16(line.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "") ?? 0
+    }
+
+    public var isRunning: Bool { process?.isRunning ?? false }
+    public var pid: Int32? { process?.processIdentifier }
+
+    /// Starts the daemon from `executable` and waits until its port accepts connections
+    /// (or it exits, or `timeout` passes: both errors, with the end of its log).
+    public func start(executable: String, timeout: Double = 15) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = [kind, "run", directory]
+        if !FileManager.default.fileExists(atPath: logPath) {
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
+        }
+        let logFile = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        logFile.seekToEndOfFile()
+        p.standardOutput = logFile
+        p.standardError = logFile
+        p.standardInput = FileHandle.nullDevice
+        do { try p.run() } catch {
+            throw LocalGridError(.internal, "cannot start \(executable) \(kind) run \(directory): \(error)")
+        }
+        process = p
+        let port = self.port
+        let deadline = monotonicNow() + timeout
+        while monotonicNow() < deadline {
+            if canConnect(port: port) { return }
+            guard p.isRunning else {
+                throw LocalGridError(.unavailable, "\(kind) daemon in \(directory) exited: \(log(tail: 3))")
+            }
+            CurrentProcess.sleep(seconds: 0.02)
+        }
+        throw LocalGridError(.unavailable, "\(kind) daemon in \(directory) did not listen on port \(port) within \(Int(timeout)) s")
+    }
+
+    /// Sends `signal` without waiting.
+    public func signal(_ signal: Int32) {
+        if let p = process, p.isRunning { CurrentProcess.send(signal, to: p.processIdentifier) }
+    }
+
+    /// Sends `signal` and waits for the process to exit (SIGKILL after `timeout` s); returns its status.
+    @discardableResult
+    public func stop(_ signal: Int32 = ProcessSignal.terminate, timeout: Double = 5) -> Int32 {
+        guard let p = process, p.isRunning else { return process?.terminationStatus ?? 0 }
+        CurrentProcess.send(signal, to: p.processIdentifier)
+        let deadline = monotonicNow() + timeout
+        while p.isRunning && monotonicNow() < deadline { CurrentProcess.sleep(seconds: 0.01) }
+        if p.isRunning { CurrentProcess.send(ProcessSignal.kill, to: p.processIdentifier) }
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    /// The last `n` lines of its log.
+    public func log(tail n: Int) -> String {
+        let s = (try? FileSystem.readFile(logPath, maxSize: 64 << 20)).map { String(decoding: $0 ?? [], as: UTF8.self) } ?? ""
+        return s.split(separator: "\n").suffix(n).joined(separator: " | ")
+    }
+
+    /// CPU seconds it has used so far.
+    public var cpuSeconds: Double { pid.map(CurrentProcess.cpuSeconds(of:)) ?? 0 }
+
+    deinit { if let p = process, p.isRunning { CurrentProcess.send(ProcessSignal.kill, to: p.processIdentifier); p.waitUntilExit() } }
+}
+
+/// A grid on 127.0.0.1 for demos, benchmarks, development and tests: an introducer and N
+/// storage servers, each a real daemon process with its own node directory under `root`,
+/// and a client node directory (`root/client`). The one launcher `grid demo`, `grid bench
+/// grid`, `grid local-grid` (tools/local-grid.sh) and the integration tests share.
+public final class LocalGrid: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var servers = 10
+        public var encoding = ClientEncoding()
+        public var reservedSpace = "0"
+        /// Storage servers are called PREFIX0, PREFIX1, ...
+        public var nicknamePrefix = "storage"
+        /// Overrides of the introducer's `expiry` and the servers' `announce_interval`.
+        public var introducerExpiry: String?
+        public var announceInterval: String?
+        public init(servers: Int = 10, encoding: ClientEncoding = ClientEncoding()) {
+            self.servers = servers
+            self.encoding = encoding
+        }
+    }
+
+    public let root: String
+    public let executable: String
+    public let introducer: DaemonProcess
+    public private(set) var servers: [DaemonProcess] = []
+    public let address: IntroducerAddress
+    public var clientDirectory: String { root + "/client" }
+
+    /// Creates whatever node directories under `root` are missing, then starts the
+    /// introducer and every storage server and waits until each listens. `stop()` stops
+    /// whatever started, even when this throws half-way.
+    public init(root: String, executable: String, options: Options) throws {
+        self.root = root
+        self.executable = executable
+        try FileSystem.makeDirectories(root)
+        let introDir = root + "/introducer"
+        if FileSystem.exists(introDir + "/grid.conf") {
+            address = try IntroducerNode.address(directory: introDir)
+        } else {
+            address = try IntroducerNode.create(directory: introDir, host: "127.0.0.1", port: nil, location: nil)
+            if let e = options.introducerExpiry { try Self.setConfig(introDir, "expiry", e) }
+        }
+        introducer = DaemonProcess(kind: "introducer", directory: introDir)
+        for i in 0..<options.servers {
+            let dir = root + "/storage\(i)"
+            if !FileSystem.exists(dir + "/grid.conf") {
+                _ = try StorageNode.create(directory: dir, introducer: address, nickname: "\(options.nicknamePrefix)\(i)",
+                                           host: "127.0.0.1", port: nil, location: nil, reservedSpace: options.reservedSpace)
+                if let a = options.announceInterval { try Self.setConfig(dir, "announce_interval", a) }
+            }
+            servers.append(DaemonProcess(kind: "storage", directory: dir))
+        }
+        if !FileSystem.exists(clientDirectory + "/grid.conf") {
+            try ClientNode.create(directory: clientDirectory, introducer: address, encoding: options.encoding,
+                                  nickname: "local-client")
+        }
+        do {
+            try introducer.start(executable: executable)
+            for s in servers { try s.start(executable: executable) }
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    /// A new temporary directory for a throwaway grid.
+    public static func temporaryRoot(prefix: String) throws -> String {
+        try FileSystem.makeTemporaryDirectory(prefix: prefix)
+    }
+
+    /// Sets `key = value` in the grid.conf of the node in `directory`.
+    public static func setConfig(_ directory: String, _ key: String, _ value: String) throws {
+        let path = directory + "/grid.conf"
+        let text = try readSecretFile(path) ?? ""
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            line.hasPrefix(key + " =") ? "\(key) = \(value)" : String(line)
+        }
+        try writeSecretFile(path, lines.joined(separator: "\n"))
+    }
+
+    /// Waits until `pool` sees every storage server announced; returns the seconds it took.
+    public func waitUntilAnnounced(_ pool: ServerPool, timeout: Double = 60) async throws -> Double {
+        let t0 = monotonicNow()
+        let known = await pool.waitForServers(enough: servers.count, minimum: servers.count, timeout: timeout)
+        guard known.count == servers.count else {
+            throw LocalGridError(.unavailable,
+                "only \(known.count) of \(servers.count) servers announced themselves within \(Int(timeout)) s; see the daemon.log files in \(root)")
+        }
+        return monotonicNow() - t0
+    }
+
+    /// Stops every daemon (SIGTERM, then SIGKILL after 5 s) and waits for them.
+    public func stop() {
+        for s in servers { s.signal(ProcessSignal.terminate) }
+        for s in servers { s.stop() }
+        introducer.stop()
+    }
+
+    /// CPU seconds used so far by all the daemons together.
+    public var daemonsCPUSeconds: Double { servers.reduce(introducer.cpuSeconds) { $0 + $1.cpuSeconds } }
+}

@@ -1,0 +1,97 @@
+import Dispatch
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Seconds on a clock that never jumps (CLOCK_MONOTONIC): for timeouts and durations.
+public func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Seconds since the Unix epoch, whole.
+public func wallClockSeconds() -> UInt64 { UInt64(max(0, time(nil))) }
+
+/// Facts about, and settings of, the running process.
+public enum CurrentProcess {
+    public static var id: Int32 { getpid() }
+
+    /// Blocks until SIGINT or SIGTERM arrives; returns which.
+    public static func waitForTerminationSignal() -> Int32 {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let sem = DispatchSemaphore(value: 0)
+        let got = SignalBox()
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            src.setEventHandler { got.value = sig; sem.signal() }
+            src.resume()
+            sources.append(src)
+        }
+        sem.wait()
+        for s in sources { s.cancel() }
+        return got.value
+    }
+
+    /// Raises the open-file limit to the hard limit, so a server can hold many connections.
+    public static func raiseFileLimit() {
+        var rl = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        }
+    }
+
+    /// Writes to a peer that has gone must be an error (EPIPE), not a signal that kills us.
+    public static func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
+
+    /// Peak resident set size, in bytes.
+    public static var peakResidentBytes: UInt64 {
+        var ru = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &ru)
+        return UInt64(ru.ru_maxrss) * 1024
+    }
+
+    /// CPU seconds (user + system) used so far.
+    public static var cpuSeconds: Double {
+        var ru = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &ru)
+        return Double(ru.ru_utime.tv_sec) + Double(ru.ru_utime.tv_usec) / 1e6
+            + Double(ru.ru_stime.tv_sec) + Double(ru.ru_stime.tv_usec) / 1e6
+    }
+
+    /// CPU seconds (user + system) used so far by process `pid`, from /proc; 0 if unknown.
+    public static func cpuSeconds(of pid: Int32) -> Double {
+        guard let bytes = try? FileSystem.readFile("/proc/\(pid)/stat") else { return 0 }
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3, utime 14, stime 15 (1-based in proc(5)).
+        guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
+        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Sends `signal` to process `pid`; false when there is no such process.
+    @discardableResult
+    public static func send(_ signal: Int32, to pid: Int32) -> Bool { kill(pid, signal) == 0 }
+
+    /// Whether process `pid` exists.
+    public static func isAlive(_ pid: Int32) -> Bool { kill(pid, 0) == 0 || errno == EPERM }
+
+    /// Sleeps this thread.
+    public static func sleep(seconds: Double) { usleep(UInt32(max(0, seconds) * 1e6)) }
+}
+
+final class SignalBox: @unchecked Sendable { var value: Int32 = 0 }
+
+/// The signals grid sends to its daemons.
+public enum ProcessSignal {
+    public static let terminate = SIGTERM
+    public static let kill = SIGKILL
+    public static let interrupt = SIGINT
+    public static let stop = SIGSTOP
+    public static let resume = SIGCONT
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import GridSystem
+
+/// A command line that asks for something impossible (a bad option value, a missing argument).
+struct UsageError: ClassifiedError {
+    let message: String
+    init(_ message: String) { self.message = message }
+    var errorClass: ErrorClass { .usage }
+    var description: String { message }
+}
+
+/// The one place errors become what a person sees: one line on stderr, and an exit status
+/// chosen by the error's class (the values of BSD's sysexits.h, so scripts and cron jobs
+/// can tell "fix your command" from "try again later" from "the data is damaged").
+enum ExitStatus {
+    static func code(for errorClass: ErrorClass) -> Int32 {
+        switch errorClass {
+        case .usage: return 64        // EX_USAGE
+        case .corrupt: return 65      // EX_DATAERR
+        case .notFound: return 66     // EX_NOINPUT
+        case .unavailable: return 69  // EX_UNAVAILABLE
+        case .internal: return 70     // EX_SOFTWARE
+        case .noSpace: return 73      // EX_CANTCREAT
+        case .io: return 74           // EX_IOERR
+        case .conflict: return 75     // EX_TEMPFAIL
+        case .incompatible: return 76 // EX_PROTOCOL
+        case .denied: return 77       // EX_NOPERM
+        }
+    }
+
+    static let help = """
+        Exit status: 0 success; 64 usage error (a bad option, argument or capability); \
+        65 corrupt data (a share or file failed its hashes); 66 not found (no such file, \
+        node or share); 69 unavailable (too few servers or shares could be reached); \
+        70 internal error; 73 no space; 74 local I/O error; 75 busy or conflicting (try \
+        again later); 76 incompatible version or format; 77 permission or secret refused.
+        """
+
+    /// Prints `error` as one line and returns the exit code to throw.
+    static func report(_ error: Error) -> ExitCode {
+        let text = "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
+        FileHandleStderr.write("grid: error: \(text)\n")
+        return ExitCode(code(for: error.errorClass))
+    }
+}
+
+/// Runs `body`, turning any thrown error into a one-line message and its exit status.
+/// ArgumentParser's own errors (bad options, --help) pass through: it prints them itself
+/// and exits 64 or 0.
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as ValidationError {
+        throw e
+    } catch let e as CleanExit {
+        throw e
+    } catch {
+        throw ExitStatus.report(error)
+    }
+}
+
+/// A check this program makes of its own results that failed (a benchmark or the demo
+/// reading back different bytes): a bug, or damage that every hash missed.
+struct InternalError: ClassifiedError {
+    let message: String
+    init(_ message: String) { self.message = message }
+    var errorClass: ErrorClass { .internal }
+    var description: String { message }
+}

@@ -66,13 +66,14 @@ public final class IntroducerService: RPCService, @unchecked Sendable {
                 log("announcement from \(a.nodeID) (\(a.nickname)) at \(a.addresses.joined(separator: ", "))")
                 for s in subs { s.notify(method: IntroducerNotify.announcement.rawValue, body: signed.encoded()) }
             }
-            return []
+            return EmptyMessage().encoded()
         case .subscribe:
+            _ = try SubscribeRequest(decoding: body)
             let all = state.withLock { s -> [SignedAnnouncement] in
                 s.subscribers[session.id] = session
                 return s.entries.values.map(\.signed)
             }
-            return SignedAnnouncement.encodeList(all)
+            return SubscribeResponse(announcements: all).encoded()
         }
     }
 
@@ -89,7 +90,7 @@ public final class IntroducerService: RPCService, @unchecked Sendable {
         }
         for a in gone {
             log("announcement from \(a.nodeID) expired")
-            for s in subs { s.notify(method: IntroducerNotify.removed.rawValue, body: a.publicKey.bytes) }
+            for s in subs { s.notify(method: IntroducerNotify.removed.rawValue, body: RemovedNotice(publicKey: a.publicKey).encoded()) }
         }
     }
 }
@@ -110,7 +111,7 @@ public final class Announcer: @unchecked Sendable {
             service: introducerServiceName, secret: introducer.secret, tls: tls,
             onConnect: { c in
                 do {
-                    _ = try await c.call(IntroducerMethod.announce.rawValue, try announcement().encoded())
+                    _ = try await c.call(try announcement())
                     log("announced to the introducer at \(introducer.host):\(introducer.port)")
                 } catch { log("announcing failed: \(error)") }
             },
@@ -119,8 +120,8 @@ public final class Announcer: @unchecked Sendable {
         timer.schedule(deadline: .now() + interval, repeating: interval)
         let c = client
         timer.setEventHandler {
-            guard let rpc = c.client, let body = try? announcement().encoded() else { return }
-            Task { _ = try? await rpc.call(IntroducerMethod.announce.rawValue, body) }
+            guard let rpc = c.client, let signed = try? announcement() else { return }
+            Task { _ = try? await rpc.call(signed) }
         }
         timer.resume()
     }
@@ -159,7 +160,7 @@ public final class IntroducerSubscriber: @unchecked Sendable {
                 guard let self else { return }
                 self.state.withLock { $0.syncing = true; $0.pending = [] }
                 do {
-                    let list = try SignedAnnouncement.decodeList(try await c.call(IntroducerMethod.subscribe.rawValue, []))
+                    let list = try await c.call(SubscribeRequest()).announcements
                     let now = self.state.withLock { s -> [String: Announcement] in
                         var fresh: [String: Announcement] = [:]
                         for signed in list { if let a = try? signed.verified() { fresh[a.nodeID] = a } }
@@ -197,7 +198,7 @@ public final class IntroducerSubscriber: @unchecked Sendable {
                 return s.servers
             }
         case .removed:
-            guard body.count == 32, let k = try? Ed25519PublicKey(bytes: body) else { return }
+            guard let k = try? RemovedNotice(decoding: body).publicKey else { return }
             let id = NodeIdentity.nodeID(for: k)
             now = state.withLock { s -> [String: Announcement] in
                 if s.syncing { s.pending.append((id, nil)) }

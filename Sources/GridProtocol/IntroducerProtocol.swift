@@ -4,7 +4,7 @@ import GridWire
 import GridSystem
 
 /// Methods of the "introducer" service.
-public enum IntroducerMethod: UInt16, Sendable {
+public enum IntroducerMethod: UInt16, Sendable, CaseIterable {
     /// A storage server publishes its signed announcement.
     case announce = 1
     /// A client asks for every current announcement; updates then arrive as NOTIFY frames.
@@ -75,30 +75,25 @@ public struct Announcement: Equatable, Sendable {
     }
 }
 
-/// An announcement as it travels: the exact payload bytes and their signature.
-public struct SignedAnnouncement: Equatable, Sendable {
+/// An announcement as it travels: the exact payload bytes and their signature. It is the
+/// body of an `announce` request and of an `announcement` NOTIFY.
+public struct SignedAnnouncement: IntroducerRequest {
+    public typealias Response = EmptyMessage
+    public static let method = IntroducerMethod.announce
     public var payload: [UInt8]
     public var signature: [UInt8]
-
-    public func encoded() -> [UInt8] {
-        var w = WireWriter()
-        w.data(payload)
-        w.fixed(signature)
-        return w.bytes
-    }
 
     public init(payload: [UInt8], signature: [UInt8]) {
         self.payload = payload
         self.signature = signature
     }
 
-    public init(decoding b: [UInt8]) throws {
-        var r = WireReader(b)
-        try self.init(reading: &r)
-        try r.finish("signed announcement")
+    public func encode(to w: inout WireWriter) {
+        w.data(payload)
+        w.fixed(signature)
     }
 
-    init(reading r: inout WireReader) throws {
+    public init(from r: inout WireReader) throws {
         payload = try r.data("announcement", max: 8192)
         signature = try r.fixed(64, "signature")
     }
@@ -111,18 +106,44 @@ public struct SignedAnnouncement: Equatable, Sendable {
         }
         return a
     }
+}
 
-    public static func encodeList(_ list: [SignedAnnouncement]) -> [UInt8] {
-        var w = WireWriter()
-        w.list(list) { $0.fixed($1.encoded()) }
-        return w.bytes
+/// A request of the introducer service: which method carries it, and what the reply is.
+public protocol IntroducerRequest: WireMessage {
+    associatedtype Response: WireMessage
+    static var method: IntroducerMethod { get }
+}
+
+/// `subscribe`: asks for every current announcement; changes then arrive as NOTIFY frames.
+public struct SubscribeRequest: IntroducerRequest {
+    public typealias Response = SubscribeResponse
+    public static let method = IntroducerMethod.subscribe
+    public init() {}
+    public func encode(to w: inout WireWriter) {}
+    public init(from r: inout WireReader) throws {}
+}
+
+public struct SubscribeResponse: WireMessage {
+    public var announcements: [SignedAnnouncement]
+    public init(announcements: [SignedAnnouncement]) { self.announcements = announcements }
+    public func encode(to w: inout WireWriter) { w.list(announcements) { $1.encode(to: &$0) } }
+    public init(from r: inout WireReader) throws {
+        announcements = try r.list("announcements", minElementSize: 68, max: 100_000) { try SignedAnnouncement(from: &$0) }
     }
+}
 
-    public static func decodeList(_ b: [UInt8]) throws -> [SignedAnnouncement] {
-        var r = WireReader(b)
-        let l = try r.list("announcements", minElementSize: 68, max: 100_000) { try SignedAnnouncement(reading: &$0) }
-        try r.finish()
-        return l
+/// The body of a `removed` NOTIFY: the server whose announcement expired.
+public struct RemovedNotice: WireMessage {
+    public var publicKey: Ed25519PublicKey
+    public init(publicKey: Ed25519PublicKey) { self.publicKey = publicKey }
+    public func encode(to w: inout WireWriter) { w.fixed(publicKey.bytes) }
+    public init(from r: inout WireReader) throws { publicKey = try Ed25519PublicKey(bytes: try r.fixed(32, "public key")) }
+}
+
+extension RPCClient {
+    /// Sends one introducer request and decodes its reply.
+    public func call<R: IntroducerRequest>(_ request: R) async throws -> R.Response {
+        try R.Response(decoding: try await call(R.method.rawValue, request.encoded()))
     }
 }
 

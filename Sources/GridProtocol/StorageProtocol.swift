@@ -2,7 +2,7 @@ import GridWire
 import GridSystem
 
 /// Methods of the "storage" service (docs/protocol.md has every argument byte by byte).
-public enum StorageMethod: UInt16, Sendable {
+public enum StorageMethod: UInt16, Sendable, CaseIterable {
     case getVersion = 1
     case allocateBuckets = 2
     case bucketWrite = 3
@@ -25,8 +25,25 @@ public let maxChunk = 8 << 20
 
 func readSI(_ r: inout WireReader) throws -> [UInt8] { try r.fixed(16, "storage index") }
 func readSecret(_ r: inout WireReader, _ what: String) throws -> [UInt8] { try r.fixed(32, what) }
+func readShareNumber(_ r: inout WireReader) throws -> Int { Int(try r.u8("share number")) }
 
-public struct StorageVersion: Equatable, Sendable {
+/// A request of the storage service: which method carries it, and what the reply is.
+public protocol StorageRequest: WireMessage {
+    associatedtype Response: WireMessage
+    static var method: StorageMethod { get }
+}
+
+// MARK: get_version
+
+public struct GetVersionRequest: StorageRequest {
+    public typealias Response = StorageVersion
+    public static let method = StorageMethod.getVersion
+    public init() {}
+    public func encode(to w: inout WireWriter) {}
+    public init(from r: inout WireReader) throws {}
+}
+
+public struct StorageVersion: WireMessage {
     public var protocolVersion: UInt16
     public var maximumImmutableShareSize: UInt64
     public var availableSpace: UInt64
@@ -48,8 +65,7 @@ public struct StorageVersion: Equatable, Sendable {
         self.applicationVersion = applicationVersion
     }
 
-    public func encoded() -> [UInt8] {
-        var w = WireWriter()
+    public func encode(to w: inout WireWriter) {
         w.u16(protocolVersion)
         w.u64(maximumImmutableShareSize)
         w.u64(availableSpace)
@@ -58,24 +74,25 @@ public struct StorageVersion: Equatable, Sendable {
         w.u64(immutableShares)
         w.u64(mutableShares)
         w.string(applicationVersion)
-        return w.bytes
     }
 
-    public init(decoding b: [UInt8]) throws {
-        var r = WireReader(b)
-        protocolVersion = try r.u16()
-        maximumImmutableShareSize = try r.u64()
-        availableSpace = try r.u64()
-        usedSpace = try r.u64()
-        reservedSpace = try r.u64()
-        immutableShares = try r.u64()
-        mutableShares = try r.u64()
-        applicationVersion = try r.string()
-        try r.finish()
+    public init(from r: inout WireReader) throws {
+        protocolVersion = try r.u16("protocol version")
+        maximumImmutableShareSize = try r.u64("maximum immutable share size")
+        availableSpace = try r.u64("available space")
+        usedSpace = try r.u64("used space")
+        reservedSpace = try r.u64("reserved space")
+        immutableShares = try r.u64("immutable shares")
+        mutableShares = try r.u64("mutable shares")
+        applicationVersion = try r.string("application version")
     }
 }
 
-public struct AllocateRequest: Equatable, Sendable {
+// MARK: Immutable buckets
+
+public struct AllocateRequest: StorageRequest {
+    public typealias Response = AllocateResponse
+    public static let method = StorageMethod.allocateBuckets
     public var storageIndex: [UInt8]
     public var renewSecret: [UInt8]
     public var cancelSecret: [UInt8]
@@ -90,28 +107,24 @@ public struct AllocateRequest: Equatable, Sendable {
         self.allocatedSize = allocatedSize
     }
 
-    public func encoded() -> [UInt8] {
-        var w = WireWriter()
+    public func encode(to w: inout WireWriter) {
         w.fixed(storageIndex)
         w.fixed(renewSecret)
         w.fixed(cancelSecret)
         w.list(shareNumbers) { $0.u8(UInt8($1)) }
         w.u64(allocatedSize)
-        return w.bytes
     }
 
-    public init(decoding b: [UInt8]) throws {
-        var r = WireReader(b)
+    public init(from r: inout WireReader) throws {
         storageIndex = try readSI(&r)
         renewSecret = try readSecret(&r, "renew secret")
         cancelSecret = try readSecret(&r, "cancel secret")
-        shareNumbers = try r.list("share numbers", max: 256) { Int(try $0.u8()) }
-        allocatedSize = try r.u64()
-        try r.finish()
+        shareNumbers = try r.list("share numbers", max: 256) { try readShareNumber(&$0) }
+        allocatedSize = try r.u64("allocated size")
     }
 }
 
-public struct AllocateResponse: Equatable, Sendable {
+public struct AllocateResponse: WireMessage {
     /// Shares the server already holds (complete).
     public var alreadyHave: [Int]
     /// Share number → bucket writer handle, for shares the client should now write.
@@ -122,37 +135,238 @@ public struct AllocateResponse: Equatable, Sendable {
         self.writers = writers
     }
 
-    public func encoded() -> [UInt8] {
-        var w = WireWriter()
+    public func encode(to w: inout WireWriter) {
         w.list(alreadyHave.sorted()) { $0.u8(UInt8($1)) }
         w.list(writers.sorted { $0.key < $1.key }) { w, e in w.u8(UInt8(e.key)); w.u64(e.value) }
-        return w.bytes
     }
 
-    public init(decoding b: [UInt8]) throws {
-        var r = WireReader(b)
-        alreadyHave = try r.list("already have", max: 256) { Int(try $0.u8()) }
-        let pairs = try r.list("writers", minElementSize: 9, max: 256) { (Int(try $0.u8()), try $0.u64()) }
+    public init(from r: inout WireReader) throws {
+        alreadyHave = try r.list("already have", max: 256) { try readShareNumber(&$0) }
+        let pairs = try r.list("writers", minElementSize: 9, max: 256) { (try readShareNumber(&$0), try $0.u64("bucket")) }
         writers = Dictionary(pairs, uniquingKeysWith: { a, _ in a })
-        try r.finish()
     }
 }
 
-/// A read or write vector element and the test-vector operators.
+/// bucket_write: `data` at `offset` of an open bucket. The server reads the data in
+/// place (`decodeInPlace`); the client can encode straight from a buffer (`encode(bucket:...)`).
+public struct BucketWriteRequest: StorageRequest {
+    public typealias Response = EmptyMessage
+    public static let method = StorageMethod.bucketWrite
+    public var bucket: UInt64
+    public var offset: UInt64
+    public var data: [UInt8]
+
+    public init(bucket: UInt64, offset: UInt64, data: [UInt8]) {
+        self.bucket = bucket
+        self.offset = offset
+        self.data = data
+    }
+
+    /// Bytes of the encoded request beyond the data itself.
+    public static let overhead = 20
+
+    public static func encode(bucket: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, to w: inout WireWriter) {
+        w.u64(bucket)
+        w.u64(offset)
+        w.data(data)
+    }
+
+    public func encode(to w: inout WireWriter) {
+        data.withUnsafeBytes { Self.encode(bucket: bucket, offset: offset, data: $0, to: &w) }
+    }
+
+    /// The bucket, the offset, and where the data lies in the message (not copied).
+    public static func decodeInPlace(_ r: inout WireReader) throws -> (bucket: UInt64, offset: UInt64, data: Range<Int>) {
+        let bucket = try r.u64("bucket"), offset = try r.u64("offset")
+        return (bucket, offset, try r.dataRange("data", max: maxChunk))
+    }
+
+    public init(from r: inout WireReader) throws {
+        let (b, o, range) = try Self.decodeInPlace(&r)
+        bucket = b
+        offset = o
+        data = r.withBytes(range) { Array($0) }
+    }
+}
+
+public struct BucketCloseRequest: StorageRequest {
+    public typealias Response = EmptyMessage
+    public static let method = StorageMethod.bucketClose
+    public var bucket: UInt64
+    public init(bucket: UInt64) { self.bucket = bucket }
+    public func encode(to w: inout WireWriter) { w.u64(bucket) }
+    public init(from r: inout WireReader) throws { bucket = try r.u64("bucket") }
+}
+
+public struct BucketAbortRequest: StorageRequest {
+    public typealias Response = EmptyMessage
+    public static let method = StorageMethod.bucketAbort
+    public var bucket: UInt64
+    public init(bucket: UInt64) { self.bucket = bucket }
+    public func encode(to w: inout WireWriter) { w.u64(bucket) }
+    public init(from r: inout WireReader) throws { bucket = try r.u64("bucket") }
+}
+
+public struct GetBucketsRequest: StorageRequest {
+    public typealias Response = GetBucketsResponse
+    public static let method = StorageMethod.getBuckets
+    public var storageIndex: [UInt8]
+    public init(storageIndex: [UInt8]) { self.storageIndex = storageIndex }
+    public func encode(to w: inout WireWriter) { w.fixed(storageIndex) }
+    public init(from r: inout WireReader) throws { storageIndex = try readSI(&r) }
+}
+
+public struct GetBucketsResponse: WireMessage {
+    /// Share number → share data length, for the complete shares the server holds.
+    public var shares: [Int: UInt64]
+    public init(shares: [Int: UInt64]) { self.shares = shares }
+    public func encode(to w: inout WireWriter) {
+        w.list(shares.sorted { $0.key < $1.key }) { w, e in w.u8(UInt8(e.key)); w.u64(e.value) }
+    }
+    public init(from r: inout WireReader) throws {
+        let pairs = try r.list("buckets", minElementSize: 9, max: 256) { (try readShareNumber(&$0), try $0.u64("size")) }
+        shares = Dictionary(pairs, uniquingKeysWith: { a, _ in a })
+    }
+}
+
+public struct BucketReadRequest: StorageRequest {
+    public typealias Response = BucketReadResponse
+    public static let method = StorageMethod.bucketRead
+    public var storageIndex: [UInt8]
+    public var share: Int
+    public var offset: UInt64
+    public var length: UInt32
+
+    public init(storageIndex: [UInt8], share: Int, offset: UInt64, length: UInt32) {
+        self.storageIndex = storageIndex
+        self.share = share
+        self.offset = offset
+        self.length = length
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.fixed(storageIndex)
+        w.u8(UInt8(share))
+        w.u64(offset)
+        w.u32(length)
+    }
+
+    public init(from r: inout WireReader) throws {
+        storageIndex = try readSI(&r)
+        share = try readShareNumber(&r)
+        offset = try r.u64("offset")
+        length = try r.u32("length")
+    }
+}
+
+/// The bytes read: the whole reply, with no length prefix.
+public struct BucketReadResponse: WireMessage {
+    public var data: [UInt8]
+    public init(data: [UInt8]) { self.data = data }
+    public func encode(to w: inout WireWriter) { w.fixed(data) }
+    public init(from r: inout WireReader) throws { data = r.remainder() }
+}
+
+// MARK: Leases and advisories
+
+public struct AddLeaseRequest: StorageRequest {
+    public typealias Response = EmptyMessage
+    public static let method = StorageMethod.addLease
+    public var storageIndex: [UInt8]
+    public var renewSecret: [UInt8]
+    public var cancelSecret: [UInt8]
+    public init(storageIndex: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8]) {
+        self.storageIndex = storageIndex
+        self.renewSecret = renewSecret
+        self.cancelSecret = cancelSecret
+    }
+    public func encode(to w: inout WireWriter) {
+        w.fixed(storageIndex)
+        w.fixed(renewSecret)
+        w.fixed(cancelSecret)
+    }
+    public init(from r: inout WireReader) throws {
+        storageIndex = try readSI(&r)
+        renewSecret = try readSecret(&r, "renew secret")
+        cancelSecret = try readSecret(&r, "cancel secret")
+    }
+}
+
+public struct RenewLeaseRequest: StorageRequest {
+    public typealias Response = EmptyMessage
+    public static let method = StorageMethod.renewLease
+    public var storageIndex: [UInt8]
+    public var renewSecret: [UInt8]
+    public init(storageIndex: [UInt8], renewSecret: [UInt8]) {
+        self.storageIndex = storageIndex
+        self.renewSecret = renewSecret
+    }
+    public func encode(to w: inout WireWriter) {
+        w.fixed(storageIndex)
+        w.fixed(renewSecret)
+    }
+    public init(from r: inout WireReader) throws {
+        storageIndex = try readSI(&r)
+        renewSecret = try readSecret(&r, "renew secret")
+    }
+}
+
+public struct CancelLeaseRequest: StorageRequest {
+    public typealias Response = EmptyMessage
+    public static let method = StorageMethod.cancelLease
+    public var storageIndex: [UInt8]
+    public var cancelSecret: [UInt8]
+    public init(storageIndex: [UInt8], cancelSecret: [UInt8]) {
+        self.storageIndex = storageIndex
+        self.cancelSecret = cancelSecret
+    }
+    public func encode(to w: inout WireWriter) {
+        w.fixed(storageIndex)
+        w.fixed(cancelSecret)
+    }
+    public init(from r: inout WireReader) throws {
+        storageIndex = try readSI(&r)
+        cancelSecret = try readSecret(&r, "cancel secret")
+    }
+}
+
+public struct AdviseCorruptShareRequest: StorageRequest {
+    public typealias Response = EmptyMessage
+    public static let method = StorageMethod.adviseCorruptShare
+    /// Longest reason kept.
+    public static let maxReason = 1000
+    public var mutable: Bool
+    public var storageIndex: [UInt8]
+    public var share: Int
+    public var reason: String
+    public init(mutable: Bool, storageIndex: [UInt8], share: Int, reason: String) {
+        self.mutable = mutable
+        self.storageIndex = storageIndex
+        self.share = share
+        self.reason = reason
+    }
+    public func encode(to w: inout WireWriter) {
+        w.bool(mutable)
+        w.fixed(storageIndex)
+        w.u8(UInt8(share))
+        // At most maxReason bytes, cut at a character boundary.
+        var cut = Substring(reason)
+        while cut.utf8.count > Self.maxReason { cut = cut.dropLast() }
+        w.string(String(cut))
+    }
+    public init(from r: inout WireReader) throws {
+        mutable = try r.bool("mutable")
+        storageIndex = try readSI(&r)
+        share = try readShareNumber(&r)
+        reason = try r.string("reason", max: Self.maxReason)
+    }
+}
+
+// MARK: Mutable slots
+
+/// A test-vector operator as it travels (one byte).
 public enum TestOperator: UInt8, Sendable, CaseIterable {
     case lt = 1, le = 2, eq = 3, ne = 4, ge = 5, gt = 6
-
-    /// Compares `a` (the share's bytes) with `b` (the specimen), bytes compared lexicographically.
-    public func evaluate(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        switch self {
-        case .eq: return a == b
-        case .ne: return a != b
-        case .lt: return a.lexicographicallyPrecedes(b)
-        case .le: return !b.lexicographicallyPrecedes(a)
-        case .gt: return b.lexicographicallyPrecedes(a)
-        case .ge: return !a.lexicographicallyPrecedes(b)
-        }
-    }
 }
 
 public struct TestVector: Equatable, Sendable {
@@ -204,24 +418,30 @@ func encodeReadv(_ w: inout WireWriter, _ readv: [ReadVector]) {
 }
 
 func decodeReadv(_ r: inout WireReader) throws -> [ReadVector] {
-    try r.list("read vector", minElementSize: 16, max: 1024) { ReadVector(offset: try $0.u64(), length: try $0.u64()) }
+    try r.list("read vector", minElementSize: 16, max: 1024) { ReadVector(offset: try $0.u64("offset"), length: try $0.u64("length")) }
 }
 
-func encodeReadResults(_ w: inout WireWriter, _ results: [Int: [[UInt8]]]) {
-    w.list(results.sorted { $0.key < $1.key }) { w, e in
-        w.u8(UInt8(e.key))
-        w.list(e.value) { $0.data($1) }
+/// What a slot read returns: share number → one byte string per read-vector element.
+public struct SlotReadResults: WireMessage {
+    public var reads: [Int: [[UInt8]]]
+    public init(_ reads: [Int: [[UInt8]]]) { self.reads = reads }
+    public func encode(to w: inout WireWriter) {
+        w.list(reads.sorted { $0.key < $1.key }) { w, e in
+            w.u8(UInt8(e.key))
+            w.list(e.value) { $0.data($1) }
+        }
+    }
+    public init(from r: inout WireReader) throws {
+        let pairs = try r.list("read results", minElementSize: 5, max: 256) { r -> (Int, [[UInt8]]) in
+            (try readShareNumber(&r), try r.list("read data", minElementSize: 4, max: 1024) { try $0.data("read data", max: maxChunk) })
+        }
+        reads = Dictionary(pairs, uniquingKeysWith: { a, _ in a })
     }
 }
 
-func decodeReadResults(_ r: inout WireReader) throws -> [Int: [[UInt8]]] {
-    let pairs = try r.list("read results", minElementSize: 5, max: 256) { r -> (Int, [[UInt8]]) in
-        (Int(try r.u8()), try r.list("read data", minElementSize: 4, max: 1024) { try $0.data(max: maxChunk) })
-    }
-    return Dictionary(pairs, uniquingKeysWith: { a, _ in a })
-}
-
-public struct SlotReadRequest: Equatable, Sendable {
+public struct SlotReadRequest: StorageRequest {
+    public typealias Response = SlotReadResults
+    public static let method = StorageMethod.slotReadv
     public var storageIndex: [UInt8]
     /// Empty means every share held.
     public var shareNumbers: [Int]
@@ -233,24 +453,22 @@ public struct SlotReadRequest: Equatable, Sendable {
         self.readVector = readVector
     }
 
-    public func encoded() -> [UInt8] {
-        var w = WireWriter()
+    public func encode(to w: inout WireWriter) {
         w.fixed(storageIndex)
         w.list(shareNumbers) { $0.u8(UInt8($1)) }
         encodeReadv(&w, readVector)
-        return w.bytes
     }
 
-    public init(decoding b: [UInt8]) throws {
-        var r = WireReader(b)
+    public init(from r: inout WireReader) throws {
         storageIndex = try readSI(&r)
-        shareNumbers = try r.list("share numbers", max: 256) { Int(try $0.u8()) }
+        shareNumbers = try r.list("share numbers", max: 256) { try readShareNumber(&$0) }
         readVector = try decodeReadv(&r)
-        try r.finish()
     }
 }
 
-public struct SlotWriteRequest: Equatable, Sendable {
+public struct SlotWriteRequest: StorageRequest {
+    public typealias Response = SlotWriteResponse
+    public static let method = StorageMethod.slotTestvAndReadvAndWritev
     public var storageIndex: [UInt8]
     public var writeEnabler: [UInt8]
     public var renewSecret: [UInt8]
@@ -268,8 +486,7 @@ public struct SlotWriteRequest: Equatable, Sendable {
         self.readVector = readVector
     }
 
-    public func encoded() -> [UInt8] {
-        var w = WireWriter()
+    public func encode(to w: inout WireWriter) {
         w.fixed(storageIndex)
         w.fixed(writeEnabler)
         w.fixed(renewSecret)
@@ -281,171 +498,135 @@ public struct SlotWriteRequest: Equatable, Sendable {
             if let n = e.value.newLength { w.bool(true); w.u64(n) } else { w.bool(false) }
         }
         encodeReadv(&w, readVector)
-        return w.bytes
     }
 
-    public init(decoding b: [UInt8]) throws {
-        var r = WireReader(b)
+    public init(from r: inout WireReader) throws {
         storageIndex = try readSI(&r)
         writeEnabler = try readSecret(&r, "write enabler")
         renewSecret = try readSecret(&r, "renew secret")
         cancelSecret = try readSecret(&r, "cancel secret")
         let pairs = try r.list("share writes", minElementSize: 10, max: 256) { r -> (Int, ShareWrite) in
-            let sh = Int(try r.u8())
+            let sh = try readShareNumber(&r)
             let tests = try r.list("test vector", minElementSize: 21, max: 1024) { r -> TestVector in
-                let off = try r.u64(), len = try r.u64()
-                let opByte = try r.u8()
+                let off = try r.u64("offset"), len = try r.u64("length")
+                let opByte = try r.u8("operator")
                 guard let op = TestOperator(rawValue: opByte) else {
                     throw WireError(.badRequest, "unknown test operator \(opByte)")
                 }
-                return TestVector(offset: off, length: len, op: op, specimen: try r.data(max: maxChunk))
+                return TestVector(offset: off, length: len, op: op, specimen: try r.data("specimen", max: maxChunk))
             }
             let writes = try r.list("write vector", minElementSize: 12, max: 1024) {
-                WriteVector(offset: try $0.u64(), data: try $0.data(max: maxChunk))
+                WriteVector(offset: try $0.u64("offset"), data: try $0.data("write data", max: maxChunk))
             }
-            let newLength: UInt64? = try r.bool("has new length") ? try r.u64() : nil
+            let newLength: UInt64? = try r.bool("has new length") ? try r.u64("new length") : nil
             return (sh, ShareWrite(tests: tests, writes: writes, newLength: newLength))
         }
         writes = Dictionary(pairs, uniquingKeysWith: { a, _ in a })
         readVector = try decodeReadv(&r)
-        try r.finish()
     }
 }
 
-/// A typed client for the storage service.
+public struct SlotWriteResponse: WireMessage {
+    /// Whether every test passed (and so the writes were applied).
+    public var ok: Bool
+    /// The reads, taken before any write.
+    public var reads: [Int: [[UInt8]]]
+    public init(ok: Bool, reads: [Int: [[UInt8]]]) {
+        self.ok = ok
+        self.reads = reads
+    }
+    public func encode(to w: inout WireWriter) {
+        w.bool(ok)
+        SlotReadResults(reads).encode(to: &w)
+    }
+    public init(from r: inout WireReader) throws {
+        ok = try r.bool("ok")
+        reads = try SlotReadResults(from: &r).reads
+    }
+}
+
+// MARK: The client
+
+/// A typed client for the storage service: each call encodes its request and decodes its
+/// reply with the message types above, the same code the server uses.
 public struct StorageClient: Sendable {
     public let rpc: RPCClient
     public init(_ rpc: RPCClient) { self.rpc = rpc }
 
-    func call(_ m: StorageMethod, _ body: [UInt8]) async throws -> [UInt8] { try await rpc.call(m.rawValue, body) }
-
-    public func getVersion() async throws -> StorageVersion {
-        try StorageVersion(decoding: try await call(.getVersion, []))
+    /// Sends one request and decodes its reply.
+    public func call<R: StorageRequest>(_ request: R) async throws -> R.Response {
+        try R.Response(decoding: try await rpc.call(R.method.rawValue, request.encoded()))
     }
 
-    public func allocateBuckets(_ req: AllocateRequest) async throws -> AllocateResponse {
-        try AllocateResponse(decoding: try await call(.allocateBuckets, req.encoded()))
+    /// Callback form of `call`, for streaming many requests from a thread; the completion
+    /// runs on the event loop thread and must not block.
+    public func call<R: StorageRequest>(_ request: R, completion: @escaping @Sendable (Result<R.Response, Error>) -> Void) {
+        rpc.call(R.method.rawValue, request.encoded()) { r in
+            completion(r.flatMap { body in Result { try R.Response(decoding: body) } })
+        }
     }
+
+    public func getVersion() async throws -> StorageVersion { try await call(GetVersionRequest()) }
+
+    public func allocateBuckets(_ req: AllocateRequest) async throws -> AllocateResponse { try await call(req) }
 
     public func write(bucket: UInt64, offset: UInt64, data: [UInt8]) async throws {
-        var w = WireWriter(capacity: data.count + 20)
-        w.u64(bucket)
-        w.u64(offset)
-        w.data(data)
-        _ = try await call(.bucketWrite, w.bytes)
+        _ = try await call(BucketWriteRequest(bucket: bucket, offset: offset, data: data))
     }
 
-    /// Callback form of `write`, for streaming many writes from a thread; the completion
-    /// runs on the event loop thread and must not block.
+    /// bucket_write straight from `data` (one copy, into the frame), for the uploader's
+    /// stream; the completion runs on the event loop thread and must not block.
     public func write(bucket: UInt64, offset: UInt64, data: UnsafeRawBufferPointer,
                       completion: @escaping @Sendable (Error?) -> Void) {
-        rpc.call(StorageMethod.bucketWrite.rawValue, bodySize: 20 + data.count, encode: { w in
-            w.u64(bucket)
-            w.u64(offset)
-            w.data(data)
+        rpc.call(BucketWriteRequest.method.rawValue, bodySize: BucketWriteRequest.overhead + data.count, encode: { w in
+            BucketWriteRequest.encode(bucket: bucket, offset: offset, data: data, to: &w)
         }, completion: { r in
             if case let .failure(e) = r { completion(e) } else { completion(nil) }
         })
     }
 
-    /// Callback form of `read` (see `write(bucket:offset:data:completion:)`).
     public func read(storageIndex: [UInt8], share: Int, offset: UInt64, length: Int,
                      completion: @escaping @Sendable (Result<[UInt8], Error>) -> Void) {
-        var w = WireWriter()
-        w.fixed(storageIndex)
-        w.u8(UInt8(share))
-        w.u64(offset)
-        w.u32(UInt32(length))
-        rpc.call(StorageMethod.bucketRead.rawValue, w.bytes, completion: completion)
-    }
-
-    public func close(bucket: UInt64) async throws {
-        var w = WireWriter()
-        w.u64(bucket)
-        _ = try await call(.bucketClose, w.bytes)
-    }
-
-    public func abort(bucket: UInt64) async throws {
-        var w = WireWriter()
-        w.u64(bucket)
-        _ = try await call(.bucketAbort, w.bytes)
-    }
-
-    /// Share number → share size, for the complete shares the server holds.
-    public func getBuckets(storageIndex: [UInt8]) async throws -> [Int: UInt64] {
-        var r = WireReader(try await call(.getBuckets, storageIndex))
-        let pairs = try r.list("buckets", minElementSize: 9, max: 256) { (Int(try $0.u8()), try $0.u64()) }
-        try r.finish()
-        return Dictionary(pairs, uniquingKeysWith: { a, _ in a })
+        call(BucketReadRequest(storageIndex: storageIndex, share: share, offset: offset, length: UInt32(length))) {
+            completion($0.map(\.data))
+        }
     }
 
     public func read(storageIndex: [UInt8], share: Int, offset: UInt64, length: Int) async throws -> [UInt8] {
-        var w = WireWriter()
-        w.fixed(storageIndex)
-        w.u8(UInt8(share))
-        w.u64(offset)
-        w.u32(UInt32(length))
-        return try await call(.bucketRead, w.bytes)
+        try await call(BucketReadRequest(storageIndex: storageIndex, share: share, offset: offset, length: UInt32(length))).data
+    }
+
+    public func close(bucket: UInt64) async throws { _ = try await call(BucketCloseRequest(bucket: bucket)) }
+
+    public func abort(bucket: UInt64) async throws { _ = try await call(BucketAbortRequest(bucket: bucket)) }
+
+    /// Share number → share size, for the complete shares the server holds.
+    public func getBuckets(storageIndex: [UInt8]) async throws -> [Int: UInt64] {
+        try await call(GetBucketsRequest(storageIndex: storageIndex)).shares
     }
 
     public func addLease(storageIndex: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8]) async throws {
-        var w = WireWriter()
-        w.fixed(storageIndex)
-        w.fixed(renewSecret)
-        w.fixed(cancelSecret)
-        _ = try await call(.addLease, w.bytes)
+        _ = try await call(AddLeaseRequest(storageIndex: storageIndex, renewSecret: renewSecret, cancelSecret: cancelSecret))
     }
 
     public func renewLease(storageIndex: [UInt8], renewSecret: [UInt8]) async throws {
-        var w = WireWriter()
-        w.fixed(storageIndex)
-        w.fixed(renewSecret)
-        _ = try await call(.renewLease, w.bytes)
+        _ = try await call(RenewLeaseRequest(storageIndex: storageIndex, renewSecret: renewSecret))
     }
 
     public func cancelLease(storageIndex: [UInt8], cancelSecret: [UInt8]) async throws {
-        var w = WireWriter()
-        w.fixed(storageIndex)
-        w.fixed(cancelSecret)
-        _ = try await call(.cancelLease, w.bytes)
+        _ = try await call(CancelLeaseRequest(storageIndex: storageIndex, cancelSecret: cancelSecret))
     }
 
     public func adviseCorruptShare(mutable: Bool, storageIndex: [UInt8], share: Int, reason: String) async throws {
-        var w = WireWriter()
-        w.bool(mutable)
-        w.fixed(storageIndex)
-        w.u8(UInt8(share))
-        w.string(String(reason.prefix(1000)))
-        _ = try await call(.adviseCorruptShare, w.bytes)
+        _ = try await call(AdviseCorruptShareRequest(mutable: mutable, storageIndex: storageIndex, share: share, reason: reason))
     }
 
-    public func slotReadv(_ req: SlotReadRequest) async throws -> [Int: [[UInt8]]] {
-        var r = WireReader(try await call(.slotReadv, req.encoded()))
-        let out = try decodeReadResults(&r)
-        try r.finish()
-        return out
-    }
+    public func slotReadv(_ req: SlotReadRequest) async throws -> [Int: [[UInt8]]] { try await call(req).reads }
 
     /// Returns whether every test passed (and so the writes were applied), and the reads
     /// taken before any write.
     public func slotTestvAndReadvAndWritev(_ req: SlotWriteRequest) async throws -> (Bool, [Int: [[UInt8]]]) {
-        var r = WireReader(try await call(.slotTestvAndReadvAndWritev, req.encoded()))
-        let ok = try r.bool()
-        let reads = try decodeReadResults(&r)
-        try r.finish()
-        return (ok, reads)
+        let r = try await call(req)
+        return (r.ok, r.reads)
     }
-}
-
-public func encodeSlotWriteResponse(ok: Bool, reads: [Int: [[UInt8]]]) -> [UInt8] {
-    var w = WireWriter()
-    w.bool(ok)
-    encodeReadResults(&w, reads)
-    return w.bytes
-}
-
-public func encodeReadResponse(_ reads: [Int: [[UInt8]]]) -> [UInt8] {
-    var w = WireWriter()
-    encodeReadResults(&w, reads)
-    return w.bytes
 }

@@ -2,7 +2,6 @@ import Foundation
 import GridCrypto
 import GridDatabase
 import GridFormat
-import GridProtocol
 import GridSystem
 import Synchronization
 
@@ -19,6 +18,8 @@ public struct StorageConfig: Sendable {
     public var expireLeases = false
     /// Largest mutable share accepted.
     public var maxMutableShareSize: UInt64 = 64 << 20
+    /// Largest single read of a share (and largest slot read-vector element) answered.
+    public var maxReadLength = 8 << 20
     public init(nodeDirectory: String) { self.nodeDirectory = nodeDirectory }
 }
 
@@ -161,7 +162,9 @@ public final class StorageBackend: @unchecked Sendable {
     /// Reads `length` bytes at `offset` of a complete immutable share.
     public func read(si: [UInt8], shnum: Int, offset: UInt64, length: Int) throws -> [UInt8] {
         try checkSI(si)
-        guard length >= 0, length <= maxChunk else { throw StorageError.badRequest("read of \(length) bytes exceeds the \(maxChunk)-byte limit") }
+        guard length >= 0, length <= config.maxReadLength else {
+            throw StorageError.badRequest("read of \(length) bytes exceeds the \(config.maxReadLength)-byte limit")
+        }
         let f: FileDescriptor
         do { f = try FileDescriptor(path: sharePath(si, shnum)) } catch {
             throw StorageError.notFound("no share \(shnum) of storage index \(siString(si))")
@@ -287,27 +290,27 @@ public final class StorageBackend: @unchecked Sendable {
         return out
     }
 
-    static func readVector(_ data: [UInt8], _ readv: [ReadVector]) -> [[UInt8]] {
+    func readVector(_ data: [UInt8], _ readv: [SlotRead]) -> [[UInt8]] {
         readv.map { v in
             guard v.offset < UInt64(data.count) else { return [] }
             let start = Int(v.offset)
-            let end = Int(min(UInt64(data.count), v.offset + min(v.length, UInt64(maxChunk))))
+            let end = Int(min(UInt64(data.count), v.offset + min(v.length, UInt64(config.maxReadLength))))
             return Array(data[start..<end])
         }
     }
 
-    public func slotReadv(si: [UInt8], shares: [Int], readv: [ReadVector]) throws -> [Int: [[UInt8]]] {
+    public func slotReadv(si: [UInt8], shares: [Int], readv: [SlotRead]) throws -> [Int: [[UInt8]]] {
         try checkSI(si)
         let slot = try lock(si).withLock { _ in try loadSlot(si) }
         var out: [Int: [[UInt8]]] = [:]
-        for (n, c) in slot where shares.isEmpty || shares.contains(n) { out[n] = Self.readVector(c.data, readv) }
+        for (n, c) in slot where shares.isEmpty || shares.contains(n) { out[n] = readVector(c.data, readv) }
         return out
     }
 
     /// Tahoe's slot_testv_and_readv_and_writev: every test of every share must pass before
     /// any write is applied; the reads see the state before the writes.
     public func slotTestvAndReadvAndWritev(si: [UInt8], writeEnabler: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8],
-                                           writes: [Int: ShareWrite], readv: [ReadVector]) throws -> (Bool, [Int: [[UInt8]]]) {
+                                           writes: [Int: SlotUpdate], readv: [SlotRead]) throws -> (Bool, [Int: [[UInt8]]]) {
         try checkSI(si)
         guard writeEnabler.count == 32 else { throw StorageError.badRequest("write enabler must be 32 bytes") }
         guard writes.keys.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw StorageError.badRequest("share numbers must be 0..255") }
@@ -320,12 +323,12 @@ public final class StorageBackend: @unchecked Sendable {
                 throw StorageError.badSecret("The write enabler was recorded by nodeid '\(who)'\(mine).")
             }
             var reads: [Int: [[UInt8]]] = [:]
-            for (n, c) in slot { reads[n] = Self.readVector(c.data, readv) }
+            for (n, c) in slot { reads[n] = readVector(c.data, readv) }
             for (n, w) in writes {
                 let data = slot[n]?.data ?? []
                 for t in w.tests {
-                    let have = Self.readVector(data, [ReadVector(offset: t.offset, length: t.length)])[0]
-                    if !t.op.evaluate(have, t.specimen) { return (false, reads) }
+                    let have = readVector(data, [SlotRead(offset: t.offset, length: t.length)])[0]
+                    if !t.comparison.holds(have, t.specimen) { return (false, reads) }
                 }
             }
             // Check sizes before touching anything.

@@ -19,30 +19,24 @@ public final class StorageService: RPCService, @unchecked Sendable {
 
     public func authorize(secret: [UInt8]) -> Bool { true }  // anyone may store; leases carry the secrets
 
-    static let writersKey = "writers"
-
-    func writers(_ s: RPCSession) -> [UInt64: BucketWriter] {
-        s.withState { ($0[Self.writersKey] as? [UInt64: BucketWriter]) ?? [:] }
-    }
+    /// Open bucket writers, by session and then by handle: a writer belongs to the
+    /// connection that allocated it.
+    let writersBySession = Mutex<[UInt64: [UInt64: BucketWriter]]>([:])
 
     func writer(_ s: RPCSession, _ handle: UInt64) throws -> BucketWriter {
-        guard let w = writers(s)[handle] else {
+        guard let w = writersBySession.withLock({ $0[s.id]?[handle] }) else {
             throw WireError(.notFound, "no open bucket writer \(handle) on this connection")
         }
         return w
     }
 
     func forget(_ s: RPCSession, _ handle: UInt64) {
-        s.withState { st in
-            var m = (st[Self.writersKey] as? [UInt64: BucketWriter]) ?? [:]
-            m[handle] = nil
-            st[Self.writersKey] = m
-        }
+        writersBySession.withLock { _ = $0[s.id]?.removeValue(forKey: handle) }
     }
 
     public func sessionEnded(_ session: RPCSession) {
-        for w in writers(session).values { w.abort() }
-        session.withState { $0[Self.writersKey] = nil }
+        let open = writersBySession.withLock { $0.removeValue(forKey: session.id) } ?? [:]
+        for w in open.values { w.abort() }
     }
 
     public func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8] {
@@ -76,108 +70,133 @@ public final class StorageService: RPCService, @unchecked Sendable {
         return WireError(code, "\(error)")
     }
 
+    /// Decodes a request of type `R`, answers it with `body`, encodes the reply.
+    func serve<R: StorageRequest>(_ type: R.Type, _ r: inout WireReader, _ body: (R) throws -> R.Response) throws -> [UInt8] {
+        let request = try R(from: &r)
+        try r.finish()
+        return try body(request).encoded()
+    }
+
     func dispatch(_ m: StorageMethod, _ reader: WireReader, _ session: RPCSession) throws -> [UInt8] {
         var r = reader
-        /// The whole argument block, for the messages with their own decoders.
-        var body: [UInt8] { reader.rest }
         switch m {
         case .getVersion:
-            try r.finish()
-            let space = backend.space()
-            let stats = try backend.stats()
-            return StorageVersion(
-                protocolVersion: Hello.currentVersion, maximumImmutableShareSize: space.available,
-                availableSpace: space.available, usedSpace: stats.usedBytes, reservedSpace: backend.config.reservedSpace,
-                immutableShares: stats.immutableShares, mutableShares: stats.mutableShares,
-                applicationVersion: applicationVersion
-            ).encoded()
+            return try serve(GetVersionRequest.self, &r) { _ in
+                let space = backend.space()
+                let stats = try backend.stats()
+                return StorageVersion(
+                    protocolVersion: Hello.currentVersion, maximumImmutableShareSize: space.available,
+                    availableSpace: space.available, usedSpace: stats.usedBytes, reservedSpace: backend.config.reservedSpace,
+                    immutableShares: stats.immutableShares, mutableShares: stats.mutableShares,
+                    applicationVersion: applicationVersion)
+            }
 
         case .allocateBuckets:
-            let req = try AllocateRequest(decoding: body)
-            let alloc = try backend.allocate(si: req.storageIndex, renewSecret: req.renewSecret, cancelSecret: req.cancelSecret,
-                                             shares: req.shareNumbers, allocatedSize: req.allocatedSize)
-            var handles: [Int: UInt64] = [:]
-            session.withState { st in
-                var m = (st[Self.writersKey] as? [UInt64: BucketWriter]) ?? [:]
-                for (n, w) in alloc.writers {
-                    let h = nextHandle.add(1, ordering: .relaxed).oldValue
-                    m[h] = w
-                    handles[n] = h
+            return try serve(AllocateRequest.self, &r) { req in
+                let alloc = try backend.allocate(si: req.storageIndex, renewSecret: req.renewSecret, cancelSecret: req.cancelSecret,
+                                                 shares: req.shareNumbers, allocatedSize: req.allocatedSize)
+                var handles: [Int: UInt64] = [:]
+                writersBySession.withLock { all in
+                    for (n, w) in alloc.writers {
+                        let h = nextHandle.add(1, ordering: .relaxed).oldValue
+                        all[session.id, default: [:]][h] = w
+                        handles[n] = h
+                    }
                 }
-                st[Self.writersKey] = m
+                return AllocateResponse(alreadyHave: alloc.alreadyHave, writers: handles)
             }
-            return AllocateResponse(alreadyHave: alloc.alreadyHave, writers: handles).encoded()
 
         case .bucketWrite:
-            let h = try r.u64("bucket"), off = try r.u64("offset"), data = try r.dataRange("data", max: maxChunk)
+            // The data is written from the frame in place, not from a copy.
+            let (h, off, data) = try BucketWriteRequest.decodeInPlace(&r)
             try r.finish()
             let w = try writer(session, h)
             try r.withBytes(data) { try w.write(offset: off, data: $0) }
-            return []
+            return EmptyMessage().encoded()
 
         case .bucketClose:
-            let h = try r.u64("bucket")
-            try r.finish()
-            let w = try writer(session, h)
-            defer { forget(session, h) }
-            try w.close()
-            return []
+            return try serve(BucketCloseRequest.self, &r) { req in
+                let w = try writer(session, req.bucket)
+                defer { forget(session, req.bucket) }
+                try w.close()
+                return EmptyMessage()
+            }
 
         case .bucketAbort:
-            let h = try r.u64("bucket")
-            try r.finish()
-            try writer(session, h).abort()
-            forget(session, h)
-            return []
+            return try serve(BucketAbortRequest.self, &r) { req in
+                try writer(session, req.bucket).abort()
+                forget(session, req.bucket)
+                return EmptyMessage()
+            }
 
         case .getBuckets:
-            let si = try r.fixed(16, "storage index")
-            try r.finish()
-            let b = try backend.getBuckets(si)
-            var w = WireWriter()
-            w.list(b.sorted { $0.key < $1.key }) { w, e in w.u8(UInt8(e.key)); w.u64(e.value) }
-            return w.bytes
+            return try serve(GetBucketsRequest.self, &r) { GetBucketsResponse(shares: try backend.getBuckets($0.storageIndex)) }
 
         case .bucketRead:
-            let si = try r.fixed(16, "storage index"), n = Int(try r.u8("share")), off = try r.u64("offset"), len = Int(try r.u32("length"))
-            try r.finish()
-            return try backend.read(si: si, shnum: n, offset: off, length: len)
+            return try serve(BucketReadRequest.self, &r) { req in
+                BucketReadResponse(data: try backend.read(si: req.storageIndex, shnum: req.share, offset: req.offset,
+                                                          length: Int(req.length)))
+            }
 
         case .addLease:
-            let si = try r.fixed(16, "storage index"), renew = try r.fixed(32, "renew secret"), cancel = try r.fixed(32, "cancel secret")
-            try r.finish()
-            try backend.addLease(si: si, renewSecret: renew, cancelSecret: cancel)
-            return []
+            return try serve(AddLeaseRequest.self, &r) { req in
+                try backend.addLease(si: req.storageIndex, renewSecret: req.renewSecret, cancelSecret: req.cancelSecret)
+                return EmptyMessage()
+            }
 
         case .renewLease:
-            let si = try r.fixed(16, "storage index"), renew = try r.fixed(32, "renew secret")
-            try r.finish()
-            try backend.renewLease(si: si, renewSecret: renew)
-            return []
+            return try serve(RenewLeaseRequest.self, &r) { req in
+                try backend.renewLease(si: req.storageIndex, renewSecret: req.renewSecret)
+                return EmptyMessage()
+            }
 
         case .cancelLease:
-            let si = try r.fixed(16, "storage index"), cancel = try r.fixed(32, "cancel secret")
-            try r.finish()
-            try backend.cancelLease(si: si, cancelSecret: cancel)
-            return []
+            return try serve(CancelLeaseRequest.self, &r) { req in
+                try backend.cancelLease(si: req.storageIndex, cancelSecret: req.cancelSecret)
+                return EmptyMessage()
+            }
 
         case .adviseCorruptShare:
-            let mutable = try r.bool("mutable"), si = try r.fixed(16, "storage index"), n = Int(try r.u8("share"))
-            let reason = try r.string("reason", max: 1000)
-            try r.finish()
-            try backend.adviseCorruptShare(mutable: mutable, si: si, shnum: n, reason: reason)
-            return []
+            return try serve(AdviseCorruptShareRequest.self, &r) { req in
+                try backend.adviseCorruptShare(mutable: req.mutable, si: req.storageIndex, shnum: req.share, reason: req.reason)
+                return EmptyMessage()
+            }
 
         case .slotReadv:
-            let req = try SlotReadRequest(decoding: body)
-            return encodeReadResponse(try backend.slotReadv(si: req.storageIndex, shares: req.shareNumbers, readv: req.readVector))
+            return try serve(SlotReadRequest.self, &r) { req in
+                SlotReadResults(try backend.slotReadv(si: req.storageIndex, shares: req.shareNumbers,
+                                                      readv: req.readVector.map(Self.slotRead)))
+            }
 
         case .slotTestvAndReadvAndWritev:
-            let req = try SlotWriteRequest(decoding: body)
-            let (ok, reads) = try backend.slotTestvAndReadvAndWritev(
-                si: req.storageIndex, writeEnabler: req.writeEnabler, renewSecret: req.renewSecret,
-                cancelSecret: req.cancelSecret, writes: req.writes, readv: req.readVector)
-            return encodeSlotWriteResponse(ok: ok, reads: reads)
+            return try serve(SlotWriteRequest.self, &r) { req in
+                let (ok, reads) = try backend.slotTestvAndReadvAndWritev(
+                    si: req.storageIndex, writeEnabler: req.writeEnabler, renewSecret: req.renewSecret,
+                    cancelSecret: req.cancelSecret, writes: req.writes.mapValues(Self.slotUpdate),
+                    readv: req.readVector.map(Self.slotRead))
+                return SlotWriteResponse(ok: ok, reads: reads)
+            }
         }
+    }
+
+    // MARK: Wire → backend
+
+    static func slotRead(_ v: ReadVector) -> SlotRead { SlotRead(offset: v.offset, length: v.length) }
+
+    static func comparison(_ op: TestOperator) -> SlotComparison {
+        switch op {
+        case .lt: return .lessThan
+        case .le: return .lessOrEqual
+        case .eq: return .equal
+        case .ne: return .notEqual
+        case .ge: return .greaterOrEqual
+        case .gt: return .greaterThan
+        }
+    }
+
+    static func slotUpdate(_ w: ShareWrite) -> SlotUpdate {
+        SlotUpdate(tests: w.tests.map { SlotTest(offset: $0.offset, length: $0.length, comparison: comparison($0.op), specimen: $0.specimen) },
+                   writes: w.writes.map { SlotWrite(offset: $0.offset, data: $0.data) },
+                   newLength: w.newLength)
     }
 }

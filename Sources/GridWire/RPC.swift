@@ -32,18 +32,12 @@ extension RPCService {
 public final class RPCSession: @unchecked Sendable {
     public let id: UInt64
     public let peer: String
-    let state = Mutex<[String: any Sendable]>([:])
     weak var server: RPCServer?
 
     init(id: UInt64, peer: String, server: RPCServer) {
         self.id = id
         self.peer = peer
         self.server = server
-    }
-
-    /// Per-session values a service keeps (guarded by a lock).
-    public func withState<R>(_ body: (inout [String: any Sendable]) throws -> R) rethrows -> R {
-        try state.withLock { try body(&$0) }
     }
 
     /// Sends an unsolicited NOTIFY frame to this client (e.g. introducer updates).

@@ -50,6 +50,35 @@ public struct WireError: ClassifiedError, Equatable {
     }
 }
 
+/// A message with one encoder and one decoder: the same code writes it on one side and
+/// reads it on the other. `init(from:)` must read exactly what `encode(to:)` wrote.
+public protocol WireMessage: Equatable, Sendable {
+    func encode(to w: inout WireWriter)
+    init(from r: inout WireReader) throws
+}
+
+extension WireMessage {
+    public func encoded() -> [UInt8] {
+        var w = WireWriter()
+        encode(to: &w)
+        return w.bytes
+    }
+
+    /// Decodes a whole message: bytes left over are an error.
+    public init(decoding bytes: [UInt8]) throws {
+        var r = WireReader(bytes)
+        try self.init(from: &r)
+        try r.finish()
+    }
+}
+
+/// The message of a call or reply that carries nothing.
+public struct EmptyMessage: WireMessage {
+    public init() {}
+    public func encode(to w: inout WireWriter) {}
+    public init(from r: inout WireReader) throws {}
+}
+
 /// Appends big-endian integers and length-prefixed byte strings.
 public struct WireWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
@@ -89,6 +118,12 @@ public struct WireReader {
 
     /// A copy of the bytes not read yet.
     public var rest: [UInt8] { offset == 0 ? bytes : Array(bytes[offset...]) }
+
+    /// Reads every byte left (a message whose last field runs to its end).
+    public mutating func remainder() -> [UInt8] {
+        defer { offset = bytes.count }
+        return rest
+    }
 
     func need(_ n: Int, _ what: String) throws {
         guard n >= 0, remaining >= n else {

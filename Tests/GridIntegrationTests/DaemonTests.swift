@@ -206,11 +206,11 @@ final class DaemonTests: XCTestCase {
         let a = Announcement(publicKey: real.publicKey, nickname: "evil", addresses: ["127.0.0.1:1"], availableSpace: 1, sequence: 1)
         let forged = SignedAnnouncement(payload: a.payload(), signature: try forger.sign(Array("grid-announcement-v1\n".utf8) + a.payload()))
         await expectError(.badSecret, "bad signature") { _ = try await c.call(IntroducerMethod.announce.rawValue, forged.encoded()) }
-        let list = try SignedAnnouncement.decodeList(try await c.call(IntroducerMethod.subscribe.rawValue, []))
+        let list = try await c.call(SubscribeRequest()).announcements
         XCTAssertEqual(list.count, 0, "the forged announcement was dropped")
         // A genuine one is accepted and listed.
         _ = try await c.call(IntroducerMethod.announce.rawValue, try a.signed(with: real).encoded())
-        let list2 = try SignedAnnouncement.decodeList(try await c.call(IntroducerMethod.subscribe.rawValue, []))
+        let list2 = try await c.call(SubscribeRequest()).announcements
         XCTAssertEqual(try list2.map { try $0.verified().nickname }, ["evil"])
         c.close()
         await expectError(.notAuthorized, "wrong secret") {

@@ -1,0 +1,122 @@
+import GridCrypto
+import GridProtocol
+import GridWire
+import XCTest
+
+/// Every storage and introducer message: encode then decode gives the same value; the
+/// bytes are the ones docs/protocol.md lays out; a cut-short message is refused.
+final class MessageTests: XCTestCase {
+    let si = [UInt8](0..<16)
+    let renew = [UInt8](repeating: 0xaa, count: 32)
+    let cancel = [UInt8](repeating: 0xbb, count: 32)
+
+    func roundTrip<M: WireMessage>(_ m: M, file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
+        let bytes = m.encoded()
+        XCTAssertEqual(try M(decoding: bytes), m, "\(M.self)", file: file, line: line)
+        XCTAssertThrowsError(try M(decoding: bytes + [0]), "\(M.self) accepted a trailing byte", file: file, line: line)
+        return bytes
+    }
+
+    /// Every strict prefix of the encoding is refused (for messages of fixed structure).
+    func refusesPrefixes<M: WireMessage>(_ m: M, file: StaticString = #filePath, line: UInt = #line) {
+        let bytes = m.encoded()
+        for n in 0..<bytes.count {
+            XCTAssertThrowsError(try M(decoding: Array(bytes.prefix(n))), "\(M.self) cut to \(n) bytes", file: file, line: line)
+        }
+    }
+
+    func storageRequests() -> [any StorageRequest] {
+        [
+            GetVersionRequest(),
+            AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel, shareNumbers: [0, 3, 255], allocatedSize: 1 << 40),
+            BucketWriteRequest(bucket: 7, offset: 1 << 33, data: [1, 2, 3]),
+            BucketCloseRequest(bucket: 9),
+            BucketAbortRequest(bucket: 10),
+            GetBucketsRequest(storageIndex: si),
+            BucketReadRequest(storageIndex: si, share: 4, offset: 12345, length: 4096),
+            AddLeaseRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel),
+            RenewLeaseRequest(storageIndex: si, renewSecret: renew),
+            CancelLeaseRequest(storageIndex: si, cancelSecret: cancel),
+            AdviseCorruptShareRequest(mutable: true, storageIndex: si, share: 2, reason: "block 3 does not match its hash"),
+            SlotReadRequest(storageIndex: si, shareNumbers: [1, 2], readVector: [ReadVector(offset: 0, length: 100)]),
+            SlotWriteRequest(storageIndex: si, writeEnabler: renew, renewSecret: renew, cancelSecret: cancel,
+                             writes: [0: ShareWrite(tests: [TestVector(offset: 0, length: 1, op: .eq, specimen: [0])],
+                                                    writes: [WriteVector(offset: 0, data: [9, 9])], newLength: 2),
+                                      5: ShareWrite(newLength: nil)],
+                             readVector: [ReadVector(offset: 1, length: 1)]),
+        ]
+    }
+
+    func testEveryStorageMethodHasARoundTrippingRequest() throws {
+        let requests = storageRequests()
+        XCTAssertEqual(Set(requests.map { type(of: $0).method }), Set(StorageMethod.allCases), "a method without a message")
+        for r in requests {
+            func check<R: StorageRequest>(_ r: R) throws {
+                _ = try roundTrip(r)
+                if !(r is GetVersionRequest) { refusesPrefixes(r) }
+            }
+            try check(r)
+        }
+    }
+
+    func testStorageResponsesRoundTrip() throws {
+        _ = try roundTrip(StorageVersion(protocolVersion: 1, maximumImmutableShareSize: 5, availableSpace: 6, usedSpace: 7,
+                                         reservedSpace: 8, immutableShares: 9, mutableShares: 10, applicationVersion: "grid/0.1"))
+        _ = try roundTrip(AllocateResponse(alreadyHave: [1, 2], writers: [3: 100, 4: 101]))
+        _ = try roundTrip(GetBucketsResponse(shares: [0: 1000, 9: 2000]))
+        _ = try roundTrip(SlotReadResults([0: [[1, 2], []], 3: [[7]]]))
+        _ = try roundTrip(SlotWriteResponse(ok: false, reads: [1: [[5]]]))
+        _ = try roundTrip(EmptyMessage())
+        // bucket_read's reply is the bytes themselves, to the end of the message.
+        XCTAssertEqual(BucketReadResponse(data: [1, 2, 3]).encoded(), [1, 2, 3])
+        XCTAssertEqual(try BucketReadResponse(decoding: [4, 5]).data, [4, 5])
+    }
+
+    /// Byte layouts as docs/protocol.md gives them.
+    func testBytesMatchTheProtocolDocument() {
+        XCTAssertEqual(BucketReadRequest(storageIndex: si, share: 4, offset: 0x0102, length: 0x0304).encoded(),
+                       si + [4] + [0, 0, 0, 0, 0, 0, 1, 2] + [0, 0, 3, 4])
+        XCTAssertEqual(BucketWriteRequest(bucket: 1, offset: 2, data: [0xee]).encoded(),
+                       [0, 0, 0, 0, 0, 0, 0, 1] + [0, 0, 0, 0, 0, 0, 0, 2] + [0, 0, 0, 1, 0xee])
+        XCTAssertEqual(BucketWriteRequest(bucket: 1, offset: 2, data: [0xee]).encoded().count, BucketWriteRequest.overhead + 1)
+        XCTAssertEqual(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel, shareNumbers: [1, 2], allocatedSize: 3).encoded(),
+                       si + renew + cancel + [0, 0, 0, 2, 1, 2] + [0, 0, 0, 0, 0, 0, 0, 3])
+        XCTAssertEqual(AdviseCorruptShareRequest(mutable: false, storageIndex: si, share: 1, reason: "x").encoded(),
+                       [0] + si + [1] + [0, 0, 0, 1, 0x78])
+        XCTAssertEqual(GetBucketsResponse(shares: [2: 5]).encoded(), [0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 5])
+    }
+
+    func testAdvisoryReasonIsCutToItsLimitInBytes() throws {
+        let long = String(repeating: "é", count: 800)  // 1600 bytes of UTF-8
+        let m = AdviseCorruptShareRequest(mutable: false, storageIndex: si, share: 0, reason: long)
+        let back = try AdviseCorruptShareRequest(decoding: m.encoded())
+        XCTAssertLessThanOrEqual(back.reason.utf8.count, AdviseCorruptShareRequest.maxReason)
+        XCTAssertTrue(long.hasPrefix(back.reason))
+    }
+
+    func testUnknownTestOperatorIsRefused() {
+        var bytes = SlotWriteRequest(storageIndex: si, writeEnabler: renew, renewSecret: renew, cancelSecret: cancel,
+                                     writes: [0: ShareWrite(tests: [TestVector(offset: 0, length: 1, op: .eq, specimen: [])])],
+                                     readVector: []).encoded()
+        // storage index, three secrets, the share-writes count, the share number, the tests count, offset, length: then the operator.
+        let at = 16 + 96 + 4 + 1 + 4 + 16
+        XCTAssertEqual(bytes[at], TestOperator.eq.rawValue)
+        bytes[at] = 99
+        XCTAssertThrowsError(try SlotWriteRequest(decoding: bytes)) { XCTAssertTrue("\($0)".contains("unknown test operator 99")) }
+    }
+
+    func testIntroducerMessagesRoundTrip() throws {
+        let key = Ed25519PrivateKey()
+        let a = Announcement(publicKey: key.publicKey, nickname: "s1", addresses: ["127.0.0.1:4000"], availableSpace: 1 << 30, sequence: 5)
+        let signed = try a.signed(with: key)
+        _ = try roundTrip(signed)
+        XCTAssertEqual(try signed.verified(), a)
+        refusesPrefixes(signed)
+        let list = SubscribeResponse(announcements: [signed, signed])
+        _ = try roundTrip(list)
+        _ = try roundTrip(SubscribeRequest())
+        let removed = try roundTrip(RemovedNotice(publicKey: key.publicKey))
+        XCTAssertEqual(removed, key.publicKey.bytes, "a removed notice is the 32-byte key")
+        XCTAssertEqual(Set([SignedAnnouncement.method, SubscribeRequest.method]), Set(IntroducerMethod.allCases))
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import GridCodec
 import GridCrypto
 import GridFormat
 import GridImmutable
@@ -30,11 +31,13 @@ public final class Downloader: Sendable {
     let pool: ServerPool
     let readahead: Int
     let threads: Int
+    let simdPath: SIMDPath
 
-    public init(pool: ServerPool, readahead: Int = 4, threads: Int = 2) {
+    public init(pool: ServerPool, readahead: Int = 4, threads: Int = 2, simdPath: SIMDPath = .best) {
         self.pool = pool
         self.readahead = readahead
         self.threads = threads
+        self.simdPath = simdPath
     }
 
     /// Writes bytes [offset, offset+length) of the file (all of it by default) to `sink`.
@@ -68,7 +71,7 @@ public final class Downloader: Sendable {
                 "Found only \(distinct) of the \(chk.needed) shares needed (asked \(known.count) servers); "
                     + "the file cannot be read until more of the servers holding it are back.")
         }
-        let decoder = CHKDecoder(capability: chk, shares: readers, threads: threads, readahead: readahead)
+        let decoder = CHKDecoder(capability: chk, shares: readers, simdPath: simdPath, threads: threads, readahead: readahead)
         let bad = Mutex<[(RemoteShareReader, ShareFailure)]>([])
         decoder.onBadShare = { r, why in bad.withLock { $0.append((r as! RemoteShareReader, why)) } }
         let box = UncheckedBox((decoder, sink))
@@ -110,54 +113,13 @@ public final class Downloader: Sendable {
     /// first. Stops waiting for slow servers once k distinct shares are known and the
     /// others have had a short grace period.
     func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> [RemoteShareReader] {
-        enum Event: Sendable { case answer([RemoteShareReader]), failed, tick }
-        let (stream, cont) = AsyncStream.makeStream(of: Event.self)
-        let started = monotonicNow()
-        for s in servers {
-            Task { [pool] in
-                do {
-                    let c = try await pool.client(for: s)
-                    let t0 = monotonicNow()
-                    let held = try await c.getBuckets(storageIndex: si)
-                    let latency = monotonicNow() - t0
-                    cont.yield(.answer(held.sorted { $0.key < $1.key }.map {
-                        RemoteShareReader(server: s, client: c, storageIndex: si, shareNumber: $0.key, size: $0.value, latency: latency)
-                    }))
-                } catch {
-                    cont.yield(.failed)
-                }
+        let census = await pool.census(storageIndex: si, servers: servers, enough: k)
+        return census.answers.flatMap { a in
+            a.shares.sorted { $0.key < $1.key }.map {
+                RemoteShareReader(server: a.server, client: a.client, storageIndex: si, shareNumber: $0.key, size: $0.value,
+                                  latency: a.latency)
             }
         }
-        Task {
-            // Ticks let the loop below notice its deadlines; 15 s is the most any server gets.
-            while monotonicNow() - started < 15 {
-                try? await Task.sleep(nanoseconds: 100_000_000)
-                cont.yield(.tick)
-            }
-            cont.finish()
-        }
-        var found: [RemoteShareReader] = []
-        var answered = 0
-        var enoughAt: Double?
-        for await event in stream {
-            switch event {
-            case let .answer(readers):
-                found += readers
-                answered += 1
-            case .failed:
-                answered += 1
-            case .tick:
-                break
-            }
-            if answered >= servers.count { break }
-            if Set(found.map(\.shareNumber)).count >= k {
-                let now = monotonicNow()
-                if enoughAt == nil { enoughAt = now }
-                if now - enoughAt! > 0.25 { break }
-            }
-        }
-        cont.finish()
-        return found.sorted { $0.latency < $1.latency }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import GridCodec
 import GridCrypto
 import GridFormat
 import GridImmutable
@@ -34,14 +35,6 @@ public struct UploadResult: Sendable {
     public var totalSeconds: Double
 }
 
-/// One open bucket writer on one server.
-struct BucketHandle: Sendable {
-    let server: ServerRef
-    let client: StorageClient
-    let bucket: UInt64
-    let share: Int
-}
-
 /// Uploads immutable files: convergent key, server selection by servers-of-happiness over
 /// Tahoe's permuted list, then one streaming pass that encodes segment i+1 while the
 /// blocks of segment i are still on the wire.
@@ -51,19 +44,21 @@ public final class Uploader: Sendable {
     /// Share bytes allowed in flight across all servers; bounds memory with the segment buffers.
     let window: Int
     let threads: Int
+    let simdPath: SIMDPath
 
-    public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, threads: Int = 2) {
+    public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, threads: Int = 2, simdPath: SIMDPath = .best) {
         self.pool = pool
         self.settings = settings
         self.window = window
         self.threads = threads
+        self.simdPath = simdPath
     }
 
     var parameters: EncodingParameters { settings.encoding.parameters }
 
     public func upload(source: RandomAccessSource & Sendable, progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> UploadResult {
         let start = monotonicNow()
-        let encoder = try CHKEncoder(parameters: parameters, threads: threads)
+        let encoder = try CHKEncoder(parameters: parameters, threads: threads, simdPath: simdPath)
         let size = source.size
         if size <= UInt64(Capability.literalThreshold) {
             let r = try encoder.encode(source: source, convergenceSecret: settings.convergenceSecret, sink: DiscardShareSink())
@@ -71,7 +66,7 @@ public final class Uploader: Sendable {
                                 sharesAlreadyPresent: 0, bytesSent: 0, hashSeconds: 0, pushSeconds: 0,
                                 totalSeconds: monotonicNow() - start)
         }
-        let k = parameters.needed, n = parameters.total, happy = parameters.happy
+        let n = parameters.total, happy = parameters.happy
         let secret = settings.convergenceSecret
         let box = UncheckedBox(encoder)
         let key = try await onThread("grid-hash") {
@@ -90,131 +85,42 @@ public final class Uploader: Sendable {
                     + "but this upload needs \(happy) (happy = \(happy)). Start more servers, or lower 'happy' in the client's grid.conf.")
         }
         let permuted = permutedServers(known, storageIndex: si)
-        let probes = await withTaskGroup(of: (ServerRef, StorageClient?, [Int]).self) { group in
-            for s in permuted {
-                group.addTask { [pool] in
-                    do {
-                        let c = try await pool.client(for: s)
-                        let held = try await c.getBuckets(storageIndex: si)
-                        return (s, c, Array(held.keys))
-                    } catch { return (s, nil, []) }
-                }
-            }
-            var out: [ServerRef: (StorageClient?, [Int])] = [:]
-            for await (s, c, held) in group { out[s] = (c, held) }
-            return out
-        }
-        var clients: [ServerRef: StorageClient] = [:]
-        var holdings: [ServerRef: Set<Int>] = [:]
-        for (s, (c, held)) in probes {
-            if let c { clients[s] = c }
-            if !held.isEmpty { holdings[s] = Set(held) }
-        }
-        let reachable = permuted.filter { clients[$0] != nil }
-        let present = holdings.values.reduce(0) { $0 + $1.count }
-        var writable = Set(reachable.filter { $0.announcement.availableSpace >= shareSize })
-        let renewRoot = TahoeHash.fileRenewalSecret(
-            clientRenewal: TahoeHash.clientRenewalSecret(settings.leaseSecret), storageIndex: si)
-        let cancelRoot = TahoeHash.fileCancelSecret(
-            clientCancel: TahoeHash.clientCancelSecret(settings.leaseSecret), storageIndex: si)
+        let census = await pool.census(storageIndex: si, servers: permuted)
+        let present = census.holdings.values.reduce(0) { $0 + $1.count }
 
         // Allocate, re-planning around servers that refuse, until nothing more can be placed.
-        var handles: [BucketHandle] = []
-        var refused: [String] = []
-        func allocate(_ plan: [ServerRef: [Int]]) async {
-            let answers = await withTaskGroup(of: (ServerRef, Result<AllocateResponse, Error>).self) { group in
-                for (s, shares) in plan {
-                    let c = clients[s]!
-                    group.addTask {
-                        let req = AllocateRequest(
-                            storageIndex: si,
-                            renewSecret: TahoeHash.bucketRenewalSecret(fileRenewal: renewRoot, serverID: s.permutationSeed),
-                            cancelSecret: TahoeHash.bucketCancelSecret(fileCancel: cancelRoot, serverID: s.permutationSeed),
-                            shareNumbers: shares, allocatedSize: shareSize)
-                        do { return (s, .success(try await c.allocateBuckets(req))) } catch { return (s, .failure(error)) }
-                    }
-                }
-                var out: [(ServerRef, Result<AllocateResponse, Error>)] = []
-                for await a in group { out.append(a) }
-                return out
-            }
-            for (s, r) in answers {
-                switch r {
-                case let .success(resp):
-                    holdings[s, default: []].formUnion(resp.alreadyHave)
-                    for (share, bucket) in resp.writers {
-                        holdings[s, default: []].insert(share)
-                        handles.append(BucketHandle(server: s, client: clients[s]!, bucket: bucket, share: share))
-                    }
-                    let got = Set(resp.alreadyHave).union(resp.writers.keys)
-                    if !Set(plan[s]!).isSubset(of: got) {
-                        writable.remove(s)
-                        refused.append("\(s.nickname) accepted only \(got.count) of \(plan[s]!.count) shares")
-                    }
-                case let .failure(e):
-                    writable.remove(s)
-                    refused.append("\(s.nickname): \(e)")
-                }
-            }
-        }
-        for _ in 0..<(2 * n + 2) {
-            let plan = Placement.plan(servers: reachable, existing: holdings, writable: writable, total: n)
-            if plan.isEmpty { break }
-            await allocate(plan)
-        }
-        let happiness = Placement.happiness(holdings)
-        if happiness < happy {
-            await abortAll(handles)
-            throw happinessError(found: known.count, reachable: reachable.count, happiness: happiness, k: k, happy: happy,
-                                 refused: refused)
+        var allocator = BucketAllocator(storageIndex: si, shareSize: shareSize, leaseSecret: settings.leaseSecret,
+                                        census: census, servers: permuted)
+        await allocator.place(total: n)
+        if allocator.happiness < happy {
+            await abortAll(allocator.handles)
+            throw happinessError(found: known.count, reachable: allocator.reachable.count, happiness: allocator.happiness,
+                                 happy: happy, refused: allocator.refused)
         }
 
         // Encode and push. A server that fails is dropped; the upload goes on while
-        // happiness holds, and its shares are placed again afterwards.
+        // happiness holds, and its shares are placed again afterwards (encoding just those).
         let pushStart = monotonicNow()
         var sent: UInt64 = 0
-        var live = handles
         var failed: [ServerRef: String] = [:]
         var result: EncodeResult?
+        var handles = allocator.handles
         for round in 0..<3 {
-            let sink = NetworkShareSink(handles: live, window: window, holdings: holdings, happy: happy)
             let phase: TransferProgress.Phase = round == 0 ? .uploading : .repairing
-            let r: EncodeResult
-            do {
-                r = try await encodeAndPush(encoder: encoder, source: source, key: key, sink: sink) { done in
-                    progress?(TransferProgress(phase: phase, done: done, total: size))
-                }
-            } catch {
-                // Nothing half-written stays behind: abort every bucket this upload opened.
-                await abortAll(sink.liveHandles)
-                throw error
+            let pushed = try await pushShares(encoder: encoder, source: source, key: key, handles: handles,
+                                              holdings: allocator.holdings, happy: happy) { done in
+                progress?(TransferProgress(phase: phase, done: done, total: size))
             }
-            if result == nil { result = r }
-            sent += sink.bytesSent
-            for (s, why) in sink.failedServers { failed[s] = why }
-            // Close every bucket that survived; a close that fails is a failed server too.
-            let survivors = sink.liveHandles
-            let closeFailures = await closeAll(survivors)
-            for (s, why) in closeFailures { failed[s] = why }
-            // What is stored now, on servers that did not fail.
-            holdings = holdings.filter { failed[$0.key] == nil }
-            writable.subtract(failed.keys)
-            if let e = sink.fatal {
-                await abortAll(sink.liveHandles)
-                throw e
-            }
-            let stored = Set(holdings.values.flatMap { $0 })
-            if stored.count == n || round == 2 { break }
-            // Place the lost shares on other servers and encode just those again.
-            handles = []
-            let targets = reachable.filter { failed[$0] == nil }
-            let plan = Placement.plan(servers: targets, existing: holdings, writable: writable, total: n)
-            if plan.isEmpty { break }
-            await allocate(plan)
-            live = handles
-            if live.isEmpty { break }
+            if result == nil { result = pushed.result }
+            sent += pushed.bytesSent
+            for (s, why) in pushed.failedServers { failed[s] = why }
+            allocator.drop(Set(failed.keys))
+            if allocator.storedShares.count == n || round == 2 { break }
+            // Place the lost shares on other servers and push just those.
+            handles = await allocator.placeAgain(total: n)
+            if handles.isEmpty { break }
         }
-        let finalHappiness = Placement.happiness(holdings)
+        let finalHappiness = allocator.happiness
         if finalHappiness < happy {
             throw ClientError(.unavailable,
                 "The upload lost servers on the way (\(failed.keys.map(\.nickname).sorted().joined(separator: ", "))) "
@@ -224,7 +130,7 @@ public final class Uploader: Sendable {
         guard case let .chk(cap, _)? = result else { throw ClientError(.internal, "no capability after encoding") }
         var placement: [Int: [String]] = [:]
         var nicknames: [String: String] = [:]
-        for (s, shares) in holdings {
+        for (s, shares) in allocator.holdings {
             nicknames[s.nodeID] = s.nickname
             for sh in shares { placement[sh, default: []].append(s.nodeID) }
         }
@@ -233,6 +139,40 @@ public final class Uploader: Sendable {
         return UploadResult(capability: .chk(cap), size: size, placement: placement, nicknames: nicknames,
                             happiness: finalHappiness, sharesAlreadyPresent: present, bytesSent: sent,
                             hashSeconds: hashSeconds, pushSeconds: end - pushStart, totalSeconds: end - start)
+    }
+
+    /// What one push of shares did.
+    struct PushResult {
+        var result: EncodeResult
+        var bytesSent: UInt64
+        /// Servers that failed during the push or at close, with why.
+        var failedServers: [ServerRef: String]
+    }
+
+    /// Encodes the file and pushes the blocks of the shares `handles` cover (only those:
+    /// the others are computed and dropped, identical bytes by construction), then closes
+    /// every bucket that survived. Throws, after aborting every bucket, when the servers
+    /// that fail leave fewer than `happy` distinct servers.
+    func pushShares(encoder: CHKEncoder, source: RandomAccessSource & Sendable, key: [UInt8], handles: [BucketHandle],
+                    holdings: [ServerRef: Set<Int>], happy: Int,
+                    progress: @escaping @Sendable (UInt64) -> Void) async throws -> PushResult {
+        let sink = NetworkShareSink(handles: handles, window: window, holdings: holdings, happy: happy)
+        let r: EncodeResult
+        do {
+            r = try await encodeAndPush(encoder: encoder, source: source, key: key, sink: sink, progress: progress)
+        } catch {
+            // Nothing half-written stays behind: abort every bucket this push opened.
+            await abortAll(sink.liveHandles)
+            throw error
+        }
+        var failed = sink.failedServers
+        // Close every bucket that survived; a close that fails is a failed server too.
+        for (s, why) in await closeAll(sink.liveHandles) { failed[s] = why }
+        if let e = sink.fatal {
+            await abortAll(sink.liveHandles)
+            throw e
+        }
+        return PushResult(result: r, bytesSent: sink.bytesSent, failedServers: failed)
     }
 
     func encodeAndPush(encoder: CHKEncoder, source: RandomAccessSource & Sendable, key: [UInt8], sink: NetworkShareSink,
@@ -265,9 +205,9 @@ public final class Uploader: Sendable {
         }
     }
 
-    func happinessError(found: Int, reachable: Int, happiness: Int, k: Int, happy: Int, refused: [String]) -> ClientError {
+    func happinessError(found: Int, reachable: Int, happiness: Int, happy: Int, refused: [String]) -> ClientError {
         var m = "Found \(found) storage server\(found == 1 ? "" : "s") (\(reachable) reachable), but shares could be placed "
-            + "on only \(happiness) distinct server\(happiness == 1 ? "" : "s"); this upload needs \(happy) (happy = \(happy), k = \(k))."
+            + "on only \(happiness) distinct server\(happiness == 1 ? "" : "s"); this upload needs \(happy) (happy = \(happy), k = \(parameters.needed))."
         if !refused.isEmpty { m += " Refused: " + refused.prefix(3).joined(separator: "; ") + (refused.count > 3 ? "; ..." : "") + "." }
         m += " Start more servers, free space on them, or lower 'happy' in the client's grid.conf."
         return ClientError(.unavailable, m)

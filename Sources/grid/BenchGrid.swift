@@ -44,8 +44,8 @@ struct BenchGrid: ParsableCommand {
         }
         var ups: [Double] = [], downs: [Double] = []
         var cpu: [[Double]] = []  // client up, servers up, client down, servers down
-        let uploader = Uploader(pool: pool, settings: settings)
-        let downloader = Downloader(pool: pool)
+        let uploader = Uploader(pool: pool, settings: settings, simdPath: try simdPathFromEnvironment())
+        let downloader = Downloader(pool: pool, simdPath: try simdPathFromEnvironment())
         for round in 0..<rounds {
             let sample = root + "/sample\(round).bin"
             try writeSampleFile(sample, size: bytes, seed: wallClockSeconds() &+ UInt64(round) &* 7919)

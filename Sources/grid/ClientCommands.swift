@@ -27,7 +27,8 @@ final class AsyncResultBox<T>: @unchecked Sendable { var result: Result<T, Error
 
 let nodeDirHelp = """
     The client node is found with --node-dir DIR, else $GRID_NODE_DIR, else ~/.grid/client \
-    (first match wins). Create one with `grid client create`.
+    (first match wins). Create one with `grid client create`. GRID_SIMD=portable|ssse3|avx2|gfni \
+    forces a Reed-Solomon kernel (default: the fastest this CPU has).
     """
 
 struct ClientCommand: ParsableCommand {
@@ -188,7 +189,7 @@ struct Upload: ParsableCommand {
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
             let bar = ProgressBar()
-            let uploader = Uploader(pool: session.pool, settings: session.settings)
+            let uploader = Uploader(pool: session.pool, settings: session.settings, simdPath: try simdPathFromEnvironment())
             let box = UncheckedBox(source)
             let r = try blockingAwait { try await uploader.upload(source: box.value) { bar.update($0) } }
             bar.finish()
@@ -251,7 +252,7 @@ struct Download: ParsableCommand {
                 sink = FileDescriptorSink(.standardOutput)
             }
             let bar = ProgressBar()
-            let downloader = Downloader(pool: session.pool)
+            let downloader = Downloader(pool: session.pool, simdPath: try simdPathFromEnvironment())
             let box = UncheckedBox(sink)
             let (off, len) = (offset, length)
             let r: DownloadResult

@@ -47,7 +47,7 @@ struct Demo: ParsableCommand {
         let sample = root + "/sample.bin"
         try writeSampleFile(sample, size: bytes, seed: wallClockSeconds())
         let source = try FileSource(path: sample)
-        let uploader = Uploader(pool: pool, settings: settings)
+        let uploader = Uploader(pool: pool, settings: settings, simdPath: try simdPathFromEnvironment())
         let bar = ProgressBar()
         let up = try blockingAwait { try await uploader.upload(source: source) { bar.update($0) } }
         bar.finish()
@@ -63,7 +63,7 @@ struct Demo: ParsableCommand {
 
         let out = root + "/sample.out"
         let sink = try FileDescriptorSink(path: out)
-        let downloader = Downloader(pool: pool)
+        let downloader = Downloader(pool: pool, simdPath: try simdPathFromEnvironment())
         let cap = up.capability
         let box = UncheckedBox(sink)
         let down = try blockingAwait { try await downloader.download(cap, to: box.value) { bar.update($0) } }

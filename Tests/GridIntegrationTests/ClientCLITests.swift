@@ -74,6 +74,17 @@ final class ClientCLITests: XCTestCase {
         (st, out, err) = try run(["download", "--node-dir", node, cap])
         XCTAssertEqual(st, 0, err)
         XCTAssertEqual(out, data)
+        // GRID_SIMD reaches upload and download: the portable kernel gives the same bytes;
+        // a path that does not exist is a usage error before anything is sent.
+        (st, out, err) = try run(["download", "--node-dir", node, cap], env: ["GRID_SIMD": "portable"])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(out, data)
+        (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data, env: ["GRID_SIMD": "portable"])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), cap)
+        (st, _, err) = try run(["download", "--node-dir", node, cap], env: ["GRID_SIMD": "quantum"])
+        XCTAssertEqual(st, 64, err)
+        XCTAssertTrue(err.contains("GRID_SIMD=quantum"), err)
         let dest = grid.root + "/out.bin"
         (st, out, err) = try run(["download", "--node-dir", node, cap, "-o", dest, "--json"])
         XCTAssertEqual(st, 0, err)

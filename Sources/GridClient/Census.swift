@@ -1,0 +1,198 @@
+import GridCrypto
+import GridProtocol
+import GridSystem
+
+/// What the servers hold of one storage index: the answer of each server asked, and who
+/// did not answer. Uploads, downloads and (later) the checker and repairer all start here.
+public struct ShareCensus: Sendable {
+    /// One server's answer.
+    public struct Answer: Sendable {
+        public let server: ServerRef
+        public let client: StorageClient
+        /// Share number → share data length.
+        public let shares: [Int: UInt64]
+        /// Seconds the server took to answer.
+        public let latency: Double
+    }
+
+    /// Answers, fastest server first.
+    public var answers: [Answer]
+    /// Servers that could not be reached or refused, with why.
+    public var failed: [ServerRef: String]
+    /// Servers still silent when the census stopped waiting.
+    public var unanswered: [ServerRef]
+
+    /// Server → the shares it holds (servers holding none are left out).
+    public var holdings: [ServerRef: Set<Int>] {
+        var out: [ServerRef: Set<Int>] = [:]
+        for a in answers where !a.shares.isEmpty { out[a.server] = Set(a.shares.keys) }
+        return out
+    }
+
+    public var distinctShares: Set<Int> { Set(answers.flatMap(\.shares.keys)) }
+
+    /// Servers that answered, with their connections.
+    public var clients: [ServerRef: StorageClient] {
+        Dictionary(answers.map { ($0.server, $0.client) }, uniquingKeysWith: { a, _ in a })
+    }
+}
+
+extension ServerPool {
+    /// Asks every server in `servers` at once which shares of `storageIndex` it holds.
+    ///
+    /// Waits for every answer, at most `deadline` seconds; or, with `enough`, stops once
+    /// that many distinct shares are known and the others have had `grace` seconds more.
+    public func census(storageIndex si: [UInt8], servers: [ServerRef], enough: Int? = nil, grace: Double = 0.25,
+                       deadline: Double = 15) async -> ShareCensus {
+        enum Event: Sendable { case answer(ShareCensus.Answer), failed(ServerRef, String), tick }
+        let (stream, cont) = AsyncStream.makeStream(of: Event.self)
+        let started = monotonicNow()
+        for s in servers {
+            Task { [self] in
+                do {
+                    let c = try await client(for: s)
+                    let t0 = monotonicNow()
+                    let held = try await c.getBuckets(storageIndex: si)
+                    cont.yield(.answer(ShareCensus.Answer(server: s, client: c, shares: held, latency: monotonicNow() - t0)))
+                } catch {
+                    cont.yield(.failed(s, "\(error)"))
+                }
+            }
+        }
+        Task {
+            // Ticks let the loop below notice its deadlines.
+            while monotonicNow() - started < deadline {
+                try? await Task.sleep(nanoseconds: 100_000_000)
+                cont.yield(.tick)
+            }
+            cont.finish()
+        }
+        var answers: [ShareCensus.Answer] = []
+        var failed: [ServerRef: String] = [:]
+        var enoughAt: Double?
+        for await event in stream {
+            switch event {
+            case let .answer(a): answers.append(a)
+            case let .failed(s, why): failed[s] = why
+            case .tick: break
+            }
+            if answers.count + failed.count >= servers.count { break }
+            if let enough, Set(answers.flatMap(\.shares.keys)).count >= enough {
+                let now = monotonicNow()
+                if enoughAt == nil { enoughAt = now }
+                if now - enoughAt! > grace { break }
+            }
+        }
+        cont.finish()
+        let heard = Set(answers.map(\.server)).union(failed.keys)
+        return ShareCensus(answers: answers.sorted { $0.latency < $1.latency }, failed: failed,
+                           unanswered: servers.filter { !heard.contains($0) })
+    }
+}
+
+/// One open bucket writer on one server.
+struct BucketHandle: Sendable {
+    let server: ServerRef
+    let client: StorageClient
+    let bucket: UInt64
+    let share: Int
+}
+
+/// Places share numbers on servers for one storage index: plans by servers-of-happiness
+/// over the permuted list (existing holdings first), asks the servers to allocate, and
+/// re-plans around servers that refuse or fail. Holds the lease secrets for the file.
+struct BucketAllocator {
+    let storageIndex: [UInt8]
+    let shareSize: UInt64
+    let renewRoot: [UInt8]
+    let cancelRoot: [UInt8]
+    /// Reachable servers, in permuted order.
+    let reachable: [ServerRef]
+    let clients: [ServerRef: StorageClient]
+    /// Server → shares it holds or has accepted.
+    private(set) var holdings: [ServerRef: Set<Int>]
+    /// Servers that may still be asked to take shares.
+    private(set) var writable: Set<ServerRef>
+    /// Buckets opened by the last `place` or `placeAgain`.
+    private(set) var handles: [BucketHandle] = []
+    /// Why servers took fewer shares than asked.
+    private(set) var refused: [String] = []
+
+    init(storageIndex: [UInt8], shareSize: UInt64, leaseSecret: [UInt8], census: ShareCensus, servers: [ServerRef]) {
+        self.storageIndex = storageIndex
+        self.shareSize = shareSize
+        renewRoot = TahoeHash.fileRenewalSecret(clientRenewal: TahoeHash.clientRenewalSecret(leaseSecret), storageIndex: storageIndex)
+        cancelRoot = TahoeHash.fileCancelSecret(clientCancel: TahoeHash.clientCancelSecret(leaseSecret), storageIndex: storageIndex)
+        clients = census.clients
+        reachable = servers.filter { census.clients[$0] != nil }
+        holdings = census.holdings
+        writable = Set(reachable.filter { $0.announcement.availableSpace >= shareSize })
+    }
+
+    var happiness: Int { Placement.happiness(holdings) }
+    var storedShares: Set<Int> { Set(holdings.values.flatMap { $0 }) }
+
+    /// Plans and allocates shares 0..<total until nothing more can be placed.
+    mutating func place(total: Int) async {
+        for _ in 0..<(2 * total + 2) {
+            let plan = Placement.plan(servers: reachable, existing: holdings, writable: writable, total: total)
+            if plan.isEmpty { break }
+            await allocate(plan)
+        }
+    }
+
+    /// After servers failed (`drop`), places the shares no surviving server holds; returns
+    /// the buckets opened for them.
+    mutating func placeAgain(total: Int) async -> [BucketHandle] {
+        handles = []
+        let plan = Placement.plan(servers: reachable.filter { writable.contains($0) || holdings[$0] != nil },
+                                  existing: holdings, writable: writable, total: total)
+        if !plan.isEmpty { await allocate(plan) }
+        return handles
+    }
+
+    /// Forgets servers that failed: what they held no longer counts, and they are not asked again.
+    mutating func drop(_ failed: Set<ServerRef>) {
+        holdings = holdings.filter { !failed.contains($0.key) }
+        writable.subtract(failed)
+    }
+
+    /// Asks each server in `plan` to allocate its shares, all at once.
+    mutating func allocate(_ plan: [ServerRef: [Int]]) async {
+        let (si, size, renewRoot, cancelRoot, clients) = (storageIndex, shareSize, renewRoot, cancelRoot, clients)
+        let answers = await withTaskGroup(of: (ServerRef, Result<AllocateResponse, Error>).self) { group in
+            for (s, shares) in plan {
+                let c = clients[s]!
+                group.addTask {
+                    let req = AllocateRequest(
+                        storageIndex: si,
+                        renewSecret: TahoeHash.bucketRenewalSecret(fileRenewal: renewRoot, serverID: s.permutationSeed),
+                        cancelSecret: TahoeHash.bucketCancelSecret(fileCancel: cancelRoot, serverID: s.permutationSeed),
+                        shareNumbers: shares, allocatedSize: size)
+                    do { return (s, .success(try await c.allocateBuckets(req))) } catch { return (s, .failure(error)) }
+                }
+            }
+            var out: [(ServerRef, Result<AllocateResponse, Error>)] = []
+            for await a in group { out.append(a) }
+            return out
+        }
+        for (s, r) in answers {
+            switch r {
+            case let .success(resp):
+                holdings[s, default: []].formUnion(resp.alreadyHave)
+                for (share, bucket) in resp.writers {
+                    holdings[s, default: []].insert(share)
+                    handles.append(BucketHandle(server: s, client: clients[s]!, bucket: bucket, share: share))
+                }
+                let got = Set(resp.alreadyHave).union(resp.writers.keys)
+                if !Set(plan[s]!).isSubset(of: got) {
+                    writable.remove(s)
+                    refused.append("\(s.nickname) accepted only \(got.count) of \(plan[s]!.count) shares")
+                }
+            case let .failure(e):
+                writable.remove(s)
+                refused.append("\(s.nickname): \(e)")
+            }
+        }
+    }
+}

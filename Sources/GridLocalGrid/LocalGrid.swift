@@ -96,6 +96,23 @@ public final class DaemonProcess: @unchecked Sendable {
     /// CPU seconds it has used so far.
     public var cpuSeconds: Double { pid.map(CurrentProcess.cpuSeconds(of:)) ?? 0 }
 
+    /// Where a detached daemon's process id is kept.
+    public var pidPath: String { directory + "/daemon.pid" }
+
+    /// Lets the daemon outlive this process: records its pid in DIR/daemon.pid and forgets it.
+    public func detach() throws {
+        guard let pid else { return }
+        try writeSecretFile(pidPath, "\(pid)\n")
+        process = nil
+    }
+
+    /// The pid of a detached daemon that is still running, from DIR/daemon.pid.
+    public var detachedPID: Int32? {
+        guard let text = try? readSecretFile(pidPath), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+              pid > 0, CurrentProcess.isAlive(pid) else { return nil }
+        return pid
+    }
+
     deinit { if let p = process, p.isRunning { CurrentProcess.send(ProcessSignal.kill, to: p.processIdentifier); p.waitUntilExit() } }
 }
 
@@ -194,6 +211,41 @@ public final class LocalGrid: @unchecked Sendable {
         for s in servers { s.signal(ProcessSignal.terminate) }
         for s in servers { s.stop() }
         introducer.stop()
+    }
+
+    /// Leaves every daemon running after this process exits (see `DaemonProcess.detach`).
+    public func detach() throws {
+        try introducer.detach()
+        for s in servers { try s.detach() }
+    }
+
+    /// The daemons of a grid under `root` started earlier and detached, by node directory
+    /// name, with their pid when running.
+    public static func detachedDaemons(root: String) throws -> [(name: String, daemon: DaemonProcess, pid: Int32?)] {
+        try FileSystem.list(root).sorted { a, b in
+            // introducer first, then storage0, storage1, ... in numeric order
+            let na = Int(a.drop { !$0.isNumber }) ?? -1, nb = Int(b.drop { !$0.isNumber }) ?? -1
+            return (a.hasPrefix("storage") ? 1 : 0, na) < (b.hasPrefix("storage") ? 1 : 0, nb)
+        }.compactMap { name in
+            guard name == "introducer" || name.hasPrefix("storage"), FileSystem.exists("\(root)/\(name)/grid.conf") else { return nil }
+            let d = DaemonProcess(kind: name == "introducer" ? "introducer" : "storage", directory: "\(root)/\(name)")
+            return (name, d, d.detachedPID)
+        }
+    }
+
+    /// Stops the detached daemons under `root` (SIGTERM, then SIGKILL after `timeout` s);
+    /// returns the names of those it stopped.
+    @discardableResult
+    public static func stopDetached(root: String, timeout: Double = 5) throws -> [String] {
+        let running = try detachedDaemons(root: root).filter { $0.pid != nil }
+        for r in running { CurrentProcess.send(ProcessSignal.terminate, to: r.pid!) }
+        let deadline = monotonicNow() + timeout
+        for r in running {
+            while CurrentProcess.isAlive(r.pid!) && monotonicNow() < deadline { CurrentProcess.sleep(seconds: 0.05) }
+            if CurrentProcess.isAlive(r.pid!) { CurrentProcess.send(ProcessSignal.kill, to: r.pid!) }
+            try? FileSystem.remove(r.daemon.pidPath)
+        }
+        return running.map(\.name)
     }
 
     /// CPU seconds used so far by all the daemons together.

@@ -293,6 +293,12 @@ public enum FileSystem {
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
+    /// The working directory.
+    public static var currentDirectory: String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        return getcwd(&buf, buf.count) != nil ? String(cString: buf) : "."
+    }
+
     /// $TMPDIR, else /tmp.
     public static var temporaryDirectory: String {
         if let t = getenv("TMPDIR"), t[0] != 0 { return String(cString: t) }

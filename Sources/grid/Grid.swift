@@ -27,7 +27,8 @@ struct Grid: ParsableCommand {
             Environment: GRID_SIMD=portable|ssse3|avx2|gfni forces a Reed-Solomon kernel \
             (default: the fastest this CPU supports).
             """,
-        subcommands: [Upload.self, Download.self, ClientCommand.self, Demo.self, IntroducerCommand.self, StorageCommand.self, Debug.self, Bench.self])
+        subcommands: [Upload.self, Download.self, ClientCommand.self, Demo.self, LocalGridCommand.self, IntroducerCommand.self,
+                      StorageCommand.self, Debug.self, Bench.self])
 }
 
 enum FileHandleStderr {

@@ -125,3 +125,59 @@ final class UnsafeBox<T>: @unchecked Sendable {
     init(_ v: T) { value = v }
 }
 
+extension ClientCLITests {
+    /// `grid local-grid` leaves real daemons running between commands; share files taken
+    /// straight from the servers' storage directories can be dumped (container, leases)
+    /// and decoded offline.
+    func testLocalGridCommandAndServerShareFiles() throws {
+        let root = try FileSystem.makeTemporaryDirectory(prefix: "grid-lg")
+        defer { FileSystem.removeTree(root) }
+        let dir = root + "/g"
+        var (st, out, err) = try run(["local-grid", "start", "--servers", "3", "--dir", dir])
+        defer { _ = try? run(["local-grid", "stop", "--dir", dir]) }
+        XCTAssertEqual(st, 0, err)
+        (st, out, err) = try run(["local-grid", "status", "--dir", dir])
+        let status = String(decoding: out, as: UTF8.self)
+        XCTAssertEqual(status.components(separatedBy: "running (pid").count - 1, 4, status)
+        (st, _, err) = try run(["local-grid", "start", "--dir", dir])
+        XCTAssertEqual(st, 75, "already running: \(err)")
+
+        let data = pseudoRandom(20_000, seed: 11)
+        (st, out, err) = try run(["upload", "-"], stdin: data, env: ["GRID_NODE_DIR": dir + "/client"])
+        XCTAssertEqual(st, 0, err)
+        let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+
+        // Every share file on the servers, copied by share number.
+        let collected = root + "/shares"
+        try FileSystem.makeDirectory(collected)
+        var first: String?
+        for i in 0..<3 {
+            let shares = dir + "/storage\(i)/storage/shares"
+            for prefix in try FileSystem.list(shares) where prefix != "incoming" {
+                for si in try FileSystem.list(shares + "/" + prefix) {
+                    for n in try FileSystem.list(shares + "/" + prefix + "/" + si) {
+                        let path = shares + "/" + prefix + "/" + si + "/" + n
+                        first = first ?? path
+                        try FileManager.default.copyItem(atPath: path, toPath: collected + "/" + n)
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(try FileSystem.list(collected).count, 10)
+        (st, out, err) = try run(["debug", "dump-share", try XCTUnwrap(first)])
+        XCTAssertEqual(st, 0, err)
+        let dump = String(decoding: out, as: UTF8.self)
+        for want in ["container: immutable, version 2", "leases: 1", "needed_shares: 3", "total_shares: 10", "size: 20000"] {
+            XCTAssertTrue(dump.contains(want), "dump-share lacks '\(want)':\n\(dump)")
+        }
+        (st, out, err) = try run(["debug", "decode", cap, collected])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(out, data, "decoded from the servers' share files")
+
+        (st, out, err) = try run(["local-grid", "stop", "--dir", dir])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertTrue(String(decoding: out, as: UTF8.self).contains("stopped 4 daemons"))
+        (st, out, _) = try run(["local-grid", "status", "--dir", dir])
+        XCTAssertFalse(String(decoding: out, as: UTF8.self).contains("running"))
+    }
+}

@@ -29,8 +29,6 @@ public struct ShareCensus: Sendable {
         return out
     }
 
-    public var distinctShares: Set<Int> { Set(answers.flatMap(\.shares.keys)) }
-
     /// Servers that answered, with their connections.
     public var clients: [ServerRef: StorageClient] {
         Dictionary(answers.map { ($0.server, $0.client) }, uniquingKeysWith: { a, _ in a })

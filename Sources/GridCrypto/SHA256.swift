@@ -8,19 +8,16 @@ public enum CryptoError: ClassifiedError, Equatable {
         switch self {
         case .openssl: return .internal
         case .badKeyLength: return .usage
-        case .badSignature: return .denied
         }
     }
 
     case openssl(String)
     case badKeyLength(expected: Int, got: Int)
-    case badSignature
 
     public var description: String {
         switch self {
         case let .openssl(what): return "OpenSSL failure: \(what)"
         case let .badKeyLength(e, g): return "key must be \(e) bytes, got \(g)"
-        case .badSignature: return "signature does not verify"
         }
     }
 }

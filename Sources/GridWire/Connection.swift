@@ -51,9 +51,6 @@ final class Connection: EventHandler, @unchecked Sendable {
     /// Called once when the connection closes, with the reason (nil: closed by us, cleanly).
     var onClose: ((WireError?) -> Void)?
 
-    /// Buffered outgoing bytes above which callers should hold back.
-    static let highWater = 8 << 20
-
     init(loop: EventLoop, fd: Int32, tls: TLSContext, isClient: Bool, connecting: Bool,
          expectedKey: Ed25519PublicKey?, peerName: String) throws {
         self.loop = loop
@@ -197,8 +194,6 @@ final class Connection: EventHandler, @unchecked Sendable {
         setEvents(registeredEvents | epollIn)
         readAvailable()  // OpenSSL may hold decrypted bytes the socket will not signal again
     }
-
-    var bufferedOutput: Int { out.count - outStart }
 
     func send(_ frame: Frame) {
         guard state != .closed else { return }

@@ -29,7 +29,6 @@ public final class EventLoop: @unchecked Sendable {
     var thread: Thread?
     let threadStarted = DispatchSemaphore(value: 0)
     let stopped = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var loopThreadID: pthread_t?
 
     /// Scratch space for TLS reads; only the loop thread touches it.
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
@@ -48,12 +47,6 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     deinit { readBuffer.deallocate() }
-
-    /// True on the loop's own thread.
-    public var inLoop: Bool {
-        guard let id = loopThreadID else { return false }
-        return pthread_equal(id, pthread_self()) != 0
-    }
 
     /// Runs `task` on the loop thread, soon.
     public func execute(_ task: @escaping @Sendable () -> Void) {
@@ -95,7 +88,6 @@ public final class EventLoop: @unchecked Sendable {
     func cancel(_ timer: UInt64) { timers.cancel(timer) }
 
     func run() {
-        loopThreadID = pthread_self()
         threadStarted.signal()
         var events = [epoll_event](repeating: epoll_event(), count: 256)
         while running {

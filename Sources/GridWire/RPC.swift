@@ -71,7 +71,6 @@ public final class RPCServer: @unchecked Sendable {
     // Loop-thread state.
     var connections: [UInt64: ServerConn] = [:]
     var nextSession: UInt64 = 1
-    let connectionCount = Atomic<Int>(0)
 
     final class ServerConn {
         let conn: Connection
@@ -100,9 +99,6 @@ public final class RPCServer: @unchecked Sendable {
         self.services = map
         workers = WorkerPool(threads: config.workerThreads, name: "grid-worker")
     }
-
-    /// Number of open connections (any thread).
-    public var openConnections: Int { connectionCount.load(ordering: .relaxed) }
 
     /// Starts listening; returns the bound port.
     @discardableResult
@@ -175,14 +171,12 @@ public final class RPCServer: @unchecked Sendable {
             nextSession += 1
             let sc = ServerConn(conn: conn, session: RPCSession(id: id, peer: peer, server: self))
             connections[id] = sc
-            connectionCount.add(1, ordering: .relaxed)
             conn.onFrame = { [weak self, weak sc] (frame: Frame) in
                 guard let self, let sc else { return }
                 self.received(frame, on: sc)
             }
             conn.onClose = { [weak self] (_: WireError?) in
                 guard let self, let sc = self.connections.removeValue(forKey: id) else { return }
-                self.connectionCount.subtract(1, ordering: .relaxed)
                 if let service = sc.service {
                     let session = sc.session
                     self.workers.submit { service.sessionEnded(session) }
@@ -326,7 +320,6 @@ public final class RPCClient: @unchecked Sendable {
     var closedReason: WireError?
     let closedFlag = Atomic<Bool>(false)
     var onNotify: (@Sendable (UInt16, [UInt8]) -> Void)?
-    public private(set) var version: UInt16 = 0
 
     init(loop: EventLoop, peer: String, serverKey: Ed25519PublicKey, config: RPCClientConfig) {
         self.loop = loop
@@ -364,9 +357,13 @@ public final class RPCClient: @unchecked Sendable {
                     guard !settled else { return }
                     switch frame.type {
                     case .helloOK:
-                        settled = true
+                        // The server's choice must be a version this client speaks.
                         var r = WireReader(frame.body)
-                        client.version = (try? r.u16()) ?? 0
+                        guard let v = try? r.u16(), (Hello.minVersion...Hello.currentVersion).contains(v) else {
+                            conn.close(WireError(.versionMismatch, "\(peer) chose a protocol version this client does not speak"))
+                            return
+                        }
+                        settled = true
                         conn.onFrame = { client.received($0) }
                         client.schedulePing()
                         cont.resume()

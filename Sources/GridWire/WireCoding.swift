@@ -32,9 +32,6 @@ public struct WireError: ClassifiedError, Equatable {
 
         public init(raw: UInt16) { self = Code(rawValue: raw) ?? .internal }
 
-        /// Codes 100 and up never travel: this side made them (the call timed out, the
-        /// connection went, the key did not match, nothing answered).
-        public var isLocal: Bool { rawValue >= 100 }
     }
 
     public var errorClass: ErrorClass {

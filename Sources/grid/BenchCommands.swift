@@ -10,7 +10,7 @@ import GridSystem
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput (figures, not pass/fail).",
-        discussion: "The machine may be shared: compare medians and ratios taken in one run.",
+        discussion: "The machine may be shared: compare medians and ratios taken in one run.\n\n\(ExitStatus.help)",
         subcommands: [BenchCodec.self, BenchCHK.self, BenchConnections.self, BenchGrid.self])
 }
 
@@ -50,6 +50,8 @@ struct BenchCodec: ParsableCommand {
             shards from the survivors (matrix inversion included; it is cached per loss pattern, \
             as the decoder does). GB/s counts k x shard bytes per call. The defaults are the \
             shapes of ../shared/anchors so the figures compare side by side with ISA-L.
+
+            \(ExitStatus.help)
             """)
 
     @Option(help: "Comma-separated paths (default: every path this CPU supports).")
@@ -178,6 +180,8 @@ struct BenchCHK: ParsableCommand {
             hash Tahoe needs, discarding the shares, then decodes it from the first k shares \
             (no erasure decoding) and from the last k (worst case). Each is timed with 1 and \
             with 2 threads; the median of --runs is printed. MB = 1e6 bytes.
+
+            \(ExitStatus.help)
             """)
 
     @Option(name: .customLong("size-mib"), help: "File size in MiB.")

@@ -15,6 +15,8 @@ struct BenchConnections: ParsableCommand {
             (TLS handshake and HELLO done), leaves them idle, and reads the server's thread \
             count and resident memory from /proc before and after. It then times get_version \
             calls on one more connection while the others stay open. Everything is stopped at the end.
+
+            \(ExitStatus.help)
             """)
 
     @Option(help: "Idle connections to open.") var count: Int = 1000

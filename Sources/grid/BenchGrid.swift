@@ -19,6 +19,8 @@ struct BenchGrid: ParsableCommand {
             every hash, into a sink that discards the bytes. Prints each round and the medians. \
             The client is this process, so its peak RSS (getrusage) is the client's; every \
             daemon shares this machine's cores with it. MB/s = 10^6 bytes of plaintext per second.
+
+            \(ExitStatus.help)
             """)
 
     @Option(help: "File size per round, e.g. 128MiB or 1GiB.") var size: String = "128MiB"

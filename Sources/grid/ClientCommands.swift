@@ -35,6 +35,7 @@ struct ClientCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "client",
         abstract: "Create a client node (the settings and secrets `grid upload` and `grid download` use).",
+        discussion: ExitStatus.help,
         subcommands: [ClientCreate.self])
 }
 
@@ -48,6 +49,8 @@ struct ClientCreate: ParsableCommand {
             and encoding get the same capability) and DIR/private/lease.secret, all mode 0600.
 
             \(nodeDirHelp)
+
+            \(ExitStatus.help)
             """)
 
     @Argument(help: "The node directory to create (default: $GRID_NODE_DIR, else ~/.grid/client).") var directory: String?

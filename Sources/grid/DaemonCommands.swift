@@ -19,6 +19,7 @@ struct IntroducerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "introducer",
         abstract: "Create or run an introducer node (it tells clients which storage servers exist).",
+        discussion: ExitStatus.help,
         subcommands: [IntroducerCreate.self, IntroducerRun.self])
 }
 
@@ -31,6 +32,8 @@ struct IntroducerCreate: ParsableCommand {
             clients are given: the node id pins the introducer's key and the secret grants \
             the right to announce and subscribe. Keep it as private as the grid. It is also \
             saved in DIR/private/introducer.address.
+
+            \(ExitStatus.help)
             """)
 
     @Argument(help: "The node directory to create.") var directory: String
@@ -48,7 +51,8 @@ struct IntroducerCreate: ParsableCommand {
 
 struct IntroducerRun: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "run", abstract: "Run an introducer until SIGINT or SIGTERM.")
+        commandName: "run", abstract: "Run an introducer until SIGINT or SIGTERM.",
+        discussion: ExitStatus.help)
     @Argument(help: "The node directory.") var directory: String
 
     func run() throws {
@@ -60,6 +64,7 @@ struct StorageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "storage",
         abstract: "Create or run a storage server node.",
+        discussion: ExitStatus.help,
         subcommands: [StorageCreate.self, StorageRun.self])
 }
 
@@ -67,7 +72,14 @@ struct StorageCreate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create",
         abstract: "Create a storage server node directory.",
-        discussion: "Settings live in DIR/grid.conf (mode 0600); the node key in DIR/private/node.key (0600).")
+        discussion: """
+            Settings live in DIR/grid.conf (mode 0600); the node key in DIR/private/node.key (0600).
+
+            Example: grid storage create /srv/grid/storage1 --introducer grid://v0-...@intro.example:4000/... \
+            --reserved-space 10G --nickname rack1-disk3
+
+            \(ExitStatus.help)
+            """)
 
     @Argument(help: "The node directory to create.") var directory: String
     @Option(help: "The introducer's address (grid://...).") var introducer: String
@@ -90,7 +102,8 @@ struct StorageCreate: ParsableCommand {
 struct StorageRun: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run a storage server until SIGINT or SIGTERM (then it shuts down cleanly).")
+        abstract: "Run a storage server until SIGINT or SIGTERM (then it shuts down cleanly).",
+        discussion: ExitStatus.help)
     @Argument(help: "The node directory.") var directory: String
 
     func run() throws {

@@ -18,7 +18,7 @@ struct LocalGridCommand: ParsableCommand {
               grid upload photo.jpg
               grid local-grid stop
 
-            \\(ExitStatus.help)
+            \(ExitStatus.help)
             """,
         subcommands: [LocalGridStart.self, LocalGridStop.self, LocalGridStatus.self])
 }
@@ -30,7 +30,8 @@ struct LocalGridDirectory: ParsableArguments {
 struct LocalGridStart: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "start",
-        abstract: "Create the grid's nodes (the first time) and start every daemon that is not running.")
+        abstract: "Create the grid's nodes (the first time) and start every daemon that is not running.",
+        discussion: ExitStatus.help)
     @OptionGroup var location: LocalGridDirectory
     @Option(help: "Storage servers (the first start decides; later starts start what exists).") var servers: Int = 10
     @Option(name: .customLong("reserved-space"), help: "Space each storage server keeps free.") var reservedSpace: String = "1G"
@@ -63,7 +64,8 @@ struct LocalGridStart: ParsableCommand {
 }
 
 struct LocalGridStop: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop every daemon of the local grid.")
+    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop every daemon of the local grid.",
+        discussion: ExitStatus.help)
     @OptionGroup var location: LocalGridDirectory
 
     func run() throws {
@@ -75,7 +77,8 @@ struct LocalGridStop: ParsableCommand {
 }
 
 struct LocalGridStatus: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Say which daemons of the local grid are running.")
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Say which daemons of the local grid are running.",
+        discussion: ExitStatus.help)
     @OptionGroup var location: LocalGridDirectory
 
     func run() throws {

@@ -157,6 +157,25 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("GRID_SIMD=quantum"), bad.stderr)
     }
 
+    /// Every command documents its exit codes, usage errors as 64.
+    func testEveryCommandsHelpListsExitCodes() throws {
+        let commands: [[String]] = [
+            [], ["upload"], ["download"], ["client"], ["client", "create"], ["demo"],
+            ["local-grid"], ["local-grid", "start"], ["local-grid", "stop"], ["local-grid", "status"],
+            ["introducer"], ["introducer", "create"], ["introducer", "run"],
+            ["storage"], ["storage", "create"], ["storage", "run"],
+            ["debug"], ["debug", "encode"], ["debug", "decode"], ["debug", "dump-share"],
+            ["bench"], ["bench", "codec"], ["bench", "chk"], ["bench", "grid"], ["bench", "connections"],
+        ]
+        for c in commands {
+            let r = try grid(c + ["--help"])
+            XCTAssertEqual(r.status, 0, "\(c): \(r.stderr)")
+            XCTAssertTrue(r.stdout.contains("Exit status") && r.stdout.contains("64 usage error"), "\(c) --help:\n\(r.stdout)")
+        }
+        let bad = try grid(["upload", "--no-such-option"])
+        XCTAssertEqual(bad.status, 64, "an unknown option is a usage error")
+    }
+
     func testHelpExplains() throws {
         let r = try grid(["debug", "encode", "--help"])
         XCTAssertEqual(r.status, 0)

@@ -69,7 +69,7 @@ let package = Package(
             name: "grid",
             dependencies: [
                 "GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridNode", "GridWire", "GridProtocol",
-                "GridIntroducer", "GridStorage", "GridClient", "GridSystem", "GridLocalGrid", "CEpoll",
+                "GridIntroducer", "GridStorage", "GridClient", "GridSystem", "GridLocalGrid",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -1,4 +1,7 @@
 import Dispatch
+#if os(Linux)
+import CEpoll
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -43,6 +46,16 @@ public enum CurrentProcess {
             rl.rlim_cur = rl.rlim_max
             setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
         }
+    }
+
+    /// Shares move in blocks of a few hundred KiB. By default glibc serves each such
+    /// buffer with a fresh mmap, so every block costs page faults and zeroing; keeping
+    /// them on the heap lets freed buffers be reused.
+    public static func keepBlockBuffersOnHeap() {
+        #if os(Linux)
+        _ = mallopt(M_MMAP_THRESHOLD, 64 << 20)
+        _ = mallopt(M_TRIM_THRESHOLD, 128 << 20)
+        #endif
     }
 
     /// Writes to a peer that has gone must be an error (EPIPE), not a signal that kills us.

@@ -1,20 +1,14 @@
 import ArgumentParser
-import CEpoll
+import Foundation
 import GridCodec
 import GridFormat
-import Foundation
 import GridImmutable
 import GridSystem
-
 
 @main
 struct Grid: ParsableCommand {
     static func main() {
-        // Shares move in blocks of a few hundred KiB. By default glibc serves each such
-        // buffer with a fresh mmap, so every block costs page faults and zeroing; keeping
-        // them on the heap lets freed buffers be reused.
-        _ = mallopt(M_MMAP_THRESHOLD, 64 << 20)
-        _ = mallopt(M_TRIM_THRESHOLD, 128 << 20)
+        CurrentProcess.keepBlockBuffersOnHeap()
         Grid.main(nil)
     }
 

@@ -8,36 +8,18 @@ import GridSystem
 import GridWire
 import Synchronization
 
-/// What a download did.
-public struct DownloadResult: Sendable {
-    /// Plaintext bytes written.
-    public var bytesWritten: UInt64
-    public var fileSize: UInt64
-    /// Share number → node id of the server each verified block came from.
-    public var sharesUsed: [Int: String]
-    public var nicknames: [String: String]
-    /// Shares set aside (share number, server nickname, why).
-    public var badShares: [(share: Int, server: String, failure: ShareFailure)]
-    /// Corrupt shares reported to the servers holding them.
-    public var corruptionReports: Int
-    public var seconds: Double
-}
-
 /// Downloads immutable files: asks every server in the file's permuted order at once which
 /// shares it holds, reads k shares from the fastest (shares 0..k-1 first: no decoding),
 /// prefetching blocks a few segments ahead, verifies every block and hash, and switches
 /// to another share when a block is bad or a server dies, without starting over.
 public final class Downloader: Sendable {
     let pool: ServerPool
+    /// Segments of blocks fetched ahead of the one being decoded.
     let readahead: Int
-    let threads: Int
-    let simdPath: SIMDPath
+    let coding: CodingOptions
 
-    public init(pool: ServerPool, readahead: Int = 4, threads: Int = 2, simdPath: SIMDPath = .best) {
-        self.pool = pool
-        self.readahead = readahead
-        self.threads = threads
-        self.simdPath = simdPath
+    public init(pool: ServerPool, readahead: Int = 4, coding: CodingOptions = CodingOptions()) {
+        (self.pool, self.readahead, self.coding) = (pool, readahead, coding)
     }
 
     /// Writes bytes [offset, offset+length) of the file (all of it by default) to `sink`.
@@ -62,16 +44,17 @@ public final class Downloader: Sendable {
         let si = chk.storageIndex
         let known = await pool.waitForServers(enough: chk.total, minimum: chk.needed, settle: 0.5)
         if known.isEmpty {
-            throw ClientError(.unavailable, "No storage servers are known to the introducer; is the grid running and the introducer address right?")
+            throw GridError(.unavailable, "No storage servers are known to the introducer; is the grid running and the introducer address right?")
         }
         let readers = await findShares(si: si, servers: permutedServers(known, storageIndex: si), k: chk.needed)
         let distinct = Set(readers.map(\.shareNumber)).count
         if distinct < chk.needed {
-            throw ClientError(.unavailable,
+            throw GridError(.unavailable,
                 "Found only \(distinct) of the \(chk.needed) shares needed (asked \(known.count) servers); "
                     + "the file cannot be read until more of the servers holding it are back.")
         }
-        let decoder = CHKDecoder(capability: chk, shares: readers, simdPath: simdPath, threads: threads, readahead: readahead)
+        let decoder = CHKDecoder(capability: chk, shares: readers, simdPath: coding.simdPath, threads: coding.threads,
+                                 readahead: readahead)
         let bad = Mutex<[(RemoteShareReader, ShareFailure)]>([])
         decoder.onBadShare = { r, why in bad.withLock { $0.append((r as! RemoteShareReader, why)) } }
         let box = UncheckedBox((decoder, sink))
@@ -96,7 +79,7 @@ public final class Downloader: Sendable {
         }
         let badList = bad.withLock { $0 }.map { (share: $0.0.shareNumber, server: $0.0.server.nickname, failure: $0.1) }
         if let failure {
-            if let e = failure as? ImmutableError { throw ClientError(e.errorClass, "Download failed: \(e)") }
+            if let e = failure as? ImmutableError { throw GridError(e.errorClass, "Download failed: \(e)") }
             throw failure
         }
         var used: [Int: String] = [:]
@@ -201,7 +184,7 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         switch f.result! {
         case let .success(b):
             guard b.count == f.length else {
-                throw ShareFailure.corrupt(Corruption(.length, "short read from \(server.nickname) (\(b.count) of \(f.length) bytes)"))
+                throw ShareFailure.corrupt(.length, "short read from \(server.nickname) (\(b.count) of \(f.length) bytes)")
             }
             return b
         case let .failure(e):
@@ -213,7 +196,7 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     func failure(_ e: Error) -> ShareFailure {
         let m = "on \(server.nickname): \(e)"
         switch ShareFailure(e) {
-        case let .corrupt(c): return .corrupt(Corruption(c.part, m))
+        case let .corrupt(part, _): return .corrupt(part, m)
         case .incompatible: return .incompatible(m)
         case .notFound: return .notFound(m)
         case .unavailable: return .unavailable(m)

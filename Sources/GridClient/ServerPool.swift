@@ -1,4 +1,5 @@
 import Foundation
+import GridCodec
 import GridCrypto
 import GridImmutable
 import GridIntroducer
@@ -49,15 +50,16 @@ extension ClientEncoding {
     public func validate() throws { try parameters.validate() }
 }
 
-/// Errors a user of the client sees: one or two plain sentences, and their class.
-public struct ClientError: ClassifiedError, Equatable {
-    public let errorClass: ErrorClass
-    public let message: String
-    public init(_ errorClass: ErrorClass, _ message: String) {
-        self.errorClass = errorClass
-        self.message = message
+
+/// How the encoder and decoder run in a transfer: threads for hashing and decoding, and
+/// the Reed-Solomon kernel (`GRID_SIMD` chooses it from the command line).
+public struct CodingOptions: Sendable {
+    public var threads = 2
+    public var simdPath = SIMDPath.best
+    public init(threads: Int = 2, simdPath: SIMDPath = .best) {
+        self.threads = threads
+        self.simdPath = simdPath
     }
-    public var description: String { message }
 }
 
 /// A storage server as the client knows it: its announcement and, once asked for, a connection.
@@ -132,7 +134,7 @@ public final class ServerPool: @unchecked Sendable {
         let task = connections.withLock { c -> Task<StorageClient, Error> in
             if let t = c[server.nodeID] { return t }
             let t = Task { [self] () throws -> StorageClient in
-                var lastError: Error = ClientError(.unavailable, "\(server.nickname) announced no address")
+                var lastError: Error = GridError(.unavailable, "\(server.nickname) announced no address")
                 for addr in server.announcement.addresses {
                     do {
                         let (host, port) = try splitHostPort(addr)

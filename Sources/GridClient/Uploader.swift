@@ -8,33 +8,6 @@ import GridSystem
 import GridWire
 import Synchronization
 
-/// Progress of a long operation: which phase, bytes done of total.
-public struct TransferProgress: Sendable {
-    public enum Phase: String, Sendable { case hashing, uploading, repairing, downloading }
-    public var phase: Phase
-    public var done: UInt64
-    public var total: UInt64
-}
-
-/// What an upload did.
-public struct UploadResult: Sendable {
-    public var capability: Capability
-    public var size: UInt64
-    /// Share number → node ids of the servers holding it after the upload.
-    public var placement: [Int: [String]]
-    /// Node id → nickname, for every server in `placement`.
-    public var nicknames: [String: String]
-    /// Distinct servers holding distinct shares (see `Placement.happiness`).
-    public var happiness: Int
-    /// Shares that servers already held (convergent deduplication).
-    public var sharesAlreadyPresent: Int
-    /// Share bytes sent over the network.
-    public var bytesSent: UInt64
-    public var hashSeconds: Double
-    public var pushSeconds: Double
-    public var totalSeconds: Double
-}
-
 /// Uploads immutable files: convergent key, server selection by servers-of-happiness over
 /// Tahoe's permuted list, then one streaming pass that encodes segment i+1 while the
 /// blocks of segment i are still on the wire.
@@ -43,22 +16,17 @@ public final class Uploader: Sendable {
     let settings: ClientSettings
     /// Share bytes allowed in flight across all servers; bounds memory with the segment buffers.
     let window: Int
-    let threads: Int
-    let simdPath: SIMDPath
+    let coding: CodingOptions
 
-    public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, threads: Int = 2, simdPath: SIMDPath = .best) {
-        self.pool = pool
-        self.settings = settings
-        self.window = window
-        self.threads = threads
-        self.simdPath = simdPath
+    public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, coding: CodingOptions = CodingOptions()) {
+        (self.pool, self.settings, self.window, self.coding) = (pool, settings, window, coding)
     }
 
     var parameters: EncodingParameters { settings.encoding.parameters }
 
     public func upload(source: RandomAccessSource & Sendable, progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> UploadResult {
         let start = monotonicNow()
-        let encoder = try CHKEncoder(parameters: parameters, threads: threads, simdPath: simdPath)
+        let encoder = try CHKEncoder(parameters: parameters, threads: coding.threads, simdPath: coding.simdPath)
         let size = source.size
         if size <= UInt64(Capability.literalThreshold) {
             let r = try encoder.encode(source: source, convergenceSecret: settings.convergenceSecret, sink: DiscardShareSink())
@@ -80,7 +48,7 @@ public final class Uploader: Sendable {
         // Servers, in this file's permuted order; ask each what it already holds.
         let known = await pool.waitForServers(enough: n, minimum: happy)
         if known.count < happy {
-            throw ClientError(.unavailable,
+            throw GridError(.unavailable,
                 "Only \(known.count) storage server\(known.count == 1 ? " is" : "s are") known to the introducer, "
                     + "but this upload needs \(happy) (happy = \(happy)). Start more servers, or lower 'happy' in the client's grid.conf.")
         }
@@ -122,12 +90,12 @@ public final class Uploader: Sendable {
         }
         let finalHappiness = allocator.happiness
         if finalHappiness < happy {
-            throw ClientError(.unavailable,
+            throw GridError(.unavailable,
                 "The upload lost servers on the way (\(failed.keys.map(\.nickname).sorted().joined(separator: ", "))) "
                     + "and its shares now sit on only \(finalHappiness) distinct servers, fewer than happy = \(happy). "
                     + "Start more servers and upload again.")
         }
-        guard case let .chk(cap, _)? = result else { throw ClientError(.internal, "no capability after encoding") }
+        guard case let .chk(cap, _)? = result else { throw GridError(.internal, "no capability after encoding") }
         var placement: [Int: [String]] = [:]
         var nicknames: [String: String] = [:]
         for (s, shares) in allocator.holdings {
@@ -205,12 +173,12 @@ public final class Uploader: Sendable {
         }
     }
 
-    func happinessError(found: Int, reachable: Int, happiness: Int, happy: Int, refused: [String]) -> ClientError {
+    func happinessError(found: Int, reachable: Int, happiness: Int, happy: Int, refused: [String]) -> GridError {
         var m = "Found \(found) storage server\(found == 1 ? "" : "s") (\(reachable) reachable), but shares could be placed "
             + "on only \(happiness) distinct server\(happiness == 1 ? "" : "s"); this upload needs \(happy) (happy = \(happy), k = \(parameters.needed))."
         if !refused.isEmpty { m += " Refused: " + refused.prefix(3).joined(separator: "; ") + (refused.count > 3 ? "; ..." : "") + "." }
         m += " Start more servers, free space on them, or lower 'happy' in the client's grid.conf."
-        return ClientError(.unavailable, m)
+        return GridError(.unavailable, m)
     }
 }
 
@@ -227,7 +195,7 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     var holdings: [ServerRef: Set<Int>]
     let happy: Int
     var failedServers: [ServerRef: String] = [:]
-    var fatal: ClientError?
+    var fatal: GridError?
     var bytesSent: UInt64 = 0
 
     init(handles: [BucketHandle], window: Int, holdings: [ServerRef: Set<Int>], happy: Int) {
@@ -277,7 +245,7 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         holdings[s] = nil
         let h = Placement.happiness(holdings)
         if h < happy {
-            fatal = ClientError(.unavailable,
+            fatal = GridError(.unavailable,
                 "Storage server \(s.nickname) failed during the upload (\(why)); the shares left reach only "
                     + "\(h) distinct servers, fewer than happy = \(happy), so the upload was stopped and its buckets aborted.")
         }

@@ -70,7 +70,7 @@ public enum Capability: Equatable, Sendable, CustomStringConvertible {
     /// Parses a capability string; the error says which part is wrong.
     public init(parsing raw: String) throws {
         let s = raw.trimmingWhitespace()
-        func fail(_ m: String) -> FormatError { FormatError(.usage, "bad capability: \(m)") }
+        func fail(_ m: String) -> GridError { GridError(.usage, "bad capability: \(m)") }
         if s.hasPrefix("URI:LIT:") {
             let body = s.dropFirst("URI:LIT:".count)
             guard let data = Base32.decode(body) else { throw fail("URI:LIT data is not valid base32") }

@@ -96,7 +96,7 @@ public struct ShareLayout: Equatable, Sendable {
     /// share if shorter). Checks the version, that offsets are in order and that the
     /// sections have sizes the layout allows.
     public init(parsing bytes: [UInt8]) throws {
-        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> FormatError { FormatError(c, "share header: \(m)") }
+        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> GridError { GridError(c, "share header: \(m)") }
         guard bytes.count >= 4 else { throw fail("share is only \(bytes.count) bytes") }
         func read(_ at: Int, _ width: Int) -> UInt64 {
             var v: UInt64 = 0
@@ -141,7 +141,7 @@ public struct ShareLayout: Equatable, Sendable {
     /// Parses the share hash chain section: be16 node index + 32-byte hash per entry.
     public static func parseShareHashes(_ bytes: [UInt8]) throws -> [(Int, [UInt8])] {
         guard bytes.count % shareHashEntrySize == 0 else {
-            throw FormatError(.corrupt, "share hash chain of \(bytes.count) bytes is not whole entries")
+            throw GridError(.corrupt, "share hash chain of \(bytes.count) bytes is not whole entries")
         }
         var out: [(Int, [UInt8])] = []
         var i = 0

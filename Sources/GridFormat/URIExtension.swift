@@ -1,18 +1,6 @@
 import GridCrypto
 import GridSystem
 
-/// Errors in Tahoe formats. Each message names the field at fault; the class says whether
-/// the bytes are damaged (`corrupt`), of a kind grid does not handle (`incompatible`), or
-/// a string someone typed that is malformed (`usage`, e.g. a bad capability).
-public struct FormatError: ClassifiedError, Equatable {
-    public let errorClass: ErrorClass
-    public let message: String
-    public init(_ errorClass: ErrorClass, _ message: String) {
-        self.errorClass = errorClass
-        self.message = message
-    }
-    public var description: String { message }
-}
 
 /// The URI extension block (UEB) of an immutable file: the file's encoding parameters
 /// and root hashes, stored in every share and committed to by the capability.
@@ -98,7 +86,7 @@ public struct URIExtension: Equatable, Sendable {
     public init(parsing data: [UInt8]) throws {
         var dict: [String: [UInt8]] = [:]
         var i = 0
-        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> FormatError { FormatError(c, "URI extension block: \(m)") }
+        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> GridError { GridError(c, "URI extension block: \(m)") }
         while i < data.count {
             guard let colon = data[i...].firstIndex(of: UInt8(ascii: ":")) else {
                 throw fail("entry at byte \(i) has no ':' after its key")
@@ -152,7 +140,7 @@ public struct URIExtension: Equatable, Sendable {
 
     /// Checks that the numbers agree with each other.
     public func validate() throws {
-        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> FormatError { FormatError(c, "URI extension block: \(m)") }
+        func fail(_ m: String, _ c: ErrorClass = .corrupt) -> GridError { GridError(c, "URI extension block: \(m)") }
         guard neededShares >= 1, totalShares >= neededShares, totalShares <= 256 else {
             throw fail("bad encoding \(neededShares)-of-\(totalShares)")
         }
@@ -210,10 +198,10 @@ public struct CHKGeometry: Equatable, Sendable {
 
     public init(size: UInt64, k: Int, n: Int, maxSegmentSize: Int) throws {
         guard k >= 1, n >= k, n <= 256 else {
-            throw FormatError(.usage, "invalid encoding: need 1 <= k <= n <= 256, got k=\(k) n=\(n)")
+            throw GridError(.usage, "invalid encoding: need 1 <= k <= n <= 256, got k=\(k) n=\(n)")
         }
-        guard maxSegmentSize >= 1 else { throw FormatError(.usage, "segment size must be positive") }
-        guard size >= 1 else { throw FormatError(.usage, "a CHK file cannot be empty") }
+        guard maxSegmentSize >= 1 else { throw GridError(.usage, "segment size must be positive") }
+        guard size >= 1 else { throw GridError(.usage, "a CHK file cannot be empty") }
         self.size = size
         self.k = k
         self.n = n

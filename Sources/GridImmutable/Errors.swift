@@ -20,23 +20,12 @@ public enum SharePart: Equatable, Sendable {
     case length
 }
 
-/// How a share is damaged: which part, and what exactly failed.
-public struct Corruption: Equatable, Sendable, CustomStringConvertible {
-    public let part: SharePart
-    public let detail: String
-    public init(_ part: SharePart, _ detail: String) {
-        self.part = part
-        self.detail = detail
-    }
-    public var description: String { detail }
-}
-
 /// Why one share could not be used. A downloader moves on to another share whatever the
 /// reason; a verifier reports `corrupt` shares to their servers and counts the others as
 /// missing.
 public enum ShareFailure: ClassifiedError, Equatable {
-    /// The share's bytes failed a hash or a structural check.
-    case corrupt(Corruption)
+    /// The share's bytes failed a hash or a structural check: which part, and what exactly.
+    case corrupt(SharePart, String)
     /// The share is of a version or format this program does not handle.
     case incompatible(String)
     /// The share could not be read: its server went away, timed out or refused.
@@ -57,8 +46,7 @@ public enum ShareFailure: ClassifiedError, Equatable {
 
     public var description: String {
         switch self {
-        case let .corrupt(c): return c.description
-        case let .incompatible(m), let .unavailable(m), let .notFound(m): return m
+        case let .corrupt(_, m), let .incompatible(m), let .unavailable(m), let .notFound(m): return m
         }
     }
 
@@ -70,7 +58,7 @@ public enum ShareFailure: ClassifiedError, Equatable {
             return
         }
         switch error.errorClass {
-        case .corrupt: self = .corrupt(Corruption(part, "\(error)"))
+        case .corrupt: self = .corrupt(part, "\(error)")
         case .incompatible: self = .incompatible("\(error)")
         case .notFound: self = .notFound("\(error)")
         default: self = .unavailable("\(error)")
@@ -133,6 +121,6 @@ public enum ImmutableError: ClassifiedError, Equatable {
 extension ShareFailure {
     /// A share shorter than a read needs.
     public static func truncated(wanted: Int, at offset: UInt64, size: UInt64) -> ShareFailure {
-        .corrupt(Corruption(.length, "truncated (wanted \(wanted) bytes at offset \(offset), share has \(size))"))
+        .corrupt(.length, "truncated (wanted \(wanted) bytes at offset \(offset), share has \(size))")
     }
 }

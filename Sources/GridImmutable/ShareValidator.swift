@@ -56,7 +56,7 @@ public struct CHKShareValidator: Sendable {
             let lenBytes = try r.read(at: layout.uriExtensionOffset, length: layout.uebLengthFieldSize)
             let len = lenBytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             guard len <= maxURIExtensionLength else {
-                throw ShareFailure.corrupt(Corruption(.uriExtension, "URI extension block length \(len) is absurd"))
+                throw ShareFailure.corrupt(.uriExtension, "URI extension block length \(len) is absurd")
             }
             let ueb = try r.read(at: layout.uriExtensionOffset + UInt64(layout.uebLengthFieldSize), length: Int(len))
             return (layout, ueb)
@@ -66,7 +66,7 @@ public struct CHKShareValidator: Sendable {
     /// Checks that `bytes` are the URI extension block the capability names.
     func checkURIExtensionHash(_ bytes: [UInt8]) throws {
         guard TahoeHash.uriExtensionHash(bytes) == verifier.uebHash else {
-            throw ShareFailure.corrupt(Corruption(.uriExtension, "URI extension block does not match the capability's hash"))
+            throw ShareFailure.corrupt(.uriExtension, "URI extension block does not match the capability's hash")
         }
     }
 
@@ -86,7 +86,7 @@ public struct CHKShareValidator: Sendable {
             g = try CHKGeometry(size: ueb.size, k: ueb.neededShares, n: ueb.totalShares, maxSegmentSize: ueb.segmentSize)
         } catch { throw ShareFailure(error, part: .uriExtension) }
         guard g.segmentSize == ueb.segmentSize else {
-            throw ShareFailure.corrupt(Corruption(.uriExtension, "URI extension block has an impossible segment size \(ueb.segmentSize)"))
+            throw ShareFailure.corrupt(.uriExtension, "URI extension block has an impossible segment size \(ueb.segmentSize)")
         }
         let numShareHashes = HashTree.neededHashes(
             leaf: 0, firstLeafIndex: HashTree.paddedCount(g.n) - 1, includeLeaf: true).count
@@ -100,14 +100,14 @@ public struct CHKShareValidator: Sendable {
     public func validate(_ r: ShareReader, shape: CHKFileShape) throws -> ValidatedShare {
         let g = shape.geometry
         guard r.shareNumber >= 0, r.shareNumber < g.n else {
-            throw ShareFailure.corrupt(Corruption(.shareNumber, "share number \(r.shareNumber) is outside 0..<\(g.n)"))
+            throw ShareFailure.corrupt(.shareNumber, "share number \(r.shareNumber) is outside 0..<\(g.n)")
         }
         let (layout, uebBytes) = try Self.readHeader(r)
         // Either layout version may hold any file; the section sizes must be the expected ones.
         let e = shape.layout
         guard layout.blockSize == e.blockSize, layout.dataSize == e.dataSize,
               layout.segmentTreeSize == e.segmentTreeSize, layout.shareHashesSize == e.shareHashesSize
-        else { throw ShareFailure.corrupt(Corruption(.header, "share layout does not match the file's geometry")) }
+        else { throw ShareFailure.corrupt(.header, "share layout does not match the file's geometry") }
         try checkURIExtensionHash(uebBytes)
 
         var chain: [Int: [UInt8]] = [:]
@@ -117,10 +117,10 @@ public struct CHKShareValidator: Sendable {
         } catch { throw ShareFailure(error, part: .shareHashChain) }
         let leafNode = HashTree.paddedCount(g.n) - 1 + r.shareNumber
         guard let shareLeaf = chain[leafNode] else {
-            throw ShareFailure.corrupt(Corruption(.shareHashChain, "share hash chain lacks this share's own hash"))
+            throw ShareFailure.corrupt(.shareHashChain, "share hash chain lacks this share's own hash")
         }
         guard HashTree.rootFromLeaf(leafNode: leafNode, leafHash: shareLeaf, hashes: chain) == shape.uriExtension.shareRootHash else {
-            throw ShareFailure.corrupt(Corruption(.shareHashChain, "share hash chain does not lead to the share root hash"))
+            throw ShareFailure.corrupt(.shareHashChain, "share hash chain does not lead to the share root hash")
         }
 
         let leaves: [[UInt8]]
@@ -128,7 +128,7 @@ public struct CHKShareValidator: Sendable {
             leaves = Self.leaves(try r.read(at: layout.blockHashesOffset, length: Int(layout.segmentTreeSize)), count: g.numSegments)
         } catch { throw ShareFailure(error, part: .blockHashTree) }
         guard HashTree(leaves: leaves).root == shareLeaf else {
-            throw ShareFailure.corrupt(Corruption(.blockHashTree, "block hash tree does not match the share hash chain"))
+            throw ShareFailure.corrupt(.blockHashTree, "block hash tree does not match the share hash chain")
         }
         return ValidatedShare(reader: r, layout: layout, blockLeaves: leaves)
     }
@@ -136,7 +136,7 @@ public struct CHKShareValidator: Sendable {
     /// Checks block `segment` of `share` (already read into `bytes`).
     public func checkBlock(_ bytes: UnsafeRawBufferPointer, of share: ValidatedShare, segment: Int) throws {
         guard TahoeHash.blockHash(bytes) == share.blockLeaves[segment] else {
-            throw ShareFailure.corrupt(Corruption(.block(segment: segment), "block \(segment) does not match its hash"))
+            throw ShareFailure.corrupt(.block(segment: segment), "block \(segment) does not match its hash")
         }
     }
 
@@ -149,7 +149,7 @@ public struct CHKShareValidator: Sendable {
             leaves = Self.leaves(bytes, count: shape.geometry.numSegments)
         } catch { throw ShareFailure(error, part: .crypttextHashTree) }
         guard HashTree(leaves: leaves).root == shape.uriExtension.crypttextRootHash else {
-            throw ShareFailure.corrupt(Corruption(.crypttextHashTree, "crypttext hash tree does not match the URI extension block"))
+            throw ShareFailure.corrupt(.crypttextHashTree, "crypttext hash tree does not match the URI extension block")
         }
         return leaves
     }

@@ -5,16 +5,6 @@ import GridProtocol
 import GridSystem
 import GridWire
 
-/// A problem starting or stopping a local grid.
-public struct LocalGridError: ClassifiedError {
-    public let errorClass: ErrorClass
-    public let message: String
-    public init(_ errorClass: ErrorClass, _ message: String) {
-        self.errorClass = errorClass
-        self.message = message
-    }
-    public var description: String { message }
-}
 
 /// One daemon process, `grid introducer run DIR` or `grid storage run DIR`, logging to
 /// DIR/daemon.log.
@@ -55,7 +45,7 @@ public final class DaemonProcess: @unchecked Sendable {
         p.standardError = logFile
         p.standardInput = FileHandle.nullDevice
         do { try p.run() } catch {
-            throw LocalGridError(.internal, "cannot start \(executable) \(kind) run \(directory): \(error)")
+            throw GridError(.internal, "cannot start \(executable) \(kind) run \(directory): \(error)")
         }
         process = p
         let port = self.port
@@ -63,11 +53,11 @@ public final class DaemonProcess: @unchecked Sendable {
         while monotonicNow() < deadline {
             if canConnect(port: port) { return }
             guard p.isRunning else {
-                throw LocalGridError(.unavailable, "\(kind) daemon in \(directory) exited: \(log(tail: 3))")
+                throw GridError(.unavailable, "\(kind) daemon in \(directory) exited: \(log(tail: 3))")
             }
             CurrentProcess.sleep(seconds: 0.02)
         }
-        throw LocalGridError(.unavailable, "\(kind) daemon in \(directory) did not listen on port \(port) within \(Int(timeout)) s")
+        throw GridError(.unavailable, "\(kind) daemon in \(directory) did not listen on port \(port) within \(Int(timeout)) s")
     }
 
     /// Sends `signal` without waiting.
@@ -200,7 +190,7 @@ public final class LocalGrid: @unchecked Sendable {
         let t0 = monotonicNow()
         let known = await pool.waitForServers(enough: servers.count, minimum: servers.count, timeout: timeout)
         guard known.count == servers.count else {
-            throw LocalGridError(.unavailable,
+            throw GridError(.unavailable,
                 "only \(known.count) of \(servers.count) servers announced themselves within \(Int(timeout)) s; see the daemon.log files in \(root)")
         }
         return monotonicNow() - t0

@@ -45,11 +45,11 @@ public enum ClientNode {
     public static func load(directory: String) throws -> ClientSettings {
         let config = try NodeConfig.load(directory: directory)
         guard let intro = config["introducer", "address"] else {
-            throw NodeError("\(directory)/grid.conf has no [introducer] address; is this a client node?")
+            throw GridError(.usage, "\(directory)/grid.conf has no [introducer] address; is this a client node?")
         }
         func int(_ key: String, _ def: Int) throws -> Int {
             guard let v = config["client", key] else { return def }
-            guard let i = Int(v) else { throw NodeError("\(directory)/grid.conf: [client] \(key) = '\(v)' is not a number") }
+            guard let i = Int(v) else { throw GridError(.usage, "\(directory)/grid.conf: [client] \(key) = '\(v)' is not a number") }
             return i
         }
         let enc = ClientEncoding(needed: try int("needed", 3), happy: try int("happy", 7), total: try int("total", 10),
@@ -58,7 +58,7 @@ public enum ClientNode {
         func secret(_ name: String) throws -> [UInt8] {
             guard let text = try readSecretFile(directory + "/private/" + name),
                   let b = Base32.decode(text.trimmingWhitespace()), !b.isEmpty
-            else { throw NodeError("\(directory)/private/\(name) is missing or not base32") }
+            else { throw GridError(.corrupt, "\(directory)/private/\(name) is missing or not base32") }
             return b
         }
         return ClientSettings(introducer: try IntroducerAddress(parsing: intro), encoding: enc,

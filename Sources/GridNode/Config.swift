@@ -16,14 +16,14 @@ public struct NodeConfig: Sendable, Equatable {
             let t = String(line).trimmingWhitespace()
             if t.isEmpty { continue }
             if t.hasPrefix("[") {
-                guard t.hasSuffix("]") else { throw NodeError("\(path):\(i + 1): unterminated section header") }
+                guard t.hasSuffix("]") else { throw GridError(.usage, "\(path):\(i + 1): unterminated section header") }
                 section = String(t.dropFirst().dropLast()).trimmingWhitespace()
                 continue
             }
-            guard let eq = t.firstIndex(of: "=") else { throw NodeError("\(path):\(i + 1): expected 'key = value'") }
+            guard let eq = t.firstIndex(of: "=") else { throw GridError(.usage, "\(path):\(i + 1): expected 'key = value'") }
             let k = String(t[..<eq]).trimmingWhitespace()
             let v = String(t[t.index(after: eq)...]).trimmingWhitespace()
-            guard !section.isEmpty else { throw NodeError("\(path):\(i + 1): '\(k)' is outside any [section]") }
+            guard !section.isEmpty else { throw GridError(.usage, "\(path):\(i + 1): '\(k)' is outside any [section]") }
             sections[section, default: [:]][k] = v
         }
     }
@@ -45,23 +45,12 @@ public struct NodeConfig: Sendable, Equatable {
     public static func load(directory: String) throws -> NodeConfig {
         let path = directory + "/grid.conf"
         guard let text = try readSecretFile(path) else {
-            throw NodeError("\(directory) is not a grid node directory (no grid.conf); create it first", .notFound)
+            throw GridError(.notFound, "\(directory) is not a grid node directory (no grid.conf); create it first")
         }
         return try NodeConfig(parsing: text, path: path)
     }
 }
 
-/// A problem with a node directory or its grid.conf.
-public struct NodeError: ClassifiedError {
-    public let errorClass: ErrorClass
-    public let message: String
-    /// Most node errors are a setting or a directory someone got wrong: `usage`.
-    public init(_ m: String, _ errorClass: ErrorClass = .usage) {
-        message = m
-        self.errorClass = errorClass
-    }
-    public var description: String { message }
-}
 
 
 /// "10G" (10^9), "10GiB" (2^30), "500M", "0", "1T"; plain numbers are bytes.
@@ -75,10 +64,10 @@ public func parseSize(_ s: String) throws -> UInt64 {
     let up = t.uppercased()
     for (suffix, mult) in units where up.hasSuffix(suffix) {
         let num = String(up.dropLast(suffix.count)).trimmingWhitespace()
-        guard let v = Double(num), v >= 0, v * Double(mult) < 1.8e19 else { throw NodeError("bad size '\(s)'") }
+        guard let v = Double(num), v >= 0, v * Double(mult) < 1.8e19 else { throw GridError(.usage, "bad size '\(s)'") }
         return UInt64(v * Double(mult))
     }
-    guard let v = UInt64(t) else { throw NodeError("bad size '\(s)' (use e.g. 10G, 500MiB or a number of bytes)") }
+    guard let v = UInt64(t) else { throw GridError(.usage, "bad size '\(s)' (use e.g. 10G, 500MiB or a number of bytes)") }
     return v
 }
 
@@ -87,10 +76,10 @@ public func parseDuration(_ s: String) throws -> Double {
     let t = s.trimmingWhitespace().lowercased()
     let units: [(String, Double)] = [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)]
     for (suffix, mult) in units where t.hasSuffix(suffix) {
-        guard let v = Double(t.dropLast()), v >= 0 else { throw NodeError("bad duration '\(s)'") }
+        guard let v = Double(t.dropLast()), v >= 0 else { throw GridError(.usage, "bad duration '\(s)'") }
         return v * mult
     }
-    guard let v = Double(t), v >= 0 else { throw NodeError("bad duration '\(s)' (use e.g. 31d, 12h, 30m or seconds)") }
+    guard let v = Double(t), v >= 0 else { throw GridError(.usage, "bad duration '\(s)' (use e.g. 31d, 12h, 30m or seconds)") }
     return v
 }
 
@@ -104,6 +93,6 @@ func createNodeDirectory(_ dir: String) throws {
         try FileDescriptor(path: d, .directory).setPermissions(0o700)
     }
     if FileSystem.exists(dir + "/grid.conf") {
-        throw NodeError("\(dir) already holds a node (grid.conf exists)", .conflict)
+        throw GridError(.conflict, "\(dir) already holds a node (grid.conf exists)")
     }
 }

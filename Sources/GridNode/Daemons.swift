@@ -34,7 +34,7 @@ public enum IntroducerNode {
 
     public static func address(directory: String) throws -> IntroducerAddress {
         guard let s = try readSecretFile(directory + "/private/introducer.address") else {
-            throw NodeError("\(directory) is not an introducer node directory")
+            throw GridError(.notFound, "\(directory) is not an introducer node directory")
         }
         return try IntroducerAddress(parsing: s)
     }
@@ -46,7 +46,7 @@ public enum IntroducerNode {
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         guard let secretText = try readSecretFile(directory + "/private/introducer.secret"),
               let secret = Base32.decode(secretText.trimmingWhitespace()) else {
-            throw NodeError("\(directory)/private/introducer.secret is missing or not base32")
+            throw GridError(.corrupt, "\(directory)/private/introducer.secret is missing or not base32")
         }
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
         let expiry = try parseDuration(config["introducer", "expiry"] ?? "300s")
@@ -97,7 +97,7 @@ public enum StorageNode {
         sc.expireLeases = ["true", "yes", "1", "on"].contains((config["storage", "expire"] ?? "false").lowercased())
         let expireInterval = try parseDuration(config["storage", "expire_interval"] ?? "1h")
         let announceInterval = try parseDuration(config["storage", "announce_interval"] ?? "60s")
-        guard let introText = config["introducer", "address"] else { throw NodeError("grid.conf has no [introducer] address") }
+        guard let introText = config["introducer", "address"] else { throw GridError(.usage, "grid.conf has no [introducer] address") }
         let introducer = try IntroducerAddress(parsing: introText)
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
         let nickname = config["node", "nickname"] ?? "storage"

@@ -109,10 +109,7 @@ public struct SignedAnnouncement: IntroducerRequest {
 }
 
 /// A request of the introducer service: which method carries it, and what the reply is.
-public protocol IntroducerRequest: WireMessage {
-    associatedtype Response: WireMessage
-    static var method: IntroducerMethod { get }
-}
+public protocol IntroducerRequest: RPCRequest where Method == IntroducerMethod {}
 
 /// `subscribe`: asks for every current announcement; changes then arrive as NOTIFY frames.
 public struct SubscribeRequest: IntroducerRequest {
@@ -138,13 +135,6 @@ public struct RemovedNotice: WireMessage {
     public init(publicKey: Ed25519PublicKey) { self.publicKey = publicKey }
     public func encode(to w: inout WireWriter) { w.fixed(publicKey.bytes) }
     public init(from r: inout WireReader) throws { publicKey = try Ed25519PublicKey(bytes: try r.fixed(32, "public key")) }
-}
-
-extension RPCClient {
-    /// Sends one introducer request and decodes its reply.
-    public func call<R: IntroducerRequest>(_ request: R) async throws -> R.Response {
-        try R.Response(decoding: try await call(R.method.rawValue, request.encoded()))
-    }
 }
 
 /// The introducer's address, one string a person can paste:

@@ -28,10 +28,7 @@ func readSecret(_ r: inout WireReader, _ what: String) throws -> [UInt8] { try r
 func readShareNumber(_ r: inout WireReader) throws -> Int { Int(try r.u8("share number")) }
 
 /// A request of the storage service: which method carries it, and what the reply is.
-public protocol StorageRequest: WireMessage {
-    associatedtype Response: WireMessage
-    static var method: StorageMethod { get }
-}
+public protocol StorageRequest: RPCRequest where Method == StorageMethod {}
 
 // MARK: get_version
 
@@ -189,23 +186,26 @@ public struct BucketWriteRequest: StorageRequest {
     }
 }
 
-public struct BucketCloseRequest: StorageRequest {
+/// Which method a request that names only a bucket writer, or only a storage index and
+/// one lease secret, travels as.
+public protocol MethodTag { static var method: StorageMethod { get } }
+public enum CloseTag: MethodTag { public static var method: StorageMethod { .bucketClose } }
+public enum AbortTag: MethodTag { public static var method: StorageMethod { .bucketAbort } }
+public enum RenewTag: MethodTag { public static var method: StorageMethod { .renewLease } }
+public enum CancelTag: MethodTag { public static var method: StorageMethod { .cancelLease } }
+
+/// bucket_close and bucket_abort: `u64 handle`.
+public struct BucketHandleRequest<Tag: MethodTag>: StorageRequest {
     public typealias Response = EmptyMessage
-    public static let method = StorageMethod.bucketClose
+    public static var method: StorageMethod { Tag.method }
     public var bucket: UInt64
     public init(bucket: UInt64) { self.bucket = bucket }
     public func encode(to w: inout WireWriter) { w.u64(bucket) }
     public init(from r: inout WireReader) throws { bucket = try r.u64("bucket") }
 }
 
-public struct BucketAbortRequest: StorageRequest {
-    public typealias Response = EmptyMessage
-    public static let method = StorageMethod.bucketAbort
-    public var bucket: UInt64
-    public init(bucket: UInt64) { self.bucket = bucket }
-    public func encode(to w: inout WireWriter) { w.u64(bucket) }
-    public init(from r: inout WireReader) throws { bucket = try r.u64("bucket") }
-}
+public typealias BucketCloseRequest = BucketHandleRequest<CloseTag>
+public typealias BucketAbortRequest = BucketHandleRequest<AbortTag>
 
 public struct GetBucketsRequest: StorageRequest {
     public typealias Response = GetBucketsResponse
@@ -292,43 +292,29 @@ public struct AddLeaseRequest: StorageRequest {
     }
 }
 
-public struct RenewLeaseRequest: StorageRequest {
+/// renew_lease and cancel_lease: `fixed[16] storage index`, `fixed[32] secret` (the renew
+/// or the cancel secret).
+public struct LeaseSecretRequest<Tag: MethodTag>: StorageRequest {
     public typealias Response = EmptyMessage
-    public static let method = StorageMethod.renewLease
+    public static var method: StorageMethod { Tag.method }
     public var storageIndex: [UInt8]
-    public var renewSecret: [UInt8]
-    public init(storageIndex: [UInt8], renewSecret: [UInt8]) {
+    public var secret: [UInt8]
+    public init(storageIndex: [UInt8], secret: [UInt8]) {
         self.storageIndex = storageIndex
-        self.renewSecret = renewSecret
+        self.secret = secret
     }
     public func encode(to w: inout WireWriter) {
         w.fixed(storageIndex)
-        w.fixed(renewSecret)
+        w.fixed(secret)
     }
     public init(from r: inout WireReader) throws {
         storageIndex = try readSI(&r)
-        renewSecret = try readSecret(&r, "renew secret")
+        secret = try readSecret(&r, Tag.method == .renewLease ? "renew secret" : "cancel secret")
     }
 }
 
-public struct CancelLeaseRequest: StorageRequest {
-    public typealias Response = EmptyMessage
-    public static let method = StorageMethod.cancelLease
-    public var storageIndex: [UInt8]
-    public var cancelSecret: [UInt8]
-    public init(storageIndex: [UInt8], cancelSecret: [UInt8]) {
-        self.storageIndex = storageIndex
-        self.cancelSecret = cancelSecret
-    }
-    public func encode(to w: inout WireWriter) {
-        w.fixed(storageIndex)
-        w.fixed(cancelSecret)
-    }
-    public init(from r: inout WireReader) throws {
-        storageIndex = try readSI(&r)
-        cancelSecret = try readSecret(&r, "cancel secret")
-    }
-}
+public typealias RenewLeaseRequest = LeaseSecretRequest<RenewTag>
+public typealias CancelLeaseRequest = LeaseSecretRequest<CancelTag>
 
 public struct AdviseCorruptShareRequest: StorageRequest {
     public typealias Response = EmptyMessage
@@ -554,17 +540,7 @@ public struct StorageClient: Sendable {
     public init(_ rpc: RPCClient) { self.rpc = rpc }
 
     /// Sends one request and decodes its reply.
-    public func call<R: StorageRequest>(_ request: R) async throws -> R.Response {
-        try R.Response(decoding: try await rpc.call(R.method.rawValue, request.encoded()))
-    }
-
-    /// Callback form of `call`, for streaming many requests from a thread; the completion
-    /// runs on the event loop thread and must not block.
-    public func call<R: StorageRequest>(_ request: R, completion: @escaping @Sendable (Result<R.Response, Error>) -> Void) {
-        rpc.call(R.method.rawValue, request.encoded()) { r in
-            completion(r.flatMap { body in Result { try R.Response(decoding: body) } })
-        }
-    }
+    public func call<R: StorageRequest>(_ request: R) async throws -> R.Response { try await rpc.call(request) }
 
     public func getVersion() async throws -> StorageVersion { try await call(GetVersionRequest()) }
 
@@ -587,7 +563,7 @@ public struct StorageClient: Sendable {
 
     public func read(storageIndex: [UInt8], share: Int, offset: UInt64, length: Int,
                      completion: @escaping @Sendable (Result<[UInt8], Error>) -> Void) {
-        call(BucketReadRequest(storageIndex: storageIndex, share: share, offset: offset, length: UInt32(length))) {
+        rpc.call(BucketReadRequest(storageIndex: storageIndex, share: share, offset: offset, length: UInt32(length))) {
             completion($0.map(\.data))
         }
     }
@@ -610,11 +586,11 @@ public struct StorageClient: Sendable {
     }
 
     public func renewLease(storageIndex: [UInt8], renewSecret: [UInt8]) async throws {
-        _ = try await call(RenewLeaseRequest(storageIndex: storageIndex, renewSecret: renewSecret))
+        _ = try await call(RenewLeaseRequest(storageIndex: storageIndex, secret: renewSecret))
     }
 
     public func cancelLease(storageIndex: [UInt8], cancelSecret: [UInt8]) async throws {
-        _ = try await call(CancelLeaseRequest(storageIndex: storageIndex, cancelSecret: cancelSecret))
+        _ = try await call(CancelLeaseRequest(storageIndex: storageIndex, secret: cancelSecret))
     }
 
     public func adviseCorruptShare(mutable: Bool, storageIndex: [UInt8], share: Int, reason: String) async throws {

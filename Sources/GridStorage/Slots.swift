@@ -1,5 +1,6 @@
-/// The storage backend's own vocabulary for mutable slots (the wire messages in
-/// GridProtocol are mapped onto these by the service, so the on-disk store does not
+/// The storage backend's own vocabulary for mutable slots (reads are `Range<UInt64>`s of a
+/// share's data)  (the wire messages in
+/// GridProtocol are mapped onto these by the service, ranges checked for overflow there, so the on-disk store does not
 /// depend on how requests travel).
 
 /// Compares a share's bytes with a specimen, bytes compared lexicographically.
@@ -18,42 +19,21 @@ public enum SlotComparison: Sendable, CaseIterable {
     }
 }
 
-/// A range of a share's data to read (clipped to the data; a range past the end reads nothing).
-public struct SlotRead: Equatable, Sendable {
-    public var offset: UInt64
-    public var length: UInt64
-    public init(offset: UInt64, length: UInt64) {
-        self.offset = offset
-        self.length = length
-    }
-}
-
-/// A test: the share's bytes at [offset, offset+length) compared with `specimen`.
+/// A test: the share's bytes in `range` (clipped to the data) compared with `specimen`.
 public struct SlotTest: Equatable, Sendable {
-    public var offset: UInt64
-    public var length: UInt64
+    public var range: Range<UInt64>
     public var comparison: SlotComparison
     public var specimen: [UInt8]
-    public init(offset: UInt64, length: UInt64, comparison: SlotComparison, specimen: [UInt8]) {
-        self.offset = offset
-        self.length = length
-        self.comparison = comparison
-        self.specimen = specimen
+    public init(_ range: Range<UInt64>, _ comparison: SlotComparison, _ specimen: [UInt8]) {
+        (self.range, self.comparison, self.specimen) = (range, comparison, specimen)
     }
 }
 
 /// Bytes to write at an offset of a share's data.
-public struct SlotWrite: Equatable, Sendable {
-    public var offset: UInt64
-    public var data: [UInt8]
-    public init(offset: UInt64, data: [UInt8]) {
-        self.offset = offset
-        self.data = data
-    }
-}
+public typealias SlotWrite = (offset: UInt64, data: [UInt8])
 
 /// The tests, writes and new length for one share of a slot.
-public struct SlotUpdate: Equatable, Sendable {
+public struct SlotUpdate: Sendable {
     public var tests: [SlotTest]
     public var writes: [SlotWrite]
     /// nil: unchanged; 0: delete the share; otherwise the new data length.

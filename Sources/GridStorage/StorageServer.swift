@@ -290,16 +290,17 @@ public final class StorageBackend: @unchecked Sendable {
         return out
     }
 
-    func readVector(_ data: [UInt8], _ readv: [SlotRead]) -> [[UInt8]] {
-        readv.map { v in
-            guard v.offset < UInt64(data.count) else { return [] }
-            let start = Int(v.offset)
-            let end = Int(min(UInt64(data.count), v.offset + min(v.length, UInt64(config.maxReadLength))))
+    /// The bytes of `data` in each range, clipped to the data and to `maxReadLength`.
+    func readVector(_ data: [UInt8], _ readv: [Range<UInt64>]) -> [[UInt8]] {
+        readv.map { r in
+            guard r.lowerBound < UInt64(data.count) else { return [] }
+            let start = Int(r.lowerBound)
+            let end = Int(min(UInt64(data.count), r.upperBound, r.lowerBound + UInt64(config.maxReadLength)))
             return Array(data[start..<end])
         }
     }
 
-    public func slotReadv(si: [UInt8], shares: [Int], readv: [SlotRead]) throws -> [Int: [[UInt8]]] {
+    public func slotReadv(si: [UInt8], shares: [Int], readv: [Range<UInt64>]) throws -> [Int: [[UInt8]]] {
         try checkSI(si)
         let slot = try lock(si).withLock { _ in try loadSlot(si) }
         var out: [Int: [[UInt8]]] = [:]
@@ -310,7 +311,7 @@ public final class StorageBackend: @unchecked Sendable {
     /// Tahoe's slot_testv_and_readv_and_writev: every test of every share must pass before
     /// any write is applied; the reads see the state before the writes.
     public func slotTestvAndReadvAndWritev(si: [UInt8], writeEnabler: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8],
-                                           writes: [Int: SlotUpdate], readv: [SlotRead]) throws -> (Bool, [Int: [[UInt8]]]) {
+                                           writes: [Int: SlotUpdate], readv: [Range<UInt64>]) throws -> (Bool, [Int: [[UInt8]]]) {
         try checkSI(si)
         guard writeEnabler.count == 32 else { throw StorageError.badRequest("write enabler must be 32 bytes") }
         guard writes.keys.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw StorageError.badRequest("share numbers must be 0..255") }
@@ -327,7 +328,7 @@ public final class StorageBackend: @unchecked Sendable {
             for (n, w) in writes {
                 let data = slot[n]?.data ?? []
                 for t in w.tests {
-                    let have = readVector(data, [SlotRead(offset: t.offset, length: t.length)])[0]
+                    let have = readVector(data, [t.range])[0]
                     if !t.comparison.holds(have, t.specimen) { return (false, reads) }
                 }
             }

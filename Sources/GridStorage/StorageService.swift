@@ -146,13 +146,13 @@ public final class StorageService: RPCService, @unchecked Sendable {
 
         case .renewLease:
             return try serve(RenewLeaseRequest.self, &r) { req in
-                try backend.renewLease(si: req.storageIndex, renewSecret: req.renewSecret)
+                try backend.renewLease(si: req.storageIndex, renewSecret: req.secret)
                 return EmptyMessage()
             }
 
         case .cancelLease:
             return try serve(CancelLeaseRequest.self, &r) { req in
-                try backend.cancelLease(si: req.storageIndex, cancelSecret: req.cancelSecret)
+                try backend.cancelLease(si: req.storageIndex, cancelSecret: req.secret)
                 return EmptyMessage()
             }
 
@@ -181,7 +181,13 @@ public final class StorageService: RPCService, @unchecked Sendable {
 
     // MARK: Wire → backend
 
-    static func slotRead(_ v: ReadVector) -> SlotRead { SlotRead(offset: v.offset, length: v.length) }
+    /// offset + length as a range; a length that runs past 2^64 means "to the end".
+    static func range(_ offset: UInt64, _ length: UInt64) -> Range<UInt64> {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        return offset..<(overflow ? .max : end)
+    }
+
+    static func slotRead(_ v: ReadVector) -> Range<UInt64> { range(v.offset, v.length) }
 
     static func comparison(_ op: TestOperator) -> SlotComparison {
         switch op {
@@ -195,8 +201,8 @@ public final class StorageService: RPCService, @unchecked Sendable {
     }
 
     static func slotUpdate(_ w: ShareWrite) -> SlotUpdate {
-        SlotUpdate(tests: w.tests.map { SlotTest(offset: $0.offset, length: $0.length, comparison: comparison($0.op), specimen: $0.specimen) },
-                   writes: w.writes.map { SlotWrite(offset: $0.offset, data: $0.data) },
+        SlotUpdate(tests: w.tests.map { SlotTest(range($0.offset, $0.length), comparison($0.op), $0.specimen) },
+                   writes: w.writes.map { (offset: $0.offset, data: $0.data) },
                    newLength: w.newLength)
     }
 }

@@ -36,9 +36,27 @@ public protocol ClassifiedError: Error, CustomStringConvertible, Sendable {
     var errorClass: ErrorClass { get }
 }
 
+/// An error whose description is one stored sentence.
+public protocol MessageError: ClassifiedError {
+    var message: String { get }
+}
+
+extension MessageError {
+    public var description: String { message }
+}
+
 extension Error {
     /// The class of any error: a `ClassifiedError`'s own, `.internal` for anything else.
     public var errorClass: ErrorClass { (self as? any ClassifiedError)?.errorClass ?? .internal }
+}
+
+/// An error fully described by its class and one sentence: what most modules throw when
+/// no caller needs more structure than the class (a bad capability string, a node
+/// directory that is not one, too few servers for an upload).
+public struct GridError: MessageError, Equatable {
+    public let errorClass: ErrorClass
+    public let message: String
+    public init(_ errorClass: ErrorClass, _ message: String) { (self.errorClass, self.message) = (errorClass, message) }
 }
 
 /// A failed system call: which operation, on what, and the errno it set (read at once).

@@ -390,6 +390,19 @@ public final class RPCClient: @unchecked Sendable {
 
     public var isClosed: Bool { closedFlag.load(ordering: .acquiring) }
 
+    /// Sends a typed request and decodes its reply.
+    public func call<R: RPCRequest>(_ request: R) async throws -> R.Response {
+        try R.Response(decoding: try await call(R.method.rawValue, request.encoded()))
+    }
+
+    /// Callback form of the typed call; the completion runs on the event loop thread and
+    /// must not block.
+    public func call<R: RPCRequest>(_ request: R, completion: @escaping @Sendable (Result<R.Response, Error>) -> Void) {
+        call(R.method.rawValue, request.encoded()) { r in
+            completion(r.flatMap { body in Result { try R.Response(decoding: body) } })
+        }
+    }
+
     /// Calls `method` with `body`; returns the response body or throws the server's error.
     public func call(_ method: UInt16, _ body: [UInt8], timeout: Double? = nil) async throws -> [UInt8] {
         try await withCheckedThrowingContinuation { cont in

@@ -25,7 +25,7 @@ public struct NodeIdentity: Sendable {
     public static func loadOrCreate(path: String) throws -> NodeIdentity {
         if let existing = try readSecretFile(path) {
             guard let seed = Hex.decode(existing.trimmingWhitespace()), seed.count == 32 else {
-                throw FormatError(.corrupt, "\(path) does not hold a 32-byte hex Ed25519 seed")
+                throw GridError(.corrupt, "\(path) does not hold a 32-byte hex Ed25519 seed")
             }
             return NodeIdentity(key: try Ed25519PrivateKey(seed: seed))
         }

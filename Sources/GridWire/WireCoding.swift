@@ -1,16 +1,10 @@
 import GridSystem
 
 /// Errors on the wire. `code` travels in ERROR frames; `message` is one line for people.
-public struct WireError: ClassifiedError, Equatable {
+public struct WireError: MessageError, Equatable {
     public var code: Code
     public var message: String
-
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public var description: String { message }
+    public init(_ code: Code, _ message: String) { (self.code, self.message) = (code, message) }
 
     /// Error codes carried in ERROR frames (docs/protocol.md lists them).
     public enum Code: UInt16, Sendable {
@@ -67,6 +61,13 @@ extension WireMessage {
         try self.init(from: &r)
         try r.finish()
     }
+}
+
+/// A request of some service: the method that carries it and the type of its reply.
+public protocol RPCRequest: WireMessage {
+    associatedtype Response: WireMessage
+    associatedtype Method: RawRepresentable where Method.RawValue == UInt16
+    static var method: Method { get }
 }
 
 /// The message of a call or reply that carries nothing.

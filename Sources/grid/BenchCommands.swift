@@ -78,9 +78,9 @@ struct BenchCodec: ParsableCommand {
             if let p = paths {
                 chosen = try p.split(separator: ",").map { name in
                     guard let path = SIMDPath(rawValue: String(name)) else {
-                        throw UsageError("unknown path '\(name)' (portable, ssse3, avx2, gfni)")
+                        throw GridError(.usage, "unknown path '\(name)' (portable, ssse3, avx2, gfni)")
                     }
-                    guard path.isSupported else { throw UsageError("path \(path) is not supported by this CPU") }
+                    guard path.isSupported else { throw GridError(.usage, "path \(path) is not supported by this CPU") }
                     return path
                 }
             } else {
@@ -89,12 +89,12 @@ struct BenchCodec: ParsableCommand {
             let shapeList: [(Int, Int)] = try shapes.split(separator: ",").map { s in
                 let parts = s.split(separator: ":").compactMap { Int($0) }
                 guard parts.count == 2, parts[0] >= 1, parts[1] >= 1, parts[0] + parts[1] <= 256 else {
-                    throw UsageError("bad shape '\(s)': use k:m with k + m <= 256")
+                    throw GridError(.usage, "bad shape '\(s)': use k:m with k + m <= 256")
                 }
                 return (parts[0], parts[1])
             }
             let sizes: [Int] = try shards.split(separator: ",").map {
-                guard let v = Int($0), v > 0 else { throw UsageError("bad shard size '\($0)'") }
+                guard let v = Int($0), v > 0 else { throw GridError(.usage, "bad shard size '\($0)'") }
                 return v
             }
             var rows: [String] = []
@@ -150,7 +150,7 @@ struct BenchCodec: ParsableCommand {
                                outputs: outs, path: path)
         }
         for i in 0..<lost where !UnsafeRawBufferPointer(start: outs[i], count: size).elementsEqual(UnsafeRawBufferPointer(start: shard(i), count: size)) {
-            throw InternalError("decode check failed on path \(path) (\(k),\(m)) shard \(i)")
+            throw GridError(.internal, "decode check failed on path \(path) (\(k),\(m)) shard \(i)")
         }
         return (enc, dec)
     }
@@ -233,7 +233,7 @@ struct BenchCHK: ParsableCommand {
             let sink = MemoryShareSink(shares: total)
             let encoder = try CHKEncoder(parameters: params, threads: 2, simdPath: path)
             guard case let .chk(cap, _) = try encoder.encode(source: source, convergenceSecret: secret, sink: sink) else {
-                throw InternalError("expected a CHK file")
+                throw GridError(.internal, "expected a CHK file")
             }
             let readers = sink.shares.enumerated().map { MemoryShareReader(shareNumber: $0.offset, bytes: $0.element) }
             for (label, subset) in [("decode-systematic", Array(readers.prefix(needed))),
@@ -246,7 +246,7 @@ struct BenchCHK: ParsableCommand {
                         let d = CHKDecoder(capability: cap, shares: subset, simdPath: path, threads: threads)
                         try d.decode(to: out)
                         rates.append(Double(size) / (monotonicNow() - t0) / 1e6)
-                        guard out.count == UInt64(size) else { throw InternalError("decode produced \(out.count) bytes") }
+                        guard out.count == UInt64(size) else { throw GridError(.internal, "decode produced \(out.count) bytes") }
                     }
                     figures.append((label, threads, median(rates)))
                 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GridLocalGrid
 import GridNode
 import GridProtocol
 import GridWire
@@ -10,8 +11,8 @@ struct BenchConnections: ParsableCommand {
         commandName: "connections",
         abstract: "Hold many idle TLS client connections to a real storage server and measure its threads and memory.",
         discussion: """
-            Starts an introducer and a storage server (this grid binary, as separate processes) \
-            in a temporary directory, opens --count client connections to the storage server \
+            Starts an introducer and a storage server (this grid binary, as separate processes, \
+            through the same launcher as `grid demo`) in a temporary directory, opens --count client connections to the storage server \
             (TLS handshake and HELLO done), leaves them idle, and reads the server's thread \
             count and resident memory from /proc before and after. It then times get_version \
             calls on one more connection while the others stay open. Everything is stopped at the end.
@@ -36,59 +37,36 @@ struct BenchConnections: ParsableCommand {
     }
 
     func run() throws {
-        CurrentProcess.raiseFileLimit()
-        let exe = "/proc/self/exe"
-        let root = NSTemporaryDirectory() + "grid-bench-conn-\(CurrentProcess.id)"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        func grid(_ args: [String]) throws -> String {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = args
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            let d = out.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else { throw ValidationError("grid \(args.joined(separator: " ")) failed") }
-            return String(decoding: d, as: UTF8.self)
+        try reportingErrors {
+            CurrentProcess.raiseFileLimit()
+            let root = try LocalGrid.temporaryRoot(prefix: "grid-bench-conn")
+            defer { FileSystem.removeTree(root) }
+            let grid = try LocalGrid(root: root, executable: FileSystem.currentExecutable(), options: LocalGrid.Options(servers: 1))
+            defer { grid.stop() }
+            try measure(grid.servers[0])
         }
-        let introAddr = try IntroducerAddress(parsing: String(try grid(["introducer", "create", root + "/intro"]).split(separator: "\n").last!))
-        _ = try grid(["storage", "create", root + "/storage", "--introducer", introAddr.description, "--reserved-space", "0"])
-        func daemon(_ args: [String]) throws -> Process {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = args
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            return p
-        }
-        let intro = try daemon(["introducer", "run", root + "/intro"])
-        let storage = try daemon(["storage", "run", root + "/storage"])
-        defer {
-            for p in [storage, intro] where p.isRunning { p.terminate(); p.waitUntilExit() }
-        }
-        let conf = try NodeConfig.load(directory: root + "/storage")
-        let (host, port) = try splitHostPort(conf["node", "listen"]!)
-        let key = try NodeIdentity.loadOrCreate(path: root + "/storage/private/node.key").publicKey
+    }
 
+    func measure(_ server: DaemonProcess) throws {
+        let conf = try NodeConfig.load(directory: server.directory)
+        let (host, port) = try splitHostPort(conf["node", "listen"]!)
+        let key = try NodeIdentity.loadOrCreate(path: server.directory + "/private/node.key").publicKey
+        let serverPID = server.pid!
         let loop = try EventLoop(name: "bench-loop")
         defer { loop.shutdown() }
         let tls = try TLSContext.client()
         let target = count, idleSeconds = idle
         let measured: (ProcStatus, ProcStatus, Double, Double, Double, Int)
-        do { measured = try blockingAwait {
-            // Wait for the server to listen.
+        measured = try blockingAwait {
+            // Wait for the server to answer.
             var probe: RPCClient?
             for _ in 0..<200 where probe == nil {
                 probe = try? await RPCClient.connect(loop: loop, host: host, port: port, serverKey: key, service: storageServiceName, tls: tls)
                 if probe == nil { try await Task.sleep(nanoseconds: 50_000_000) }
             }
-            guard let first = probe else { throw ValidationError("the storage server did not start") }
+            guard let first = probe else { throw GridError(.unavailable, "the storage server did not answer") }
             try await Task.sleep(nanoseconds: 500_000_000)
-            let before = Self.status(storage.processIdentifier)
+            let before = Self.status(serverPID)
             var clients: [RPCClient] = []
             let t0 = monotonicNow()
             while clients.count < target {
@@ -105,7 +83,7 @@ struct BenchConnections: ParsableCommand {
             }
             let connectSeconds = monotonicNow() - t0
             try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
-            let after = Self.status(storage.processIdentifier)
+            let after = Self.status(serverPID)
             var lat: [Double] = []
             let s = StorageClient(first)
             for _ in 0..<200 {
@@ -118,7 +96,7 @@ struct BenchConnections: ParsableCommand {
             for c in clients { c.close() }
             first.close()
             return (before, after, connectSeconds, lat[lat.count / 2], lat[lat.count * 99 / 100], alive)
-        } } catch let e as ValidationError { throw e } catch { throw ValidationError("\(error)") }
+        }
         let (before, after, secs, p50, p99, alive) = measured
         let perConn = Double(after.rssKiB - before.rssKiB) / Double(max(1, count))
         if json {

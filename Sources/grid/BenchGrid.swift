@@ -46,8 +46,8 @@ struct BenchGrid: ParsableCommand {
         }
         var ups: [Double] = [], downs: [Double] = []
         var cpu: [[Double]] = []  // client up, servers up, client down, servers down
-        let uploader = Uploader(pool: pool, settings: settings, simdPath: try simdPathFromEnvironment())
-        let downloader = Downloader(pool: pool, simdPath: try simdPathFromEnvironment())
+        let uploader = Uploader(pool: pool, settings: settings, coding: try codingOptionsFromEnvironment())
+        let downloader = Downloader(pool: pool, coding: try codingOptionsFromEnvironment())
         for round in 0..<rounds {
             let sample = root + "/sample\(round).bin"
             try writeSampleFile(sample, size: bytes, seed: wallClockSeconds() &+ UInt64(round) &* 7919)
@@ -66,7 +66,7 @@ struct BenchGrid: ParsableCommand {
             let downSeconds = Date().timeIntervalSince(t1)
             let (c2, d2) = (CurrentProcess.cpuSeconds, grid.daemonsCPUSeconds)
             cpu.append([c1 - c0, d1 - d0, c2 - c1, d2 - d1])
-            guard sink.count == bytes else { throw InternalError("downloaded \(sink.count) bytes, expected \(bytes)") }
+            guard sink.count == bytes else { throw GridError(.internal, "downloaded \(sink.count) bytes, expected \(bytes)") }
             ups.append(Double(bytes) / upSeconds / 1e6)
             downs.append(Double(bytes) / downSeconds / 1e6)
             if !json {

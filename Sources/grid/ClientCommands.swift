@@ -192,7 +192,7 @@ struct Upload: ParsableCommand {
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
             let bar = ProgressBar()
-            let uploader = Uploader(pool: session.pool, settings: session.settings, simdPath: try simdPathFromEnvironment())
+            let uploader = Uploader(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
             let box = UncheckedBox(source)
             let r = try blockingAwait { try await uploader.upload(source: box.value) { bar.update($0) } }
             bar.finish()
@@ -255,7 +255,7 @@ struct Download: ParsableCommand {
                 sink = FileDescriptorSink(.standardOutput)
             }
             let bar = ProgressBar()
-            let downloader = Downloader(pool: session.pool, simdPath: try simdPathFromEnvironment())
+            let downloader = Downloader(pool: session.pool, coding: try codingOptionsFromEnvironment())
             let box = UncheckedBox(sink)
             let (off, len) = (offset, length)
             let r: DownloadResult

@@ -52,7 +52,7 @@ struct DebugEncode: ParsableCommand {
         try reportingErrors {
             let path = try simdPathFromEnvironment()
             guard let secret = Hex.decode(convergenceSecret) else {
-                throw UsageError("--convergence-secret must be hex digits, e.g. 000102030405060708090a0b0c0d0e0f")
+                throw GridError(.usage, "--convergence-secret must be hex digits, e.g. 000102030405060708090a0b0c0d0e0f")
             }
             let params = EncodingParameters(needed: needed, happy: happy ?? min(7, total), total: total, maxSegmentSize: segmentSize)
             let encoder = try CHKEncoder(parameters: params, threads: 2, simdPath: path)
@@ -98,7 +98,7 @@ struct DebugDecode: ParsableCommand {
             let capability = try Capability(parsing: cap)
             var readers: [ShareReader] = []
             if case .chk = capability {
-                guard let dir = sharedir else { throw UsageError("a CHK capability needs SHAREDIR") }
+                guard let dir = sharedir else { throw GridError(.usage, "a CHK capability needs SHAREDIR") }
                 readers = try shareReaders(in: dir)
             }
             // Write to a temporary name and rename at the end, so a failed decode leaves no partial file.

@@ -31,7 +31,7 @@ struct Demo: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let bytes = try parseSize(size)
-            guard options.servers >= 1 && options.servers <= 100 else { throw UsageError("--servers must be 1 to 100") }
+            guard options.servers >= 1 && options.servers <= 100 else { throw GridError(.usage, "--servers must be 1 to 100") }
             let encoding = options.encoding
             try withLocalGrid(prefix: "grid-demo", servers: options.servers, encoding: encoding, keep: keep,
                               started: { say("grid demo: starting an introducer and \(options.servers) storage servers on 127.0.0.1 in \($0)") },
@@ -47,7 +47,7 @@ struct Demo: ParsableCommand {
         let sample = root + "/sample.bin"
         try writeSampleFile(sample, size: bytes, seed: wallClockSeconds())
         let source = try FileSource(path: sample)
-        let uploader = Uploader(pool: pool, settings: settings, simdPath: try simdPathFromEnvironment())
+        let uploader = Uploader(pool: pool, settings: settings, coding: try codingOptionsFromEnvironment())
         let bar = ProgressBar()
         let up = try blockingAwait { try await uploader.upload(source: source) { bar.update($0) } }
         bar.finish()
@@ -63,7 +63,7 @@ struct Demo: ParsableCommand {
 
         let out = root + "/sample.out"
         let sink = try FileDescriptorSink(path: out)
-        let downloader = Downloader(pool: pool, simdPath: try simdPathFromEnvironment())
+        let downloader = Downloader(pool: pool, coding: try codingOptionsFromEnvironment())
         let cap = up.capability
         let box = UncheckedBox(sink)
         let down = try blockingAwait { try await downloader.download(cap, to: box.value) { bar.update($0) } }
@@ -72,12 +72,12 @@ struct Demo: ParsableCommand {
         say("downloaded \(humanBytes(down.bytesWritten)) in \(secs(down.seconds)) (\(rate(down.bytesWritten, down.seconds))) "
             + "from shares \(down.sharesUsed.keys.sorted().map(String.init).joined(separator: ", ")); "
             + (same ? "SHA-256 matches the original" : "MISMATCH"))
-        guard same else { throw InternalError("the downloaded file differs from the uploaded one") }
+        guard same else { throw GridError(.internal, "the downloaded file differs from the uploaded one") }
 
         let again = try blockingAwait { try await uploader.upload(source: source) }
         say("uploaded it again: \(again.sharesAlreadyPresent) shares were already there, \(again.bytesSent) bytes sent, "
             + "\(secs(again.totalSeconds)); same capability: \(again.capability == up.capability ? "yes" : "NO")")
-        guard again.capability == up.capability else { throw InternalError("the second upload gave another capability") }
+        guard again.capability == up.capability else { throw GridError(.internal, "the second upload gave another capability") }
 
     }
 }

@@ -1,13 +1,6 @@
 import ArgumentParser
 import GridSystem
 
-/// A command line that asks for something impossible (a bad option value, a missing argument).
-struct UsageError: ClassifiedError {
-    let message: String
-    init(_ message: String) { self.message = message }
-    var errorClass: ErrorClass { .usage }
-    var description: String { message }
-}
 
 /// The one place errors become what a person sees: one line on stderr, and an exit status
 /// chosen by the error's class (the values of BSD's sysexits.h, so scripts and cron jobs
@@ -59,13 +52,4 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     } catch {
         throw ExitStatus.report(error)
     }
-}
-
-/// A check this program makes of its own results that failed (a benchmark or the demo
-/// reading back different bytes): a bug, or damage that every hash missed.
-struct InternalError: ClassifiedError {
-    let message: String
-    init(_ message: String) { self.message = message }
-    var errorClass: ErrorClass { .internal }
-    var description: String { message }
 }

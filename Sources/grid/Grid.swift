@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GridClient
 import GridCodec
 import GridFormat
 import GridImmutable
@@ -32,6 +33,9 @@ enum FileHandleStderr {
 enum FileHandleStdout {
     static func write(_ s: String) { try? FileDescriptor.standardOutput.write(Array(s.utf8)) }
 }
+
+/// Transfer options with the SIMD path from GRID_SIMD.
+func codingOptionsFromEnvironment() throws -> CodingOptions { CodingOptions(simdPath: try simdPathFromEnvironment()) }
 
 /// The SIMD path from GRID_SIMD, or the best one; a bad value is a usage error.
 func simdPathFromEnvironment() throws -> SIMDPath {

@@ -38,11 +38,11 @@ struct LocalGridStart: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            guard (1...100).contains(servers) else { throw UsageError("--servers must be 1 to 100") }
+            guard (1...100).contains(servers) else { throw GridError(.usage, "--servers must be 1 to 100") }
             let root = location.dir
             let running = try LocalGrid.detachedDaemons(root: root).filter { $0.pid != nil }
             if !running.isEmpty {
-                throw LocalGridError(.conflict, "the local grid in \(root) is already running (\(running.map(\.name).joined(separator: ", "))); "
+                throw GridError(.conflict, "the local grid in \(root) is already running (\(running.map(\.name).joined(separator: ", "))); "
                     + "stop it first with `grid local-grid stop --dir \(root)`")
             }
             let existing = try LocalGrid.detachedDaemons(root: root).filter { $0.name.hasPrefix("storage") }.count
@@ -63,31 +63,38 @@ struct LocalGridStart: ParsableCommand {
     }
 }
 
-struct LocalGridStop: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop every daemon of the local grid.",
-        discussion: ExitStatus.help)
+/// `stop` and `status`: one option (--dir) and one action on the grid there.
+protocol LocalGridAction: ParsableCommand {
+    static var name: String { get }
+    static var summary: String { get }
+    var location: LocalGridDirectory { get }
+    func act(on root: String) throws
+}
+
+extension LocalGridAction {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: name, abstract: summary, discussion: ExitStatus.help)
+    }
+    func run() throws { try reportingErrors { try act(on: location.dir) } }
+}
+
+struct LocalGridStop: LocalGridAction {
+    static let name = "stop", summary = "Stop every daemon of the local grid."
     @OptionGroup var location: LocalGridDirectory
 
-    func run() throws {
-        try reportingErrors {
-            let stopped = try LocalGrid.stopDetached(root: location.dir)
-            FileHandleStdout.write("stopped \(stopped.count) daemon\(stopped.count == 1 ? "" : "s") of the local grid in \(location.dir)\n")
-        }
+    func act(on root: String) throws {
+        let stopped = try LocalGrid.stopDetached(root: root)
+        FileHandleStdout.write("stopped \(stopped.count) daemon\(stopped.count == 1 ? "" : "s") of the local grid in \(root)\n")
     }
 }
 
-struct LocalGridStatus: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Say which daemons of the local grid are running.",
-        discussion: ExitStatus.help)
+struct LocalGridStatus: LocalGridAction {
+    static let name = "status", summary = "Say which daemons of the local grid are running."
     @OptionGroup var location: LocalGridDirectory
 
-    func run() throws {
-        try reportingErrors {
-            let daemons = try LocalGrid.detachedDaemons(root: location.dir)
-            if daemons.isEmpty { throw LocalGridError(.notFound, "no local grid in \(location.dir); start one with `grid local-grid start`") }
-            for d in daemons {
-                FileHandleStdout.write("\(d.name): " + (d.pid.map { "running (pid \($0))" } ?? "stopped") + "\n")
-            }
-        }
+    func act(on root: String) throws {
+        let daemons = try LocalGrid.detachedDaemons(root: root)
+        if daemons.isEmpty { throw GridError(.notFound, "no local grid in \(root); start one with `grid local-grid start`") }
+        for d in daemons { FileHandleStdout.write("\(d.name): " + (d.pid.map { "running (pid \($0))" } ?? "stopped") + "\n") }
     }
 }

@@ -181,8 +181,8 @@ final class CHKCodingTests: XCTestCase {
                 return XCTFail("not a notEnoughShares error: \(e)")
             }
             XCTAssertEqual([needed, usable], [3, 2])
-            guard case let .corrupt(c)? = failures[0] else { return XCTFail("share 0 not corrupt: \(failures)") }
-            XCTAssertEqual(c.part, .block(segment: 0))
+            guard case let .corrupt(part, _)? = failures[0] else { return XCTFail("share 0 not corrupt: \(failures)") }
+            XCTAssertEqual(part, .block(segment: 0))
             XCTAssertEqual(e.errorClass, .corrupt, "lost to damage alone")
         }
         XCTAssertThrowsError(try decodeInMemory(cap, [(0, shares[0]), (1, shares[1])])) { e in

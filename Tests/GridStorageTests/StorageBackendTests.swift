@@ -188,83 +188,83 @@ final class StorageBackendTests: XCTestCase {
 
     let we = [UInt8](repeating: 0x77, count: 32)
 
-    func write(_ b: StorageBackend, _ writes: [Int: SlotUpdate], we: [UInt8]? = nil, readv: [SlotRead] = []) throws -> (Bool, [Int: [[UInt8]]]) {
+    func write(_ b: StorageBackend, _ writes: [Int: SlotUpdate], we: [UInt8]? = nil, readv: [Range<UInt64>] = []) throws -> (Bool, [Int: [[UInt8]]]) {
         try b.slotTestvAndReadvAndWritev(si: si, writeEnabler: we ?? self.we, renewSecret: renew, cancelSecret: cancel, writes: writes, readv: readv)
     }
 
     func testSlotWritesAndReads() throws {
         let b = try backend()
         // Creating: a missing share reads as empty, so "eq empty" passes.
-        let (ok, reads) = try write(b, [0: SlotUpdate(tests: [SlotTest(offset: 0, length: 3, comparison: .equal, specimen: [])],
-                                                      writes: [SlotWrite(offset: 0, data: Array("hello".utf8))]),
-                                        1: SlotUpdate(writes: [SlotWrite(offset: 2, data: [9])])])
+        let (ok, reads) = try write(b, [0: SlotUpdate(tests: [SlotTest(0..<3, .equal, [])],
+                                                      writes: [(offset: 0, data: Array("hello".utf8))]),
+                                        1: SlotUpdate(writes: [(offset: 2, data: [9])])])
         XCTAssertTrue(ok)
         XCTAssertEqual(reads, [:])
-        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [SlotRead(offset: 0, length: 10)]),
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [0..<10]),
                        [0: [Array("hello".utf8)], 1: [[0, 0, 9]]])
-        XCTAssertEqual(try b.slotReadv(si: si, shares: [1], readv: [SlotRead(offset: 1, length: 1), SlotRead(offset: 50, length: 5)]),
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [1], readv: [1..<2, 50..<55]),
                        [1: [[0], []]])
         // Reads return the state before the writes.
-        let (ok2, before) = try write(b, [0: SlotUpdate(writes: [SlotWrite(offset: 0, data: Array("J".utf8))])],
-                                      readv: [SlotRead(offset: 0, length: 5)])
+        let (ok2, before) = try write(b, [0: SlotUpdate(writes: [(offset: 0, data: Array("J".utf8))])],
+                                      readv: [0..<5])
         XCTAssertTrue(ok2)
         XCTAssertEqual(before[0], [Array("hello".utf8)])
-        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [SlotRead(offset: 0, length: 5)])[0], [Array("Jello".utf8)])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [0..<5])[0], [Array("Jello".utf8)])
         XCTAssertEqual(try b.stats().mutableShares, 2)
     }
 
     func testAllTestsMustPassBeforeAnyWrite() throws {
         let b = try backend()
-        _ = try write(b, [0: SlotUpdate(writes: [SlotWrite(offset: 0, data: [5, 5])]), 1: SlotUpdate(writes: [SlotWrite(offset: 0, data: [6])])])
+        _ = try write(b, [0: SlotUpdate(writes: [(offset: 0, data: [5, 5])]), 1: SlotUpdate(writes: [(offset: 0, data: [6])])])
         let (ok, reads) = try write(b, [
-            0: SlotUpdate(tests: [SlotTest(offset: 0, length: 2, comparison: .equal, specimen: [5, 5])], writes: [SlotWrite(offset: 0, data: [1, 1])]),
-            1: SlotUpdate(tests: [SlotTest(offset: 0, length: 1, comparison: .equal, specimen: [7])], writes: [SlotWrite(offset: 0, data: [2])]),
-        ], readv: [SlotRead(offset: 0, length: 2)])
+            0: SlotUpdate(tests: [SlotTest(0..<2, .equal, [5, 5])], writes: [(offset: 0, data: [1, 1])]),
+            1: SlotUpdate(tests: [SlotTest(0..<1, .equal, [7])], writes: [(offset: 0, data: [2])]),
+        ], readv: [0..<2])
         XCTAssertFalse(ok)
         XCTAssertEqual(reads, [0: [[5, 5]], 1: [[6]]])
-        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [SlotRead(offset: 0, length: 2)]), [0: [[5, 5]], 1: [[6]]], "nothing written")
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [0..<2]), [0: [[5, 5]], 1: [[6]]], "nothing written")
     }
 
     func testOperators() throws {
         let b = try backend()
-        _ = try write(b, [0: SlotUpdate(writes: [SlotWrite(offset: 0, data: [5])])])
+        _ = try write(b, [0: SlotUpdate(writes: [(offset: 0, data: [5])])])
         let cases: [(SlotComparison, [UInt8], Bool)] = [
             (.lessThan, [6], true), (.lessThan, [5], false), (.lessOrEqual, [5], true), (.lessOrEqual, [4], false),
             (.equal, [5], true), (.equal, [4], false), (.notEqual, [4], true), (.notEqual, [5], false),
             (.greaterOrEqual, [5], true), (.greaterOrEqual, [6], false), (.greaterThan, [4], true), (.greaterThan, [5], false),
         ]
         for (op, specimen, expect) in cases {
-            let (ok, _) = try write(b, [0: SlotUpdate(tests: [SlotTest(offset: 0, length: 1, comparison: op, specimen: specimen)])])
+            let (ok, _) = try write(b, [0: SlotUpdate(tests: [SlotTest(0..<1, op, specimen)])])
             XCTAssertEqual(ok, expect, "\(op) \(specimen)")
         }
     }
 
     func testNewLengthGrowsBeforeAndShrinksAfter() throws {
         let b = try backend()
-        _ = try write(b, [0: SlotUpdate(writes: [SlotWrite(offset: 0, data: [1, 2, 3, 4, 5, 6])])])
-        _ = try write(b, [0: SlotUpdate(writes: [SlotWrite(offset: 0, data: [9])], newLength: 3)])
-        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [SlotRead(offset: 0, length: 100)])[0], [[9, 2, 3]])
+        _ = try write(b, [0: SlotUpdate(writes: [(offset: 0, data: [1, 2, 3, 4, 5, 6])])])
+        _ = try write(b, [0: SlotUpdate(writes: [(offset: 0, data: [9])], newLength: 3)])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [0..<100])[0], [[9, 2, 3]])
         _ = try write(b, [0: SlotUpdate(newLength: 5)])
-        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [SlotRead(offset: 0, length: 100)])[0], [[9, 2, 3, 0, 0]])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [0..<100])[0], [[9, 2, 3, 0, 0]])
         _ = try write(b, [0: SlotUpdate(newLength: 0)])
-        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [SlotRead(offset: 0, length: 1)]), [:], "new length 0 deletes the share")
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [0..<1]), [:], "new length 0 deletes the share")
     }
 
     func testWrongWriteEnablerNamesTheRecorder() throws {
         let b = try backend()
-        _ = try write(b, [0: SlotUpdate(writes: [SlotWrite(offset: 0, data: [1])])])
-        XCTAssertThrowsError(try write(b, [0: SlotUpdate(writes: [SlotWrite(offset: 0, data: [2])])], we: [UInt8](repeating: 1, count: 32))) { e in
+        _ = try write(b, [0: SlotUpdate(writes: [(offset: 0, data: [1])])])
+        XCTAssertThrowsError(try write(b, [0: SlotUpdate(writes: [(offset: 0, data: [2])])], we: [UInt8](repeating: 1, count: 32))) { e in
             guard case let .badSecret(m) = e as? StorageError else { return XCTFail("\(e)") }
             XCTAssertTrue(m.contains("The write enabler was recorded by nodeid '\(Base32.encode(nodeID20))' (this server)"), m)
         }
-        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [SlotRead(offset: 0, length: 1)])[0], [[1]])
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [0..<1])[0], [[1]])
     }
 
     func testMutableContainerLayout() throws {
         let doc = try Fixtures.json("sdmf-container.json") as! [String: Any]
         XCTAssertEqual(hex(MutableContainer.magic), doc["magic_hex"] as! String, "Tahoe's v2 mutable container magic")
         let b = try backend()
-        _ = try write(b, [2: SlotUpdate(writes: [SlotWrite(offset: 0, data: [1, 2, 3])])])
+        _ = try write(b, [2: SlotUpdate(writes: [(offset: 0, data: [1, 2, 3])])])
         let file = Array(try Data(contentsOf: URL(fileURLWithPath: b.sharePath(si, 2))))
         XCTAssertEqual(Array(file[0..<32]), MutableContainer.magic)
         XCTAssertEqual(Array(file[32..<52]), nodeID20)

@@ -264,6 +264,8 @@ public struct BucketReadResponse: WireMessage {
     public var data: [UInt8]
     public init(data: [UInt8]) { self.data = data }
     public func encode(to w: inout WireWriter) { w.fixed(data) }
+    /// The data itself, not a copy: blocks are the bulk of what a server sends.
+    public func encoded() -> [UInt8] { data }
     public init(from r: inout WireReader) throws { data = r.remainder() }
 }
 

@@ -46,6 +46,8 @@ public struct WireError: MessageError, Equatable {
 public protocol WireMessage: Equatable, Sendable {
     func encode(to w: inout WireWriter)
     init(from r: inout WireReader) throws
+    /// The whole message as bytes (a message that is one byte string may return it as is).
+    func encoded() -> [UInt8]
 }
 
 extension WireMessage {

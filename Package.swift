@@ -86,6 +86,7 @@ let package = Package(
             "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridTestSupport",
             "GridClient", "GridImmutable", "GridSystem", "GridLocalGrid", "GridNode",
         ]),
+        .testTarget(name: "GridFuzzTests", dependencies: ["GridStorage", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridSystem"]),
         .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridWire", "GridCrypto"]),
         .testTarget(name: "GridClientTests", dependencies: ["GridClient", "GridProtocol", "GridCrypto", "GridSystem"]),
         .testTarget(name: "GridStorageTests", dependencies: ["GridStorage", "GridProtocol", "GridWire", "GridFormat", "GridSystem", "GridDatabase", "GridTestSupport"]),

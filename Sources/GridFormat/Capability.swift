@@ -111,6 +111,7 @@ public enum Capability: Equatable, Sendable, CustomStringConvertible {
             throw fail("encoding \(k)-of-\(n) is invalid: need 1 <= k <= n <= 256")
         }
         guard size >= 1 else { throw fail("a CHK file cannot be empty (size 0)") }
+        guard size <= URIExtension.maxFileSize else { throw fail("size \(size) is beyond what grid supports") }
         if kind == "URI:CHK" {
             self = .chk(CHKCapability(key: first, uebHash: hash, needed: Int(k), total: Int(n), size: size))
         } else {

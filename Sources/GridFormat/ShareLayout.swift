@@ -20,6 +20,9 @@ public struct ShareLayout: Equatable, Sendable {
     public static let hashSize = 32
     /// Bytes of one share-hash-chain entry: be16 node index + 32-byte hash.
     public static let shareHashEntrySize = 34
+    /// No size or offset in a share header may exceed this (64 PiB): real shares are far
+    /// smaller, and the bound keeps every sum of them clear of overflow.
+    public static let maxOffset: UInt64 = 1 << 56
     /// The longest share hash chain (n = 256).
     public static let maxShareHashes = 9
 
@@ -115,6 +118,10 @@ public struct ShareLayout: Equatable, Sendable {
         let hs = version == 1 ? 0x24 : 0x44
         guard bytes.count >= hs else { throw fail("truncated: \(bytes.count) bytes, header needs \(hs)") }
         let vals = (0..<8).map { read(4 + $0 * w, w) }
+        // Untrusted numbers: bounded before any arithmetic, so no sum below can overflow.
+        guard vals.allSatisfy({ $0 <= Self.maxOffset }) else {
+            throw fail("a size or offset is larger than any share (over 2^56 bytes)")
+        }
         self.init(version: version, blockSize: vals[0], dataSize: vals[1], offsets: Array(vals[2...]))
         guard dataOffset == UInt64(hs) else { throw fail("data offset \(dataOffset), expected \(hs)") }
         guard plaintextHashTreeOffset == dataOffset + dataSize else {

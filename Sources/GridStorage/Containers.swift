@@ -165,8 +165,12 @@ struct MutableContainer: Equatable {
         version = Array(b[0..<32]) == Self.magic ? 2 : 1
         writeEnablerNodeID = Array(b[32..<52])
         writeEnabler = Array(b[52..<84])
-        let dataLength = Int(readBE(b[84..<92]))
-        let extraOffset = Int(readBE(b[92..<100]))
+        // Lengths from disk are untrusted: bound them by the file before any arithmetic.
+        let rawDataLength = readBE(b[84..<92]), rawExtraOffset = readBE(b[92..<100])
+        guard rawDataLength <= UInt64(b.count), rawExtraOffset <= UInt64(b.count) else {
+            throw StorageError.corrupt("\(path): mutable container offsets run past the file")
+        }
+        let dataLength = Int(rawDataLength), extraOffset = Int(rawExtraOffset)
         guard Self.dataOffset + dataLength <= extraOffset, extraOffset + 4 <= b.count else {
             throw StorageError.corrupt("\(path): mutable container offsets are inconsistent")
         }

@@ -7,7 +7,7 @@
 public enum SlotComparison: Sendable, CaseIterable {
     case lessThan, lessOrEqual, equal, notEqual, greaterOrEqual, greaterThan
 
-    public func holds(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    public func holds(_ a: ArraySlice<UInt8>, _ b: ArraySlice<UInt8>) -> Bool {
         switch self {
         case .equal: return a == b
         case .notEqual: return a != b

@@ -128,10 +128,12 @@ public final class StorageBackend: @unchecked Sendable {
         return try lock(si).withLock { _ in
             let have = try getBuckets(si)
             let already = shares.filter { have[$0] != nil }
+            // A share number held as a mutable share is neither held nor ours to write.
+            let otherKind = Set(try shareFiles(si)).subtracting(have.keys)
             if !already.isEmpty {
                 _ = try? addOrRenewLeaseLocked(si: si, renewSecret: renewSecret, cancelSecret: cancelSecret)
             }
-            let wanted = Array(Set(shares.filter { have[$0] == nil })).sorted()
+            let wanted = Array(Set(shares.filter { have[$0] == nil && !otherKind.contains($0) })).sorted()
             let expiration = newExpiration()
             var writers: [Int: BucketWriter] = [:]
             try pending.withLock { pend in
@@ -168,6 +170,9 @@ public final class StorageBackend: @unchecked Sendable {
         let f: FileDescriptor
         do { f = try FileDescriptor(path: sharePath(si, shnum)) } catch {
             throw StorageError.notFound("no share \(shnum) of storage index \(siString(si))")
+        }
+        if MutableContainer.isMutable(try f.read(at: 0, count: 32)) {
+            throw StorageError.notFound("share \(shnum) of storage index \(siString(si)) is mutable; read it with slot_readv")
         }
         let (len, _) = try ImmutableContainer.inspect(f)
         guard offset <= len, UInt64(length) <= len - offset else {
@@ -284,28 +289,37 @@ public final class StorageBackend: @unchecked Sendable {
         for n in try shareFiles(si) {
             let path = sharePath(si, n)
             guard let f = try? FileDescriptor(path: path) else { continue }
-            let bytes = try f.read(at: 0, count: Int(try f.size()))
-            if MutableContainer.isMutable(bytes) { out[n] = try MutableContainer(parsing: bytes, path: path) }
+            // Look at the magic first: an immutable share of the same storage index may be
+            // gigabytes, and is none of a slot's business.
+            guard MutableContainer.isMutable(try f.read(at: 0, count: 32)) else { continue }
+            out[n] = try MutableContainer(parsing: try f.read(at: 0, count: Int(try f.size())), path: path)
         }
         return out
     }
 
-    /// The bytes of `data` in each range, clipped to the data and to `maxReadLength`.
-    func readVector(_ data: [UInt8], _ readv: [Range<UInt64>]) -> [[UInt8]] {
-        readv.map { r in
-            guard r.lowerBound < UInt64(data.count) else { return [] }
-            let start = Int(r.lowerBound)
-            let end = Int(min(UInt64(data.count), r.upperBound, r.lowerBound + UInt64(config.maxReadLength)))
-            return Array(data[start..<end])
+    /// The bytes of `data` in `r`, clipped to the data (no copy).
+    static func clip(_ data: [UInt8], _ r: Range<UInt64>) -> ArraySlice<UInt8> {
+        guard r.lowerBound < UInt64(data.count) else { return [] }
+        return data[Int(r.lowerBound)..<Int(min(UInt64(data.count), r.upperBound))]
+    }
+
+    /// The reads of `readv` from each share of `slot` (all, or those in `shares`). The
+    /// whole answer is at most `maxReadLength` bytes: a request for more is refused
+    /// before anything is copied, so one request cannot make the server allocate gigabytes.
+    func read(_ slot: [Int: MutableContainer], shares: [Int] = [], _ readv: [Range<UInt64>]) throws -> [Int: [[UInt8]]] {
+        let chosen = slot.filter { shares.isEmpty || shares.contains($0.key) }
+        var total = 0
+        for (_, c) in chosen { for r in readv { total += Self.clip(c.data, r).count } }
+        guard total <= config.maxReadLength else {
+            throw StorageError.badRequest("the read vectors ask for \(total) bytes; one reply carries at most \(config.maxReadLength)")
         }
+        return chosen.mapValues { c in readv.map { Array(Self.clip(c.data, $0)) } }
     }
 
     public func slotReadv(si: [UInt8], shares: [Int], readv: [Range<UInt64>]) throws -> [Int: [[UInt8]]] {
         try checkSI(si)
         let slot = try lock(si).withLock { _ in try loadSlot(si) }
-        var out: [Int: [[UInt8]]] = [:]
-        for (n, c) in slot where shares.isEmpty || shares.contains(n) { out[n] = readVector(c.data, readv) }
-        return out
+        return try read(slot, shares: shares, readv)
     }
 
     /// Tahoe's slot_testv_and_readv_and_writev: every test of every share must pass before
@@ -317,25 +331,34 @@ public final class StorageBackend: @unchecked Sendable {
         guard writes.keys.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw StorageError.badRequest("share numbers must be 0..255") }
         return try lock(si).withLock { _ in
             let slot = try loadSlot(si)
+            // Never write a slot share over an immutable share of the same number.
+            for n in try shareFiles(si) where slot[n] == nil && writes[n] != nil {
+                throw StorageError.conflict("share \(n) of storage index \(siString(si)) is immutable; a slot write cannot replace it")
+            }
             // The write enabler must match every existing share's.
             for (_, c) in slot where !constantTimeEqual(c.writeEnabler, writeEnabler) {
                 let who = Base32.encode(c.writeEnablerNodeID)
                 let mine = c.writeEnablerNodeID == containerNodeID ? " (this server)" : ""
                 throw StorageError.badSecret("The write enabler was recorded by nodeid '\(who)'\(mine).")
             }
-            var reads: [Int: [[UInt8]]] = [:]
-            for (n, c) in slot { reads[n] = readVector(c.data, readv) }
+            let reads = try read(slot, readv)
             for (n, w) in writes {
                 let data = slot[n]?.data ?? []
                 for t in w.tests {
-                    let have = readVector(data, [t.range])[0]
-                    if !t.comparison.holds(have, t.specimen) { return (false, reads) }
+                    if !t.comparison.holds(Self.clip(data, t.range), t.specimen[...]) { return (false, reads) }
                 }
             }
             // Check sizes before touching anything.
             for (n, w) in writes {
                 var end = UInt64(slot[n]?.data.count ?? 0)
-                for d in w.writes { end = max(end, d.offset + UInt64(d.data.count)) }
+                for d in w.writes {
+                    // Offsets arrive from the wire: add with a check, never trap.
+                    let (dEnd, overflow) = d.offset.addingReportingOverflow(UInt64(d.data.count))
+                    guard !overflow else {
+                        throw StorageError.badRequest("write of \(d.data.count) bytes at offset \(d.offset) of share \(n) runs past 2^64")
+                    }
+                    end = max(end, dEnd)
+                }
                 if let nl = w.newLength { end = max(end, nl) }
                 guard end <= config.maxMutableShareSize else {
                     throw StorageError.badRequest("share \(n) would grow to \(end) bytes; the limit is \(config.maxMutableShareSize)")
@@ -549,8 +572,9 @@ public final class BucketWriter: @unchecked Sendable {
     public func write(offset: UInt64, data: UnsafeRawBufferPointer) throws {
         try state.withLock { st in
             guard st == 0 else { throw StorageError.badRequest("bucket writer for share \(shnum) is \(st == 1 ? "closed" : "aborted")") }
-            let end = offset + UInt64(data.count)
-            guard offset <= allocatedSize, end <= allocatedSize else {
+            // Offsets arrive from the wire: add with a check, never trap.
+            let (end, overflow) = offset.addingReportingOverflow(UInt64(data.count))
+            guard !overflow, end <= allocatedSize else {
                 throw StorageError.badRequest("write of \(data.count) bytes at offset \(offset) exceeds the allocated size \(allocatedSize) of share \(shnum)")
             }
             for (a, b) in written where a < end && offset < b {

@@ -40,6 +40,14 @@ public final class RPCSession: @unchecked Sendable {
         self.server = server
     }
 
+    /// A session with no connection behind it, for driving a service directly (tests,
+    /// fuzzing): notifications to it go nowhere.
+    public init(id: UInt64, peer: String) {
+        self.id = id
+        self.peer = peer
+        server = nil
+    }
+
     /// Sends an unsolicited NOTIFY frame to this client (e.g. introducer updates).
     public func notify(method: UInt16, body: [UInt8]) {
         server?.notify(session: id, method: method, body: body)

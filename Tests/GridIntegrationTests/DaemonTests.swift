@@ -123,6 +123,55 @@ final class DaemonTests: XCTestCase {
         s.rpc.close()
     }
 
+    /// Offsets and lengths at the edges of 64-bit arithmetic, and requests that mix the
+    /// two kinds of share, are refused with a protocol error; the daemon keeps serving.
+    /// (Each of these crashed, stalled or destroyed data before.)
+    func testHostileOffsetsAndKindsAreRefusedNotFatal() async throws {
+        let grid = try TestGrid(servers: 1)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let s = try await grid.storageClient(0, via: await sub.waitForServers(1, timeout: 15))
+        let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
+                                                                shareNumbers: [0, 1], allocatedSize: 100))
+        let h = try XCTUnwrap(alloc.writers[0])
+        await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h, offset: UInt64.max, data: [1]) }
+        await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h, offset: UInt64.max - 1, data: [1, 2, 3]) }
+        try await s.write(bucket: h, offset: 0, data: [UInt8](repeating: 7, count: 100))
+        try await s.close(bucket: h)
+        await expectError(.badRequest) { _ = try await s.read(storageIndex: si, share: 0, offset: UInt64.max, length: 10) }
+
+        let slot = Array(SHA256.hash(Array("slot".utf8)).prefix(16)), we = [UInt8](repeating: 5, count: 32)
+        func write(_ w: ShareWrite, readv: [ReadVector] = [], si: [UInt8]? = nil) async throws -> (Bool, [Int: [[UInt8]]]) {
+            try await s.slotTestvAndReadvAndWritev(SlotWriteRequest(storageIndex: si ?? slot, writeEnabler: we, renewSecret: renew,
+                                                                    cancelSecret: cancel, writes: [0: w], readVector: readv))
+        }
+        await expectError(.badRequest, "runs past 2^64") { _ = try await write(ShareWrite(writes: [WriteVector(offset: UInt64.max, data: [1])])) }
+        await expectError(.badRequest) { _ = try await write(ShareWrite(newLength: UInt64.max)) }
+        _ = try await write(ShareWrite(writes: [WriteVector(offset: 0, data: [UInt8](repeating: 1, count: 9000))]))
+        // Read ranges that overflow mean "to the end"; tests with them compare, never trap.
+        let (ok, reads) = try await write(ShareWrite(tests: [TestVector(offset: UInt64.max, length: UInt64.max, op: .eq, specimen: [])]),
+                                          readv: [ReadVector(offset: 10, length: UInt64.max), ReadVector(offset: UInt64.max, length: 1)])
+        XCTAssertTrue(ok)
+        XCTAssertEqual(reads[0]?.map(\.count), [8990, 0])
+        // A reply may not ask the server for gigabytes.
+        await expectError(.badRequest, "one reply carries at most") {
+            _ = try await s.slotReadv(SlotReadRequest(storageIndex: slot, shareNumbers: [],
+                                                      readVector: Array(repeating: ReadVector(offset: 0, length: 9000), count: 1024)))
+        }
+        // An immutable share is not a slot's, and a slot's share is not a bucket's.
+        await expectError(.conflict, "immutable") { _ = try await write(ShareWrite(writes: [WriteVector(offset: 0, data: [1])]), si: si) }
+        await expectError(.notFound, "mutable") { _ = try await s.read(storageIndex: slot, share: 0, offset: 0, length: 1) }
+        let again = try await s.allocateBuckets(AllocateRequest(storageIndex: slot, renewSecret: renew, cancelSecret: cancel,
+                                                                shareNumbers: [0], allocatedSize: 10))
+        XCTAssertEqual(again.writers.count, 0, "no writer may replace a mutable share")
+        let intact = try await s.read(storageIndex: si, share: 0, offset: 0, length: 100)
+        XCTAssertEqual(intact, [UInt8](repeating: 7, count: 100))
+        XCTAssertTrue(grid.servers[0].isRunning, grid.servers[0].log(tail: 10))
+        _ = try await s.getVersion()
+        s.rpc.close()
+    }
+
     /// An upload cut off by a lost connection, a clean shutdown, or kill -9 leaves no
     /// partial share visible, and the server comes back without leftovers.
     func testInterruptedUploadsLeaveNothingBehind() async throws {

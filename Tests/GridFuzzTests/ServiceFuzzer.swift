@@ -1,0 +1,270 @@
+import Foundation
+import GridCrypto
+import GridIntroducer
+import GridProtocol
+import GridStorage
+import GridSystem
+import GridWire
+
+/// A small, fast, seedable generator (SplitMix64): the same seed replays the same run.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A structure-aware fuzzer of the storage and introducer services. It builds requests
+/// of every method from typed messages with field values chosen to break arithmetic
+/// (offsets and lengths near 2^64, 2^63, 2^32, huge and empty vectors, share numbers at
+/// the edges), keeps a little state so that later requests reach deeper code (storage
+/// indexes and secrets from small pools, bucket handles the server handed out), sometimes
+/// damages the encoded bytes as well, and feeds each one to the real service code. A
+/// trap anywhere ends the process: that is the failure it looks for.
+final class ServiceFuzzer {
+    var rng: SplitMix64
+    let root: String
+    let backend: StorageBackend
+    let storage: StorageService
+    let introducer: IntroducerService
+    let introducerKey = Ed25519PrivateKey()
+    var sessions: [RPCSession]
+    let storageIndexes: [[UInt8]]
+    let secrets: [[UInt8]]
+    var handles: [UInt64] = [1, 2, 3]
+    var sequence: UInt64 = 1
+
+    /// Requests sent, replies, and errors by wire code.
+    private(set) var requests = 0
+    private(set) var replies = 0
+    private(set) var errorCodes: [WireError.Code: Int] = [:]
+    private(set) var perMethod: [String: Int] = [:]
+
+    init(seed: UInt64, root: String) throws {
+        rng = SplitMix64(state: seed)
+        self.root = root
+        var config = StorageConfig(nodeDirectory: root)
+        config.maxMutableShareSize = 64 << 10
+        backend = try StorageBackend(config: config, containerNodeID: [UInt8](repeating: 7, count: 20))
+        storage = StorageService(backend: backend)
+        introducer = IntroducerService(secret: [UInt8](repeating: 1, count: 20))
+        sessions = (1...3).map { RPCSession(id: UInt64($0), peer: "fuzz-\($0)") }
+        var g = SplitMix64(state: seed ^ 0xabcdef)
+        storageIndexes = (0..<4).map { _ in (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) } }
+        secrets = (0..<3).map { i in [UInt8](repeating: UInt8(i + 1), count: 32) }
+    }
+
+    // MARK: Values that break arithmetic
+
+    static let edges: [UInt64] = [
+        0, 1, 2, 3, 7, 8, 255, 256, 4095, 4096, 65535, 65536, 1 << 20, 8 << 20, (8 << 20) + 1,
+        UInt64(Int32.max), 1 << 31, UInt64(UInt32.max) - 1, UInt64(UInt32.max), 1 << 32, (1 << 32) + 1,
+        1 << 44, (1 << 44) + 1, UInt64(Int64.max) - 1, UInt64(Int64.max), 1 << 63, (1 << 63) + 1,
+        UInt64.max - 8, UInt64.max - 1, UInt64.max,
+    ]
+
+    func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &rng) < p }
+    func pick<T>(_ xs: [T]) -> T { xs[Int.random(in: 0..<xs.count, using: &rng)] }
+    func small(_ upTo: Int) -> Int { Int.random(in: 0...upTo, using: &rng) }
+
+    func u64() -> UInt64 {
+        switch small(3) {
+        case 0: return pick(Self.edges)
+        case 1: return UInt64(small(5000))
+        case 2: return pick(Self.edges) &+ UInt64(small(16)) &- 8
+        default: return UInt64.random(in: 0...UInt64.max, using: &rng)
+        }
+    }
+
+    func shareNumber() -> Int { chance(0.8) ? small(9) : pick([0, 1, 127, 128, 254, 255]) }
+    func si() -> [UInt8] { chance(0.95) ? pick(storageIndexes) : (0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+    func secret() -> [UInt8] { pick(secrets) }
+    func bytes(_ max: Int = 300) -> [UInt8] {
+        let n = chance(0.1) ? 0 : small(max)
+        return (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+    }
+    func handle() -> UInt64 { chance(0.8) ? pick(handles) : u64() }
+    func shares() -> [Int] { (0..<(chance(0.05) ? 256 : small(5))).map { _ in shareNumber() } }
+    func readVector() -> [ReadVector] {
+        (0..<(chance(0.02) ? 1024 : small(4))).map { _ in ReadVector(offset: u64(), length: u64()) }
+    }
+
+    // MARK: Requests
+
+    /// One request of every storage method, with fuzzed fields.
+    func storageRequest() -> (StorageMethod, [UInt8]) {
+        switch pick(StorageMethod.allCases) {
+        case .getVersion: return (.getVersion, GetVersionRequest().encoded())
+        case .allocateBuckets:
+            let size = chance(0.7) ? UInt64(small(4000)) : u64()
+            return (.allocateBuckets, AllocateRequest(storageIndex: si(), renewSecret: secret(), cancelSecret: secret(),
+                                                      shareNumbers: shares(), allocatedSize: size).encoded())
+        case .bucketWrite:
+            let offset = chance(0.6) ? UInt64(small(4000)) : u64()
+            return (.bucketWrite, BucketWriteRequest(bucket: handle(), offset: offset, data: bytes(2000)).encoded())
+        case .bucketClose: return (.bucketClose, BucketCloseRequest(bucket: handle()).encoded())
+        case .bucketAbort: return (.bucketAbort, BucketAbortRequest(bucket: handle()).encoded())
+        case .getBuckets: return (.getBuckets, GetBucketsRequest(storageIndex: si()).encoded())
+        case .bucketRead:
+            return (.bucketRead, BucketReadRequest(storageIndex: si(), share: shareNumber(), offset: chance(0.5) ? UInt64(small(4000)) : u64(),
+                                                   length: chance(0.6) ? UInt32(small(4000)) : UInt32(truncatingIfNeeded: u64())).encoded())
+        case .addLease:
+            return (.addLease, AddLeaseRequest(storageIndex: si(), renewSecret: secret(), cancelSecret: secret()).encoded())
+        case .renewLease: return (.renewLease, RenewLeaseRequest(storageIndex: si(), secret: secret()).encoded())
+        case .cancelLease: return (.cancelLease, CancelLeaseRequest(storageIndex: si(), secret: secret()).encoded())
+        case .adviseCorruptShare:
+            let reason = String(decoding: bytes(1200).map { $0 & 0x7f }, as: UTF8.self)
+            return (.adviseCorruptShare, AdviseCorruptShareRequest(mutable: chance(0.5), storageIndex: si(), share: shareNumber(),
+                                                                   reason: reason).encoded())
+        case .slotReadv:
+            return (.slotReadv, SlotReadRequest(storageIndex: si(), shareNumbers: chance(0.5) ? [] : shares(),
+                                                readVector: readVector()).encoded())
+        case .slotTestvAndReadvAndWritev:
+            var writes: [Int: ShareWrite] = [:]
+            for _ in 0..<small(3) {
+                let tests = (0..<small(2)).map { _ in
+                    TestVector(offset: chance(0.5) ? UInt64(small(100)) : u64(), length: chance(0.5) ? UInt64(small(100)) : u64(),
+                               op: pick(TestOperator.allCases), specimen: bytes(20))
+                }
+                let w = (0..<small(3)).map { _ in WriteVector(offset: chance(0.6) ? UInt64(small(3000)) : u64(), data: bytes(500)) }
+                let newLength: UInt64? = chance(0.6) ? nil : (chance(0.5) ? UInt64(small(3000)) : u64())
+                writes[shareNumber()] = ShareWrite(tests: tests, writes: w, newLength: newLength)
+            }
+            let enabler = chance(0.9) ? secrets[0] : secret()
+            return (.slotTestvAndReadvAndWritev, SlotWriteRequest(storageIndex: si(), writeEnabler: enabler, renewSecret: secret(),
+                                                                  cancelSecret: secret(), writes: writes, readVector: readVector()).encoded())
+        }
+    }
+
+    /// Damage to the encoded bytes: flips, cuts, insertions, and lengths set to edge values.
+    func damage(_ b: inout [UInt8]) {
+        for _ in 0..<(1 + small(3)) {
+            switch small(5) {
+            case 0 where !b.isEmpty: b[small(b.count - 1)] ^= UInt8(1 << small(7))
+            case 1 where !b.isEmpty: b.removeLast(small(b.count))
+            case 2: b.insert(contentsOf: bytes(8), at: small(b.count))
+            case 3 where b.count >= 4:
+                // Overwrite four bytes (a count or a length, often) with an edge value.
+                let at = small(b.count - 4), v = UInt32(truncatingIfNeeded: pick(Self.edges))
+                for i in 0..<4 { b[at + i] = UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32(i))) }
+            case 4 where b.count >= 8:
+                let at = small(b.count - 8), v = pick(Self.edges)
+                for i in 0..<8 { b[at + i] = UInt8(truncatingIfNeeded: v >> (56 - 8 * UInt64(i))) }
+            default: b += bytes(4)
+            }
+        }
+    }
+
+    /// Sends one fuzzed request to one service.
+    func step() {
+        requests += 1
+        let session = pick(sessions)
+        if chance(0.9) {
+            var (method, body) = storageRequest()
+            let damaged = chance(0.25)
+            if damaged { damage(&body) }
+            let raw: UInt16 = chance(0.01) ? UInt16(truncatingIfNeeded: u64()) : method.rawValue
+            perMethod["\(method)", default: 0] += 1
+            let t0 = monotonicNow()
+            defer {
+                let dt = monotonicNow() - t0
+                if dt > 0.2 { slow.append(String(format: "%.2f s: ", dt) + "\(method) \(body.count) bytes" + (damaged ? " (damaged)" : "")) }
+            }
+            do {
+                let reply = try storage.handle(method: raw, body: body, session: session)
+                replies += 1
+                if !damaged && raw == method.rawValue { check(method, reply) }
+            } catch let e as WireError {
+                errorCodes[e.code, default: 0] += 1
+                if e.code == .internal && internalErrors.count < 20 { internalErrors.append("\(method): \(e.message)") }
+            } catch {
+                // Only WireErrors may leave a service.
+                errorCodes[.internal, default: 0] += 1
+                unexpected.append("\(method): \(type(of: error)): \(error)")
+            }
+        } else {
+            var body: [UInt8]
+            let method: IntroducerMethod = chance(0.7) ? .announce : .subscribe
+            if method == .announce {
+                let a = Announcement(publicKey: introducerKey.publicKey, nickname: String(decoding: bytes(30).map { $0 & 0x7f }, as: UTF8.self),
+                                     addresses: (0..<small(3)).map { _ in "127.0.0.1:\(small(65535))" },
+                                     availableSpace: u64(), sequence: chance(0.5) ? u64() : { sequence += 1; return sequence }())
+                body = ((try? a.signed(with: introducerKey)) ?? SignedAnnouncement(payload: [], signature: [])).encoded()
+            } else {
+                body = SubscribeRequest().encoded()
+            }
+            if chance(0.3) { damage(&body) }
+            perMethod["introducer \(method)", default: 0] += 1
+            do {
+                _ = try introducer.handle(method: method.rawValue, body: body, session: session)
+                replies += 1
+            } catch let e as WireError {
+                errorCodes[e.code, default: 0] += 1
+            } catch {
+                unexpected.append("introducer \(method): \(type(of: error)): \(error)")
+            }
+        }
+        // Now and then a connection goes away (its open writers are aborted).
+        if chance(0.002) {
+            let s = pick(sessions)
+            storage.sessionEnded(s)
+            introducer.sessionEnded(s)
+        }
+    }
+
+    /// The first internal errors seen (each is a bug: the server failed where it should have refused).
+    var internalErrors: [String] = []
+
+    /// Requests that took long (each a way to tie up a server).
+    var slow: [String] = []
+
+    /// Errors other than WireError that escaped a service (a bug even when nothing trapped).
+    var unexpected: [String] = []
+
+    /// A reply to a well-formed request must decode as that method's reply.
+    func check(_ m: StorageMethod, _ reply: [UInt8]) {
+        do {
+            switch m {
+            case .getVersion: _ = try StorageVersion(decoding: reply)
+            case .allocateBuckets:
+                let r = try AllocateResponse(decoding: reply)
+                handles += r.writers.values
+                if handles.count > 64 { handles.removeFirst(handles.count - 64) }
+            case .getBuckets: _ = try GetBucketsResponse(decoding: reply)
+            case .bucketRead: _ = try BucketReadResponse(decoding: reply)
+            case .slotReadv: _ = try SlotReadResults(decoding: reply)
+            case .slotTestvAndReadvAndWritev: _ = try SlotWriteResponse(decoding: reply)
+            default: _ = try EmptyMessage(decoding: reply)
+            }
+        } catch {
+            unexpected.append("reply to \(m) does not decode: \(error)")
+        }
+    }
+
+    /// Feeds damaged bytes straight to every message decoder and the frame parser.
+    func decoderStep() {
+        requests += 1
+        var (_, body) = storageRequest()
+        damage(&body)
+        let decoders: [([UInt8]) throws -> Void] = [
+            { _ = try AllocateRequest(decoding: $0) }, { _ = try AllocateResponse(decoding: $0) },
+            { _ = try BucketWriteRequest(decoding: $0) }, { _ = try BucketReadRequest(decoding: $0) },
+            { _ = try GetBucketsResponse(decoding: $0) }, { _ = try SlotReadRequest(decoding: $0) },
+            { _ = try SlotReadResults(decoding: $0) }, { _ = try SlotWriteRequest(decoding: $0) },
+            { _ = try SlotWriteResponse(decoding: $0) }, { _ = try StorageVersion(decoding: $0) },
+            { _ = try AdviseCorruptShareRequest(decoding: $0) }, { _ = try SignedAnnouncement(decoding: $0).verified() },
+            { _ = try SubscribeResponse(decoding: $0) }, { _ = try RemovedNotice(decoding: $0) },
+            { _ = try Hello(parsing: $0) },
+            { b in
+                var p = FrameParser(maxFrameLength: 1 << 16)
+                b.withUnsafeBytes { p.append($0) }
+                while try p.next() != nil {}
+            },
+        ]
+        for d in decoders { _ = try? d(body) }
+    }
+}

@@ -26,6 +26,7 @@ public enum ClientNode {
         try writeSecretFile(directory + "/private/convergence", Base32.encode(SecureRandom.bytes(32)) + "\n")
         try writeSecretFile(directory + "/private/lease.secret", Base32.encode(SecureRandom.bytes(32)) + "\n")
         var c = NodeConfig()
+        c["node", "type"] = NodeKind.client.rawValue
         c["node", "nickname"] = nickname ?? "client-\(identity.nodeID.dropFirst(3).prefix(8))"
         c["introducer", "address"] = introducer.description
         c["client", "needed"] = "\(encoding.needed)"
@@ -43,7 +44,7 @@ public enum ClientNode {
     }
 
     public static func load(directory: String) throws -> ClientSettings {
-        let config = try NodeConfig.load(directory: directory)
+        let config = try NodeConfig.load(directory: directory, expecting: .client)
         guard let intro = config["introducer", "address"] else {
             throw GridError(.usage, "\(directory)/grid.conf has no [introducer] address; is this a client node?")
         }

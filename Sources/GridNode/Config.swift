@@ -96,3 +96,53 @@ func createNodeDirectory(_ dir: String) throws {
         throw GridError(.conflict, "\(dir) already holds a node (grid.conf exists)")
     }
 }
+
+/// The kinds of node directory; each daemon runs only on its own kind.
+public enum NodeKind: String, Sendable {
+    case introducer, storage, client
+}
+
+extension NodeConfig {
+    /// The kind this node was created as (`[node] type`; nodes made before it existed are
+    /// recognised by their sections).
+    public var kind: NodeKind? {
+        if let t = self["node", "type"] { return NodeKind(rawValue: t) }
+        if sections["storage"] != nil { return .storage }
+        if sections["client"] != nil { return .client }
+        if sections["introducer"]?["expiry"] != nil { return .introducer }
+        return nil
+    }
+
+    /// Loads DIR/grid.conf and checks that DIR is a node of `kind`.
+    public static func load(directory: String, expecting kind: NodeKind) throws -> NodeConfig {
+        let c = try load(directory: directory)
+        guard let actual = c.kind else {
+            throw GridError(.usage, "\(directory)/grid.conf does not say what kind of node it is ([node] type)")
+        }
+        guard actual == kind else {
+            throw GridError(.usage, "\(directory) is a\(actual == .introducer ? "n" : "") \(actual) node, not a\(kind == .introducer ? "n" : "") \(kind) node")
+        }
+        return c
+    }
+}
+
+/// Exclusive use of a node directory by one process: an flock on DIR/node.lock, held
+/// until the process exits, taken before anything in the directory is touched. The file
+/// records the holder's pid for the message a second process gets.
+public final class NodeLock: Sendable {
+    let file: FileDescriptor
+
+    public init(directory: String) throws {
+        let path = directory + "/node.lock"
+        file = try FileDescriptor(path: path, [.readWrite, .create], permissions: 0o600)
+        guard try file.tryLockExclusive() else {
+            let holder = (try? file.read(at: 0, count: 32)).map { String(decoding: $0, as: UTF8.self) }?
+                .trimmingWhitespace() ?? ""
+            throw GridError(.conflict, "\(directory) is already in use by a running grid process"
+                + (holder.isEmpty ? "" : " (pid \(holder))") + "; stop it first")
+        }
+        try file.truncate(to: 0)
+        try file.write(at: 0, Array("\(CurrentProcess.id)\n".utf8))
+    }
+}
+

@@ -24,6 +24,7 @@ public enum IntroducerNode {
         var c = NodeConfig()
         c["node", "listen"] = "\(host):\(p)"
         c["node", "location"] = loc
+        c["node", "type"] = NodeKind.introducer.rawValue
         c["introducer", "expiry"] = "300s"
         try writeSecretFile(directory + "/grid.conf", c.rendered(header: "grid introducer node\nlisten: where to accept connections; location: the host:port clients are told\nexpiry: drop a storage server that has not re-announced for this long"), permissions: 0o600)
         let (h, lp) = try splitHostPort(loc)
@@ -42,7 +43,9 @@ public enum IntroducerNode {
     /// Serves until SIGINT/SIGTERM.
     public static func run(directory: String, logger: Logger) throws {
         CurrentProcess.raiseFileLimit()
-        let config = try NodeConfig.load(directory: directory)
+        let config = try NodeConfig.load(directory: directory, expecting: .introducer)
+        let lock = try NodeLock(directory: directory)
+        defer { withExtendedLifetime(lock) {} }
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         guard let secretText = try readSecretFile(directory + "/private/introducer.secret"),
               let secret = Base32.decode(secretText.trimmingWhitespace()) else {
@@ -75,6 +78,7 @@ public enum StorageNode {
         c["node", "nickname"] = nickname ?? "storage-\(identity.nodeID.dropFirst(3).prefix(8))"
         c["node", "listen"] = "\(host):\(p)"
         c["node", "location"] = location ?? "\(host):\(p)"
+        c["node", "type"] = NodeKind.storage.rawValue
         c["storage", "reserved_space"] = reservedSpace
         c["storage", "lease_duration"] = "31d"
         c["storage", "expire"] = "false"
@@ -89,7 +93,10 @@ public enum StorageNode {
     /// Serves until SIGINT/SIGTERM.
     public static func run(directory: String, logger: Logger) throws {
         CurrentProcess.raiseFileLimit()
-        let config = try NodeConfig.load(directory: directory)
+        let config = try NodeConfig.load(directory: directory, expecting: .storage)
+        // Before anything in the directory is touched (the backend clears incoming/).
+        let lock = try NodeLock(directory: directory)
+        defer { withExtendedLifetime(lock) {} }
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         var sc = StorageConfig(nodeDirectory: directory)
         sc.reservedSpace = try parseSize(config["storage", "reserved_space"] ?? "0")

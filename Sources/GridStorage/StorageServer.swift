@@ -507,9 +507,11 @@ public final class StorageBackend: @unchecked Sendable {
     /// Records a client's report that a share is corrupt.
     public func adviseCorruptShare(mutable: Bool, si: [UInt8], shnum: Int, reason: String) throws {
         try checkSI(si)
-        let name = "\(clock())--\(siString(si))-\(shnum)"
+        // Each report is its own file: two reports in the same second must not overwrite
+        // each other (the random suffix, and O_EXCL, see to that).
+        let name = "\(clock())--\(siString(si))-\(shnum)--\(Hex.encode(SecureRandom.bytes(4)))"
         let text = "storage index: \(siString(si))\nshare number: \(shnum)\ntype: \(mutable ? "mutable" : "immutable")\nreason: \(reason.prefix(1000))\n"
-        let f = try FileDescriptor(path: advisoriesDir + "/" + name, .replace)
+        let f = try FileDescriptor(path: advisoriesDir + "/" + name, [.write, .create, .exclusive])
         try f.write(at: 0, Array(text.utf8))
     }
 

@@ -150,6 +150,19 @@ struct ClientSession {
     }
 }
 
+/// What `grid upload` reads: a regular file in place; stdin (`-`), a pipe, a FIFO, a
+/// process substitution or a character device read to its end and spooled (their size is
+/// not known in advance, so fstat's is never trusted for them); a directory refused.
+func uploadSource(_ path: String) throws -> FileSource {
+    if path == "-" { return try spool(.standardInput) }
+    let f = try FileDescriptor(path: path)
+    switch try f.status().kind {
+    case .regular: return try FileSource(file: f, name: path)
+    case .directory: throw GridError(.usage, "\(path) is a directory; upload files one at a time")
+    default: return try spool(f)
+    }
+}
+
 /// Copies a stream (stdin, a pipe) into an unlinked temporary file: convergent encryption
 /// needs two passes over the plaintext, so a stream must be spooled; memory stays bounded.
 func spool(_ input: FileDescriptor) throws -> FileSource {
@@ -188,7 +201,7 @@ struct Upload: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let source: FileSource = file == "-" ? try spool(.standardInput) : try FileSource(path: file)
+            let source = try uploadSource(file)
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
             let bar = ProgressBar()

@@ -74,6 +74,33 @@ final class ClientCLITests: XCTestCase {
         (st, out, err) = try run(["download", "--node-dir", node, cap])
         XCTAssertEqual(st, 0, err)
         XCTAssertEqual(out, data)
+        // Anything that is not a regular file is read to its end (it used to upload an
+        // empty LIT file and say it worked): /dev/stdin, a FIFO, a process substitution.
+        (st, out, err) = try run(["upload", "--node-dir", node, "/dev/stdin"], stdin: data)
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), cap, "/dev/stdin")
+        let fifo = grid.root + "/fifo"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let feeder = Thread {
+            if let h = FileHandle(forWritingAtPath: fifo) { h.write(Data(data)); try? h.close() }
+        }
+        feeder.start()
+        (st, out, err) = try run(["upload", "--node-dir", node, fifo])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), cap, "a FIFO")
+        let sub = Process()
+        sub.executableURL = URL(fileURLWithPath: "/bin/bash")
+        sub.arguments = ["-c", "'\(gridExecutable())' upload --node-dir '\(node)' <(cat '\(file)')"]
+        let subOut = Pipe()
+        sub.standardOutput = subOut
+        try sub.run()
+        let subData = subOut.fileHandleForReading.readDataToEndOfFile()
+        sub.waitUntilExit()
+        XCTAssertEqual(sub.terminationStatus, 0)
+        XCTAssertEqual(String(decoding: subData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), cap, "<(cat file)")
+        (st, _, err) = try run(["upload", "--node-dir", node, grid.root])
+        XCTAssertEqual(st, 64, "a directory: \(err)")
+
         // GRID_SIMD reaches upload and download: the portable kernel gives the same bytes;
         // a path that does not exist is a usage error before anything is sent.
         (st, out, err) = try run(["download", "--node-dir", node, cap], env: ["GRID_SIMD": "portable"])

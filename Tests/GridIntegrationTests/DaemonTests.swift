@@ -86,9 +86,11 @@ final class DaemonTests: XCTestCase {
         try await s.cancelLease(storageIndex: si, cancelSecret: cancel)
         let stillThere = try await s.getBuckets(storageIndex: si)
         XCTAssertEqual(stillThere.count, 2, "the other lease keeps the shares")
+        // Two reports of one share at once: two records (they overwrote each other before).
         try await s.adviseCorruptShare(mutable: false, storageIndex: si, share: 0, reason: "test advisory")
+        try await s.adviseCorruptShare(mutable: false, storageIndex: si, share: 0, reason: "test advisory again")
         let advisories = try FileManager.default.contentsOfDirectory(atPath: grid.servers[0].directory + "/storage/corruption-advisories")
-        XCTAssertEqual(advisories.count, 1)
+        XCTAssertEqual(advisories.count, 2)
         let v2 = try await s.getVersion()
         XCTAssertEqual(v2.immutableShares, 2)
         XCTAssertEqual(v2.usedSpace, 10_000)
@@ -170,6 +172,41 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(grid.servers[0].isRunning, grid.servers[0].log(tail: 10))
         _ = try await s.getVersion()
         s.rpc.close()
+    }
+
+    /// A node directory serves one daemon at a time, of its own kind: a second `grid storage
+    /// run` on a live node changes nothing (it used to wipe the live server's uploads in
+    /// progress), and no daemon runs on another kind of node.
+    func testNodeDirectoriesAreLockedAndTyped() async throws {
+        let grid = try TestGrid(servers: 1)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let s = try await grid.storageClient(0, via: await sub.waitForServers(1, timeout: 15))
+        let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
+                                                                shareNumbers: [3], allocatedSize: 1000))
+        let h = try XCTUnwrap(alloc.writers[3])
+        try await s.write(bucket: h, offset: 0, data: [UInt8](repeating: 9, count: 500))
+        let dir = grid.servers[0].directory
+        let (st, err) = try runGridErrors(["storage", "run", dir])
+        XCTAssertEqual(st, 75, err)
+        XCTAssertTrue(err.contains("already in use") && err.contains("pid \(grid.servers[0].pid!)"), err)
+        // The first server's upload in progress is intact: it finishes and reads back.
+        try await s.write(bucket: h, offset: 500, data: [UInt8](repeating: 9, count: 500))
+        try await s.close(bucket: h)
+        let back = try await s.read(storageIndex: si, share: 3, offset: 0, length: 1000)
+        XCTAssertEqual(back, [UInt8](repeating: 9, count: 1000))
+        s.rpc.close()
+        // Each daemon only on its own kind of node.
+        let (st2, err2) = try runGridErrors(["introducer", "run", dir])
+        XCTAssertEqual(st2, 64, err2)
+        XCTAssertTrue(err2.contains("is a storage node, not an introducer node"), err2)
+        let client = grid.root + "/client"
+        _ = try runGrid(["client", "create", client, "--introducer", grid.address.description])
+        let (st3, err3) = try runGridErrors(["storage", "run", client])
+        XCTAssertEqual(st3, 64, err3)
+        XCTAssertTrue(err3.contains("is a client node, not a storage node"), err3)
+        XCTAssertFalse(FileSystem.exists(client + "/storage"), "nothing was created in the client's directory")
     }
 
     /// An upload cut off by a lost connection, a clean shutdown, or kill -9 leaves no

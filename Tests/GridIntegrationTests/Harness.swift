@@ -17,6 +17,20 @@ func gridExecutable() -> String {
     return bundle.appendingPathComponent("grid").path
 }
 
+/// Runs `grid ARGS` to completion; returns (status, stderr).
+func runGridErrors(_ args: [String]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: gridExecutable())
+    p.arguments = args
+    let err = Pipe()
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = err
+    try p.run()
+    let data = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
 /// Runs `grid ARGS` to completion; returns (status, stdout).
 @discardableResult
 func runGrid(_ args: [String]) throws -> (Int32, String) {

@@ -293,5 +293,8 @@ final class StorageBackendTests: XCTestCase {
         let text = try String(contentsOfFile: dir + "/storage/corruption-advisories/" + files[0], encoding: .utf8)
         XCTAssertTrue(text.contains("block 3 hash mismatch"))
         XCTAssertTrue(text.contains("share number: 4"))
+        // A second report of the same share in the same second is a record of its own.
+        try b.adviseCorruptShare(mutable: false, si: si, shnum: 4, reason: "block 5 hash mismatch")
+        XCTAssertEqual(try FileSystem.list(dir + "/storage/corruption-advisories").count, 2)
     }
 }

@@ -115,6 +115,11 @@ struct BucketAllocator {
     private(set) var handles: [BucketHandle] = []
     /// Why servers took fewer shares than asked.
     private(set) var refused: [String] = []
+    /// Shares another upload of the same file is writing on each server: counted in
+    /// `holdings` until `awaitOthers` sees them finished, or takes them back.
+    private(set) var inProgress: [ServerRef: Set<Int>] = [:]
+    /// Every (server, share) found being written by another upload.
+    private(set) var writtenByOthers: Set<String> = []
 
     init(storageIndex: [UInt8], shareSize: UInt64, leaseSecret: [UInt8], census: ShareCensus, servers: [ServerRef]) {
         self.storageIndex = storageIndex
@@ -152,7 +157,25 @@ struct BucketAllocator {
     /// Forgets servers that failed: what they held no longer counts, and they are not asked again.
     mutating func drop(_ failed: Set<ServerRef>) {
         holdings = holdings.filter { !failed.contains($0.key) }
+        inProgress = inProgress.filter { !failed.contains($0.key) }
         writable.subtract(failed)
+    }
+
+    /// Waits (asking again every `poll` seconds, at most `timeout`) for the shares other
+    /// uploads were writing: each ends held (fine), offered to us (the other upload gave
+    /// up: returned, to be pushed), or, at the deadline, no longer counted.
+    mutating func awaitOthers(timeout: Double, poll: Double = 0.2) async -> [BucketHandle] {
+        handles = []
+        let deadline = monotonicNow() + timeout
+        while !inProgress.isEmpty && monotonicNow() < deadline {
+            try? await Task.sleep(nanoseconds: UInt64(poll * 1e9))
+            let plan = inProgress.mapValues { $0.sorted() }
+            inProgress = [:]
+            await allocate(plan)
+        }
+        for (s, shares) in inProgress { holdings[s]?.subtract(shares) }
+        inProgress = [:]
+        return handles
     }
 
     /// Asks each server in `plan` to allocate its shares, all at once.
@@ -178,11 +201,15 @@ struct BucketAllocator {
             switch r {
             case let .success(resp):
                 holdings[s, default: []].formUnion(resp.alreadyHave)
+                // Another upload of this file is writing these: placed, if it finishes.
+                holdings[s, default: []].formUnion(resp.inProgress)
+                if !resp.inProgress.isEmpty { inProgress[s, default: []].formUnion(resp.inProgress) }
+                for sh in resp.inProgress { writtenByOthers.insert("\(s.nodeID)/\(sh)") }
                 for (share, bucket) in resp.writers {
                     holdings[s, default: []].insert(share)
                     handles.append(BucketHandle(server: s, client: clients[s]!, bucket: bucket, share: share))
                 }
-                let got = Set(resp.alreadyHave).union(resp.writers.keys)
+                let got = Set(resp.alreadyHave).union(resp.writers.keys).union(resp.inProgress)
                 if !Set(plan[s]!).isSubset(of: got) {
                     writable.remove(s)
                     refused.append("\(s.nickname) accepted only \(got.count) of \(plan[s]!.count) shares")

@@ -21,6 +21,9 @@ public struct UploadResult: Sendable {
     public var happiness: Int
     /// Shares that servers already held (convergent deduplication).
     public var sharesAlreadyPresent: Int
+    /// Shares another upload of the same file was writing when this one asked; this upload
+    /// waited for them instead of writing them again.
+    public var sharesWrittenByOthers: Int = 0
     /// Share bytes sent over the network.
     public var bytesSent: UInt64
     public var hashSeconds: Double

@@ -17,6 +17,8 @@ public final class Uploader: Sendable {
     /// Share bytes allowed in flight across all servers; bounds memory with the segment buffers.
     let window: Int
     let coding: CodingOptions
+    /// How long to wait for shares another upload of the same file is writing.
+    let othersTimeout = 120.0
 
     public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, coding: CodingOptions = CodingOptions()) {
         (self.pool, self.settings, self.window, self.coding) = (pool, settings, window, coding)
@@ -83,9 +85,14 @@ public final class Uploader: Sendable {
             sent += pushed.bytesSent
             for (s, why) in pushed.failedServers { failed[s] = why }
             allocator.drop(Set(failed.keys))
-            if allocator.storedShares.count == n || round == 2 { break }
+            // Shares another upload of this same file was writing: wait for them to be held.
+            handles = await allocator.awaitOthers(timeout: othersTimeout)
+            if (allocator.storedShares.count == n && handles.isEmpty) || round == 2 {
+                await abortAll(handles)
+                break
+            }
             // Place the lost shares on other servers and push just those.
-            handles = await allocator.placeAgain(total: n)
+            handles += await allocator.placeAgain(total: n)
             if handles.isEmpty { break }
         }
         let finalHappiness = allocator.happiness
@@ -105,7 +112,8 @@ public final class Uploader: Sendable {
         for sh in placement.keys { placement[sh]!.sort() }
         let end = monotonicNow()
         return UploadResult(capability: .chk(cap), size: size, placement: placement, nicknames: nicknames,
-                            happiness: finalHappiness, sharesAlreadyPresent: present, bytesSent: sent,
+                            happiness: finalHappiness, sharesAlreadyPresent: present,
+                            sharesWrittenByOthers: allocator.writtenByOthers.count, bytesSent: sent,
                             hashSeconds: hashSeconds, pushSeconds: end - pushStart, totalSeconds: end - start)
     }
 

@@ -126,21 +126,27 @@ public struct AllocateResponse: WireMessage {
     public var alreadyHave: [Int]
     /// Share number → bucket writer handle, for shares the client should now write.
     public var writers: [Int: UInt64]
+    /// Shares another upload is writing right now (the same file from another client):
+    /// neither held yet nor this client's to write; ask again once that upload is done.
+    public var inProgress: [Int]
 
-    public init(alreadyHave: [Int], writers: [Int: UInt64]) {
+    public init(alreadyHave: [Int], writers: [Int: UInt64], inProgress: [Int] = []) {
         self.alreadyHave = alreadyHave
         self.writers = writers
+        self.inProgress = inProgress
     }
 
     public func encode(to w: inout WireWriter) {
         w.list(alreadyHave.sorted()) { $0.u8(UInt8($1)) }
         w.list(writers.sorted { $0.key < $1.key }) { w, e in w.u8(UInt8(e.key)); w.u64(e.value) }
+        w.list(inProgress.sorted()) { $0.u8(UInt8($1)) }
     }
 
     public init(from r: inout WireReader) throws {
         alreadyHave = try r.list("already have", max: 256) { try readShareNumber(&$0) }
         let pairs = try r.list("writers", minElementSize: 9, max: 256) { (try readShareNumber(&$0), try $0.u64("bucket")) }
         writers = Dictionary(pairs, uniquingKeysWith: { a, _ in a })
+        inProgress = try r.list("in progress", max: 256) { try readShareNumber(&$0) }
     }
 }
 

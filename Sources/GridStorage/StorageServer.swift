@@ -117,6 +117,8 @@ public final class StorageBackend: @unchecked Sendable {
     public struct Allocation {
         public var alreadyHave: [Int]
         public var writers: [Int: BucketWriter]
+        /// Shares another upload is writing right now: ask again later.
+        public var inProgress: [Int]
     }
 
     /// Opens bucket writers for the shares not already held. Adds (or renews) the lease on
@@ -136,9 +138,11 @@ public final class StorageBackend: @unchecked Sendable {
             let wanted = Array(Set(shares.filter { have[$0] == nil && !otherKind.contains($0) })).sorted()
             let expiration = newExpiration()
             var writers: [Int: BucketWriter] = [:]
+            var inProgress: [Int] = []
             try pending.withLock { pend in
                 // Someone else is uploading these right now: neither held nor ours to write.
                 let free = wanted.filter { pend["\(siString(si))/\($0)"] == nil }
+                inProgress = wanted.filter { pend["\(siString(si))/\($0)"] != nil }
                 let need = UInt64(free.count) * (allocatedSize + ImmutableContainer.headerSize + ImmutableContainer.leaseSize)
                 let avail = space(pending: pend).available
                 if need > avail {
@@ -153,7 +157,7 @@ public final class StorageBackend: @unchecked Sendable {
                     writers[n] = w
                 }
             }
-            return Allocation(alreadyHave: already.sorted(), writers: writers)
+            return Allocation(alreadyHave: already.sorted(), writers: writers, inProgress: inProgress)
         }
     }
 

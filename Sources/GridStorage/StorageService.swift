@@ -103,7 +103,7 @@ public final class StorageService: RPCService, @unchecked Sendable {
                         handles[n] = h
                     }
                 }
-                return AllocateResponse(alreadyHave: alloc.alreadyHave, writers: handles)
+                return AllocateResponse(alreadyHave: alloc.alreadyHave, writers: handles, inProgress: alloc.inProgress)
             }
 
         case .bucketWrite:

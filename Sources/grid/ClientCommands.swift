@@ -212,7 +212,8 @@ struct Upload: ParsableCommand {
             if json {
                 var out: [String: Any] = [
                     "cap": r.capability.description, "size": r.size, "happiness": r.happiness,
-                    "shares_already_present": r.sharesAlreadyPresent, "bytes_sent": r.bytesSent,
+                    "shares_already_present": r.sharesAlreadyPresent, "shares_written_by_others": r.sharesWrittenByOthers,
+                    "bytes_sent": r.bytesSent,
                     "timings": ["hash": r.hashSeconds, "push": r.pushSeconds, "total": r.totalSeconds],
                     "servers": r.nicknames,
                     "shares": Dictionary(uniqueKeysWithValues: r.placement.map { ("\($0.key)", $0.value) }),

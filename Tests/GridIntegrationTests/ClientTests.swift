@@ -244,6 +244,37 @@ final class ClientTests: XCTestCase {
     }
 }
 
+extension ClientTests {
+    /// Two clients upload the same file at the same moment (same convergence secret, so
+    /// the same storage index, each with its own lease secret): the server tells each
+    /// which shares the other is writing, each waits for those, and both succeed with the
+    /// same capability. (The second used to fail with "start more servers".)
+    func testTwoClientsUploadingTheSameFileAtOnce() async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let data = pseudoRandom(3 << 20, seed: 21)
+        var waited = 0
+        for round in 0..<3 {
+            let (p1, p2) = (try await pool(grid, servers: 10), try await pool(grid, servers: 10))
+            defer { p1.shutdown(); p2.shutdown() }
+            var s2 = settings(grid)
+            s2.leaseSecret = Array(repeating: 9, count: 32)
+            let bytes = data + [UInt8(round)]
+            let up1 = Uploader(pool: p1, settings: settings(grid), window: 256 << 10)
+            let up2 = Uploader(pool: p2, settings: s2, window: 256 << 10)
+            async let a = up1.upload(source: MemorySource(bytes))
+            async let b = up2.upload(source: MemorySource(bytes))
+            let (r1, r2) = try await (a, b)
+            XCTAssertEqual(r1.capability, r2.capability, "round \(round)")
+            XCTAssertGreaterThanOrEqual(min(r1.happiness, r2.happiness), 7, "round \(round)")
+            let got = try await download(Downloader(pool: p1), r1.capability)
+            XCTAssertTrue(got == bytes, "round \(round): every byte verifies")
+            waited += r1.sharesWrittenByOthers + r2.sharesWrittenByOthers
+        }
+        XCTAssertGreaterThan(waited, 0, "the uploads really did race for the same shares")
+    }
+}
+
 /// A flag shared with a progress callback.
 final class Atomic<T>: @unchecked Sendable {
     private let lock = NSLock()

@@ -62,7 +62,9 @@ final class MessageTests: XCTestCase {
     func testStorageResponsesRoundTrip() throws {
         _ = try roundTrip(StorageVersion(protocolVersion: 1, maximumImmutableShareSize: 5, availableSpace: 6, usedSpace: 7,
                                          reservedSpace: 8, immutableShares: 9, mutableShares: 10, applicationVersion: "grid/0.1"))
-        _ = try roundTrip(AllocateResponse(alreadyHave: [1, 2], writers: [3: 100, 4: 101]))
+        _ = try roundTrip(AllocateResponse(alreadyHave: [1, 2], writers: [3: 100, 4: 101], inProgress: [5]))
+        XCTAssertEqual(AllocateResponse(alreadyHave: [1], writers: [2: 3], inProgress: [4]).encoded(),
+                       [0, 0, 0, 1, 1] + [0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 3] + [0, 0, 0, 1, 4])
         _ = try roundTrip(GetBucketsResponse(shares: [0: 1000, 9: 2000]))
         _ = try roundTrip(SlotReadResults([0: [[1, 2], []], 3: [[7]]]))
         _ = try roundTrip(SlotWriteResponse(ok: false, reads: [1: [[5]]]))

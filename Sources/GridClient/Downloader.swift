@@ -46,8 +46,13 @@ public final class Downloader: Sendable {
         if known.isEmpty {
             throw GridError(.unavailable, "No storage servers are known to the introducer; is the grid running and the introducer address right?")
         }
-        let readers = await findShares(si: si, servers: permutedServers(known, storageIndex: si), k: chk.needed)
+        let (readers, census) = await findShares(si: si, servers: permutedServers(known, storageIndex: si), k: chk.needed)
         let distinct = Set(readers.map(\.shareNumber)).count
+        if distinct == 0 && census.failed.isEmpty && census.unanswered.isEmpty {
+            throw GridError(.notFound,
+                "None of the \(known.count) servers has any share of this file. Check the capability "
+                    + "(a wrong character gives another file), or whether it was uploaded to another grid.")
+        }
         if distinct < chk.needed {
             throw GridError(.unavailable,
                 "Found only \(distinct) of the \(chk.needed) shares needed (asked \(known.count) servers); "
@@ -95,14 +100,14 @@ public final class Downloader: Sendable {
     /// Asks all servers at once; returns readers for every share found, fastest servers
     /// first. Stops waiting for slow servers once k distinct shares are known and the
     /// others have had a short grace period.
-    func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> [RemoteShareReader] {
+    func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> ([RemoteShareReader], ShareCensus) {
         let census = await pool.census(storageIndex: si, servers: servers, enough: k)
-        return census.answers.flatMap { a in
+        return (census.answers.flatMap { a in
             a.shares.sorted { $0.key < $1.key }.map {
                 RemoteShareReader(server: a.server, client: a.client, storageIndex: si, shareNumber: $0.key, size: $0.value,
                                   latency: a.latency)
             }
-        }
+        }, census)
     }
 }
 

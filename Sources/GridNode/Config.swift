@@ -1,14 +1,20 @@
 import GridFormat
+import GridProtocol
 import GridSystem
 import GridWire
 
 /// A node's `grid.conf`: INI sections of `key = value` lines; `#` starts a comment.
 public struct NodeConfig: Sendable, Equatable {
     public var sections: [String: [String: String]] = [:]
+    /// Where each section and key was read ("section" or "section.key" → line), for messages.
+    var lines: [String: Int] = [:]
+    /// The file it was read from.
+    var path = "grid.conf"
 
     public init() {}
 
     public init(parsing text: String, path: String) throws {
+        self.path = path
         var section = ""
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             var line = Substring(raw)
@@ -18,13 +24,16 @@ public struct NodeConfig: Sendable, Equatable {
             if t.hasPrefix("[") {
                 guard t.hasSuffix("]") else { throw GridError(.usage, "\(path):\(i + 1): unterminated section header") }
                 section = String(t.dropFirst().dropLast()).trimmingWhitespace()
+                if lines[section] == nil { lines[section] = i + 1 }
                 continue
             }
             guard let eq = t.firstIndex(of: "=") else { throw GridError(.usage, "\(path):\(i + 1): expected 'key = value'") }
             let k = String(t[..<eq]).trimmingWhitespace()
             let v = String(t[t.index(after: eq)...]).trimmingWhitespace()
             guard !section.isEmpty else { throw GridError(.usage, "\(path):\(i + 1): '\(k)' is outside any [section]") }
+            guard sections[section]?[k] == nil else { throw GridError(.usage, "\(path):\(i + 1): '\(k)' is set twice in [\(section)]") }
             sections[section, default: [:]][k] = v
+            lines[section + "." + k] = i + 1
         }
     }
 
@@ -52,6 +61,26 @@ public struct NodeConfig: Sendable, Equatable {
 }
 
 
+
+/// The address a daemon listens on: `--listen HOST` or `--listen HOST:PORT` (IPv6 in
+/// brackets), with `--port`. Listening on every interface (0.0.0.0, ::) needs a
+/// `location` clients can reach: announcing 0.0.0.0 would send them nowhere.
+public func listenAddress(_ listen: String, port: UInt16?, location: String?) throws -> (host: String, port: UInt16?) {
+    var host = listen, p = port
+    if listen.hasPrefix("[") || listen.filter({ $0 == ":" }).count == 1 {
+        let (h, lp) = try splitHostPort(listen)
+        if let port, port != lp { throw GridError(.usage, "--listen \(listen) and --port \(port) disagree; give the port once") }
+        (host, p) = (h, lp)
+    }
+    guard !host.isEmpty else { throw GridError(.usage, "--listen needs a host, e.g. 127.0.0.1 or 0.0.0.0") }
+    if ["0.0.0.0", "::", ""].contains(host) && location == nil {
+        throw GridError(.usage, "listening on every interface (\(host)) needs --location HOST:PORT, the address clients should use")
+    }
+    return (host, p)
+}
+
+/// "host:port", with an IPv6 host in brackets.
+public func joinHostPort(_ host: String, _ port: UInt16) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
 /// "10G" (10^9), "10GiB" (2^30), "500M", "0", "1T"; plain numbers are bytes.
 public func parseSize(_ s: String) throws -> UInt64 {
@@ -113,7 +142,34 @@ extension NodeConfig {
         return nil
     }
 
-    /// Loads DIR/grid.conf and checks that DIR is a node of `kind`.
+    /// The sections and keys each kind of node reads; anything else is a mistake (a typo
+    /// would otherwise be ignored silently and its default used).
+    public static let schema: [NodeKind: [String: Set<String>]] = [
+        .storage: ["node": ["type", "nickname", "listen", "location"],
+                   "storage": ["reserved_space", "lease_duration", "expire", "expire_interval", "announce_interval"],
+                   "introducer": ["address"]],
+        .introducer: ["node": ["type", "nickname", "listen", "location"], "introducer": ["expiry"]],
+        .client: ["node": ["type", "nickname"], "introducer": ["address"],
+                  "client": ["needed", "happy", "total", "segment_size"]],
+    ]
+
+    /// Refuses sections and keys a node of `kind` does not read, naming file and line.
+    public func checkKnown(for kind: NodeKind) throws {
+        let known = Self.schema[kind]!
+        for (section, keys) in sections {
+            guard let allowed = known[section] else {
+                throw GridError(.usage, "\(path):\(lines[section] ?? 0): a \(kind) node has no [\(section)] section "
+                    + "(it reads \(known.keys.sorted().map { "[\($0)]" }.joined(separator: ", ")))")
+            }
+            for key in keys.keys where !allowed.contains(key) {
+                throw GridError(.usage, "\(path):\(lines[section + "." + key] ?? 0): [\(section)] has no key '\(key)' "
+                    + "(known: \(allowed.sorted().joined(separator: ", ")))")
+            }
+        }
+    }
+
+    /// Loads DIR/grid.conf and checks that DIR is a node of `kind` and that every section
+    /// and key is one such a node reads.
     public static func load(directory: String, expecting kind: NodeKind) throws -> NodeConfig {
         let c = try load(directory: directory)
         guard let actual = c.kind else {
@@ -122,6 +178,7 @@ extension NodeConfig {
         guard actual == kind else {
             throw GridError(.usage, "\(directory) is a\(actual == .introducer ? "n" : "") \(actual) node, not a\(kind == .introducer ? "n" : "") \(kind) node")
         }
+        try c.checkKnown(for: kind)
         return c
     }
 }

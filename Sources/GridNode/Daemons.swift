@@ -14,15 +14,16 @@ public let gridVersion = "grid/0.1"
 
 public enum IntroducerNode {
     /// Writes an introducer node directory; returns its address.
-    public static func create(directory: String, host: String, port: UInt16?, location: String?) throws -> IntroducerAddress {
+    public static func create(directory: String, host listen: String, port: UInt16?, location: String?) throws -> IntroducerAddress {
+        let (host, port) = try listenAddress(listen, port: port, location: location)
         try createNodeDirectory(directory)
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         let secret = SecureRandom.bytes(20)
         try writeSecretFile(directory + "/private/introducer.secret", Base32.encode(secret) + "\n")
         let p = try port ?? pickFreePort(host: host)
-        let loc = location ?? "\(host):\(p)"
+        let loc = location ?? joinHostPort(host, p)
         var c = NodeConfig()
-        c["node", "listen"] = "\(host):\(p)"
+        c["node", "listen"] = joinHostPort(host, p)
         c["node", "location"] = loc
         c["node", "type"] = NodeKind.introducer.rawValue
         c["introducer", "expiry"] = "300s"
@@ -68,16 +69,17 @@ public enum IntroducerNode {
 // MARK: Storage
 
 public enum StorageNode {
-    public static func create(directory: String, introducer: IntroducerAddress, nickname: String?, host: String,
+    public static func create(directory: String, introducer: IntroducerAddress, nickname: String?, host listen: String,
                               port: UInt16?, location: String?, reservedSpace: String) throws -> String {
         _ = try parseSize(reservedSpace)
+        let (host, port) = try listenAddress(listen, port: port, location: location)
         try createNodeDirectory(directory)
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         let p = try port ?? pickFreePort(host: host)
         var c = NodeConfig()
         c["node", "nickname"] = nickname ?? "storage-\(identity.nodeID.dropFirst(3).prefix(8))"
-        c["node", "listen"] = "\(host):\(p)"
-        c["node", "location"] = location ?? "\(host):\(p)"
+        c["node", "listen"] = joinHostPort(host, p)
+        c["node", "location"] = location ?? joinHostPort(host, p)
         c["node", "type"] = NodeKind.storage.rawValue
         c["storage", "reserved_space"] = reservedSpace
         c["storage", "lease_duration"] = "31d"
@@ -99,7 +101,7 @@ public enum StorageNode {
         defer { withExtendedLifetime(lock) {} }
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         var sc = StorageConfig(nodeDirectory: directory)
-        sc.reservedSpace = try parseSize(config["storage", "reserved_space"] ?? "0")
+        sc.reservedSpace = try parseSize(config["storage", "reserved_space"] ?? "1G")
         sc.leaseDuration = UInt32(try parseDuration(config["storage", "lease_duration"] ?? "31d"))
         sc.expireLeases = ["true", "yes", "1", "on"].contains((config["storage", "expire"] ?? "false").lowercased())
         let expireInterval = try parseDuration(config["storage", "expire_interval"] ?? "1h")

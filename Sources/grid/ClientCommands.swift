@@ -261,6 +261,11 @@ struct Download: ParsableCommand {
             defer { session.pool.shutdown() }
             let sink: FileDescriptorSink
             var tempPath: String?
+            // Check the target before fetching anything; `-o -` is stdout.
+            let output = self.output == "-" ? nil : self.output
+            if let output, try FileSystem.status(output)?.kind == .directory {
+                throw GridError(.usage, "\(output) is a directory; give a file name to write, e.g. -o \(output)/NAME")
+            }
             if let output {
                 let t = output + ".grid-partial-\(CurrentProcess.id)"
                 sink = try FileDescriptorSink(path: t)

@@ -246,3 +246,79 @@ final class DaemonCLITests: XCTestCase {
         XCTAssertTrue(notNode.stderr.contains("not a grid node directory"), notNode.stderr)
     }
 }
+
+/// grid.conf: typos are errors naming file and line, documented defaults hold, the
+/// samples in grid-config/ are valid, and listen addresses are understood.
+final class ConfigCLITests: XCTestCase {
+    var dir = ""
+    override func setUp() {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("grid-conf-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+    }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    func append(_ path: String, _ text: String) throws {
+        let h = try XCTUnwrap(FileHandle(forWritingAtPath: path))
+        h.seekToEndOfFile()
+        h.write(Data(text.utf8))
+        try h.close()
+    }
+
+    func lineCount(_ path: String) throws -> Int { try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).count }
+
+    func testTyposInEveryKindOfNodeAreErrorsWithFileAndLine() throws {
+        let intro = try grid(["introducer", "create", dir + "/intro"])
+        XCTAssertEqual(intro.status, 0, intro.stderr)
+        let addr = String(intro.stdout.split(separator: "\n").last!)
+        XCTAssertEqual(try grid(["storage", "create", dir + "/s", "--introducer", addr]).status, 0)
+        XCTAssertEqual(try grid(["client", "create", dir + "/c", "--introducer", addr]).status, 0)
+        let cases: [(node: String, text: String, run: [String], fragment: String)] = [
+            ("/s", "\n[storage]\nreserverd_space = 5G\n", ["storage", "run", dir + "/s"], "has no key 'reserverd_space'"),
+            ("/s", "\n[storrage]\nexpire = true\n", ["storage", "run", dir + "/s"], "has no [storrage] section"),
+            ("/intro", "\n[introducer]\nexpiri = 10s\n", ["introducer", "run", dir + "/intro"], "has no key 'expiri'"),
+            ("/c", "\n[client]\nhapy = 5\n", ["upload", "--node-dir", dir + "/c", "-"], "has no key 'hapy'"),
+            ("/c", "\n[clients]\nhappy = 5\n", ["upload", "--node-dir", dir + "/c", "-"], "has no [clients] section"),
+        ]
+        for c in cases {
+            let conf = dir + c.node + "/grid.conf"
+            let original = try String(contentsOfFile: conf, encoding: .utf8)
+            try append(conf, c.text)
+            let line = try lineCount(conf) - 1  // the typo is on the last line written
+            let r = try grid(c.run, stdin: Data("hello".utf8))
+            XCTAssertEqual(r.status, 64, "\(c.text): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(c.fragment), "\(c.text): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("grid.conf:\(line)") || r.stderr.contains("grid.conf:\(line - 1)"), "names the line: \(r.stderr)")
+            try original.write(toFile: conf, atomically: true, encoding: .utf8)
+        }
+    }
+
+    func testSampleConfigsAreValid() throws {
+        let samples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../grid-config").standardized.path
+        for (file, command) in [("storage.grid.conf", ["storage", "run"]), ("introducer.grid.conf", ["introducer", "run"])] {
+            let node = dir + "/" + file
+            try FileManager.default.createDirectory(atPath: node + "/private", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: samples + "/" + file, toPath: node + "/grid.conf")
+            let text = try String(contentsOfFile: node + "/grid.conf", encoding: .utf8)
+            XCTAssertFalse(text.contains("expire = true"), "a sample must not expire leases nothing renews yet")
+            // The schema accepts the sample; what fails next is the missing key or address, not the config.
+            let r = try grid(command + [node])
+            XCTAssertFalse(r.stderr.contains("has no key") || r.stderr.contains("section"), "\(file): \(r.stderr)")
+        }
+    }
+
+    func testListenAddresses() throws {
+        let intro = try grid(["introducer", "create", dir + "/intro", "--listen", "127.0.0.1:43987"])
+        XCTAssertEqual(intro.status, 0, intro.stderr)
+        let conf = try String(contentsOfFile: dir + "/intro/grid.conf", encoding: .utf8)
+        XCTAssertTrue(conf.contains("listen = 127.0.0.1:43987\n"), conf)
+        XCTAssertTrue(String(intro.stdout.split(separator: "\n").last!).contains("@127.0.0.1:43987/"), intro.stdout)
+        let addr = String(intro.stdout.split(separator: "\n").last!)
+        let all = try grid(["storage", "create", dir + "/s", "--introducer", addr, "--listen", "0.0.0.0"])
+        XCTAssertEqual(all.status, 64, all.stderr)
+        XCTAssertTrue(all.stderr.contains("--location"), all.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/s"), "nothing created")
+        let clash = try grid(["storage", "create", dir + "/s", "--introducer", addr, "--listen", "127.0.0.1:4000", "--port", "4001"])
+        XCTAssertEqual(clash.status, 64, clash.stderr)
+        let ok = try grid(["storage", "create", dir + "/s", "--introducer", addr, "--listen", "0.0.0.0", "--location", "storage.example:4001", "--port", "4001"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+    }
+}

@@ -74,6 +74,21 @@ final class ClientCLITests: XCTestCase {
         (st, out, err) = try run(["download", "--node-dir", node, cap])
         XCTAssertEqual(st, 0, err)
         XCTAssertEqual(out, data)
+        // A well-formed capability no server knows: say so, and suggest checking it.
+        let k = cap.index(cap.startIndex, offsetBy: "URI:CHK:".count)
+        let unknown = cap.replacingCharacters(in: k...k, with: cap[k] == "a" ? "b" : "a")
+        (st, _, err) = try run(["download", "--node-dir", node, unknown])
+        XCTAssertEqual(st, 66, err)
+        XCTAssertTrue(err.contains("None of the 10 servers has any share") && err.contains("Check the capability"), err)
+        // The target is checked before anything is fetched; -o - is stdout.
+        (st, _, err) = try run(["download", "--node-dir", node, cap, "-o", grid.root])
+        XCTAssertEqual(st, 64, err)
+        XCTAssertTrue(err.contains("is a directory"), err)
+        (st, out, err) = try run(["download", "--node-dir", node, cap, "-o", "-"])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(out, data, "-o - writes to stdout")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: FileManager.default.currentDirectoryPath + "/-"))
+
         // Anything that is not a regular file is read to its end (it used to upload an
         // empty LIT file and say it worked): /dev/stdin, a FIFO, a process substitution.
         (st, out, err) = try run(["upload", "--node-dir", node, "/dev/stdin"], stdin: data)

@@ -38,6 +38,8 @@ public final class StorageBackend: @unchecked Sendable {
     /// Open bucket writers: allocated bytes not yet committed, keyed by (si, shnum).
     let pending = Mutex<[String: UInt64]>([:])
     let locks: [StripeLock] = (0..<64).map { _ in StripeLock() }
+    /// The filesystem's block: a share file takes whole blocks, so space is counted in them.
+    let blockSize: UInt64
 
     public init(config: StorageConfig, containerNodeID: [UInt8], clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }) throws {
         precondition(containerNodeID.count == 20)
@@ -51,6 +53,7 @@ public final class StorageBackend: @unchecked Sendable {
         // Anything in incoming/ is an upload that never closed (a crash, a kill -9): discard it.
         FileSystem.removeTree(incomingDir)
         for d in [root, sharesDir, incomingDir, advisoriesDir] { try FileSystem.makeDirectories(d) }
+        blockSize = try FileSystem.blockSize(root)
         let dbPath = root + "/index.sqlite"
         let fresh = !FileSystem.exists(dbPath)
         db = try Database(path: dbPath)
@@ -143,7 +146,10 @@ public final class StorageBackend: @unchecked Sendable {
                 // Someone else is uploading these right now: neither held nor ours to write.
                 let free = wanted.filter { pend["\(siString(si))/\($0)"] == nil }
                 inProgress = wanted.filter { pend["\(siString(si))/\($0)"] != nil }
-                let need = UInt64(free.count) * (allocatedSize + ImmutableContainer.headerSize + ImmutableContainer.leaseSize)
+                // Whole blocks: a share of 1 byte still takes a block (and its file a few more
+                // for metadata, which the reserve covers).
+                let perShare = onDisk(allocatedSize + ImmutableContainer.headerSize + ImmutableContainer.leaseSize)
+                let need = UInt64(free.count) * perShare
                 let avail = space(pending: pend).available
                 if need > avail {
                     throw StorageError.noSpace(
@@ -153,13 +159,16 @@ public final class StorageBackend: @unchecked Sendable {
                 for n in free {
                     let w = try BucketWriter(backend: self, si: si, shnum: n, allocatedSize: allocatedSize,
                                              lease: Lease(renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: expiration))
-                    pend["\(siString(si))/\(n)"] = allocatedSize + ImmutableContainer.headerSize + ImmutableContainer.leaseSize
+                    pend["\(siString(si))/\(n)"] = perShare
                     writers[n] = w
                 }
             }
             return Allocation(alreadyHave: already.sorted(), writers: writers, inProgress: inProgress)
         }
     }
+
+    /// `bytes` rounded up to whole filesystem blocks.
+    func onDisk(_ bytes: UInt64) -> UInt64 { (bytes + blockSize - 1) / blockSize * blockSize }
 
     func writerFinished(_ w: BucketWriter) {
         _ = pending.withLock { $0.removeValue(forKey: "\(siString(w.si))/\(w.shnum)") }

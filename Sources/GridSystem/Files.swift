@@ -332,6 +332,13 @@ public enum FileSystem {
         return UInt64(s.f_bavail) * UInt64(s.f_frsize)
     }
 
+    /// The filesystem's allocation unit for `path` (files take whole blocks).
+    public static func blockSize(_ path: String) throws -> UInt64 {
+        var s = statvfs()
+        try systemCall("measure free space of", path) { statvfs(path, &s) }
+        return max(512, UInt64(s.f_bsize))
+    }
+
     /// The path of the running executable.
     public static func currentExecutable() -> String {
         var buf = [CChar](repeating: 0, count: 4096)

@@ -285,6 +285,25 @@ final class StorageBackendTests: XCTestCase {
         XCTAssertEqual(try MutableContainer(parsing: f2, path: "x").leases.count, 5)
     }
 
+    /// Small shares take whole blocks: the space check counts blocks, so it cannot accept
+    /// shares the disk then has no room for.
+    func testSpaceIsCountedInWholeBlocks() throws {
+        guard FileSystem.exists("/dev/shm") else { throw XCTSkip("needs a tmpfs with steady free space") }
+        dir = "/dev/shm/grid-space-\(CurrentProcess.id)"
+        let probe = try backend()
+        let block = probe.blockSize
+        let free = probe.space().free
+        // Leave 64 blocks available: 100 one-hundred-byte shares take 100 blocks (18 KiB of
+        // bytes, but 100 blocks of disk) and must be refused; 30 fit.
+        let b = try backend(reserved: free - 64 * block)
+        XCTAssertThrowsError(try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: Array(0..<100), allocatedSize: 100)) {
+            XCTAssertEqual($0.errorClass, .noSpace, "\($0)")
+        }
+        let ok = try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: Array(0..<30), allocatedSize: 100)
+        XCTAssertEqual(ok.writers.count, 30)
+        for w in ok.writers.values { w.abort() }
+    }
+
     func testCorruptionAdvisory() throws {
         let b = try backend()
         try b.adviseCorruptShare(mutable: false, si: si, shnum: 4, reason: "block 3 hash mismatch")

@@ -121,7 +121,12 @@ struct BucketAllocator {
     /// Every (server, share) found being written by another upload.
     private(set) var writtenByOthers: Set<String> = []
 
-    init(storageIndex: [UInt8], shareSize: UInt64, leaseSecret: [UInt8], census: ShareCensus, servers: [ServerRef]) {
+    /// Seconds an allocation may take before its server counts as refusing.
+    let callTimeout: Double
+
+    init(storageIndex: [UInt8], shareSize: UInt64, leaseSecret: [UInt8], census: ShareCensus, servers: [ServerRef],
+         callTimeout: Double = 8) {
+        self.callTimeout = callTimeout
         self.storageIndex = storageIndex
         self.shareSize = shareSize
         renewRoot = TahoeHash.fileRenewalSecret(clientRenewal: TahoeHash.clientRenewalSecret(leaseSecret), storageIndex: storageIndex)
@@ -180,7 +185,7 @@ struct BucketAllocator {
 
     /// Asks each server in `plan` to allocate its shares, all at once.
     mutating func allocate(_ plan: [ServerRef: [Int]]) async {
-        let (si, size, renewRoot, cancelRoot, clients) = (storageIndex, shareSize, renewRoot, cancelRoot, clients)
+        let (si, size, renewRoot, cancelRoot, clients, timeout) = (storageIndex, shareSize, renewRoot, cancelRoot, clients, callTimeout)
         let answers = await withTaskGroup(of: (ServerRef, Result<AllocateResponse, Error>).self) { group in
             for (s, shares) in plan {
                 let c = clients[s]!
@@ -190,7 +195,7 @@ struct BucketAllocator {
                         renewSecret: TahoeHash.bucketRenewalSecret(fileRenewal: renewRoot, serverID: s.permutationSeed),
                         cancelSecret: TahoeHash.bucketCancelSecret(fileCancel: cancelRoot, serverID: s.permutationSeed),
                         shareNumbers: shares, allocatedSize: size)
-                    do { return (s, .success(try await c.allocateBuckets(req))) } catch { return (s, .failure(error)) }
+                    do { return (s, .success(try await c.call(req, timeout: timeout))) } catch { return (s, .failure(error)) }
                 }
             }
             var out: [(ServerRef, Result<AllocateResponse, Error>)] = []

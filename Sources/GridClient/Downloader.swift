@@ -61,7 +61,12 @@ public final class Downloader: Sendable {
         let decoder = CHKDecoder(capability: chk, shares: readers, simdPath: coding.simdPath, threads: coding.threads,
                                  readahead: readahead)
         let bad = Mutex<[(RemoteShareReader, ShareFailure)]>([])
-        decoder.onBadShare = { r, why in bad.withLock { $0.append((r as! RemoteShareReader, why)) } }
+        decoder.onBadShare = { r, why in
+            let remote = r as! RemoteShareReader
+            bad.withLock { $0.append((remote, why)) }
+            // A stalled server is demoted for the rest of the file: its other shares give up at once.
+            if remote.isStalled { for other in readers where other.server == remote.server { other.markStalled() } }
+        }
         let box = UncheckedBox((decoder, sink))
         let total = length.map { min($0, chk.size - offset) } ?? (chk.size - offset)
         var failure: Error?
@@ -105,6 +110,9 @@ public final class Downloader: Sendable {
         return (census.answers.flatMap { a in
             a.shares.sorted { $0.key < $1.key }.map {
                 RemoteShareReader(server: a.server, client: a.client, storageIndex: si, shareNumber: $0.key, size: $0.value,
+                                  // Reads give up sooner than writes: another share is at hand. A
+                                  // server that answered the census slowly gets more time.
+                                  stallTimeout: min(coding.stallTimeout, max(1.0, 50 * a.latency)),
                                   latency: a.latency)
             }
         }, census)
@@ -124,16 +132,23 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
 
     final class Fetch: @unchecked Sendable {
         let length: Int
+        let started = monotonicNow()
         var result: Result<[UInt8], Error>?
         init(length: Int) { self.length = length }
     }
+    /// A read unanswered this long means the server is stalled: the share is set aside and
+    /// the decoder reads the segment from another.
+    var stallTimeout = 2.0
+    var stalled = false
     let cond = NSCondition()
     var fetches: [UInt64: Fetch] = [:]
     var cache: [(offset: UInt64, bytes: [UInt8])] = []
     var metadataLoaded = false
     var cancelled = false
 
-    init(server: ServerRef, client: StorageClient, storageIndex: [UInt8], shareNumber: Int, size: UInt64, latency: Double) {
+    init(server: ServerRef, client: StorageClient, storageIndex: [UInt8], shareNumber: Int, size: UInt64, stallTimeout: Double,
+         latency: Double) {
+        self.stallTimeout = stallTimeout
         self.server = server
         self.client = client
         self.storageIndex = storageIndex
@@ -184,9 +199,17 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
 
     func wait(_ f: Fetch) throws -> [UInt8] {
         cond.lock()
-        while f.result == nil { cond.wait() }
+        while f.result == nil && !stalled {
+            if !cond.wait(until: Date(timeIntervalSinceNow: max(0.001, f.started + stallTimeout - monotonicNow())))
+                && f.result == nil && monotonicNow() - f.started >= stallTimeout {
+                stalled = true  // every later read of this share gives up at once
+            }
+        }
         cond.unlock()
-        switch f.result! {
+        guard let result = f.result else {
+            throw ShareFailure.unavailable("no answer from \(server.nickname) within \(String(format: "%.1f", stallTimeout)) s")
+        }
+        switch result {
         case let .success(b):
             guard b.count == f.length else {
                 throw ShareFailure.corrupt(.length, "short read from \(server.nickname) (\(b.count) of \(f.length) bytes)")
@@ -265,6 +288,19 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         for r in ranges where fetches[r.offset] == nil && !cancelled && fetches.count < 64 {
             fetches[r.offset] = start(r.offset, r.length)
         }
+    }
+
+    var isStalled: Bool {
+        cond.lock()
+        defer { cond.unlock() }
+        return stalled
+    }
+
+    func markStalled() {
+        cond.lock()
+        stalled = true
+        cond.broadcast()
+        cond.unlock()
     }
 
     /// Drops prefetched data (the download is over).

@@ -51,14 +51,18 @@ extension ClientEncoding {
 }
 
 
-/// How the encoder and decoder run in a transfer: threads for hashing and decoding, and
-/// the Reed-Solomon kernel (`GRID_SIMD` chooses it from the command line).
+/// How a transfer runs: threads for hashing and decoding, the Reed-Solomon kernel
+/// (`GRID_SIMD` chooses it from the command line), and when to give up on a silent server.
 public struct CodingOptions: Sendable {
     public var threads = 2
     public var simdPath = SIMDPath.best
-    public init(threads: Int = 2, simdPath: SIMDPath = .best) {
+    /// A server that leaves a request of a transfer unanswered this long is dropped from
+    /// it (its shares are read from, or placed on, other servers).
+    public var stallTimeout = 2.0
+    public init(threads: Int = 2, simdPath: SIMDPath = .best, stallTimeout: Double = 2.0) {
         self.threads = threads
         self.simdPath = simdPath
+        self.stallTimeout = stallTimeout
     }
 }
 

@@ -55,12 +55,13 @@ public final class Uploader: Sendable {
                     + "but this upload needs \(happy) (happy = \(happy)). Start more servers, or lower 'happy' in the client's grid.conf.")
         }
         let permuted = permutedServers(known, storageIndex: si)
-        let census = await pool.census(storageIndex: si, servers: permuted)
+        // A server that does not answer soon is left out (a stopped server must not hold everyone up).
+        let census = await pool.census(storageIndex: si, servers: permuted, deadline: max(3, 2 * coding.stallTimeout))
         let present = census.holdings.values.reduce(0) { $0 + $1.count }
 
         // Allocate, re-planning around servers that refuse, until nothing more can be placed.
         var allocator = BucketAllocator(storageIndex: si, shareSize: shareSize, leaseSecret: settings.leaseSecret,
-                                        census: census, servers: permuted)
+                                        census: census, servers: permuted, callTimeout: 4 * coding.stallTimeout)
         await allocator.place(total: n)
         if allocator.happiness < happy {
             await abortAll(allocator.handles)
@@ -132,7 +133,7 @@ public final class Uploader: Sendable {
     func pushShares(encoder: CHKEncoder, source: RandomAccessSource & Sendable, key: [UInt8], handles: [BucketHandle],
                     holdings: [ServerRef: Set<Int>], happy: Int,
                     progress: @escaping @Sendable (UInt64) -> Void) async throws -> PushResult {
-        let sink = NetworkShareSink(handles: handles, window: window, holdings: holdings, happy: happy)
+        let sink = NetworkShareSink(handles: handles, window: window, holdings: holdings, happy: happy, stallTimeout: coding.stallTimeout)
         let r: EncodeResult
         do {
             r = try await encodeAndPush(encoder: encoder, source: source, key: key, sink: sink, progress: progress)
@@ -160,11 +161,12 @@ public final class Uploader: Sendable {
     }
 
     func closeAll(_ handles: [BucketHandle]) async -> [(ServerRef, String)] {
-        await withTaskGroup(of: (ServerRef, String)?.self) { group in
+        let timeout = 4 * coding.stallTimeout
+        return await withTaskGroup(of: (ServerRef, String)?.self) { group in
             for h in handles {
                 group.addTask {
                     do {
-                        try await h.client.close(bucket: h.bucket)
+                        try await h.client.close(bucket: h.bucket, timeout: timeout)
                         return nil
                     } catch { return (h.server, "closing share \(h.share): \(error)") }
                 }
@@ -176,8 +178,9 @@ public final class Uploader: Sendable {
     }
 
     func abortAll(_ handles: [BucketHandle]) async {
+        let timeout = 4 * coding.stallTimeout
         await withTaskGroup(of: Void.self) { group in
-            for h in handles { group.addTask { try? await h.client.abort(bucket: h.bucket) } }
+            for h in handles { group.addTask { _ = try? await h.client.call(BucketAbortRequest(bucket: h.bucket), timeout: timeout) } }
         }
     }
 
@@ -198,19 +201,28 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     let cond = NSCondition()
     var byShare: [Int: [BucketHandle]] = [:]
     var handles: [BucketHandle]
-    var inFlight = 0
-    let window: Int
+    /// Bytes in flight to each server, and when each of its outstanding writes was sent
+    /// (oldest first: a server answers its writes in order).
+    var inFlight: [ServerRef: Int] = [:]
+    var sentAt: [ServerRef: [Double]] = [:]
+    /// Each server's own budget of bytes in flight: a stuck server holds only its own.
+    let perServer: Int
     var holdings: [ServerRef: Set<Int>]
     let happy: Int
+    /// A server whose oldest write has been unanswered this long is dropped (its shares are
+    /// placed elsewhere afterwards, while happiness holds).
+    let stallTimeout: Double
     var failedServers: [ServerRef: String] = [:]
     var fatal: GridError?
     var bytesSent: UInt64 = 0
 
-    init(handles: [BucketHandle], window: Int, holdings: [ServerRef: Set<Int>], happy: Int) {
+    init(handles: [BucketHandle], window: Int, holdings: [ServerRef: Set<Int>], happy: Int, stallTimeout: Double) {
         self.handles = handles
-        self.window = window
         self.holdings = holdings
         self.happy = happy
+        self.stallTimeout = stallTimeout
+        let servers = Set(handles.map(\.server)).count
+        perServer = max(1 << 20, window / max(1, servers) * 2)
         for h in handles { byShare[h.share, default: []].append(h) }
     }
 
@@ -220,25 +232,44 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         return handles.filter { failedServers[$0.server] == nil }
     }
 
+    /// Drops servers whose oldest write is older than `stallTimeout`. Under the lock.
+    func dropStalled() {
+        let now = monotonicNow()
+        for (s, times) in sentAt where failedServers[s] == nil {
+            if let oldest = times.first, now - oldest > stallTimeout {
+                serverFailed(s, "no answer for \(String(format: "%.1f", now - oldest)) s")
+            }
+        }
+    }
+
     func write(share: Int, offset: UInt64, bytes: UnsafeRawBufferPointer) throws {
         cond.lock()
-        if let fatal {
-            cond.unlock()
-            throw fatal
+        defer { cond.unlock() }
+        while true {
+            if let fatal { throw fatal }
+            let targets = (byShare[share] ?? []).filter { failedServers[$0.server] == nil }
+            if targets.isEmpty { return }
+            // Wait only while a live target is over its own budget; check for stalls meanwhile.
+            let full = targets.contains { (inFlight[$0.server] ?? 0) > 0 && (inFlight[$0.server] ?? 0) + bytes.count > perServer }
+            if !full {
+                send(bytes, share: share, offset: offset, to: targets)
+                return
+            }
+            _ = cond.wait(until: Date(timeIntervalSinceNow: 0.1))
+            dropStalled()
         }
-        let targets = (byShare[share] ?? []).filter { failedServers[$0.server] == nil }
-        if targets.isEmpty {
-            cond.unlock()
-            return
-        }
-        while inFlight > 0 && inFlight + bytes.count * targets.count > window && fatal == nil { cond.wait() }
-        inFlight += bytes.count * targets.count
-        cond.unlock()
+    }
+
+    /// Under the lock: one bucket_write per target, accounted per server.
+    func send(_ bytes: UnsafeRawBufferPointer, share: Int, offset: UInt64, to targets: [BucketHandle]) {
+        let now = monotonicNow(), count = bytes.count
         for h in targets {
-            let count = bytes.count
+            inFlight[h.server, default: 0] += count
+            sentAt[h.server, default: []].append(now)
             h.client.write(bucket: h.bucket, offset: offset, data: bytes) { [self] error in
                 cond.lock()
-                inFlight -= count
+                inFlight[h.server, default: 0] -= count
+                if !(sentAt[h.server]?.isEmpty ?? true) { sentAt[h.server]!.removeFirst() }
                 if let error { serverFailed(h.server, "\(error)") } else { bytesSent += UInt64(count) }
                 cond.broadcast()
                 cond.unlock()
@@ -259,11 +290,14 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         }
     }
 
+    /// Waits for every live server's writes to be answered (dropping any that stall).
     func finish() throws {
         cond.lock()
-        while inFlight > 0 { cond.wait() }
-        let f = fatal
-        cond.unlock()
-        if let f { throw f }
+        defer { cond.unlock() }
+        while fatal == nil && inFlight.contains(where: { $0.value > 0 && failedServers[$0.key] == nil }) {
+            _ = cond.wait(until: Date(timeIntervalSinceNow: 0.1))
+            dropStalled()
+        }
+        if let f = fatal { throw f }
     }
 }

@@ -548,7 +548,9 @@ public struct StorageClient: Sendable {
     public init(_ rpc: RPCClient) { self.rpc = rpc }
 
     /// Sends one request and decodes its reply.
-    public func call<R: StorageRequest>(_ request: R) async throws -> R.Response { try await rpc.call(request) }
+    public func call<R: StorageRequest>(_ request: R, timeout: Double? = nil) async throws -> R.Response {
+        try await rpc.call(request, timeout: timeout)
+    }
 
     public func getVersion() async throws -> StorageVersion { try await call(GetVersionRequest()) }
 
@@ -580,7 +582,9 @@ public struct StorageClient: Sendable {
         try await call(BucketReadRequest(storageIndex: storageIndex, share: share, offset: offset, length: UInt32(length))).data
     }
 
-    public func close(bucket: UInt64) async throws { _ = try await call(BucketCloseRequest(bucket: bucket)) }
+    public func close(bucket: UInt64, timeout: Double? = nil) async throws {
+        _ = try await call(BucketCloseRequest(bucket: bucket), timeout: timeout)
+    }
 
     public func abort(bucket: UInt64) async throws { _ = try await call(BucketAbortRequest(bucket: bucket)) }
 

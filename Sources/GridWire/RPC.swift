@@ -399,8 +399,8 @@ public final class RPCClient: @unchecked Sendable {
     public var isClosed: Bool { closedFlag.load(ordering: .acquiring) }
 
     /// Sends a typed request and decodes its reply.
-    public func call<R: RPCRequest>(_ request: R) async throws -> R.Response {
-        try R.Response(decoding: try await call(R.method.rawValue, request.encoded()))
+    public func call<R: RPCRequest>(_ request: R, timeout: Double? = nil) async throws -> R.Response {
+        try R.Response(decoding: try await call(R.method.rawValue, request.encoded(), timeout: timeout))
     }
 
     /// Callback form of the typed call; the completion runs on the event loop thread and

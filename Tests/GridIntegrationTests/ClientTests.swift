@@ -1,8 +1,10 @@
+import Dispatch
 import Foundation
 import GridClient
 import GridCrypto
 import GridFormat
 import GridImmutable
+import GridLocalGrid
 import GridProtocol
 import GridTestSupport
 import GridWire
@@ -272,6 +274,55 @@ extension ClientTests {
             waited += r1.sharesWrittenByOthers + r2.sharesWrittenByOthers
         }
         XCTAssertGreaterThan(waited, 0, "the uploads really did race for the same shares")
+    }
+}
+
+extension ClientTests {
+    /// A server stopped with SIGSTOP mid-transfer (alive to TCP, silent to everything)
+    /// no longer holds a transfer up for the 45 s liveness timeout: the upload drops it
+    /// after its stall timeout and re-places its shares, the download reads around it.
+    /// (Figures: `grid bench stall`. The bound here is only "no long stall".)
+    func testStoppedServersDoNotStallTransfers() async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { for s in grid.servers { s.signal(ProcessSignal.resume) }; grid.shutdown() }
+        let p = try await pool(grid, servers: 10)
+        defer { p.shutdown() }
+        let data = pseudoRandom(8 << 20, seed: 31)
+        let coding = CodingOptions(stallTimeout: 1.0)
+        let up = Uploader(pool: p, settings: settings(grid, segment: 256 << 10), window: 1 << 20, coding: coding)
+        // Stop a server a third of the way through the push (decided by the upload's own
+        // progress, so it is mid-transfer however fast the machine is).
+        let victim = grid.servers[3]
+        let stoppedOnce = Atomic(false)
+        var t = monotonicNow()
+        let r = try await up.upload(source: MemorySource(data)) { p in
+            if p.phase == .uploading && p.done > p.total / 3 && !stoppedOnce.value {
+                stoppedOnce.value = true
+                victim.signal(ProcessSignal.stop)
+            }
+        }
+        let upSeconds = monotonicNow() - t
+        XCTAssertTrue(stoppedOnce.value, "the server was stopped mid-upload")
+        XCTAssertLessThan(upSeconds, 20, "the upload waited out the stopped server")
+        XCTAssertGreaterThanOrEqual(r.happiness, 7)
+        victim.signal(ProcessSignal.resume)
+        // A server stopped before the upload: the census does not wait for it either.
+        victim.signal(ProcessSignal.stop)
+        t = monotonicNow()
+        let r2 = try await up.upload(source: MemorySource(data + [1]))
+        XCTAssertLessThan(monotonicNow() - t, 20, "the census waited out the stopped server")
+        XCTAssertGreaterThanOrEqual(r2.happiness, 7)
+        victim.signal(ProcessSignal.resume)
+        // Download with the server holding share 0 stopped.
+        let holder = try XCTUnwrap(r.placement[0]?.first)
+        let nick = try XCTUnwrap(r.nicknames[holder])
+        let stopped = try XCTUnwrap(grid.servers.first { $0.directory.hasSuffix("/" + nick.replacingOccurrences(of: "server", with: "storage")) })
+        stopped.signal(ProcessSignal.stop)
+        t = monotonicNow()
+        let got = try await download(Downloader(pool: p, coding: coding), r.capability)
+        XCTAssertLessThan(monotonicNow() - t, 20, "the download waited out the stopped server")
+        XCTAssertTrue(got == data, "every byte verifies")
+        stopped.signal(ProcessSignal.resume)
     }
 }
 

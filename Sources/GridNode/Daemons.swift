@@ -10,6 +10,16 @@ import Logging
 
 public let gridVersion = "grid/0.1"
 
+/// What every daemon does first: check the node is of its kind and its grid.conf is
+/// sound, lock the directory (before anything in it is touched: a storage server clears
+/// incoming/), and load the node key.
+func openDaemonNode(_ directory: String, _ kind: NodeKind) throws -> (NodeConfig, NodeLock, NodeIdentity) {
+    CurrentProcess.raiseFileLimit()
+    let config = try NodeConfig.load(directory: directory, expecting: kind)
+    let lock = try NodeLock(directory: directory)
+    return (config, lock, try NodeIdentity.loadOrCreate(path: directory + "/private/node.key"))
+}
+
 // MARK: Introducer
 
 public enum IntroducerNode {
@@ -43,11 +53,8 @@ public enum IntroducerNode {
 
     /// Serves until SIGINT/SIGTERM.
     public static func run(directory: String, logger: Logger) throws {
-        CurrentProcess.raiseFileLimit()
-        let config = try NodeConfig.load(directory: directory, expecting: .introducer)
-        let lock = try NodeLock(directory: directory)
+        let (config, lock, identity) = try openDaemonNode(directory, .introducer)
         defer { withExtendedLifetime(lock) {} }
-        let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         guard let secretText = try readSecretFile(directory + "/private/introducer.secret"),
               let secret = Base32.decode(secretText.trimmingWhitespace()) else {
             throw GridError(.corrupt, "\(directory)/private/introducer.secret is missing or not base32")
@@ -94,12 +101,8 @@ public enum StorageNode {
 
     /// Serves until SIGINT/SIGTERM.
     public static func run(directory: String, logger: Logger) throws {
-        CurrentProcess.raiseFileLimit()
-        let config = try NodeConfig.load(directory: directory, expecting: .storage)
-        // Before anything in the directory is touched (the backend clears incoming/).
-        let lock = try NodeLock(directory: directory)
+        let (config, lock, identity) = try openDaemonNode(directory, .storage)
         defer { withExtendedLifetime(lock) {} }
-        let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
         var sc = StorageConfig(nodeDirectory: directory)
         sc.reservedSpace = try parseSize(config["storage", "reserved_space"] ?? "1G")
         sc.leaseDuration = UInt32(try parseDuration(config["storage", "lease_duration"] ?? "31d"))

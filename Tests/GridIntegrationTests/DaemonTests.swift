@@ -26,6 +26,17 @@ final class DaemonTests: XCTestCase {
         }
     }
 
+    /// Runs `body` with a one-server grid, a subscriber and a storage client; then stops them.
+    func withOneServer(_ body: (TestGrid, IntroducerSubscriber, StorageClient) async throws -> Void) async throws {
+        let grid = try TestGrid(servers: 1)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let s = try await grid.storageClient(0, via: await sub.waitForServers(1, timeout: 15))
+        defer { s.rpc.close() }
+        try await body(grid, sub, s)
+    }
+
     func testServersAnnounceAndImmutableCallsWork() async throws {
         let grid = try TestGrid(servers: 3)
         defer { grid.shutdown() }
@@ -129,84 +140,78 @@ final class DaemonTests: XCTestCase {
     /// two kinds of share, are refused with a protocol error; the daemon keeps serving.
     /// (Each of these crashed, stalled or destroyed data before.)
     func testHostileOffsetsAndKindsAreRefusedNotFatal() async throws {
-        let grid = try TestGrid(servers: 1)
-        defer { grid.shutdown() }
-        let sub = grid.subscriber()
-        defer { sub.stop() }
-        let s = try await grid.storageClient(0, via: await sub.waitForServers(1, timeout: 15))
-        let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
-                                                                shareNumbers: [0, 1], allocatedSize: 100))
-        let h = try XCTUnwrap(alloc.writers[0])
-        await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h, offset: UInt64.max, data: [1]) }
-        await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h, offset: UInt64.max - 1, data: [1, 2, 3]) }
-        try await s.write(bucket: h, offset: 0, data: [UInt8](repeating: 7, count: 100))
-        try await s.close(bucket: h)
-        await expectError(.badRequest) { _ = try await s.read(storageIndex: si, share: 0, offset: UInt64.max, length: 10) }
+        try await withOneServer { grid, sub, s in
+            let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
+                                                                    shareNumbers: [0, 1], allocatedSize: 100))
+            let h = try XCTUnwrap(alloc.writers[0])
+            await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h, offset: UInt64.max, data: [1]) }
+            await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h, offset: UInt64.max - 1, data: [1, 2, 3]) }
+            try await s.write(bucket: h, offset: 0, data: [UInt8](repeating: 7, count: 100))
+            try await s.close(bucket: h)
+            await expectError(.badRequest) { _ = try await s.read(storageIndex: si, share: 0, offset: UInt64.max, length: 10) }
 
-        let slot = Array(SHA256.hash(Array("slot".utf8)).prefix(16)), we = [UInt8](repeating: 5, count: 32)
-        func write(_ w: ShareWrite, readv: [ReadVector] = [], si: [UInt8]? = nil) async throws -> (Bool, [Int: [[UInt8]]]) {
-            try await s.slotTestvAndReadvAndWritev(SlotWriteRequest(storageIndex: si ?? slot, writeEnabler: we, renewSecret: renew,
-                                                                    cancelSecret: cancel, writes: [0: w], readVector: readv))
+            let slot = Array(SHA256.hash(Array("slot".utf8)).prefix(16)), we = [UInt8](repeating: 5, count: 32)
+            func write(_ w: ShareWrite, readv: [ReadVector] = [], si: [UInt8]? = nil) async throws -> (Bool, [Int: [[UInt8]]]) {
+                try await s.slotTestvAndReadvAndWritev(SlotWriteRequest(storageIndex: si ?? slot, writeEnabler: we, renewSecret: renew,
+                                                                        cancelSecret: cancel, writes: [0: w], readVector: readv))
+            }
+            await expectError(.badRequest, "runs past 2^64") { _ = try await write(ShareWrite(writes: [WriteVector(offset: UInt64.max, data: [1])])) }
+            await expectError(.badRequest) { _ = try await write(ShareWrite(newLength: UInt64.max)) }
+            _ = try await write(ShareWrite(writes: [WriteVector(offset: 0, data: [UInt8](repeating: 1, count: 9000))]))
+            // Read ranges that overflow mean "to the end"; tests with them compare, never trap.
+            let (ok, reads) = try await write(ShareWrite(tests: [TestVector(offset: UInt64.max, length: UInt64.max, op: .eq, specimen: [])]),
+                                              readv: [ReadVector(offset: 10, length: UInt64.max), ReadVector(offset: UInt64.max, length: 1)])
+            XCTAssertTrue(ok)
+            XCTAssertEqual(reads[0]?.map(\.count), [8990, 0])
+            // A reply may not ask the server for gigabytes.
+            await expectError(.badRequest, "one reply carries at most") {
+                _ = try await s.slotReadv(SlotReadRequest(storageIndex: slot, shareNumbers: [],
+                                                          readVector: Array(repeating: ReadVector(offset: 0, length: 9000), count: 1024)))
+            }
+            // An immutable share is not a slot's, and a slot's share is not a bucket's.
+            await expectError(.conflict, "immutable") { _ = try await write(ShareWrite(writes: [WriteVector(offset: 0, data: [1])]), si: si) }
+            await expectError(.notFound, "mutable") { _ = try await s.read(storageIndex: slot, share: 0, offset: 0, length: 1) }
+            let again = try await s.allocateBuckets(AllocateRequest(storageIndex: slot, renewSecret: renew, cancelSecret: cancel,
+                                                                    shareNumbers: [0], allocatedSize: 10))
+            XCTAssertEqual(again.writers.count, 0, "no writer may replace a mutable share")
+            let intact = try await s.read(storageIndex: si, share: 0, offset: 0, length: 100)
+            XCTAssertEqual(intact, [UInt8](repeating: 7, count: 100))
+            XCTAssertTrue(grid.servers[0].isRunning, grid.servers[0].log(tail: 10))
+            _ = try await s.getVersion()
+            s.rpc.close()
         }
-        await expectError(.badRequest, "runs past 2^64") { _ = try await write(ShareWrite(writes: [WriteVector(offset: UInt64.max, data: [1])])) }
-        await expectError(.badRequest) { _ = try await write(ShareWrite(newLength: UInt64.max)) }
-        _ = try await write(ShareWrite(writes: [WriteVector(offset: 0, data: [UInt8](repeating: 1, count: 9000))]))
-        // Read ranges that overflow mean "to the end"; tests with them compare, never trap.
-        let (ok, reads) = try await write(ShareWrite(tests: [TestVector(offset: UInt64.max, length: UInt64.max, op: .eq, specimen: [])]),
-                                          readv: [ReadVector(offset: 10, length: UInt64.max), ReadVector(offset: UInt64.max, length: 1)])
-        XCTAssertTrue(ok)
-        XCTAssertEqual(reads[0]?.map(\.count), [8990, 0])
-        // A reply may not ask the server for gigabytes.
-        await expectError(.badRequest, "one reply carries at most") {
-            _ = try await s.slotReadv(SlotReadRequest(storageIndex: slot, shareNumbers: [],
-                                                      readVector: Array(repeating: ReadVector(offset: 0, length: 9000), count: 1024)))
-        }
-        // An immutable share is not a slot's, and a slot's share is not a bucket's.
-        await expectError(.conflict, "immutable") { _ = try await write(ShareWrite(writes: [WriteVector(offset: 0, data: [1])]), si: si) }
-        await expectError(.notFound, "mutable") { _ = try await s.read(storageIndex: slot, share: 0, offset: 0, length: 1) }
-        let again = try await s.allocateBuckets(AllocateRequest(storageIndex: slot, renewSecret: renew, cancelSecret: cancel,
-                                                                shareNumbers: [0], allocatedSize: 10))
-        XCTAssertEqual(again.writers.count, 0, "no writer may replace a mutable share")
-        let intact = try await s.read(storageIndex: si, share: 0, offset: 0, length: 100)
-        XCTAssertEqual(intact, [UInt8](repeating: 7, count: 100))
-        XCTAssertTrue(grid.servers[0].isRunning, grid.servers[0].log(tail: 10))
-        _ = try await s.getVersion()
-        s.rpc.close()
     }
 
     /// A node directory serves one daemon at a time, of its own kind: a second `grid storage
     /// run` on a live node changes nothing (it used to wipe the live server's uploads in
     /// progress), and no daemon runs on another kind of node.
     func testNodeDirectoriesAreLockedAndTyped() async throws {
-        let grid = try TestGrid(servers: 1)
-        defer { grid.shutdown() }
-        let sub = grid.subscriber()
-        defer { sub.stop() }
-        let s = try await grid.storageClient(0, via: await sub.waitForServers(1, timeout: 15))
-        let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
-                                                                shareNumbers: [3], allocatedSize: 1000))
-        let h = try XCTUnwrap(alloc.writers[3])
-        try await s.write(bucket: h, offset: 0, data: [UInt8](repeating: 9, count: 500))
-        let dir = grid.servers[0].directory
-        let (st, err) = try runGridErrors(["storage", "run", dir])
-        XCTAssertEqual(st, 75, err)
-        XCTAssertTrue(err.contains("already in use") && err.contains("pid \(grid.servers[0].pid!)"), err)
-        // The first server's upload in progress is intact: it finishes and reads back.
-        try await s.write(bucket: h, offset: 500, data: [UInt8](repeating: 9, count: 500))
-        try await s.close(bucket: h)
-        let back = try await s.read(storageIndex: si, share: 3, offset: 0, length: 1000)
-        XCTAssertEqual(back, [UInt8](repeating: 9, count: 1000))
-        s.rpc.close()
-        // Each daemon only on its own kind of node.
-        let (st2, err2) = try runGridErrors(["introducer", "run", dir])
-        XCTAssertEqual(st2, 64, err2)
-        XCTAssertTrue(err2.contains("is a storage node, not an introducer node"), err2)
-        let client = grid.root + "/client"
-        _ = try runGrid(["client", "create", client, "--introducer", grid.address.description])
-        let (st3, err3) = try runGridErrors(["storage", "run", client])
-        XCTAssertEqual(st3, 64, err3)
-        XCTAssertTrue(err3.contains("is a client node, not a storage node"), err3)
-        XCTAssertFalse(FileSystem.exists(client + "/storage"), "nothing was created in the client's directory")
+        try await withOneServer { grid, sub, s in
+            let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
+                                                                    shareNumbers: [3], allocatedSize: 1000))
+            let h = try XCTUnwrap(alloc.writers[3])
+            try await s.write(bucket: h, offset: 0, data: [UInt8](repeating: 9, count: 500))
+            let dir = grid.servers[0].directory
+            let (st, err) = try runGridErrors(["storage", "run", dir])
+            XCTAssertEqual(st, 75, err)
+            XCTAssertTrue(err.contains("already in use") && err.contains("pid \(grid.servers[0].pid!)"), err)
+            // The first server's upload in progress is intact: it finishes and reads back.
+            try await s.write(bucket: h, offset: 500, data: [UInt8](repeating: 9, count: 500))
+            try await s.close(bucket: h)
+            let back = try await s.read(storageIndex: si, share: 3, offset: 0, length: 1000)
+            XCTAssertEqual(back, [UInt8](repeating: 9, count: 1000))
+            s.rpc.close()
+            // Each daemon only on its own kind of node.
+            let (st2, err2) = try runGridErrors(["introducer", "run", dir])
+            XCTAssertEqual(st2, 64, err2)
+            XCTAssertTrue(err2.contains("is a storage node, not an introducer node"), err2)
+            let client = grid.root + "/client"
+            _ = try runGrid(["client", "create", client, "--introducer", grid.address.description])
+            let (st3, err3) = try runGridErrors(["storage", "run", client])
+            XCTAssertEqual(st3, 64, err3)
+            XCTAssertTrue(err3.contains("is a client node, not a storage node"), err3)
+            XCTAssertFalse(FileSystem.exists(client + "/storage"), "nothing was created in the client's directory")
+        }
     }
 
     /// An upload cut off by a lost connection, a clean shutdown, or kill -9 leaves no

@@ -44,7 +44,7 @@ public final class Downloader: Sendable {
         let si = chk.storageIndex
         let known = await pool.waitForServers(enough: chk.total, minimum: chk.needed, settle: 0.5)
         if known.isEmpty {
-            throw GridError(.unavailable, "No storage servers are known to the introducer; is the grid running and the introducer address right?")
+            throw pool.noServersError()
         }
         let (readers, census) = await findShares(si: si, servers: permutedServers(known, storageIndex: si), k: chk.needed)
         let distinct = Set(readers.map(\.shareNumber)).count

@@ -93,6 +93,7 @@ public final class ServerPool: @unchecked Sendable {
     public let loop: EventLoop
     let tls: TLSContext
     let subscriber: IntroducerSubscriber
+    let introducer: IntroducerAddress
     let rpcConfig: RPCClientConfig
     let connections = Mutex<[String: Task<StorageClient, Error>]>([:])
     let opened = Mutex<[StorageClient]>([])
@@ -101,12 +102,40 @@ public final class ServerPool: @unchecked Sendable {
         loop = try EventLoop(name: "client-loop")
         tls = try TLSContext.client()
         self.rpcConfig = rpcConfig
+        self.introducer = introducer
         subscriber = IntroducerSubscriber(introducer: introducer, loop: loop, tls: tls)
     }
 
     /// The servers the introducer currently lists.
     public var servers: [ServerRef] { subscriber.current.values.map(ServerRef.init) }
     public var introducerConnected: Bool { subscriber.isConnected }
+
+    /// Why no servers are known, in words a person can act on (nil while it is not clear).
+    public var introducerProblem: String? {
+        guard !subscriber.isConnected, let e = subscriber.connectionError else { return nil }
+        let at = "\(introducer.host):\(introducer.port)"
+        switch e.code {
+        case .notAuthorized: return "the introducer at \(at) refused this node's secret (is the introducer address in grid.conf complete and current?)"
+        case .pinMismatch: return "the server at \(at) is not the introducer named in grid.conf (its key does not match: \(e.message))"
+        case .timeout: return "the introducer at \(at) did not answer in time"
+        case .unreachable, .connectionLost: return "cannot reach the introducer at \(at): \(e.message)"
+        default: return "the introducer at \(at) failed: \(e.message)"
+        }
+    }
+
+    /// The error for "no servers known", saying why when the introducer connection says.
+    func noServersError() -> GridError {
+        if let problem = introducerProblem {
+            return GridError(introducerRefused ? .denied : .unavailable, "No storage servers are known: \(problem).")
+        }
+        return GridError(.unavailable, "No storage servers are known to the introducer; is the grid running and the introducer address right?")
+    }
+
+    /// A failure that waiting will not mend (a wrong secret or key).
+    var introducerRefused: Bool {
+        guard !subscriber.isConnected, let code = subscriber.connectionError?.code else { return false }
+        return code == .notAuthorized || code == .pinMismatch
+    }
 
     /// Waits for the server list to settle: returns once `enough` servers are known; or once
     /// at least `minimum` are known and the list has not changed for `settle` seconds; or,
@@ -125,7 +154,8 @@ public final class ServerPool: @unchecked Sendable {
             }
             let quiet = now - lastChange
             if s.count >= enough || (s.count >= minimum && quiet >= settle)
-                || (introducerConnected && quiet >= max(settle, 3)) || now - start >= timeout {
+                || (introducerConnected && quiet >= max(settle, 3)) || now - start >= timeout
+                || (s.isEmpty && introducerRefused) || (s.isEmpty && introducerProblem != nil && now - start >= 3) {
                 return s
             }
             try? await Task.sleep(nanoseconds: 50_000_000)

@@ -49,6 +49,7 @@ public final class Uploader: Sendable {
 
         // Servers, in this file's permuted order; ask each what it already holds.
         let known = await pool.waitForServers(enough: n, minimum: happy)
+        if known.isEmpty { throw pool.noServersError() }
         if known.count < happy {
             throw GridError(.unavailable,
                 "Only \(known.count) storage server\(known.count == 1 ? " is" : "s are") known to the introducer, "

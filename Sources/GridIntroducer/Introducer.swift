@@ -183,7 +183,10 @@ public final class IntroducerSubscriber: @unchecked Sendable {
                     self.state.withLock { $0.syncing = false; $0.pending = [] }
                 }
             },
-            onDisconnect: { [weak self] _ in self?.connected.store(false, ordering: .relaxed) })
+            onDisconnect: { [weak self] why in
+                self?.connected.store(false, ordering: .relaxed)
+                self?.lastError.withLock { $0 = why }
+            })
     }
 
     func notified(_ method: UInt16, _ body: [UInt8]) {
@@ -214,6 +217,10 @@ public final class IntroducerSubscriber: @unchecked Sendable {
     /// The servers currently announced.
     public var current: [String: Announcement] { state.withLock { $0.servers } }
     public var isConnected: Bool { connected.load(ordering: .relaxed) }
+
+    /// Why the last connection to the introducer failed or ended, if it did.
+    public var connectionError: WireError? { lastError.withLock { $0 } }
+    let lastError = Mutex<WireError?>(nil)
 
     /// Waits until at least `count` servers are known, or `timeout` passes; returns them.
     public func waitForServers(_ count: Int, timeout: Double) async -> [String: Announcement] {

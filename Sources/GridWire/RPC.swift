@@ -522,8 +522,9 @@ public final class RPCClient: @unchecked Sendable {
     }
 }
 
-/// Keeps a connection to one server up: reconnects after failures with exponential
-/// backoff (0.5 s doubling to 30 s), and runs `onConnect` after each (re)connection.
+/// Keeps a connection to one server up: reconnects after failures with a short jittered
+/// backoff (0.5 s doubling to 4 s, each wait ±25%), and runs `onConnect` after each
+/// (re)connection. A restarted introducer is thus found again within seconds.
 public final class PersistentClient: @unchecked Sendable {
     let current = Mutex<RPCClient?>(nil)
     let stopped = Atomic<Bool>(false)
@@ -555,11 +556,14 @@ public final class PersistentClient: @unchecked Sendable {
                     onDisconnect?((error as? WireError) ?? WireError(.unreachable, "\(error)"))
                 }
                 if self.stopped.load(ordering: .relaxed) { break }
-                try? await Task.sleep(nanoseconds: UInt64(backoff * 1e9))
-                backoff = min(30, backoff * 2)
+                try? await Task.sleep(nanoseconds: UInt64(backoff * Double.random(in: 0.75...1.25) * 1e9))
+                backoff = min(Self.maxBackoff, backoff * 2)
             }
         }
     }
+
+    /// The longest wait between reconnection attempts.
+    public static let maxBackoff = 4.0
 
     /// The connected client, if any.
     public var client: RPCClient? { current.withLock { $0 } }

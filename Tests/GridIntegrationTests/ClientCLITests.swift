@@ -1,6 +1,7 @@
 import Foundation
 import GridCrypto
 import GridFormat
+import GridWire
 import GridTestSupport
 import GridSystem
 import XCTest
@@ -221,5 +222,36 @@ extension ClientCLITests {
         XCTAssertTrue(String(decoding: out, as: UTF8.self).contains("stopped 4 daemons"))
         (st, out, _) = try run(["local-grid", "status", "--dir", dir])
         XCTAssertFalse(String(decoding: out, as: UTF8.self).contains("running"))
+    }
+}
+
+extension ClientCLITests {
+    /// When no server list can be had, the client says why, at once for a refusal that
+    /// waiting cannot mend: a wrong secret, the wrong introducer key, nothing listening.
+    func testNoIntroducerSaysWhy() throws {
+        let grid = try TestGrid(servers: 1)
+        defer { grid.shutdown() }
+        let good = grid.address.description
+        let secret = String(good[good.index(after: good.lastIndex(of: "/")!)...])
+        let wrongSecret = good.replacingOccurrences(of: secret, with: Base32.encode([UInt8](repeating: 0x42, count: 20)))
+        let key = String(good.dropFirst("grid://".count).prefix { $0 != "@" })
+        let wrongKey = good.replacingOccurrences(of: key, with: NodeIdentity.nodeID(for: Ed25519PrivateKey().publicKey))
+        let port = try pickFreePort(host: "127.0.0.1")
+        let nobody = good.replacingOccurrences(of: ":\(grid.address.port)/", with: ":\(port)/")
+        let cases: [(String, Int32, String)] = [
+            (wrongSecret, 77, "refused this node's secret"),
+            (wrongKey, 77, "is not the introducer named in grid.conf"),
+            (nobody, 69, "cannot reach the introducer at 127.0.0.1:\(port)"),
+        ]
+        for (i, (address, status, fragment)) in cases.enumerated() {
+            let node = grid.root + "/why\(i)"
+            var (st, _, err) = try run(["client", "create", node, "--introducer", address])
+            XCTAssertEqual(st, 0, err)
+            let t0 = monotonicNow()
+            (st, _, err) = try run(["upload", "--node-dir", node, "-"], stdin: pseudoRandom(1000, seed: 1))
+            XCTAssertEqual(st, status, err)
+            XCTAssertTrue(err.contains(fragment), err)
+            XCTAssertLessThan(monotonicNow() - t0, 9, "said so without waiting out the 10 s list timeout: \(err)")
+        }
     }
 }

@@ -98,12 +98,23 @@ public final class ServerPool: @unchecked Sendable {
     let connections = Mutex<[String: Task<StorageClient, Error>]>([:])
     let opened = Mutex<[StorageClient]>([])
 
-    public init(introducer: IntroducerAddress, rpcConfig: RPCClientConfig = RPCClientConfig()) throws {
+    /// Where the last confirmed server list is kept between runs (nil: nowhere).
+    let cachePath: String?
+
+    /// With `cachePath`, the servers announced last time are used at once (signatures
+    /// checked again) while the introducer's list is fetched; the list is saved there again
+    /// at `shutdown`. A stale entry costs only a failed connection to a server that left.
+    public init(introducer: IntroducerAddress, rpcConfig: RPCClientConfig = RPCClientConfig(), cachePath: String? = nil) throws {
+        self.cachePath = cachePath
         loop = try EventLoop(name: "client-loop")
         tls = try TLSContext.client()
         self.rpcConfig = rpcConfig
         self.introducer = introducer
         subscriber = IntroducerSubscriber(introducer: introducer, loop: loop, tls: tls)
+        if let cachePath, let bytes = try? FileSystem.readFile(cachePath, maxSize: 8 << 20),
+           let cached = try? SubscribeResponse(decoding: bytes) {
+            subscriber.seed(cached.announcements)
+        }
     }
 
     /// The servers the introducer currently lists.
@@ -196,8 +207,12 @@ public final class ServerPool: @unchecked Sendable {
         return try await client(for: server)
     }
 
-    /// Closes every connection and the introducer subscription.
+    /// Closes every connection and the introducer subscription (saving the server list
+    /// first, when there is a cache and the introducer's list arrived).
     public func shutdown() {
+        if let cachePath, let list = subscriber.confirmedSigned, !list.isEmpty {
+            try? FileSystem.writeFileAtomically(cachePath, SubscribeResponse(announcements: list).encoded(), permissions: 0o600)
+        }
         subscriber.stop()
         connections.withLock { $0.removeAll() }
         for c in opened.withLock({ $0 }) { c.rpc.close() }

@@ -141,6 +141,10 @@ public final class IntroducerSubscriber: @unchecked Sendable {
     /// than replacing them.
     struct State {
         var servers: [String: Announcement] = [:]
+        /// The signed form of each server's announcement (what a client may keep on disk).
+        var signed: [String: SignedAnnouncement] = [:]
+        /// Whether the introducer's list has arrived at least once (a seeded list is provisional).
+        var synced = false
         var syncing = false
         var pending: [(nodeID: String, announcement: Announcement?)] = []
     }
@@ -163,7 +167,13 @@ public final class IntroducerSubscriber: @unchecked Sendable {
                     let list = try await c.call(SubscribeRequest()).announcements
                     let now = self.state.withLock { s -> [String: Announcement] in
                         var fresh: [String: Announcement] = [:]
-                        for signed in list { if let a = try? signed.verified() { fresh[a.nodeID] = a } }
+                        var freshSigned: [String: SignedAnnouncement] = [:]
+                        for signed in list {
+                            if let a = try? signed.verified() {
+                                fresh[a.nodeID] = a
+                                freshSigned[a.nodeID] = signed
+                            }
+                        }
                         for (id, a) in s.pending {
                             if let a {
                                 if let old = fresh[id], old.sequence >= a.sequence { continue }
@@ -173,6 +183,8 @@ public final class IntroducerSubscriber: @unchecked Sendable {
                             }
                         }
                         s.servers = fresh
+                        s.signed = s.signed.filter { fresh[$0.key] != nil }.merging(freshSigned) { _, new in new }
+                        s.synced = true
                         s.syncing = false
                         s.pending = []
                         return fresh
@@ -193,11 +205,12 @@ public final class IntroducerSubscriber: @unchecked Sendable {
         let now: [String: Announcement]
         switch IntroducerNotify(rawValue: method) {
         case .announcement:
-            guard let a = try? SignedAnnouncement(decoding: body).verified() else { return }
+            guard let signed = try? SignedAnnouncement(decoding: body), let a = try? signed.verified() else { return }
             now = state.withLock { s -> [String: Announcement] in
                 if s.syncing { s.pending.append((a.nodeID, a)) }
                 if let old = s.servers[a.nodeID], old.sequence >= a.sequence { return s.servers }
                 s.servers[a.nodeID] = a
+                s.signed[a.nodeID] = signed
                 return s.servers
             }
         case .removed:
@@ -206,6 +219,7 @@ public final class IntroducerSubscriber: @unchecked Sendable {
             now = state.withLock { s -> [String: Announcement] in
                 if s.syncing { s.pending.append((id, nil)) }
                 s.servers[id] = nil
+                s.signed[id] = nil
                 return s.servers
             }
         case nil:
@@ -216,6 +230,28 @@ public final class IntroducerSubscriber: @unchecked Sendable {
 
     /// The servers currently announced.
     public var current: [String: Announcement] { state.withLock { $0.servers } }
+
+    /// The current announcements as signed, once the introducer's own list has arrived
+    /// (nil before: a list seeded from a cache is not written back as if confirmed).
+    public var confirmedSigned: [SignedAnnouncement]? {
+        state.withLock { s in s.synced ? s.servers.keys.sorted().compactMap { s.signed[$0] } : nil }
+    }
+
+    /// Seeds the view with announcements kept from an earlier run (each signature checked
+    /// again), until the introducer's list arrives and replaces them.
+    public func seed(_ list: [SignedAnnouncement]) {
+        let now = state.withLock { s -> [String: Announcement]? in
+            guard !s.synced else { return nil }
+            for signed in list {
+                guard let a = try? signed.verified() else { continue }
+                if let old = s.servers[a.nodeID], old.sequence >= a.sequence { continue }
+                s.servers[a.nodeID] = a
+                s.signed[a.nodeID] = signed
+            }
+            return s.servers
+        }
+        if let now { changed(now) }
+    }
     public var isConnected: Bool { connected.load(ordering: .relaxed) }
 
     /// Why the last connection to the introducer failed or ended, if it did.

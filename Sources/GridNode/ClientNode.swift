@@ -43,6 +43,10 @@ public enum ClientNode {
                 """), permissions: 0o600)
     }
 
+    /// Where the client keeps the servers the introducer announced last (signed), so the
+    /// next command can start at once.
+    public static func serverCachePath(directory: String) -> String { directory + "/servers.cache" }
+
     public static func load(directory: String) throws -> ClientSettings {
         let config = try NodeConfig.load(directory: directory, expecting: .client)
         guard let intro = config["introducer", "address"] else {

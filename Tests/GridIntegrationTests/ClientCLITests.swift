@@ -255,3 +255,27 @@ extension ClientCLITests {
         }
     }
 }
+
+extension ClientCLITests {
+    /// The client keeps the last confirmed server list (signed) in its node directory and
+    /// starts from it: with the introducer down, uploads and downloads still work (they
+    /// failed with "Only 0 storage servers are known" before).
+    func testClientWorksFromItsServerCacheWhileTheIntroducerIsDown() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let node = grid.root + "/cached-client"
+        var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description])
+        XCTAssertEqual(st, 0, err)
+        (st, _, err) = try run(["upload", "--node-dir", node, "-"], stdin: pseudoRandom(5000, seed: 1))
+        XCTAssertEqual(st, 0, err)
+        XCTAssertTrue(FileSystem.exists(node + "/servers.cache"), "the list was kept")
+        XCTAssertEqual(grid.introducer.stop(ProcessSignal.terminate), 0)
+        let data = pseudoRandom(300_000, seed: 2)
+        (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
+        XCTAssertEqual(st, 0, "upload with the introducer down: \(err)")
+        let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        (st, out, err) = try run(["download", "--node-dir", node, cap])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(out, data)
+    }
+}

@@ -63,7 +63,9 @@ public enum IntroducerNode {
         let expiry = try parseDuration(config["introducer", "expiry"] ?? "300s")
         let loop = try EventLoop(name: "introducer-loop")
         let service = IntroducerService(secret: secret, expiry: expiry, log: { logger.info("\($0)") })
-        let server = try RPCServer(identity: identity, services: [service], loop: loop)
+        var rpcConfig = RPCServerConfig()
+        rpcConfig.logRefusal = { logger.warning("\($0)") }
+        let server = try RPCServer(identity: identity, services: [service], loop: loop, config: rpcConfig)
         let bound = try server.listen(host: host, port: port)
         logger.info("introducer \(identity.nodeID) listening on \(host):\(bound)")
         let sig = CurrentProcess.waitForTerminationSignal()

@@ -63,6 +63,8 @@ public struct RPCServerConfig: Sendable {
     /// A connection that sends nothing (not even PING) for this long is closed.
     public var idleTimeout = 120.0
     public var workerThreads = 4
+    /// Told of each connection refused at HELLO (peer and reason; never a secret).
+    public var logRefusal: (@Sendable (String) -> Void)?
     public init() {}
 }
 
@@ -218,8 +220,10 @@ public final class RPCServer: @unchecked Sendable {
                 w.u16(version)
                 conn.send(Frame(.helloOK, body: w.bytes))
             } catch let e as WireError {
+                config.logRefusal?("refused a connection from \(sc.session.peer): \(e.message)")
                 refuse(conn, e)
             } catch {
+                config.logRefusal?("refused a connection from \(sc.session.peer): \(error)")
                 refuse(conn, WireError(.badFrame, "\(error)"))
             }
             return

@@ -291,6 +291,32 @@ final class ConfigCLITests: XCTestCase {
         }
     }
 
+    /// What `create` writes is exactly what each kind of node reads: every key of the
+    /// schema is written (so every key is exercised by the daemons the tests start) and
+    /// nothing else.
+    func testCreatedConfigsHoldEveryKeyOfTheirKind() throws {
+        let intro = try grid(["introducer", "create", dir + "/i"])
+        let addr = String(intro.stdout.split(separator: "\n").last!)
+        XCTAssertEqual(try grid(["storage", "create", dir + "/s", "--introducer", addr]).status, 0)
+        XCTAssertEqual(try grid(["client", "create", dir + "/c", "--introducer", addr]).status, 0)
+        let expected: [String: Set<String>] = [
+            "i": ["node.type", "node.listen", "node.location", "introducer.expiry"],
+            "s": ["node.type", "node.nickname", "node.listen", "node.location", "storage.reserved_space", "storage.lease_duration",
+                  "storage.expire", "storage.expire_interval", "storage.announce_interval", "introducer.address"],
+            "c": ["node.type", "node.nickname", "introducer.address", "client.needed", "client.happy", "client.total", "client.segment_size"],
+        ]
+        for (node, keys) in expected {
+            var section = "", found = Set<String>()
+            for line in try String(contentsOfFile: dir + "/" + node + "/grid.conf", encoding: .utf8).split(separator: "\n") {
+                let t = line.trimmingCharacters(in: .whitespaces)
+                if t.hasPrefix("#") || t.isEmpty { continue }
+                if t.hasPrefix("[") { section = String(t.dropFirst().dropLast()); continue }
+                found.insert(section + "." + t.split(separator: "=")[0].trimmingCharacters(in: .whitespaces))
+            }
+            XCTAssertEqual(found, keys, node)
+        }
+    }
+
     func testSampleConfigsAreValid() throws {
         let samples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../grid-config").standardized.path
         for (file, command) in [("storage.grid.conf", ["storage", "run"]), ("introducer.grid.conf", ["introducer", "run"])] {

@@ -253,6 +253,10 @@ extension ClientCLITests {
             XCTAssertTrue(err.contains(fragment), err)
             XCTAssertLessThan(monotonicNow() - t0, 9, "said so without waiting out the 10 s list timeout: \(err)")
         }
+        // The introducer says whom it turned away, and why (never the secret itself).
+        let log = grid.introducer.log(tail: 200)
+        XCTAssertTrue(log.contains("refused a connection from 127.0.0.1") && log.contains("wrong secret"), log)
+        XCTAssertFalse(log.contains(Base32.encode([UInt8](repeating: 0x42, count: 20))), "no secret in the log")
     }
 }
 

@@ -11,6 +11,9 @@ import Synchronization
 /// What a client needs to use a grid: where the introducer is, how to encode, and its secrets.
 public struct ClientSettings: Sendable {
     public var introducer: IntroducerAddress
+    /// Further introducers (Tahoe allows several): all are asked, their lists merged.
+    public var moreIntroducers: [IntroducerAddress] = []
+    public var introducers: [IntroducerAddress] { [introducer] + moreIntroducers }
     public var encoding: ClientEncoding
     /// Mixed into every convergent key: files match only with this same secret.
     public var convergenceSecret: [UInt8]
@@ -92,8 +95,9 @@ public func permutedServers(_ servers: [ServerRef], storageIndex: [UInt8]) -> [S
 public final class ServerPool: @unchecked Sendable {
     public let loop: EventLoop
     let tls: TLSContext
-    let subscriber: IntroducerSubscriber
-    let introducer: IntroducerAddress
+    /// One subscription per introducer; their lists are merged.
+    let subscribers: [IntroducerSubscriber]
+    let introducers: [IntroducerAddress]
     let rpcConfig: RPCClientConfig
     let connections = Mutex<[String: Task<StorageClient, Error>]>([:])
     let opened = Mutex<[StorageClient]>([])
@@ -104,25 +108,42 @@ public final class ServerPool: @unchecked Sendable {
     /// With `cachePath`, the servers announced last time are used at once (signatures
     /// checked again) while the introducer's list is fetched; the list is saved there again
     /// at `shutdown`. A stale entry costs only a failed connection to a server that left.
-    public init(introducer: IntroducerAddress, rpcConfig: RPCClientConfig = RPCClientConfig(), cachePath: String? = nil) throws {
+    public convenience init(introducer: IntroducerAddress, rpcConfig: RPCClientConfig = RPCClientConfig(), cachePath: String? = nil) throws {
+        try self.init(introducers: [introducer], rpcConfig: rpcConfig, cachePath: cachePath)
+    }
+
+    public init(introducers: [IntroducerAddress], rpcConfig: RPCClientConfig = RPCClientConfig(), cachePath: String? = nil) throws {
+        precondition(!introducers.isEmpty)
         self.cachePath = cachePath
-        loop = try EventLoop(name: "client-loop")
-        tls = try TLSContext.client()
+        let (loop, tls) = (try EventLoop(name: "client-loop"), try TLSContext.client())
+        (self.loop, self.tls) = (loop, tls)
         self.rpcConfig = rpcConfig
-        self.introducer = introducer
-        subscriber = IntroducerSubscriber(introducer: introducer, loop: loop, tls: tls)
+        self.introducers = introducers
+        subscribers = introducers.map { IntroducerSubscriber(introducer: $0, loop: loop, tls: tls) }
         if let cachePath, let bytes = try? FileSystem.readFile(cachePath, maxSize: 8 << 20),
            let cached = try? SubscribeResponse(decoding: bytes) {
-            subscriber.seed(cached.announcements)
+            subscribers[0].seed(cached.announcements)
         }
     }
 
-    /// The servers the introducer currently lists.
-    public var servers: [ServerRef] { subscriber.current.values.map(ServerRef.init) }
-    public var introducerConnected: Bool { subscriber.isConnected }
+    /// The servers the introducers currently list (merged; the newest announcement of each wins).
+    public var servers: [ServerRef] {
+        var merged: [String: Announcement] = [:]
+        for s in subscribers {
+            for (id, a) in s.current where (merged[id]?.sequence ?? 0) <= a.sequence { merged[id] = a }
+        }
+        return merged.values.map(ServerRef.init)
+    }
+    public var introducerConnected: Bool { subscribers.contains { $0.isConnected } }
 
     /// Why no servers are known, in words a person can act on (nil while it is not clear).
     public var introducerProblem: String? {
+        guard !introducerConnected else { return nil }
+        let problems = zip(introducers, subscribers).compactMap { Self.problem($0, $1) }
+        return problems.count == subscribers.count ? problems.joined(separator: "; ") : nil
+    }
+
+    static func problem(_ introducer: IntroducerAddress, _ subscriber: IntroducerSubscriber) -> String? {
         guard !subscriber.isConnected, let e = subscriber.connectionError else { return nil }
         let at = "\(introducer.host):\(introducer.port)"
         switch e.code {
@@ -144,8 +165,10 @@ public final class ServerPool: @unchecked Sendable {
 
     /// A failure that waiting will not mend (a wrong secret or key).
     var introducerRefused: Bool {
-        guard !subscriber.isConnected, let code = subscriber.connectionError?.code else { return false }
-        return code == .notAuthorized || code == .pinMismatch
+        subscribers.allSatisfy { s in
+            guard !s.isConnected, let code = s.connectionError?.code else { return false }
+            return code == .notAuthorized || code == .pinMismatch
+        }
     }
 
     /// Waits for the server list to settle: returns once `enough` servers are known; or once
@@ -210,10 +233,11 @@ public final class ServerPool: @unchecked Sendable {
     /// Closes every connection and the introducer subscription (saving the server list
     /// first, when there is a cache and the introducer's list arrived).
     public func shutdown() {
-        if let cachePath, let list = subscriber.confirmedSigned, !list.isEmpty {
-            try? FileSystem.writeFileAtomically(cachePath, SubscribeResponse(announcements: list).encoded(), permissions: 0o600)
+        let confirmed = subscribers.compactMap(\.confirmedSigned).flatMap { $0 }
+        if let cachePath, !confirmed.isEmpty {
+            try? FileSystem.writeFileAtomically(cachePath, SubscribeResponse(announcements: confirmed).encoded(), permissions: 0o600)
         }
-        subscriber.stop()
+        for s in subscribers { s.stop() }
         connections.withLock { $0.removeAll() }
         for c in opened.withLock({ $0 }) { c.rpc.close() }
         loop.shutdown()

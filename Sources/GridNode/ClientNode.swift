@@ -66,7 +66,10 @@ public enum ClientNode {
             else { throw GridError(.corrupt, "\(directory)/private/\(name) is missing or not base32") }
             return b
         }
-        return ClientSettings(introducer: try IntroducerAddress(parsing: intro), encoding: enc,
-                              convergenceSecret: try secret("convergence"), leaseSecret: try secret("lease.secret"))
+        let introducers = try parseIntroducers(intro)
+        var settings = ClientSettings(introducer: introducers[0], encoding: enc,
+                                      convergenceSecret: try secret("convergence"), leaseSecret: try secret("lease.secret"))
+        settings.moreIntroducers = Array(introducers.dropFirst())
+        return settings
     }
 }

@@ -79,6 +79,14 @@ public func listenAddress(_ listen: String, port: UInt16?, location: String?) th
     return (host, p)
 }
 
+/// `[introducer] address`: one introducer address, or several separated by commas (all
+/// are used; Tahoe also allows several).
+public func parseIntroducers(_ text: String) throws -> [IntroducerAddress] {
+    let list = try text.split(separator: ",").map { try IntroducerAddress(parsing: String($0)) }
+    guard !list.isEmpty else { throw GridError(.usage, "[introducer] address is empty") }
+    return list
+}
+
 /// "host:port", with an IPv6 host in brackets.
 public func joinHostPort(_ host: String, _ port: UInt16) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 

@@ -112,7 +112,7 @@ public enum StorageNode {
         let expireInterval = try parseDuration(config["storage", "expire_interval"] ?? "1h")
         let announceInterval = try parseDuration(config["storage", "announce_interval"] ?? "60s")
         guard let introText = config["introducer", "address"] else { throw GridError(.usage, "grid.conf has no [introducer] address") }
-        let introducer = try IntroducerAddress(parsing: introText)
+        let introducers = try parseIntroducers(introText)
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
         let nickname = config["node", "nickname"] ?? "storage"
 
@@ -125,10 +125,13 @@ public enum StorageNode {
         let tls = try TLSContext.client()
         let key = identity.key
         let seq = UncheckedCounter(start: wallClockSeconds() * 1000)
-        let announcer = Announcer(introducer: introducer, loop: loop, tls: tls, interval: announceInterval,
-                                  log: { logger.info("\($0)") }) {
-            try Announcement(publicKey: key.publicKey, nickname: nickname, addresses: [location],
-                             availableSpace: backend.space().available, sequence: seq.next()).signed(with: key)
+        // One announcer per introducer: each keeps this server announced to its own.
+        let announcers = introducers.map { introducer in
+            Announcer(introducer: introducer, loop: loop, tls: tls, interval: announceInterval,
+                      log: { logger.info("\($0)") }) {
+                try Announcement(publicKey: key.publicKey, nickname: nickname, addresses: [location],
+                                 availableSpace: backend.space().available, sequence: seq.next()).signed(with: key)
+            }
         }
         var expirer: DispatchSourceTimer?
         if sc.expireLeases {
@@ -146,7 +149,7 @@ public enum StorageNode {
         let sig = CurrentProcess.waitForTerminationSignal()
         logger.info("signal \(sig): shutting down")
         expirer?.cancel()
-        announcer.stop()
+        for a in announcers { a.stop() }
         server.stop()  // closing the sessions aborts unfinished uploads
         loop.shutdown()
     }

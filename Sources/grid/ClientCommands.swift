@@ -146,7 +146,7 @@ struct ClientSession {
     init(nodeDirectory: String?) throws {
         let dir = ClientNode.resolveDirectory(nodeDirectory)
         settings = try ClientNode.load(directory: dir)
-        pool = try ServerPool(introducer: settings.introducer, cachePath: ClientNode.serverCachePath(directory: dir))
+        pool = try ServerPool(introducers: settings.introducers, cachePath: ClientNode.serverCachePath(directory: dir))
     }
 }
 

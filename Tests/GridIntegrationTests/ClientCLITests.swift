@@ -283,3 +283,29 @@ extension ClientCLITests {
         XCTAssertEqual(out, data)
     }
 }
+
+extension ClientCLITests {
+    /// Several introducers in a client's grid.conf: all are asked and their lists merged,
+    /// so one that is down (listed first here) does not stop the client.
+    func testSeveralIntroducersOneDown() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let good = grid.address.description
+        let port = try pickFreePort(host: "127.0.0.1")
+        let dead = good.replacingOccurrences(of: ":\(grid.address.port)/", with: ":\(port)/")
+        let node = grid.root + "/two-introducers"
+        var (st, out, err) = try run(["client", "create", node, "--introducer", good])
+        XCTAssertEqual(st, 0, err)
+        let conf = node + "/grid.conf"
+        let text = try String(contentsOfFile: conf, encoding: .utf8)
+        try text.replacingOccurrences(of: "address = " + good, with: "address = \(dead), \(good)")
+            .write(toFile: conf, atomically: true, encoding: .utf8)
+        let data = pseudoRandom(100_000, seed: 5)
+        (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
+        XCTAssertEqual(st, 0, err)
+        let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        (st, out, err) = try run(["download", "--node-dir", node, cap])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(out, data)
+    }
+}

@@ -102,8 +102,10 @@ public final class ServerPool: @unchecked Sendable {
     let connections = Mutex<[String: Task<StorageClient, Error>]>([:])
     let opened = Mutex<[StorageClient]>([])
 
-    /// Where the last confirmed server list is kept between runs (nil: nowhere).
+    /// Where the last confirmed server list is kept between runs (nil: nowhere), and
+    /// what it held when read (not rewritten, and not synced to disk again, if unchanged).
     let cachePath: String?
+    let cachedBytes: [UInt8]?
 
     /// With `cachePath`, the servers announced last time are used at once (signatures
     /// checked again) while the introducer's list is fetched; the list is saved there again
@@ -120,8 +122,8 @@ public final class ServerPool: @unchecked Sendable {
         self.rpcConfig = rpcConfig
         self.introducers = introducers
         subscribers = introducers.map { IntroducerSubscriber(introducer: $0, loop: loop, tls: tls) }
-        if let cachePath, let bytes = try? FileSystem.readFile(cachePath, maxSize: 8 << 20),
-           let cached = try? SubscribeResponse(decoding: bytes) {
+        cachedBytes = cachePath.flatMap { try? FileSystem.readFile($0, maxSize: 8 << 20) }
+        if let bytes = cachedBytes, let cached = try? SubscribeResponse(decoding: bytes) {
             subscribers[0].seed(cached.announcements)
         }
     }
@@ -235,7 +237,8 @@ public final class ServerPool: @unchecked Sendable {
     public func shutdown() {
         let confirmed = subscribers.compactMap(\.confirmedSigned).flatMap { $0 }
         if let cachePath, !confirmed.isEmpty {
-            try? FileSystem.writeFileAtomically(cachePath, SubscribeResponse(announcements: confirmed).encoded(), permissions: 0o600)
+            let bytes = SubscribeResponse(announcements: confirmed).encoded()
+            if bytes != cachedBytes { try? FileSystem.writeFileAtomically(cachePath, bytes, permissions: 0o600) }
         }
         for s in subscribers { s.stop() }
         connections.withLock { $0.removeAll() }

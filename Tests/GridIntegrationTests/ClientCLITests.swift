@@ -309,3 +309,71 @@ extension ClientCLITests {
         XCTAssertEqual(out, data)
     }
 }
+
+extension ClientCLITests {
+    /// `grid check`: a census with a verdict and the Nagios exit codes; `--verify` (from a
+    /// verify capability alone) names a share damaged on a server's disk and reports it;
+    /// `--add-lease` adds this client's lease to every share.
+    func testCheckVerifyAndAddLease() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let node = grid.root + "/checker"
+        var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description, "--segment-size", "4096"])
+        XCTAssertEqual(st, 0, err)
+        let data = pseudoRandom(20_000, seed: 9)
+        (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
+        XCTAssertEqual(st, 0, err)
+        let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard case let .chk(chk) = try Capability(parsing: cap) else { return XCTFail(cap) }
+        let verifyCap = chk.verifier.string
+        func check(_ extra: [String], _ c: String = cap) throws -> (Int32, [String: Any]) {
+            let (st, out, err) = try run(["check", "--node-dir", node, "--json"] + extra + [c])
+            let obj = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any] ?? [:]
+            XCTAssertFalse(obj.isEmpty, "check printed no JSON: \(err)")
+            return (st, obj)
+        }
+        var (cst, r) = try check([])
+        XCTAssertEqual(cst, 0)
+        XCTAssertEqual(r["verdict"] as? String, "healthy")
+        XCTAssertEqual(r["shares_found"] as? Int, 10)
+        (cst, r) = try check(["--verify"], verifyCap)
+        XCTAssertEqual(cst, 0, "\(r)")
+        XCTAssertEqual(r["ciphertext_verified"] as? Bool, true)
+
+        // Damage share 0 where a server keeps it: a flipped byte in its first block.
+        let si = Base32.encode(chk.storageIndex)
+        let holder = try XCTUnwrap(grid.servers.first { FileSystem.exists($0.directory + "/storage/shares/\(si.prefix(2))/\(si)/0") })
+        let path = holder.directory + "/storage/shares/\(si.prefix(2))/\(si)/0"
+        let f = try FileDescriptor(path: path, .readWrite)
+        let at: UInt64 = 12 + 0x24 + 10
+        let byte = try f.read(at: at, count: 1)[0]
+        try f.write(at: at, [byte ^ 0xff])
+        (cst, r) = try check(["--verify"], verifyCap)
+        XCTAssertEqual(cst, 1, "one share bad: degraded, \(r)")
+        XCTAssertEqual(r["verdict"] as? String, "degraded")
+        let corrupt = r["corrupt"] as? [[String: Any]] ?? []
+        XCTAssertEqual(corrupt.map { $0["share"] as? Int }, [0], "\(corrupt)")
+        XCTAssertTrue((corrupt.first?["reason"] as? String ?? "").contains("block 0"), "\(corrupt)")
+        XCTAssertEqual(try FileSystem.list(holder.directory + "/storage/corruption-advisories").count, 1, "reported to its server")
+
+        // A second client adds its lease to every share.
+        let other = grid.root + "/other"
+        (st, _, err) = try run(["client", "create", other, "--introducer", grid.address.description])
+        XCTAssertEqual(st, 0, err)
+        (st, out, err) = try run(["check", "--node-dir", other, "--add-lease", "--json", cap])
+        let lr = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any] ?? [:]
+        XCTAssertEqual(lr["leases_renewed"] as? Int, 10, err)
+        (st, out, err) = try run(["debug", "dump-share", path])
+        XCTAssertTrue(String(decoding: out, as: UTF8.self).contains("leases: 2"), String(decoding: out, as: UTF8.self))
+
+        // Servers gone: degraded, then unrecoverable.
+        for i in 0..<3 { grid.servers[i].stop(ProcessSignal.kill) }
+        (cst, r) = try check([])
+        XCTAssertEqual(cst, 1, "\(r)")
+        XCTAssertEqual(r["verdict"] as? String, "degraded")
+        for i in 3..<9 { grid.servers[i].stop(ProcessSignal.kill) }
+        (cst, r) = try check([])
+        XCTAssertEqual(cst, 2, "\(r)")
+        XCTAssertEqual(r["verdict"] as? String, "unrecoverable")
+    }
+}

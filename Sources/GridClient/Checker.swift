@@ -1,0 +1,185 @@
+import Foundation
+import GridCodec
+import GridCrypto
+import GridFormat
+import GridImmutable
+import GridProtocol
+import GridSystem
+import GridWire
+import Synchronization
+
+/// How a file stands on the grid.
+public enum Verdict: String, Sendable {
+    /// Every one of the n shares is held, on at least `happy` distinct servers.
+    case healthy
+    /// Recoverable (at least k distinct shares), but short of that.
+    case degraded
+    /// Fewer than k distinct good shares: the file cannot be read now.
+    case unrecoverable
+}
+
+/// What `grid check` found out about one file.
+public struct CheckResult: Sendable {
+    public var capability: String
+    public var storageIndex: [UInt8]
+    public var needed: Int
+    public var total: Int
+    public var happy: Int
+    /// Share number → node ids of the servers holding it (after setting aside corrupt copies).
+    public var shares: [Int: [String]]
+    /// Distinct servers holding at least one good share.
+    public var servers: Int
+    /// Servers-of-happiness of the good shares.
+    public var happiness: Int
+    /// Servers that were asked and did not answer (their shares count as missing).
+    public var unanswered: [String]
+    /// Node id → nickname, for every server named above.
+    public var nicknames: [String: String]
+    /// Shares that failed verification: share, server id, class, reason (`--verify` only).
+    public var corrupt: [(share: Int, server: String, reason: String)]
+    /// Whether the ciphertext was rebuilt from k shares and matched its hash tree (`--verify`).
+    public var decoded: Bool?
+    /// Leases added or renewed (`--add-lease`).
+    public var leasesRenewed: Int
+    public var verdict: Verdict
+}
+
+/// Checks files: which shares survive where (a census of every known server), and with
+/// `verify`, whether every share passes every hash and the ciphertext rebuilds; corrupt
+/// shares are reported to their servers. Needs only a verify capability.
+public final class Checker: Sendable {
+    let pool: ServerPool
+    let settings: ClientSettings
+    let coding: CodingOptions
+
+    public init(pool: ServerPool, settings: ClientSettings, coding: CodingOptions = CodingOptions()) {
+        (self.pool, self.settings, self.coding) = (pool, settings, coding)
+    }
+
+    public func check(_ cap: Capability, verify: Bool = false, addLease: Bool = false) async throws -> CheckResult {
+        let v: CHKVerifierCapability
+        switch cap {
+        case .lit:
+            // The data is in the capability: nothing on the grid to lose.
+            return CheckResult(capability: cap.description, storageIndex: [], needed: 0, total: 0, happy: 0, shares: [:],
+                               servers: 0, happiness: 0, unanswered: [], nicknames: [:], corrupt: [], decoded: nil,
+                               leasesRenewed: 0, verdict: .healthy)
+        case let .chk(c): v = c.verifier
+        case let .chkVerifier(c): v = c
+        }
+        let known = await pool.waitForServers(enough: v.total, minimum: v.needed, settle: 0.5)
+        if known.isEmpty { throw pool.noServersError() }
+        let si = v.storageIndex
+        let census = await pool.census(storageIndex: si, servers: permutedServers(known, storageIndex: si),
+                                       deadline: max(3, 2 * coding.stallTimeout))
+        var holdings: [ServerRef: Set<Int>] = census.holdings
+        var corrupt: [(share: Int, server: String, reason: String)] = []
+        var decoded: Bool?
+        if verify {
+            (corrupt, decoded) = try await verifyShares(v, census)
+            for c in corrupt {
+                if let s = holdings.keys.first(where: { $0.nodeID == c.server }) { holdings[s]?.remove(c.share) }
+            }
+        }
+        var renewed = 0
+        if addLease { renewed = await renewLeases(si, census) }
+        var shares: [Int: [String]] = [:]
+        var nicknames: [String: String] = [:]
+        for (s, held) in holdings where !held.isEmpty {
+            nicknames[s.nodeID] = s.nickname
+            for n in held { shares[n, default: []].append(s.nodeID) }
+        }
+        for n in shares.keys { shares[n]!.sort() }
+        let distinct = shares.count
+        let happiness = Placement.happiness(holdings.filter { !$0.value.isEmpty })
+        let happy = settings.encoding.happy
+        let verdict: Verdict = distinct < v.needed || decoded == false ? .unrecoverable
+            : (distinct == v.total && happiness >= min(happy, v.total) ? .healthy : .degraded)
+        return CheckResult(capability: cap.description, storageIndex: si, needed: v.needed, total: v.total, happy: happy,
+                           shares: shares, servers: holdings.values.filter { !$0.isEmpty }.count, happiness: happiness,
+                           unanswered: (census.unanswered + census.failed.keys).map(\.nodeID).sorted(), nicknames: nicknames,
+                           corrupt: corrupt, decoded: decoded, leasesRenewed: renewed, verdict: verdict)
+    }
+
+    /// Reads every share found and checks every hash in it (header, URI extension block
+    /// against the capability, share hash chain, block tree, every block); then rebuilds
+    /// the ciphertext from k good shares and checks it against the crypttext hash tree.
+    /// Corrupt shares are reported to the servers holding them.
+    func verifyShares(_ v: CHKVerifierCapability, _ census: ShareCensus) async throws -> ([(share: Int, server: String, reason: String)], Bool?) {
+        let readers = census.answers.flatMap { a in
+            a.shares.sorted { $0.key < $1.key }.map {
+                RemoteShareReader(server: a.server, client: a.client, storageIndex: v.storageIndex, shareNumber: $0.key,
+                                  size: $0.value, stallTimeout: coding.stallTimeout, latency: a.latency)
+            }
+        }
+        let box = UncheckedBox(readers)
+        let (bad, decodedOK): ([(RemoteShareReader, ShareFailure)], Bool?) = try await onThread("grid-verify") {
+            let validator = CHKShareValidator(v)
+            var bad: [(RemoteShareReader, ShareFailure)] = []
+            var shape: CHKFileShape?
+            for r in box.value where shape == nil {
+                do { shape = try validator.fileShape(from: r) } catch let f as ShareFailure { bad.append((r, f)) }
+            }
+            guard let shape else { return (bad, nil) }
+            var good: [ShareReader] = []
+            for r in box.value where !bad.contains(where: { $0.0 === r }) {
+                do {
+                    let share = try validator.validate(r, shape: shape)
+                    for seg in 0..<shape.geometry.numSegments {
+                        let block = try r.read(at: share.blockOffset(seg), length: shape.geometry.blockLength(seg))
+                        try block.withUnsafeBytes { try validator.checkBlock($0, of: share, segment: seg) }
+                    }
+                    _ = try validator.crypttextLeaves(share, shape: shape)
+                    good.append(r)
+                } catch {
+                    bad.append((r, ShareFailure(error)))
+                }
+            }
+            // The ciphertext, rebuilt from k of the good shares, must match its hash tree.
+            let decoder = CHKDecoder(verifier: v, key: nil, shares: good, simdPath: self.coding.simdPath, threads: self.coding.threads)
+            do {
+                try decoder.decode(to: DiscardPlaintextSink())
+                return (bad, true)
+            } catch let e as ImmutableError {
+                if case .notEnoughShares = e { return (bad, nil) }
+                return (bad, false)
+            }
+        }
+        for r in readers { r.cancel() }
+        let corrupt = bad.filter { $0.1.isCorrupt }
+        await withTaskGroup(of: Void.self) { group in
+            for (r, why) in corrupt {
+                group.addTask {
+                    try? await r.client.adviseCorruptShare(mutable: false, storageIndex: v.storageIndex, share: r.shareNumber, reason: "\(why)")
+                }
+            }
+        }
+        return (corrupt.map { (share: $0.0.shareNumber, server: $0.0.server.nodeID, reason: "\($0.1)") }, decodedOK)
+    }
+
+    /// Adds (or renews) this client's lease on every share found, on every server holding one.
+    func renewLeases(_ si: [UInt8], _ census: ShareCensus) async -> Int {
+        let renewRoot = TahoeHash.fileRenewalSecret(clientRenewal: TahoeHash.clientRenewalSecret(settings.leaseSecret), storageIndex: si)
+        let cancelRoot = TahoeHash.fileCancelSecret(clientCancel: TahoeHash.clientCancelSecret(settings.leaseSecret), storageIndex: si)
+        let timeout = 4 * coding.stallTimeout
+        return await withTaskGroup(of: Int.self) { group in
+            for a in census.answers where !a.shares.isEmpty {
+                group.addTask {
+                    let req = AddLeaseRequest(
+                        storageIndex: si,
+                        renewSecret: TahoeHash.bucketRenewalSecret(fileRenewal: renewRoot, serverID: a.server.permutationSeed),
+                        cancelSecret: TahoeHash.bucketCancelSecret(fileCancel: cancelRoot, serverID: a.server.permutationSeed))
+                    return (try? await a.client.call(req, timeout: timeout)) != nil ? a.shares.count : 0
+                }
+            }
+            var n = 0
+            for await c in group { n += c }
+            return n
+        }
+    }
+}
+
+/// Discards plaintext (verification rebuilds ciphertext only to check it).
+final class DiscardPlaintextSink: PlaintextSink {
+    func write(_ bytes: UnsafeRawBufferPointer) throws {}
+}

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import GridClient
+import GridFormat
+import GridSystem
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check files on the grid: which shares survive where, and with --verify whether they are intact.",
+        discussion: """
+            For each capability (read or verify capability: URI:CHK-Verifier: is enough), asks \
+            every known server at once which shares it holds and gives a verdict: healthy (all \
+            n shares, on at least `happy` distinct servers), degraded (recoverable, but short of \
+            that), or unrecoverable (fewer than k distinct good shares). Servers that do not \
+            answer within a few seconds are named; their shares count as missing.
+
+            --verify also reads every share and checks every hash in it, rebuilds the ciphertext \
+            from k good shares and checks it against its hash tree, and reports each corrupt \
+            share to the server holding it. --add-lease adds or renews this client's lease on \
+            every share found. --json prints one JSON object per file, one per line.
+
+            Example: grid check --verify URI:CHK-Verifier:...
+
+            Exit status: 0 every file healthy; 1 some file degraded; 2 some file unrecoverable \
+            (the Nagios convention, for monitoring); otherwise as for every command:
+            \(ExitStatus.help)
+            """)
+
+    @Argument(help: "Capabilities to check.") var capabilities: [String]
+    @Flag(help: "Read every share and check every hash; report corrupt shares to their servers.") var verify = false
+    @Flag(name: .customLong("add-lease"), help: "Add or renew this client's lease on every share found.") var addLease = false
+    @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
+    @Flag(help: "Print one JSON object per file.") var json = false
+
+    func run() throws {
+        let worst = try reportingErrors { () -> Verdict in
+            let caps = try capabilities.map { try Capability(parsing: $0) }
+            let session = try ClientSession(nodeDirectory: nodeDir)
+            defer { session.pool.shutdown() }
+            let checker = Checker(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
+            let (verify, addLease) = (self.verify, self.addLease)
+            var worst = Verdict.healthy
+            for cap in caps {
+                let r = try blockingAwait { try await checker.check(cap, verify: verify, addLease: addLease) }
+                if r.verdict == .unrecoverable || (r.verdict == .degraded && worst == .healthy) { worst = r.verdict }
+                FileHandleStdout.write((json ? jsonLine(r) : text(r)) + "\n")
+            }
+            return worst
+        }
+        switch worst {
+        case .healthy: return
+        case .degraded: throw ExitCode(1)
+        case .unrecoverable: throw ExitCode(2)
+        }
+    }
+
+    func name(_ id: String, _ r: CheckResult) -> String { r.nicknames[id] ?? String(id.prefix(12)) }
+
+    func text(_ r: CheckResult) -> String {
+        if r.total == 0 { return "\(r.capability.prefix(40))…: healthy (a literal file: the data is in the capability)" }
+        var lines = ["\(r.capability.prefix(60))…: \(r.verdict.rawValue)",
+                     "  shares: \(r.shares.count) of \(r.total) (need \(r.needed)) on \(r.servers) servers, happiness \(r.happiness) (happy \(r.happy))"]
+        let missing = (0..<r.total).filter { r.shares[$0] == nil }
+        if !missing.isEmpty { lines.append("  missing shares: " + missing.map(String.init).joined(separator: ", ")) }
+        for n in r.shares.keys.sorted() { lines.append("  share \(n): " + r.shares[n]!.map { name($0, r) }.joined(separator: ", ")) }
+        if !r.unanswered.isEmpty { lines.append("  did not answer: " + r.unanswered.map { name($0, r) }.joined(separator: ", ")) }
+        for c in r.corrupt { lines.append("  corrupt: share \(c.share) on \(name(c.server, r)): \(c.reason) (reported to the server)") }
+        if let d = r.decoded { lines.append("  ciphertext rebuilt from \(r.needed) shares: " + (d ? "matches its hash tree" : "DOES NOT match its hash tree")) }
+        if addLease { lines.append("  leases added or renewed on \(r.leasesRenewed) shares") }
+        return lines.joined(separator: "\n")
+    }
+
+    func jsonLine(_ r: CheckResult) -> String {
+        var out: [String: Any] = [
+            "cap": r.capability, "verdict": r.verdict.rawValue, "needed": r.needed, "total": r.total, "happy": r.happy,
+            "shares_found": r.shares.count, "servers": r.servers, "happiness": r.happiness,
+            "shares": Dictionary(uniqueKeysWithValues: r.shares.map { ("\($0.key)", $0.value) }),
+            "missing": (0..<r.total).filter { r.shares[$0] == nil }, "unanswered": r.unanswered, "nicknames": r.nicknames,
+            "corrupt": r.corrupt.map { ["share": $0.share, "server": $0.server, "reason": $0.reason] },
+        ]
+        if !r.storageIndex.isEmpty { out["storage_index"] = Base32.encode(r.storageIndex) }
+        if let d = r.decoded { out["ciphertext_verified"] = d }
+        if addLease { out["leases_renewed"] = r.leasesRenewed }
+        return jsonString(out)
+    }
+}

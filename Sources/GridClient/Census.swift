@@ -159,6 +159,16 @@ struct BucketAllocator {
         return handles
     }
 
+    /// Treats these copies as not there (they failed verification), and never asks their
+    /// servers for new shares (each still holds its bad copy, which would answer for it).
+    mutating func setAside(_ copies: [(share: Int, server: String)]) {
+        for c in copies {
+            guard let s = holdings.keys.first(where: { $0.nodeID == c.server }) else { continue }
+            holdings[s]?.remove(c.share)
+            writable.remove(s)
+        }
+    }
+
     /// Forgets servers that failed: what they held no longer counts, and they are not asked again.
     mutating func drop(_ failed: Set<ServerRef>) {
         holdings = holdings.filter { !failed.contains($0.key) }

@@ -99,7 +99,8 @@ public final class Downloader: Sendable {
             nicknames[r.server.nodeID] = r.server.nickname
         }
         return DownloadResult(bytesWritten: total, fileSize: chk.size, sharesUsed: used, nicknames: nicknames,
-                              badShares: badList, corruptionReports: corrupt.count, seconds: monotonicNow() - start)
+                              badShares: badList, corruptionReports: corrupt.count, seconds: monotonicNow() - start,
+                              uriExtension: decoder.uriExtension)
     }
 
     /// Asks all servers at once; returns readers for every share found, fastest servers

@@ -44,4 +44,6 @@ public struct DownloadResult: Sendable {
     /// Corrupt shares reported to the servers holding them.
     public var corruptionReports: Int
     public var seconds: Double
+    /// The file's verified URI extension block (nil for a literal file).
+    public var uriExtension: URIExtension? = nil
 }

@@ -18,16 +18,15 @@ public struct RepairResult: Sendable {
 /// that do not hold a bad copy. Never makes things worse: existing shares are kept, and a
 /// failed placement leaves nothing half-written.
 public final class Repairer: Sendable {
-    let pool: ServerPool
-    let settings: ClientSettings
-    let coding: CodingOptions
+    /// Repairs check before and after; the repairer works with the same pool and settings.
+    let checker: Checker
+    var pool: ServerPool { checker.pool }
+    var settings: ClientSettings { checker.settings }
+    var coding: CodingOptions { checker.coding }
 
-    public init(pool: ServerPool, settings: ClientSettings, coding: CodingOptions = CodingOptions()) {
-        (self.pool, self.settings, self.coding) = (pool, settings, coding)
-    }
+    public init(checker: Checker) { self.checker = checker }
 
     public func repair(_ cap: Capability) async throws -> RepairResult {
-        let checker = Checker(pool: pool, settings: settings, coding: coding)
         let before = try await checker.check(cap, verify: true)
         guard before.verdict != .healthy else { return RepairResult(before: before, after: before, placed: [:]) }
         guard case let .chk(chk) = cap else {

@@ -33,24 +33,12 @@ struct Check: ParsableCommand {
     @Flag(help: "Print one JSON object per file.") var json = false
 
     func run() throws {
-        let worst = try reportingErrors { () -> Verdict in
-            let caps = try capabilities.map { try Capability(parsing: $0) }
-            let session = try ClientSession(nodeDirectory: nodeDir)
-            defer { session.pool.shutdown() }
+        try forEachFile(capabilities, nodeDir: nodeDir) { session, cap in
             let checker = Checker(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
             let (verify, addLease) = (self.verify, self.addLease)
-            var worst = Verdict.healthy
-            for cap in caps {
-                let r = try blockingAwait { try await checker.check(cap, verify: verify, addLease: addLease) }
-                if r.verdict == .unrecoverable || (r.verdict == .degraded && worst == .healthy) { worst = r.verdict }
-                FileHandleStdout.write((json ? jsonLine(r) : text(r)) + "\n")
-            }
-            return worst
-        }
-        switch worst {
-        case .healthy: return
-        case .degraded: throw ExitCode(1)
-        case .unrecoverable: throw ExitCode(2)
+            let r = try blockingAwait { try await checker.check(cap, verify: verify, addLease: addLease) }
+            FileHandleStdout.write((json ? jsonLine(r) : text(r)) + "\n")
+            return r.verdict
         }
     }
 
@@ -82,5 +70,26 @@ struct Check: ParsableCommand {
         if let d = r.decoded { out["ciphertext_verified"] = d }
         if addLease { out["leases_renewed"] = r.leasesRenewed }
         return jsonString(out)
+    }
+}
+
+/// Runs `body` for each capability with one client session; the exit status is that of
+/// the worst verdict (0 healthy, 1 degraded, 2 unrecoverable: the Nagios convention).
+func forEachFile(_ capabilities: [String], nodeDir: String?, _ body: (ClientSession, Capability) throws -> Verdict) throws {
+    let worst = try reportingErrors { () -> Verdict in
+        let caps = try capabilities.map { try Capability(parsing: $0) }
+        let session = try ClientSession(nodeDirectory: nodeDir)
+        defer { session.pool.shutdown() }
+        var worst = Verdict.healthy
+        for cap in caps {
+            let v = try body(session, cap)
+            if v == .unrecoverable || (v == .degraded && worst == .healthy) { worst = v }
+        }
+        return worst
+    }
+    switch worst {
+    case .healthy: return
+    case .degraded: throw ExitCode(1)
+    case .unrecoverable: throw ExitCode(2)
     }
 }

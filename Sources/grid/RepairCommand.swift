@@ -27,37 +27,25 @@ struct Repair: ParsableCommand {
     @Flag(help: "Print one JSON object per file.") var json = false
 
     func run() throws {
-        let worst = try reportingErrors { () -> Verdict in
-            let caps = try capabilities.map { try Capability(parsing: $0) }
-            let session = try ClientSession(nodeDirectory: nodeDir)
-            defer { session.pool.shutdown() }
-            let repairer = Repairer(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
-            var worst = Verdict.healthy
-            for cap in caps {
-                let r = try blockingAwait { try await repairer.repair(cap) }
-                let v = r.after.verdict
-                if v == .unrecoverable || (v == .degraded && worst == .healthy) { worst = v }
-                let placed = r.placed.keys.sorted()
-                if json {
-                    FileHandleStdout.write(jsonString([
-                        "cap": cap.description, "before": r.before.verdict.rawValue, "after": v.rawValue,
-                        "placed": Dictionary(uniqueKeysWithValues: r.placed.map { ("\($0.key)", $0.value) }),
-                        "shares_found_after": r.after.shares.count, "happiness_after": r.after.happiness,
-                    ]) + "\n")
-                } else if placed.isEmpty {
-                    FileHandleStdout.write("\(cap.description.prefix(60))…: \(r.before.verdict.rawValue), nothing to place\n")
-                } else {
-                    let to = placed.map { n in "\(n) → " + r.placed[n]!.map { r.after.nicknames[$0] ?? String($0.prefix(12)) }.joined(separator: ", ") }
-                    FileHandleStdout.write("\(cap.description.prefix(60))…: \(r.before.verdict.rawValue) → \(v.rawValue); placed share "
-                        + to.joined(separator: "; ") + "\n")
-                }
+        try forEachFile(capabilities, nodeDir: nodeDir) { session, cap in
+            let repairer = Repairer(checker: Checker(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment()))
+            let r = try blockingAwait { try await repairer.repair(cap) }
+            let v = r.after.verdict
+            let placed = r.placed.keys.sorted()
+            if json {
+                FileHandleStdout.write(jsonString([
+                    "cap": cap.description, "before": r.before.verdict.rawValue, "after": v.rawValue,
+                    "placed": Dictionary(uniqueKeysWithValues: r.placed.map { ("\($0.key)", $0.value) }),
+                    "shares_found_after": r.after.shares.count, "happiness_after": r.after.happiness,
+                ]) + "\n")
+            } else if placed.isEmpty {
+                FileHandleStdout.write("\(cap.description.prefix(60))…: \(r.before.verdict.rawValue), nothing to place\n")
+            } else {
+                let to = placed.map { n in "\(n) → " + r.placed[n]!.map { r.after.nicknames[$0] ?? String($0.prefix(12)) }.joined(separator: ", ") }
+                FileHandleStdout.write("\(cap.description.prefix(60))…: \(r.before.verdict.rawValue) → \(v.rawValue); placed share "
+                    + to.joined(separator: "; ") + "\n")
             }
-            return worst
-        }
-        switch worst {
-        case .healthy: return
-        case .degraded: throw ExitCode(1)
-        case .unrecoverable: throw ExitCode(2)
+            return v
         }
     }
 }

@@ -311,19 +311,24 @@ extension ClientCLITests {
 }
 
 extension ClientCLITests {
+    /// A new client node NAME on `grid` (4 KiB segments) that has uploaded `data`.
+    func uploadedFile(_ grid: TestGrid, _ name: String, _ data: [UInt8]) throws -> (node: String, cap: String) {
+        let node = grid.root + "/" + name
+        var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description, "--segment-size", "4096"])
+        XCTAssertEqual(st, 0, err)
+        (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
+        XCTAssertEqual(st, 0, err)
+        return (node, String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     /// `grid check`: a census with a verdict and the Nagios exit codes; `--verify` (from a
     /// verify capability alone) names a share damaged on a server's disk and reports it;
     /// `--add-lease` adds this client's lease to every share.
     func testCheckVerifyAndAddLease() throws {
         let grid = try TestGrid(servers: 10)
         defer { grid.shutdown() }
-        let node = grid.root + "/checker"
-        var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description, "--segment-size", "4096"])
-        XCTAssertEqual(st, 0, err)
-        let data = pseudoRandom(20_000, seed: 9)
-        (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
-        XCTAssertEqual(st, 0, err)
-        let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let (node, cap) = try uploadedFile(grid, "checker", pseudoRandom(20_000, seed: 9))
+        var (st, out, err): (Int32, [UInt8], String)
         guard case let .chk(chk) = try Capability(parsing: cap) else { return XCTFail(cap) }
         let verifyCap = chk.verifier.string
         func check(_ extra: [String], _ c: String = cap) throws -> (Int32, [String: Any]) {
@@ -384,13 +389,9 @@ extension ClientCLITests {
     func testRepairLostAndCorruptShares() throws {
         let grid = try TestGrid(servers: 10)
         defer { grid.shutdown() }
-        let node = grid.root + "/repairer"
-        var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description, "--segment-size", "4096"])
-        XCTAssertEqual(st, 0, err)
         let data = pseudoRandom(30_000, seed: 12)
-        (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
-        XCTAssertEqual(st, 0, err)
-        let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let (node, cap) = try uploadedFile(grid, "repairer", data)
+        var (st, out, err): (Int32, [UInt8], String)
         func json(_ args: [String]) throws -> (Int32, [String: Any]) {
             let (st, out, err) = try run(args + ["--node-dir", node, "--json", cap])
             let obj = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any] ?? [:]

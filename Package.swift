@@ -60,6 +60,7 @@ let package = Package(
         // The client: server selection, streaming upload and download through a live grid.
         .target(name: "GridClient", dependencies: [
             "GridImmutable", "GridCodec", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
+            "GridDatabase",
         ]),
         // One launcher of local grids (an introducer and N storage daemons on 127.0.0.1)
         // for `grid demo`, `grid bench grid`, `grid local-grid` and the integration tests.

@@ -30,6 +30,7 @@ public final class Database: @unchecked Sendable {
     public enum Value {
         case int(Int64)
         case blob([UInt8])
+        case text(String)
         case null
     }
 
@@ -70,6 +71,7 @@ public final class Database: @unchecked Sendable {
             switch p {
             case let .int(v): sqlite3_bind_int64(s, idx, v)
             case let .blob(b): _ = b.withUnsafeBytes { sqlite3_bind_blob(s, idx, $0.baseAddress, Int32(b.count), grid_sqlite_transient()) }
+            case let .text(t): sqlite3_bind_text(s, idx, t, -1, grid_sqlite_transient())
             case .null: sqlite3_bind_null(s, idx)
             }
         }
@@ -82,6 +84,7 @@ public final class Database: @unchecked Sendable {
             for c in 0..<sqlite3_column_count(s) {
                 switch sqlite3_column_type(s, c) {
                 case SQLITE_INTEGER: row.append(.int(sqlite3_column_int64(s, c)))
+                case SQLITE_TEXT: row.append(.text(sqlite3_column_text(s, c).map { String(cString: $0) } ?? ""))
                 case SQLITE_BLOB:
                     let n = Int(sqlite3_column_bytes(s, c))
                     if let p = sqlite3_column_blob(s, c) {
@@ -115,4 +118,5 @@ public final class Database: @unchecked Sendable {
 extension Database.Value {
     public var int: Int64? { if case let .int(v) = self { return v }; return nil }
     public var blob: [UInt8]? { if case let .blob(b) = self { return b }; return nil }
+    public var text: String? { if case let .text(t) = self { return t }; return nil }
 }

@@ -47,6 +47,9 @@ public enum ClientNode {
     /// next command can start at once.
     public static func serverCachePath(directory: String) -> String { directory + "/servers.cache" }
 
+    /// The client's catalog of what it stored (SQLite).
+    public static func catalogPath(directory: String) -> String { directory + "/catalog.sqlite" }
+
     public static func load(directory: String) throws -> ClientSettings {
         let config = try NodeConfig.load(directory: directory, expecting: .client)
         guard let intro = config["introducer", "address"] else {

@@ -142,9 +142,11 @@ func jsonString(_ object: Any) -> String {
 struct ClientSession {
     let settings: ClientSettings
     let pool: ServerPool
+    let directory: String
 
     init(nodeDirectory: String?) throws {
         let dir = ClientNode.resolveDirectory(nodeDirectory)
+        directory = dir
         settings = try ClientNode.load(directory: dir)
         pool = try ServerPool(introducers: settings.introducers, cachePath: ClientNode.serverCachePath(directory: dir))
     }
@@ -208,6 +210,8 @@ struct Upload: ParsableCommand {
             let uploader = Uploader(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
             let box = UncheckedBox(source)
             let r = try blockingAwait { try await uploader.upload(source: box.value) { bar.update($0) } }
+            // Remember it: `grid list`, and later `grid maintain`, walk the catalog.
+            try Catalog(path: ClientNode.catalogPath(directory: session.directory)).add(r.capability, name: file)
             bar.finish()
             if json {
                 var out: [String: Any] = [

@@ -428,3 +428,34 @@ extension ClientCLITests {
         XCTAssertEqual(out, data)
     }
 }
+
+extension ClientCLITests {
+    /// Every upload lands in the client's catalog; `grid catalog add` brings in more
+    /// (refusing a manifest with a malformed line whole); `grid list` shows them.
+    func testCatalogOfUploads() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (node, cap) = try uploadedFile(grid, "cataloguer", pseudoRandom(10_000, seed: 3))
+        func list() throws -> [[String: Any]] {
+            let (st, out, err) = try run(["list", "--node-dir", node, "--json"])
+            XCTAssertEqual(st, 0, err)
+            return (try? JSONSerialization.jsonObject(with: Data(out))) as? [[String: Any]] ?? []
+        }
+        var entries = try list()
+        XCTAssertEqual(entries.map { $0["cap"] as? String }, [cap])
+        XCTAssertEqual(entries.first?["name"] as? String, "-")
+        XCTAssertEqual(entries.first?["size"] as? Int, 10_000)
+        let manifest = grid.root + "/caps.txt"
+        let lit = "URI:LIT:" + Base32.encode(Array("hello".utf8))
+        try "# from elsewhere\n\(lit)\n\nURI:CHK:broken\n".write(toFile: manifest, atomically: true, encoding: .utf8)
+        var (st, _, err) = try run(["catalog", "add", "--node-dir", node, "--manifest", manifest])
+        XCTAssertEqual(st, 64, err)
+        XCTAssertEqual(try list().count, 1, "nothing added from a manifest with a bad line")
+        try "# from elsewhere\n\(lit)\n".write(toFile: manifest, atomically: true, encoding: .utf8)
+        (st, _, err) = try run(["catalog", "add", "--node-dir", node, "--manifest", manifest, "--name", "old backups"])
+        XCTAssertEqual(st, 0, err)
+        entries = try list()
+        XCTAssertEqual(Set(entries.compactMap { $0["cap"] as? String }), [cap, lit])
+        XCTAssertEqual(entries.first { $0["cap"] as? String == lit }?["name"] as? String, "old backups")
+    }
+}

@@ -1,0 +1,50 @@
+import GridDatabase
+import GridFormat
+import GridSystem
+
+/// What a client has stored: every upload's capability with its size, name and time, in
+/// SQLite in the client's node directory (`catalog.sqlite`). The checker and `grid
+/// maintain` walk it; `grid list` shows it.
+public final class Catalog: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public var capability: String
+        public var size: UInt64
+        /// The path or name it was uploaded as ("-" for stdin), or where it came from.
+        public var name: String
+        /// Unix seconds.
+        public var added: UInt64
+    }
+
+    let db: Database
+
+    public init(path: String) throws {
+        db = try Database(path: path)
+        try db.exec("""
+            CREATE TABLE IF NOT EXISTS files(cap TEXT PRIMARY KEY, size INTEGER NOT NULL, name TEXT NOT NULL,
+                                             added INTEGER NOT NULL);
+            """)
+    }
+
+    /// Records a file (again: the newest name and time win).
+    public func add(_ cap: Capability, name: String, at time: UInt64 = wallClockSeconds()) throws {
+        let size: UInt64
+        switch cap {
+        case let .lit(l): size = UInt64(l.data.count)
+        case let .chk(c): size = c.size
+        case let .chkVerifier(c): size = c.size
+        }
+        try db.transaction {
+            try db.query("INSERT OR REPLACE INTO files(cap, size, name, added) VALUES (?, ?, ?, ?)",
+                         [.text(cap.description), .int(Int64(size)), .text(name), .int(Int64(time))])
+        }
+    }
+
+    /// Every file, oldest first.
+    public func entries() throws -> [Entry] {
+        try db.lock.withLock { _ in
+            try db.query("SELECT cap, size, name, added FROM files ORDER BY added, cap")
+        }.map { r in
+            Entry(capability: r[0].text ?? "", size: UInt64(r[1].int ?? 0), name: r[2].text ?? "", added: UInt64(r[3].int ?? 0))
+        }
+    }
+}

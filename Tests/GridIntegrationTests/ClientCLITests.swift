@@ -72,9 +72,7 @@ final class ClientCLITests: XCTestCase {
         XCTAssertEqual((json?["shares"] as? [String: Any])?.count, 10)
 
         // Download to stdout, to a file, and a range.
-        (st, out, err) = try run(["download", "--node-dir", node, cap])
-        XCTAssertEqual(st, 0, err)
-        XCTAssertEqual(out, data)
+        try assertReadsBack(node, cap, data)
         // A well-formed capability no server knows: say so, and suggest checking it.
         let k = cap.index(cap.startIndex, offsetBy: "URI:CHK:".count)
         let unknown = cap.replacingCharacters(in: k...k, with: cap[k] == "a" ? "b" : "a")
@@ -278,9 +276,7 @@ extension ClientCLITests {
         (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
         XCTAssertEqual(st, 0, "upload with the introducer down: \(err)")
         let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        (st, out, err) = try run(["download", "--node-dir", node, cap])
-        XCTAssertEqual(st, 0, err)
-        XCTAssertEqual(out, data)
+        try assertReadsBack(node, cap, data)
     }
 }
 
@@ -304,13 +300,18 @@ extension ClientCLITests {
         (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
         XCTAssertEqual(st, 0, err)
         let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        (st, out, err) = try run(["download", "--node-dir", node, cap])
-        XCTAssertEqual(st, 0, err)
-        XCTAssertEqual(out, data)
+        try assertReadsBack(node, cap, data)
     }
 }
 
 extension ClientCLITests {
+    /// `grid download CAP` through `node` gives `data` back.
+    func assertReadsBack(_ node: String, _ cap: String, _ data: [UInt8], line: UInt = #line) throws {
+        let (st, out, err) = try run(["download", "--node-dir", node, cap])
+        XCTAssertEqual(st, 0, err, line: line)
+        XCTAssertTrue(out == data, "the bytes read back differ", line: line)
+    }
+
     /// A new client node NAME on `grid` (4 KiB segments) that has uploaded `data`.
     func uploadedFile(_ grid: TestGrid, _ name: String, _ data: [UInt8]) throws -> (node: String, cap: String) {
         let node = grid.root + "/" + name
@@ -391,7 +392,6 @@ extension ClientCLITests {
         defer { grid.shutdown() }
         let data = pseudoRandom(30_000, seed: 12)
         let (node, cap) = try uploadedFile(grid, "repairer", data)
-        var (st, out, err): (Int32, [UInt8], String)
         func json(_ args: [String]) throws -> (Int32, [String: Any]) {
             let (st, out, err) = try run(args + ["--node-dir", node, "--json", cap])
             let obj = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any] ?? [:]
@@ -423,9 +423,7 @@ extension ClientCLITests {
         XCTAssertEqual(rst, 0, "\(r)")
         XCTAssertEqual(r["before"] as? String, "degraded")
         XCTAssertEqual((r["placed"] as? [String: Any])?.keys.sorted(), ["5"], "\(r)")
-        (st, out, err) = try run(["download", "--node-dir", node, cap])
-        XCTAssertEqual(st, 0, err)
-        XCTAssertEqual(out, data)
+        try assertReadsBack(node, cap, data)
     }
 }
 

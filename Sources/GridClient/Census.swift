@@ -159,6 +159,22 @@ struct BucketAllocator {
         return handles
     }
 
+    /// When shares are clumped on too few servers: asks writable servers that hold no
+    /// share (in permuted order) to take one share each that no other server is credited
+    /// with in a maximum matching, until happiness reaches `happy`. Returns the new buckets.
+    mutating func spread(happy: Int) async -> [BucketHandle] {
+        handles = []
+        var spare = Set(holdings.values.flatMap { $0 }).subtracting(Placement.matching(holdings).keys).sorted()
+        let need = happy - happiness
+        guard need > 0, !spare.isEmpty else { return [] }
+        var plan: [ServerRef: [Int]] = [:]
+        for s in reachable where writable.contains(s) && (holdings[s] ?? []).isEmpty && plan.count < need && !spare.isEmpty {
+            plan[s] = [spare.removeFirst()]
+        }
+        if !plan.isEmpty { await allocate(plan) }
+        return handles
+    }
+
     /// Treats these copies as not there (they failed verification), and never asks their
     /// servers for new shares (each still holds its bad copy, which would answer for it).
     mutating func setAside(_ copies: [(share: Int, server: String)]) {

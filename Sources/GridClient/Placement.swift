@@ -17,6 +17,16 @@ public enum Placement {
         return count
     }
 
+    /// A maximum server-share matching for `holdings`: share → the server credited with it.
+    public static func matching<S: Hashable>(_ holdings: [S: Set<Int>]) -> [Int: S] {
+        var matchOfShare: [Int: S] = [:]
+        for server in holdings.keys {
+            var seen = Set<Int>()
+            _ = augment(server, holdings, &matchOfShare, &seen)
+        }
+        return matchOfShare
+    }
+
     /// Kuhn's augmenting path from `server`: true when it (re)arranged the matching to give
     /// `server` a share.
     static func augment<S: Hashable>(_ server: S, _ edges: [S: Set<Int>], _ matchOfShare: inout [Int: S], _ seen: inout Set<Int>) -> Bool {

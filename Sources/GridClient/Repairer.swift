@@ -55,16 +55,21 @@ public final class Repairer: Sendable {
                                         leaseSecret: settings.leaseSecret, census: census, servers: permuted,
                                         callTimeout: 4 * coding.stallTimeout)
         allocator.setAside(before.corrupt.map { (share: $0.share, server: $0.server) })
+        // Missing share numbers first; then, if the shares sit on too few servers, copies of
+        // shares onto servers that hold none (Tahoe's repairer never spreads clumped shares).
         await allocator.place(total: chk.total)
+        var handles = allocator.handles
+        let happy = min(settings.encoding.happy, chk.total)
+        if allocator.happiness < happy { handles += await allocator.spread(happy: happy) }
         let uploader = Uploader(pool: pool, settings: settings, coding: coding)
         var placed: [Int: [String]] = [:]
-        if !allocator.handles.isEmpty {
-            let pushed = try await uploader.pushShares(encoder: encoder, source: source, key: chk.key, handles: allocator.handles,
+        if !handles.isEmpty {
+            let pushed = try await uploader.pushShares(encoder: encoder, source: source, key: chk.key, handles: handles,
                                                        holdings: allocator.holdings, happy: 1) { _ in }
             guard case let .chk(again, _) = pushed.result, again == chk else {
                 throw GridError(.internal, "re-encoding gave another capability; the new shares were not kept")
             }
-            for h in allocator.handles where pushed.failedServers[h.server] == nil {
+            for h in handles where pushed.failedServers[h.server] == nil {
                 placed[h.share, default: []].append(h.server.nodeID)
             }
         }

@@ -457,3 +457,37 @@ extension ClientCLITests {
         XCTAssertEqual(entries.first { $0["cap"] as? String == lit }?["name"] as? String, "old backups")
     }
 }
+
+extension ClientCLITests {
+    /// Shares clumped on two servers are not healthy (happiness 2 < 7), and repair spreads
+    /// copies onto servers that hold none until happiness is met.
+    func testRepairSpreadsClumpedShares() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        for i in 2..<10 { grid.servers[i].stop(ProcessSignal.kill) }
+        // A client content with 2 servers uploads while only two run: all 10 shares on them.
+        let clumper = grid.root + "/clumper"
+        var (st, out, err) = try run(["client", "create", clumper, "--introducer", grid.address.description, "--happy", "2"])
+        XCTAssertEqual(st, 0, err)
+        let data = pseudoRandom(40_000, seed: 4)
+        (st, out, err) = try run(["upload", "--node-dir", clumper, "-"], stdin: data)
+        XCTAssertEqual(st, 0, err)
+        let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        for i in 2..<10 { try grid.servers[i].start() }
+        // A client that wants 7 distinct servers sees it degraded, and repairs it.
+        let careful = grid.root + "/careful"
+        (st, _, err) = try run(["client", "create", careful, "--introducer", grid.address.description])
+        XCTAssertEqual(st, 0, err)
+        (st, out, err) = try run(["check", "--node-dir", careful, "--json", cap])
+        XCTAssertEqual(st, 1, err)
+        var r = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any] ?? [:]
+        XCTAssertEqual(r["happiness"] as? Int, 2, "\(r)")
+        XCTAssertEqual(r["shares_found"] as? Int, 10, "\(r)")
+        (st, out, err) = try run(["repair", "--node-dir", careful, "--json", cap])
+        XCTAssertEqual(st, 0, err)
+        r = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any] ?? [:]
+        XCTAssertEqual(r["after"] as? String, "healthy", "\(r)")
+        XCTAssertGreaterThanOrEqual(r["happiness_after"] as? Int ?? 0, 7, "\(r)")
+        try assertReadsBack(careful, cap, data)
+    }
+}

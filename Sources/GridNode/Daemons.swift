@@ -20,6 +20,10 @@ func openDaemonNode(_ directory: String, _ kind: NodeKind) throws -> (NodeConfig
     return (config, lock, try NodeIdentity.loadOrCreate(path: directory + "/private/node.key"))
 }
 
+/// The 20-byte id a storage server writes into mutable containers (write enabler and
+/// lease owner): the first 20 bytes of SHA-256 of its public key.
+func containerNodeID(_ identity: NodeIdentity) -> [UInt8] { Array(SHA256.hash(identity.publicKey.bytes).prefix(20)) }
+
 // MARK: Introducer
 
 public enum IntroducerNode {
@@ -101,6 +105,18 @@ public enum StorageNode {
         return identity.nodeID
     }
 
+    /// Rebuilds the lease index from the share files (shares copied in from another server
+    /// or a Tahoe storage directory then count for leases, expiry and space). The node
+    /// must not be running (its lock is taken). Returns the number of shares indexed.
+    public static func reindex(directory: String) throws -> Int {
+        let (config, lock, identity) = try openDaemonNode(directory, .storage)
+        defer { withExtendedLifetime(lock) {} }
+        var sc = StorageConfig(nodeDirectory: directory)
+        sc.reservedSpace = try parseSize(config["storage", "reserved_space"] ?? "1G")
+        let backend = try StorageBackend(config: sc, containerNodeID: containerNodeID(identity))
+        return try backend.rebuildIndex()
+    }
+
     /// Serves until SIGINT/SIGTERM.
     public static func run(directory: String, logger: Logger) throws {
         let (config, lock, identity) = try openDaemonNode(directory, .storage)
@@ -116,7 +132,7 @@ public enum StorageNode {
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
         let nickname = config["node", "nickname"] ?? "storage"
 
-        let backend = try StorageBackend(config: sc, containerNodeID: Array(SHA256.hash(identity.publicKey.bytes).prefix(20)))
+        let backend = try StorageBackend(config: sc, containerNodeID: containerNodeID(identity))
         let loop = try EventLoop(name: "storage-loop")
         let server = try RPCServer(identity: identity, services: [StorageService(backend: backend, applicationVersion: gridVersion)], loop: loop)
         let bound = try server.listen(host: host, port: port)

@@ -454,7 +454,14 @@ public final class StorageBackend: @unchecked Sendable {
 
     /// Walks the share directory and rebuilds the index (a Tahoe storage directory served
     /// for the first time, or a lost index). Cost: one pass over the shares.
-    public func rebuildIndex() throws {
+    @discardableResult
+    public func rebuildIndex() throws -> Int {
+        // The files are the truth: forget the old index, then index every share found.
+        try db.transaction {
+            try db.query("DELETE FROM shares")
+            try db.query("DELETE FROM leases")
+        }
+        var indexed = 0
         for prefix in try FileSystem.list(sharesDir) where prefix != "incoming" {
             for siName in try FileSystem.list(sharesDir + "/" + prefix) {
                 guard let si = Base32.decode(siName), si.count == 16 else { continue }
@@ -464,12 +471,15 @@ public final class StorageBackend: @unchecked Sendable {
                     let head = (try? f.read(at: 0, count: 32)) ?? []
                     if MutableContainer.isMutable(head), let c = try? MutableContainer(parsing: f.read(at: 0, count: Int(f.size())), path: path) {
                         try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: c.leases)
+                        indexed += 1
                     } else if let (len, leases) = try? ImmutableContainer.inspect(f) {
                         try indexShare(si, n, mutable: false, size: len, leases: leases)
+                        indexed += 1
                     }
                 }
             }
         }
+        return indexed
     }
 
     // MARK: Expiry, advisories, stats

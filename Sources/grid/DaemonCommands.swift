@@ -65,7 +65,7 @@ struct StorageCommand: ParsableCommand {
         commandName: "storage",
         abstract: "Create or run a storage server node.",
         discussion: ExitStatus.help,
-        subcommands: [StorageCreate.self, StorageRun.self])
+        subcommands: [StorageCreate.self, StorageRun.self, StorageReindex.self])
 }
 
 struct StorageCreate: ParsableCommand {
@@ -95,6 +95,28 @@ struct StorageCreate: ParsableCommand {
             let id = try StorageNode.create(directory: directory, introducer: addr, nickname: nickname, host: listen,
                                             port: port, location: location, reservedSpace: reservedSpace)
             FileHandleStdout.write("created storage node \(id) in \(directory)\n")
+        }
+    }
+}
+
+struct StorageReindex: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reindex",
+        abstract: "Rebuild a stopped storage server's lease index from its share files.",
+        discussion: """
+            Shares copied into storage/shares/ by hand (from another server, or a Tahoe \
+            storage directory served as-is) are read from disk at once, but their leases count \
+            for expiry and space only once indexed: run this with the server stopped, then \
+            start it. (A server whose index file is missing builds it at start.)
+
+            \(ExitStatus.help)
+            """)
+    @Argument(help: "The node directory.") var directory: String
+
+    func run() throws {
+        try reportingErrors {
+            let n = try StorageNode.reindex(directory: directory)
+            FileHandleStdout.write("indexed \(n) share\(n == 1 ? "" : "s") in \(directory)\n")
         }
     }
 }

@@ -163,7 +163,7 @@ final class CLITests: XCTestCase {
             [], ["upload"], ["download"], ["check"], ["repair"], ["list"], ["catalog"], ["catalog", "add"], ["client"], ["client", "create"], ["demo"],
             ["local-grid"], ["local-grid", "start"], ["local-grid", "stop"], ["local-grid", "status"],
             ["introducer"], ["introducer", "create"], ["introducer", "run"],
-            ["storage"], ["storage", "create"], ["storage", "run"],
+            ["storage"], ["storage", "create"], ["storage", "run"], ["storage", "reindex"],
             ["debug"], ["debug", "encode"], ["debug", "decode"], ["debug", "dump-share"],
             ["bench"], ["bench", "codec"], ["bench", "chk"], ["bench", "grid"], ["bench", "connections"],
         ]

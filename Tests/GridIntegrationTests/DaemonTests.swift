@@ -214,6 +214,37 @@ final class DaemonTests: XCTestCase {
         }
     }
 
+    /// A share copied into a stopped server's storage directory by hand counts (for space,
+    /// stats and lease expiry) once `grid storage reindex` has run.
+    func testReindexPicksUpCopiedShares() async throws {
+        let grid = try TestGrid(servers: 2)
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let announced = await sub.waitForServers(2, timeout: 15)
+        let s0 = try await grid.storageClient(0, via: announced)
+        let alloc = try await s0.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
+                                                                 shareNumbers: [0], allocatedSize: 1000))
+        try await s0.write(bucket: try XCTUnwrap(alloc.writers[0]), offset: 0, data: [UInt8](repeating: 3, count: 1000))
+        try await s0.close(bucket: alloc.writers[0]!)
+        s0.rpc.close()
+        XCTAssertEqual(grid.servers[1].stop(), 0)
+        let name = Base32.encode(si)
+        let from = grid.servers[0].directory + "/storage/shares/\(name.prefix(2))/\(name)/0"
+        let toDir = grid.servers[1].directory + "/storage/shares/\(name.prefix(2))/\(name)"
+        try FileSystem.makeDirectories(toDir)
+        try FileManager.default.copyItem(atPath: from, toPath: toDir + "/0")
+        let (st, out) = try runGrid(["storage", "reindex", grid.servers[1].directory])
+        XCTAssertEqual(st, 0)
+        XCTAssertTrue(out.contains("indexed 1 share"), out)
+        try grid.servers[1].start()
+        let s1 = try await grid.storageClient(1, via: announced)
+        let v = try await s1.getVersion()
+        XCTAssertEqual(v.immutableShares, 1, "the copied share is indexed")
+        XCTAssertEqual(v.usedSpace, 1000)
+        s1.rpc.close()
+    }
+
     /// An upload cut off by a lost connection, a clean shutdown, or kill -9 leaves no
     /// partial share visible, and the server comes back without leftovers.
     func testInterruptedUploadsLeaveNothingBehind() async throws {

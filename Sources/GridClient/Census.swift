@@ -88,6 +88,34 @@ extension ServerPool {
     }
 }
 
+/// The lease secrets this client uses for one file on each server (Tahoe's chain: client
+/// secret → file secret → per-server bucket secret).
+struct LeaseSecrets: Sendable {
+    let renewRoot: [UInt8]
+    let cancelRoot: [UInt8]
+
+    init(leaseSecret: [UInt8], storageIndex: [UInt8]) {
+        renewRoot = TahoeHash.fileRenewalSecret(clientRenewal: TahoeHash.clientRenewalSecret(leaseSecret), storageIndex: storageIndex)
+        cancelRoot = TahoeHash.fileCancelSecret(clientCancel: TahoeHash.clientCancelSecret(leaseSecret), storageIndex: storageIndex)
+    }
+
+    func renew(on s: ServerRef) -> [UInt8] { TahoeHash.bucketRenewalSecret(fileRenewal: renewRoot, serverID: s.permutationSeed) }
+    func cancel(on s: ServerRef) -> [UInt8] { TahoeHash.bucketCancelSecret(fileCancel: cancelRoot, serverID: s.permutationSeed) }
+}
+
+extension ShareCensus {
+    /// A reader for every share every server answered with, fastest server first.
+    /// `stallTimeout` gives each reader's deadline from its server's census latency.
+    func readers(storageIndex: [UInt8], stallTimeout: (Double) -> Double) -> [RemoteShareReader] {
+        answers.flatMap { a in
+            a.shares.sorted { $0.key < $1.key }.map {
+                RemoteShareReader(server: a.server, client: a.client, storageIndex: storageIndex, shareNumber: $0.key,
+                                  size: $0.value, stallTimeout: stallTimeout(a.latency), latency: a.latency)
+            }
+        }
+    }
+}
+
 /// One open bucket writer on one server.
 struct BucketHandle: Sendable {
     let server: ServerRef
@@ -102,8 +130,7 @@ struct BucketHandle: Sendable {
 struct BucketAllocator {
     let storageIndex: [UInt8]
     let shareSize: UInt64
-    let renewRoot: [UInt8]
-    let cancelRoot: [UInt8]
+    let secrets: LeaseSecrets
     /// Reachable servers, in permuted order.
     let reachable: [ServerRef]
     let clients: [ServerRef: StorageClient]
@@ -129,8 +156,7 @@ struct BucketAllocator {
         self.callTimeout = callTimeout
         self.storageIndex = storageIndex
         self.shareSize = shareSize
-        renewRoot = TahoeHash.fileRenewalSecret(clientRenewal: TahoeHash.clientRenewalSecret(leaseSecret), storageIndex: storageIndex)
-        cancelRoot = TahoeHash.fileCancelSecret(clientCancel: TahoeHash.clientCancelSecret(leaseSecret), storageIndex: storageIndex)
+        secrets = LeaseSecrets(leaseSecret: leaseSecret, storageIndex: storageIndex)
         clients = census.clients
         reachable = servers.filter { census.clients[$0] != nil }
         holdings = census.holdings
@@ -211,15 +237,14 @@ struct BucketAllocator {
 
     /// Asks each server in `plan` to allocate its shares, all at once.
     mutating func allocate(_ plan: [ServerRef: [Int]]) async {
-        let (si, size, renewRoot, cancelRoot, clients, timeout) = (storageIndex, shareSize, renewRoot, cancelRoot, clients, callTimeout)
+        let (si, size, secrets, clients, timeout) = (storageIndex, shareSize, secrets, clients, callTimeout)
         let answers = await withTaskGroup(of: (ServerRef, Result<AllocateResponse, Error>).self) { group in
             for (s, shares) in plan {
                 let c = clients[s]!
                 group.addTask {
                     let req = AllocateRequest(
                         storageIndex: si,
-                        renewSecret: TahoeHash.bucketRenewalSecret(fileRenewal: renewRoot, serverID: s.permutationSeed),
-                        cancelSecret: TahoeHash.bucketCancelSecret(fileCancel: cancelRoot, serverID: s.permutationSeed),
+                        renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s),
                         shareNumbers: shares, allocatedSize: size)
                     do { return (s, .success(try await c.call(req, timeout: timeout))) } catch { return (s, .failure(error)) }
                 }

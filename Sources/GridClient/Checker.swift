@@ -106,12 +106,8 @@ public final class Checker: Sendable {
     /// the ciphertext from k good shares and checks it against the crypttext hash tree.
     /// Corrupt shares are reported to the servers holding them.
     func verifyShares(_ v: CHKVerifierCapability, _ census: ShareCensus) async throws -> ([(share: Int, server: String, reason: String)], Bool?) {
-        let readers = census.answers.flatMap { a in
-            a.shares.sorted { $0.key < $1.key }.map {
-                RemoteShareReader(server: a.server, client: a.client, storageIndex: v.storageIndex, shareNumber: $0.key,
-                                  size: $0.value, stallTimeout: coding.stallTimeout, latency: a.latency)
-            }
-        }
+        let stall = coding.stallTimeout
+        let readers = census.readers(storageIndex: v.storageIndex) { _ in stall }
         let box = UncheckedBox(readers)
         let (bad, decodedOK): ([(RemoteShareReader, ShareFailure)], Bool?) = try await onThread("grid-verify") {
             let validator = CHKShareValidator(v)
@@ -125,7 +121,12 @@ public final class Checker: Sendable {
             for r in box.value where !bad.contains(where: { $0.0 === r }) {
                 do {
                     let share = try validator.validate(r, shape: shape)
-                    for seg in 0..<shape.geometry.numSegments {
+                    let g = shape.geometry
+                    for seg in 0..<g.numSegments {
+                        // Keep the next blocks on the wire while this one is checked.
+                        if seg % 4 == 0 {
+                            r.prefetch((seg..<min(g.numSegments, seg + 8)).map { (share.blockOffset($0), g.blockLength($0)) })
+                        }
                         let block = try r.read(at: share.blockOffset(seg), length: shape.geometry.blockLength(seg))
                         try block.withUnsafeBytes { try validator.checkBlock($0, of: share, segment: seg) }
                     }
@@ -159,16 +160,14 @@ public final class Checker: Sendable {
 
     /// Adds (or renews) this client's lease on every share found, on every server holding one.
     func renewLeases(_ si: [UInt8], _ census: ShareCensus) async -> Int {
-        let renewRoot = TahoeHash.fileRenewalSecret(clientRenewal: TahoeHash.clientRenewalSecret(settings.leaseSecret), storageIndex: si)
-        let cancelRoot = TahoeHash.fileCancelSecret(clientCancel: TahoeHash.clientCancelSecret(settings.leaseSecret), storageIndex: si)
+        let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
         let timeout = 4 * coding.stallTimeout
         return await withTaskGroup(of: Int.self) { group in
             for a in census.answers where !a.shares.isEmpty {
                 group.addTask {
                     let req = AddLeaseRequest(
                         storageIndex: si,
-                        renewSecret: TahoeHash.bucketRenewalSecret(fileRenewal: renewRoot, serverID: a.server.permutationSeed),
-                        cancelSecret: TahoeHash.bucketCancelSecret(fileCancel: cancelRoot, serverID: a.server.permutationSeed))
+                        renewSecret: secrets.renew(on: a.server), cancelSecret: secrets.cancel(on: a.server))
                     return (try? await a.client.call(req, timeout: timeout)) != nil ? a.shares.count : 0
                 }
             }

@@ -108,15 +108,10 @@ public final class Downloader: Sendable {
     /// others have had a short grace period.
     func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> ([RemoteShareReader], ShareCensus) {
         let census = await pool.census(storageIndex: si, servers: servers, enough: k)
-        return (census.answers.flatMap { a in
-            a.shares.sorted { $0.key < $1.key }.map {
-                RemoteShareReader(server: a.server, client: a.client, storageIndex: si, shareNumber: $0.key, size: $0.value,
-                                  // Reads give up sooner than writes: another share is at hand. A
-                                  // server that answered the census slowly gets more time.
-                                  stallTimeout: min(coding.stallTimeout, max(1.0, 50 * a.latency)),
-                                  latency: a.latency)
-            }
-        }, census)
+        // Reads give up sooner than writes: another share is at hand. A server that
+        // answered the census slowly gets more time.
+        let stall = coding.stallTimeout
+        return (census.readers(storageIndex: si) { latency in min(stall, max(1.0, 50 * latency)) }, census)
     }
 }
 

@@ -112,12 +112,10 @@ public struct SignedAnnouncement: IntroducerRequest {
 public protocol IntroducerRequest: RPCRequest where Method == IntroducerMethod {}
 
 /// `subscribe`: asks for every current announcement; changes then arrive as NOTIFY frames.
-public struct SubscribeRequest: IntroducerRequest {
+public struct SubscribeRequest: IntroducerRequest, EmptyWireMessage {
     public typealias Response = SubscribeResponse
     public static let method = IntroducerMethod.subscribe
     public init() {}
-    public func encode(to w: inout WireWriter) {}
-    public init(from r: inout WireReader) throws {}
 }
 
 public struct SubscribeResponse: WireMessage {

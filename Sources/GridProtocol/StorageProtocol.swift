@@ -32,12 +32,10 @@ public protocol StorageRequest: RPCRequest where Method == StorageMethod {}
 
 // MARK: get_version
 
-public struct GetVersionRequest: StorageRequest {
+public struct GetVersionRequest: StorageRequest, EmptyWireMessage {
     public typealias Response = StorageVersion
     public static let method = StorageMethod.getVersion
     public init() {}
-    public func encode(to w: inout WireWriter) {}
-    public init(from r: inout WireReader) throws {}
 }
 
 public struct StorageVersion: WireMessage {

@@ -325,19 +325,20 @@ public enum FileSystem {
         return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
-    /// Bytes an unprivileged user may still write on the filesystem holding `path`.
-    public static func availableSpace(_ path: String) throws -> UInt64 {
+    static func fileSystemStatus(_ path: String) throws -> statvfs {
         var s = statvfs()
         try systemCall("measure free space of", path) { statvfs(path, &s) }
+        return s
+    }
+
+    /// Bytes an unprivileged user may still write on the filesystem holding `path`.
+    public static func availableSpace(_ path: String) throws -> UInt64 {
+        let s = try fileSystemStatus(path)
         return UInt64(s.f_bavail) * UInt64(s.f_frsize)
     }
 
     /// The filesystem's allocation unit for `path` (files take whole blocks).
-    public static func blockSize(_ path: String) throws -> UInt64 {
-        var s = statvfs()
-        try systemCall("measure free space of", path) { statvfs(path, &s) }
-        return max(512, UInt64(s.f_bsize))
-    }
+    public static func blockSize(_ path: String) throws -> UInt64 { max(512, UInt64(try fileSystemStatus(path).f_bsize)) }
 
     /// The path of the running executable.
     public static func currentExecutable() -> String {

@@ -72,11 +72,19 @@ public protocol RPCRequest: WireMessage {
     static var method: Method { get }
 }
 
-/// The message of a call or reply that carries nothing.
-public struct EmptyMessage: WireMessage {
-    public init() {}
+/// A message with no fields (its type says everything): encoding writes nothing.
+public protocol EmptyWireMessage: WireMessage {
+    init()
+}
+
+extension EmptyWireMessage {
     public func encode(to w: inout WireWriter) {}
-    public init(from r: inout WireReader) throws {}
+    public init(from r: inout WireReader) throws { self.init() }
+}
+
+/// The message of a call or reply that carries nothing.
+public struct EmptyMessage: EmptyWireMessage {
+    public init() {}
 }
 
 /// Appends big-endian integers and length-prefixed byte strings.

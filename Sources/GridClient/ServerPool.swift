@@ -173,6 +173,17 @@ public final class ServerPool: @unchecked Sendable {
         }
     }
 
+    /// Waits until at least `count` servers are known or `timeout` passes, however long the
+    /// list stays quiet in between (for a grid whose size is known, e.g. one just started).
+    public func waitForServers(count: Int, timeout: Double) async -> [ServerRef] {
+        let start = monotonicNow()
+        while true {
+            let s = servers
+            if s.count >= count || monotonicNow() - start >= timeout { return s }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+    }
+
     /// Waits for the server list to settle: returns once `enough` servers are known; or once
     /// at least `minimum` are known and the list has not changed for `settle` seconds; or,
     /// with fewer, once the introducer has answered and nothing has changed for 3 s (no

@@ -188,7 +188,7 @@ public final class LocalGrid: @unchecked Sendable {
     /// Waits until `pool` sees every storage server announced; returns the seconds it took.
     public func waitUntilAnnounced(_ pool: ServerPool, timeout: Double = 60) async throws -> Double {
         let t0 = monotonicNow()
-        let known = await pool.waitForServers(enough: servers.count, minimum: servers.count, timeout: timeout)
+        let known = await pool.waitForServers(count: servers.count, timeout: timeout)
         guard known.count == servers.count else {
             throw GridError(.unavailable,
                 "only \(known.count) of \(servers.count) servers announced themselves within \(Int(timeout)) s; see the daemon.log files in \(root)")

@@ -26,7 +26,7 @@ final class ClientTests: XCTestCase {
         cfg.connectTimeout = 3
         cfg.callTimeout = 20
         let p = try ServerPool(introducer: grid.address, rpcConfig: cfg)
-        let known = await p.waitForServers(enough: servers, minimum: servers, timeout: 20)
+        let known = await p.waitForServers(count: servers, timeout: 30)
         XCTAssertEqual(known.count, servers, "all servers announced")
         return p
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import GridCrypto
 import GridIntroducer
@@ -71,6 +72,22 @@ final class TestGrid: @unchecked Sendable {
         grid = try LocalGrid(root: try LocalGrid.temporaryRoot(prefix: "grid-it"), executable: gridExecutable(), options: options)
         loop = try EventLoop(name: "test-client")
         tls = try TLSContext.client()
+        if n > 0 { try waitUntilAnnounced(n) }
+    }
+
+    /// Blocks until the introducer has every server's announcement, so a test's first
+    /// upload sees the whole grid however slowly the daemons came up on a loaded machine.
+    private func waitUntilAnnounced(_ n: Int, timeout: Double = 45) throws {
+        let sub = subscriber()
+        defer { sub.stop() }
+        let seen = Atomic(0)
+        let done = DispatchSemaphore(value: 0)
+        Task { seen.value = await sub.waitForServers(n, timeout: timeout).count; done.signal() }
+        done.wait()
+        guard seen.value >= n else {
+            shutdown()
+            throw GridError(.unavailable, "only \(seen.value) of \(n) servers announced within \(Int(timeout)) s")
+        }
     }
 
     func subscriber() -> IntroducerSubscriber {

@@ -201,8 +201,16 @@ public final class StorageBackend: @unchecked Sendable {
         try FileSystem.list(bucketDir(si)).compactMap { n in Int(n).flatMap { String($0) == n && $0 >= 0 && $0 < 256 ? $0 : nil } }.sorted()
     }
 
-    /// Applies `change` to the leases of every share of `si`; returns how many shares it touched.
-    func updateLeases(_ si: [UInt8], _ change: ([Lease]) -> [Lease]?) throws -> Int {
+    /// Lease changes made by a batch: the share files are written but not yet flushed, and
+    /// their index rows wait; `commit` flushes the filesystem once and indexes them in one
+    /// transaction (a thousand renewals cost one sync, not a thousand).
+    final class DeferredLeaseWrites {
+        var rows: [(si: [UInt8], share: Int, mutable: Bool, size: UInt64, leases: [Lease])] = []
+    }
+
+    /// Applies `change` to the leases of every share of `si`; returns how many shares it
+    /// touched. With `deferred`, immutable shares are not flushed or indexed here.
+    func updateLeases(_ si: [UInt8], deferred: DeferredLeaseWrites? = nil, _ change: ([Lease]) -> [Lease]?) throws -> Int {
         var touched = 0
         for n in try shareFiles(si) {
             let path = sharePath(si, n)
@@ -227,8 +235,12 @@ public final class StorageBackend: @unchecked Sendable {
                     try deleteShare(si, n)
                 } else {
                     try ImmutableContainer.writeLeases(f, dataLength: len, new)
-                    try f.sync()
-                    try indexShare(si, n, mutable: false, size: len, leases: new)
+                    if let deferred {
+                        deferred.rows.append((si, n, false, len, new))
+                    } else {
+                        try f.sync()
+                        try indexShare(si, n, mutable: false, size: len, leases: new)
+                    }
                 }
             }
         }
@@ -237,10 +249,11 @@ public final class StorageBackend: @unchecked Sendable {
 
     func newExpiration() -> UInt32 { UInt32(min(UInt64(UInt32.max), clock() + UInt64(config.leaseDuration))) }
 
-    func addOrRenewLeaseLocked(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8]) throws -> Int {
+    func addOrRenewLeaseLocked(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8],
+                               deferred: DeferredLeaseWrites? = nil) throws -> Int {
         let rh = Lease.hashSecret(renewSecret)
         let exp = newExpiration()
-        return try updateLeases(si) { leases in
+        return try updateLeases(si, deferred: deferred) { leases in
             var l = leases
             if let i = l.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
                 l[i].expiration = max(l[i].expiration, exp)
@@ -256,6 +269,39 @@ public final class StorageBackend: @unchecked Sendable {
         try checkSI(si)
         let n = try lock(si).withLock { _ in try addOrRenewLeaseLocked(si: si, renewSecret: renewSecret, cancelSecret: cancelSecret) }
         if n == 0 { throw StorageError.notFound("no shares of storage index \(siString(si)) are held here") }
+    }
+
+    /// One storage index of a census batch: the complete immutable shares held, and this
+    /// client's lease expiration after renewal (0 when not renewed or nothing is held).
+    public struct CensusEntry: Sendable {
+        public var shares: [Int: UInt64]
+        public var leaseExpiration: UInt32
+    }
+
+    /// Which shares of each storage index are held; with `renew`, adds or renews the lease
+    /// (renew secret, cancel secret) on the shares of each one held. All renewals are
+    /// flushed with one filesystem sync and indexed in one transaction before returning.
+    public func census(_ entries: [(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8])], renew: Bool) throws -> [CensusEntry] {
+        for e in entries { try checkSI(e.si) }
+        let deferred = DeferredLeaseWrites()
+        var out: [CensusEntry] = []
+        out.reserveCapacity(entries.count)
+        for e in entries {
+            let shares = try getBuckets(e.si)
+            var expiration: UInt32 = 0
+            if renew && !shares.isEmpty {
+                try lock(e.si).withLock { _ in
+                    _ = try addOrRenewLeaseLocked(si: e.si, renewSecret: e.renewSecret, cancelSecret: e.cancelSecret, deferred: deferred)
+                }
+                expiration = newExpiration()
+            }
+            out.append(CensusEntry(shares: shares, leaseExpiration: expiration))
+        }
+        if !deferred.rows.isEmpty {
+            try FileSystem.syncFilesystem(sharesDir)
+            try indexShares(deferred.rows)
+        }
+        return out
     }
 
     /// Renews the leases that carry this renew secret; refuses when none does.
@@ -441,13 +487,20 @@ public final class StorageBackend: @unchecked Sendable {
     }
 
     func indexShare(_ si: [UInt8], _ n: Int, mutable: Bool, size: UInt64, leases: [Lease]) throws {
+        try indexShares([(si, n, mutable, size, leases)])
+    }
+
+    /// Records shares and their leases in the index, in one transaction.
+    func indexShares(_ rows: [(si: [UInt8], share: Int, mutable: Bool, size: UInt64, leases: [Lease])]) throws {
         try db.transaction {
-            try db.query("INSERT OR REPLACE INTO shares(si, shnum, mutable, size) VALUES (?, ?, ?, ?)",
-                         [.blob(si), .int(Int64(n)), .int(mutable ? 1 : 0), .int(Int64(size))])
-            try db.query("DELETE FROM leases WHERE si = ? AND shnum = ?", [.blob(si), .int(Int64(n))])
-            for l in leases {
-                try db.query("INSERT OR REPLACE INTO leases(si, shnum, renew, expiration) VALUES (?, ?, ?, ?)",
-                             [.blob(si), .int(Int64(n)), .blob(l.renewHash), .int(Int64(l.expiration))])
+            for (si, n, mutable, size, leases) in rows {
+                try db.query("INSERT OR REPLACE INTO shares(si, shnum, mutable, size) VALUES (?, ?, ?, ?)",
+                             [.blob(si), .int(Int64(n)), .int(mutable ? 1 : 0), .int(Int64(size))])
+                try db.query("DELETE FROM leases WHERE si = ? AND shnum = ?", [.blob(si), .int(Int64(n))])
+                for l in leases {
+                    try db.query("INSERT OR REPLACE INTO leases(si, shnum, renew, expiration) VALUES (?, ?, ?, ?)",
+                                 [.blob(si), .int(Int64(n)), .blob(l.renewHash), .int(Int64(l.expiration))])
+                }
             }
         }
     }

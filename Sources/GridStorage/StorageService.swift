@@ -144,6 +144,12 @@ public final class StorageService: RPCService, @unchecked Sendable {
                 return EmptyMessage()
             }
 
+        case .censusBatch:
+            return try serve(CensusBatchRequest.self, &r) { req in
+                let got = try backend.census(req.entries.map { ($0.storageIndex, $0.renewSecret, $0.cancelSecret) }, renew: req.renew)
+                return CensusBatchResponse(holdings: got.map { .init(shares: $0.shares, leaseExpiration: $0.leaseExpiration) })
+            }
+
         case .renewLease:
             return try serve(RenewLeaseRequest.self, &r) { req in
                 try backend.renewLease(si: req.storageIndex, renewSecret: req.secret)

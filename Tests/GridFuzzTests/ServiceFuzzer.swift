@@ -120,6 +120,11 @@ final class ServiceFuzzer {
             let reason = String(decoding: bytes(1200).map { $0 & 0x7f }, as: UTF8.self)
             return (.adviseCorruptShare, AdviseCorruptShareRequest(mutable: chance(0.5), storageIndex: si(), share: shareNumber(),
                                                                    reason: reason).encoded())
+        case .censusBatch:
+            let entries = (0..<(chance(0.003) ? CensusBatchRequest.maxEntries : small(6))).map { _ in
+                CensusBatchRequest.Entry(storageIndex: si(), renewSecret: secret(), cancelSecret: secret())
+            }
+            return (.censusBatch, CensusBatchRequest(renew: chance(0.5), entries: entries).encoded())
         case .slotReadv:
             return (.slotReadv, SlotReadRequest(storageIndex: si(), shareNumbers: chance(0.5) ? [] : shares(),
                                                 readVector: readVector()).encoded())
@@ -235,6 +240,7 @@ final class ServiceFuzzer {
                 handles += r.writers.values
                 if handles.count > 64 { handles.removeFirst(handles.count - 64) }
             case .getBuckets: _ = try GetBucketsResponse(decoding: reply)
+            case .censusBatch: _ = try CensusBatchResponse(decoding: reply)
             case .bucketRead: _ = try BucketReadResponse(decoding: reply)
             case .slotReadv: _ = try SlotReadResults(decoding: reply)
             case .slotTestvAndReadvAndWritev: _ = try SlotWriteResponse(decoding: reply)

@@ -38,6 +38,9 @@ final class MessageTests: XCTestCase {
             RenewLeaseRequest(storageIndex: si, secret: renew),
             CancelLeaseRequest(storageIndex: si, secret: cancel),
             AdviseCorruptShareRequest(mutable: true, storageIndex: si, share: 2, reason: "block 3 does not match its hash"),
+            CensusBatchRequest(renew: true, entries: [.init(storageIndex: si, renewSecret: renew, cancelSecret: cancel),
+                                                      .init(storageIndex: renew.prefix(16).map { $0 }, renewSecret: cancel, cancelSecret: renew)]),
+            CensusBatchRequest(renew: false, entries: [.init(storageIndex: si)]),
             SlotReadRequest(storageIndex: si, shareNumbers: [1, 2], readVector: [ReadVector(offset: 0, length: 100)]),
             SlotWriteRequest(storageIndex: si, writeEnabler: renew, renewSecret: renew, cancelSecret: cancel,
                              writes: [0: ShareWrite(tests: [TestVector(offset: 0, length: 1, op: .eq, specimen: [0])],
@@ -66,6 +69,7 @@ final class MessageTests: XCTestCase {
         XCTAssertEqual(AllocateResponse(alreadyHave: [1], writers: [2: 3], inProgress: [4]).encoded(),
                        [0, 0, 0, 1, 1] + [0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 3] + [0, 0, 0, 1, 4])
         _ = try roundTrip(GetBucketsResponse(shares: [0: 1000, 9: 2000]))
+        _ = try roundTrip(CensusBatchResponse(holdings: [.init(shares: [1: 10, 2: 10], leaseExpiration: 99), .init(shares: [:], leaseExpiration: 0)]))
         _ = try roundTrip(SlotReadResults([0: [[1, 2], []], 3: [[7]]]))
         _ = try roundTrip(SlotWriteResponse(ok: false, reads: [1: [[5]]]))
         _ = try roundTrip(EmptyMessage())
@@ -86,6 +90,12 @@ final class MessageTests: XCTestCase {
         XCTAssertEqual(AdviseCorruptShareRequest(mutable: false, storageIndex: si, share: 1, reason: "x").encoded(),
                        [0] + si + [1] + [0, 0, 0, 1, 0x78])
         XCTAssertEqual(GetBucketsResponse(shares: [2: 5]).encoded(), [0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 5])
+        // Without renewal the entries carry no secrets.
+        XCTAssertEqual(CensusBatchRequest(renew: false, entries: [.init(storageIndex: si)]).encoded(), [0] + [0, 0, 0, 1] + si)
+        XCTAssertEqual(CensusBatchRequest(renew: true, entries: [.init(storageIndex: si, renewSecret: renew, cancelSecret: cancel)]).encoded(),
+                       [1] + [0, 0, 0, 1] + si + renew + cancel)
+        XCTAssertEqual(CensusBatchResponse(holdings: [.init(shares: [2: 5], leaseExpiration: 0x01020304)]).encoded(),
+                       [0, 0, 0, 1] + [0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 5] + [1, 2, 3, 4])
     }
 
     func testAdvisoryReasonIsCutToItsLimitInBytes() throws {

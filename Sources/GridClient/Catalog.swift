@@ -27,12 +27,7 @@ public final class Catalog: Sendable {
 
     /// Records a file (again: the newest name and time win).
     public func add(_ cap: Capability, name: String, at time: UInt64 = wallClockSeconds()) throws {
-        let size: UInt64
-        switch cap {
-        case let .lit(l): size = UInt64(l.data.count)
-        case let .chk(c): size = c.size
-        case let .chkVerifier(c): size = c.size
-        }
+        let size = cap.fileSize
         try db.transaction {
             try db.query("INSERT OR REPLACE INTO files(cap, size, name, added) VALUES (?, ?, ?, ?)",
                          [.text(cap.description), .int(Int64(size)), .text(name), .int(Int64(time))])

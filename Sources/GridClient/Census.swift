@@ -88,6 +88,73 @@ extension ServerPool {
     }
 }
 
+/// What every server said about a batch of files (`ServerPool.censusBatch`).
+public struct BatchCensus: Sendable {
+    /// Server → one holding per storage index asked, in order.
+    public var answers: [ServerRef: [CensusBatchResponse.Holding]]
+    /// Servers that failed or did not answer in time, with why.
+    public var failed: [ServerRef: String]
+}
+
+extension ServerPool {
+    /// Asks every server in `servers` at once about all of `storageIndexes` in one call
+    /// each (census_batch); with `leaseSecret`, each server also adds or renews this
+    /// client's lease on what it holds. A server that does not answer within `timeout`
+    /// is reported as failed.
+    public func censusBatch(storageIndexes: [[UInt8]], servers: [ServerRef], leaseSecret: [UInt8]?,
+                            timeout: Double) async -> BatchCensus {
+        let roots = leaseSecret.map { secret in storageIndexes.map { LeaseSecrets(leaseSecret: secret, storageIndex: $0) } }
+        return await withTaskGroup(of: (ServerRef, Result<[CensusBatchResponse.Holding], Error>).self) { group in
+            for s in servers {
+                group.addTask { [self] in
+                    do {
+                        let c = try await client(for: s)
+                        var entries: [CensusBatchRequest.Entry] = []
+                        entries.reserveCapacity(storageIndexes.count)
+                        for (i, si) in storageIndexes.enumerated() {
+                            if let roots {
+                                entries.append(.init(storageIndex: si, renewSecret: roots[i].renew(on: s), cancelSecret: roots[i].cancel(on: s)))
+                            } else {
+                                entries.append(.init(storageIndex: si))
+                            }
+                        }
+                        return (s, .success(try await c.census(entries, renew: roots != nil, timeout: timeout)))
+                    } catch {
+                        return (s, .failure(error))
+                    }
+                }
+            }
+            var out = BatchCensus(answers: [:], failed: [:])
+            for await (s, r) in group {
+                switch r {
+                case let .success(h): out.answers[s] = h
+                case let .failure(e): out.failed[s] = "\(e)"
+                }
+            }
+            return out
+        }
+    }
+
+    /// Adds (or renews) this client's lease on every share `census` found, on every
+    /// server holding one; returns how many shares now carry it.
+    func renewLeases(_ si: [UInt8], _ census: ShareCensus, leaseSecret: [UInt8], timeout: Double) async -> Int {
+        let secrets = LeaseSecrets(leaseSecret: leaseSecret, storageIndex: si)
+        return await withTaskGroup(of: Int.self) { group in
+            for a in census.answers where !a.shares.isEmpty {
+                group.addTask {
+                    let req = AddLeaseRequest(
+                        storageIndex: si,
+                        renewSecret: secrets.renew(on: a.server), cancelSecret: secrets.cancel(on: a.server))
+                    return (try? await a.client.call(req, timeout: timeout)) != nil ? a.shares.count : 0
+                }
+            }
+            var n = 0
+            for await c in group { n += c }
+            return n
+        }
+    }
+}
+
 /// The lease secrets this client uses for one file on each server (Tahoe's chain: client
 /// secret → file secret → per-server bucket secret).
 struct LeaseSecrets: Sendable {

@@ -82,7 +82,7 @@ public final class Checker: Sendable {
             }
         }
         var renewed = 0
-        if addLease { renewed = await renewLeases(si, census) }
+        if addLease { renewed = await pool.renewLeases(si, census, leaseSecret: settings.leaseSecret, timeout: 4 * coding.stallTimeout) }
         var shares: [Int: [String]] = [:]
         var nicknames: [String: String] = [:]
         for (s, held) in holdings where !held.isEmpty {
@@ -156,25 +156,6 @@ public final class Checker: Sendable {
             }
         }
         return (corrupt.map { (share: $0.0.shareNumber, server: $0.0.server.nodeID, reason: "\($0.1)") }, decodedOK)
-    }
-
-    /// Adds (or renews) this client's lease on every share found, on every server holding one.
-    func renewLeases(_ si: [UInt8], _ census: ShareCensus) async -> Int {
-        let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
-        let timeout = 4 * coding.stallTimeout
-        return await withTaskGroup(of: Int.self) { group in
-            for a in census.answers where !a.shares.isEmpty {
-                group.addTask {
-                    let req = AddLeaseRequest(
-                        storageIndex: si,
-                        renewSecret: secrets.renew(on: a.server), cancelSecret: secrets.cancel(on: a.server))
-                    return (try? await a.client.call(req, timeout: timeout)) != nil ? a.shares.count : 0
-                }
-            }
-            var n = 0
-            for await c in group { n += c }
-            return n
-        }
     }
 }
 

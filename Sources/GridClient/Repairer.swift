@@ -26,8 +26,10 @@ public final class Repairer: Sendable {
 
     public init(checker: Checker) { self.checker = checker }
 
-    public func repair(_ cap: Capability) async throws -> RepairResult {
-        let before = try await checker.check(cap, verify: true)
+    /// `verified`: a verifying check of this file just made (saves reading it again).
+    public func repair(_ cap: Capability, verified: CheckResult? = nil) async throws -> RepairResult {
+        let before: CheckResult
+        if let verified, verified.decoded != nil { before = verified } else { before = try await checker.check(cap, verify: true) }
         guard before.verdict != .healthy else { return RepairResult(before: before, after: before, placed: [:]) }
         guard case let .chk(chk) = cap else {
             throw GridError(.usage, "repair needs the read capability (URI:CHK:...): new shares are encrypted with its key")

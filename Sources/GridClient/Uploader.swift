@@ -112,6 +112,11 @@ public final class Uploader: Sendable {
             for sh in shares { placement[sh, default: []].append(s.nodeID) }
         }
         for sh in placement.keys { placement[sh]!.sort() }
+        // Uploading a file that is already stored renews this client's lease on the
+        // shares that were there (as Tahoe does), whether or not the plan touched them.
+        if present > 0 {
+            _ = await pool.renewLeases(si, census, leaseSecret: settings.leaseSecret, timeout: 4 * coding.stallTimeout)
+        }
         let end = monotonicNow()
         return UploadResult(capability: .chk(cap), size: size, placement: placement, nicknames: nicknames,
                             happiness: finalHappiness, sharesAlreadyPresent: present,

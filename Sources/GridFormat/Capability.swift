@@ -59,6 +59,18 @@ public enum Capability: Equatable, Sendable, CustomStringConvertible {
     /// Files of this many bytes or fewer are stored in a LIT capability.
     public static let literalThreshold = 55
 
+    /// The file's size, as the capability states it.
+    public var fileSize: UInt64 {
+        switch self {
+        case let .lit(c): return UInt64(c.data.count)
+        case let .chk(c): return c.size
+        case let .chkVerifier(c): return c.size
+        }
+    }
+
+    /// A verify capability: enough to check and verify a file, not to read or repair it.
+    public var isVerifyOnly: Bool { if case .chkVerifier = self { return true }; return false }
+
     public var description: String {
         switch self {
         case let .lit(c): return c.string

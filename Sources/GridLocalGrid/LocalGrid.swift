@@ -120,6 +120,8 @@ public final class LocalGrid: @unchecked Sendable {
         /// Overrides of the introducer's `expiry` and the servers' `announce_interval`.
         public var introducerExpiry: String?
         public var announceInterval: String?
+        /// Other `[storage]` settings for every server (e.g. lease_duration, expire).
+        public var storageSettings: [String: String] = [:]
         public init(servers: Int = 10, encoding: ClientEncoding = ClientEncoding()) {
             self.servers = servers
             self.encoding = encoding
@@ -154,6 +156,7 @@ public final class LocalGrid: @unchecked Sendable {
                 _ = try StorageNode.create(directory: dir, introducer: address, nickname: "\(options.nicknamePrefix)\(i)",
                                            host: "127.0.0.1", port: nil, location: nil, reservedSpace: options.reservedSpace)
                 if let a = options.announceInterval { try Self.setConfig(dir, "announce_interval", a) }
+                for (k, v) in options.storageSettings.sorted(by: { $0.key < $1.key }) { try Self.setConfig(dir, k, v) }
             }
             servers.append(DaemonProcess(kind: "storage", directory: dir))
         }

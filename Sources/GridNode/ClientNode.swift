@@ -50,6 +50,9 @@ public enum ClientNode {
     /// The client's catalog of what it stored (SQLite).
     public static func catalogPath(directory: String) -> String { directory + "/catalog.sqlite" }
 
+    /// Where `grid maintain` keeps file standings, server sightings and run results.
+    public static func maintainLogPath(directory: String) -> String { directory + "/maintain.sqlite" }
+
     public static func load(directory: String) throws -> ClientSettings {
         let config = try NodeConfig.load(directory: directory, expecting: .client)
         guard let intro = config["introducer", "address"] else {

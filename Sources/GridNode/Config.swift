@@ -197,14 +197,16 @@ extension NodeConfig {
 public final class NodeLock: Sendable {
     let file: FileDescriptor
 
-    public init(directory: String) throws {
-        let path = directory + "/node.lock"
+    /// `name` is the lock file; `busy` what a second process is told (before the pid).
+    public init(directory: String, name: String = "node.lock", busy: String? = nil) throws {
+        let path = directory + "/" + name
         file = try FileDescriptor(path: path, [.readWrite, .create], permissions: 0o600)
         guard try file.tryLockExclusive() else {
             let holder = (try? file.read(at: 0, count: 32)).map { String(decoding: $0, as: UTF8.self) }?
                 .trimmingWhitespace() ?? ""
-            throw GridError(.conflict, "\(directory) is already in use by a running grid process"
-                + (holder.isEmpty ? "" : " (pid \(holder))") + "; stop it first")
+            let pid = holder.isEmpty ? "" : " (pid \(holder))"
+            throw GridError(.conflict, busy.map { $0 + pid }
+                ?? "\(directory) is already in use by a running grid process\(pid); stop it first")
         }
         try file.truncate(to: 0)
         try file.write(at: 0, Array("\(CurrentProcess.id)\n".utf8))

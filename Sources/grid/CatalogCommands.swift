@@ -65,13 +65,7 @@ struct CatalogAdd: ParsableCommand {
             let dir = ClientNode.resolveDirectory(nodeDir)
             _ = try ClientNode.load(directory: dir)
             var texts = capabilities
-            if let manifest {
-                guard let bytes = try FileSystem.readFile(manifest, maxSize: 256 << 20) else {
-                    throw GridError(.notFound, "no manifest file \(manifest)")
-                }
-                texts += String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-                    .filter { !$0.isEmpty && !$0.hasPrefix("#") }
-            }
+            if let manifest { texts += try readManifest(manifest) }
             guard !texts.isEmpty else { throw GridError(.usage, "give capabilities or --manifest FILE") }
             let caps = try texts.map { try Capability(parsing: $0) }
             let catalog = try Catalog(path: ClientNode.catalogPath(directory: dir))
@@ -79,4 +73,13 @@ struct CatalogAdd: ParsableCommand {
             FileHandleStdout.write("added \(caps.count) capabilit\(caps.count == 1 ? "y" : "ies") to the catalog\n")
         }
     }
+}
+
+/// The capabilities in a manifest file: one per line; blank lines and # comments skipped.
+func readManifest(_ path: String) throws -> [String] {
+    guard let bytes = try FileSystem.readFile(path, maxSize: 256 << 20) else {
+        throw GridError(.notFound, "no manifest file \(path)")
+    }
+    return String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        .filter { !$0.isEmpty && !$0.hasPrefix("#") }
 }

@@ -29,18 +29,25 @@ enum ExitStatus {
         again later); 76 incompatible version or format; 77 permission or secret refused.
         """
 
-    /// Prints `error` as one line and returns the exit code to throw.
-    static func report(_ error: Error) -> ExitCode {
+    /// Nagios's UNKNOWN: what `grid maintain` exits with when the run itself failed.
+    static let runFailed: Int32 = 3
+
+    /// Prints `error` as one line and returns the exit code to throw (`runFailed` for a
+    /// monitoring command, whose codes 0-2 speak of the files, not of the command, unless
+    /// it is a usage error).
+    static func report(_ error: Error, monitoring: Bool = false) -> ExitCode {
         let text = "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
         FileHandleStderr.write("grid: error: \(text)\n")
-        return ExitCode(code(for: error.errorClass))
+        // A usage error is 64 for every command; anything else that stops a monitoring
+        // run is its UNKNOWN.
+        return ExitCode(monitoring && error.errorClass != .usage ? runFailed : code(for: error.errorClass))
     }
 }
 
 /// Runs `body`, turning any thrown error into a one-line message and its exit status.
 /// ArgumentParser's own errors (bad options, --help) pass through: it prints them itself
 /// and exits 64 or 0.
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+func reportingErrors<T>(monitoring: Bool = false, _ body: () throws -> T) throws -> T {
     do {
         return try body()
     } catch let e as ExitCode {
@@ -50,6 +57,6 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     } catch let e as CleanExit {
         throw e
     } catch {
-        throw ExitStatus.report(error)
+        throw ExitStatus.report(error, monitoring: monitoring)
     }
 }

@@ -313,9 +313,9 @@ extension ClientCLITests {
     }
 
     /// A new client node NAME on `grid` (4 KiB segments) that has uploaded `data`.
-    func uploadedFile(_ grid: TestGrid, _ name: String, _ data: [UInt8]) throws -> (node: String, cap: String) {
+    func uploadedFile(_ grid: TestGrid, _ name: String, _ data: [UInt8], encoding: [String] = []) throws -> (node: String, cap: String) {
         let node = grid.root + "/" + name
-        var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description, "--segment-size", "4096"])
+        var (st, out, err) = try run(["client", "create", node, "--introducer", grid.address.description, "--segment-size", "4096"] + encoding)
         XCTAssertEqual(st, 0, err)
         (st, out, err) = try run(["upload", "--node-dir", node, "-"], stdin: data)
         XCTAssertEqual(st, 0, err)

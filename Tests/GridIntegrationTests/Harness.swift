@@ -63,12 +63,14 @@ final class TestGrid: @unchecked Sendable {
     var servers: [DaemonProcess] { grid.servers }
     var address: IntroducerAddress { grid.address }
 
-    init(servers n: Int, reserved: String = "0", introducerExpiry: String? = nil, announceInterval: String? = nil) throws {
+    init(servers n: Int, reserved: String = "0", introducerExpiry: String? = nil, announceInterval: String? = nil,
+         storage: [String: String] = [:]) throws {
         var options = LocalGrid.Options(servers: n)
         options.reservedSpace = reserved
         options.nicknamePrefix = "server"
         options.introducerExpiry = introducerExpiry
         options.announceInterval = announceInterval
+        options.storageSettings = storage
         grid = try LocalGrid(root: try LocalGrid.temporaryRoot(prefix: "grid-it"), executable: gridExecutable(), options: options)
         loop = try EventLoop(name: "test-client")
         tls = try TLSContext.client()

@@ -27,10 +27,16 @@ public final class Catalog: Sendable {
 
     /// Records a file (again: the newest name and time win).
     public func add(_ cap: Capability, name: String, at time: UInt64 = wallClockSeconds()) throws {
-        let size = cap.fileSize
+        try add([(cap, name)], at: time)
+    }
+
+    /// Records many files in one transaction.
+    public func add(_ files: [(cap: Capability, name: String)], at time: UInt64 = wallClockSeconds()) throws {
         try db.transaction {
-            try db.query("INSERT OR REPLACE INTO files(cap, size, name, added) VALUES (?, ?, ?, ?)",
-                         [.text(cap.description), .int(Int64(size)), .text(name), .int(Int64(time))])
+            for (cap, name) in files {
+                try db.query("INSERT OR REPLACE INTO files(cap, size, name, added) VALUES (?, ?, ?, ?)",
+                             [.text(cap.description), .int(Int64(cap.fileSize)), .text(name), .int(Int64(time))])
+            }
         }
     }
 

@@ -83,6 +83,8 @@ public struct MaintainReport: Sendable {
     public var earliestLease: UInt64?
     public var problems: [Problem] = []
     public var seconds = 0.0
+    /// Seconds spent in each step: servers (waiting for the server list), census, repair, verify.
+    public var phases: [String: Double] = [:]
 
     /// The Nagios status: 0 all healthy; 1 warning; 2 critical.
     public var exitCode: Int { problems.map(\.level.rawValue).max() ?? 0 }
@@ -163,12 +165,16 @@ public final class Maintainer: Sendable {
         if !literal.isEmpty { try log.recordCensus(run: report.run, literal, at: now) }
 
         // Servers: the ones announced now, and when each was last seen.
+        var mark = monotonicNow()
+        func phase(_ name: String) { let t = monotonicNow(); report.phases[name, default: 0] += t - mark; mark = t }
+        phase("setup")
         let seen = try log.servers()
         let expected = seen.values.filter { Double($0.lastSeen) + options.grace > Double(now) }.count
         let want = max(expected, settings.encoding.total)
         let known = await pool.waitForServers(enough: want, minimum: want, settle: 1.5, timeout: 15)
         if known.isEmpty && !byCap.isEmpty { throw pool.noServersError() }
 
+        phase("servers")
         // 1. Census (and lease renewal), least recently checked first, in batches.
         let order = Array(byCap.values.sorted { ($0.state.lastChecked ?? 0, $0.state.capability) < ($1.state.lastChecked ?? 0, $1.state.capability) }
             .prefix(options.maxFiles ?? Int.max))
@@ -239,6 +245,7 @@ public final class Maintainer: Sendable {
             try log.recordCensus(run: report.run, rows, at: at)
             progress("census: \(report.censused) of \(report.files) files")
         }
+        phase("census")
         report.serversAnswered = answered.count
         report.serversSilent = silent.keys.map(\.nickname).sorted()
 
@@ -306,6 +313,7 @@ public final class Maintainer: Sendable {
             }
         }
 
+        phase("repair")
         // 3. Verify the least recently verified files: at least the overdue ones, and this
         // run's share of the catalog (interval / period of its bytes).
         if options.verifyPeriod > 0 {
@@ -369,6 +377,7 @@ public final class Maintainer: Sendable {
             report.coverage = totalBytes == 0 ? 1 : Double(covered) / Double(totalBytes)
         }
         if report.censused < report.files { report.status = .budget }
+        phase("verify")
         report.seconds = monotonicNow() - started
         try log.finishRun(report.run, status: report.status.rawValue, exitCode: report.exitCode, summary: Self.summary(report), at: clock())
         return report

@@ -49,7 +49,34 @@ public final class Database: @unchecked Sendable {
         try exec("PRAGMA synchronous=NORMAL")
     }
 
-    deinit { sqlite3_close(db) }
+    /// Prepared statements by SQL text, reused (reset between uses): preparing costs more
+    /// than running the small statements the stores issue by the thousand.
+    private let statements = Mutex<[String: Statement]>([:])
+    /// A prepared statement, used by one caller at a time (taken out of the cache while in use).
+    private struct Statement: @unchecked Sendable { let handle: OpaquePointer }
+
+    deinit {
+        statements.withLock { for (_, s) in $0 { sqlite3_finalize(s.handle) } }
+        sqlite3_close(db)
+    }
+
+    /// Takes the cached statement for `sql` (prepared on first use); give it back with `release`.
+    private func statement(_ sql: String) throws -> OpaquePointer {
+        if let s = statements.withLock({ $0.removeValue(forKey: sql) }) { return s.handle }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK, let s = stmt else { throw error("prepare \(sql)") }
+        return s
+    }
+
+    private func release(_ s: OpaquePointer, _ sql: String) {
+        sqlite3_reset(s)
+        sqlite3_clear_bindings(s)
+        let kept = statements.withLock { cache -> Bool in
+            if cache[sql] == nil && cache.count < 64 { cache[sql] = Statement(handle: s); return true }
+            return false
+        }
+        if !kept { sqlite3_finalize(s) }
+    }
 
     func error(_ what: String) -> DatabaseError {
         DatabaseError(message: "database \(path): \(what): \(String(cString: sqlite3_errmsg(db)))",
@@ -63,9 +90,8 @@ public final class Database: @unchecked Sendable {
     /// Runs one statement with parameters; returns every row.
     @discardableResult
     public func query(_ sql: String, _ params: [Value] = []) throws -> [[Value]] {
-        var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK, let s = stmt else { throw error("prepare \(sql)") }
-        defer { sqlite3_finalize(s) }
+        let s = try statement(sql)
+        defer { release(s, sql) }
         for (i, p) in params.enumerated() {
             let idx = Int32(i + 1)
             switch p {

@@ -121,6 +121,14 @@ struct ImmutableContainer {
         return (dataLength, leases)
     }
 
+    /// Sets the expiration of lease `index` in place (4 bytes; a version 2 container).
+    static func setExpiration(_ f: FileDescriptor, dataLength: UInt64, index: Int, _ expiration: UInt32) throws {
+        try f.write(at: headerSize + dataLength + UInt64(index) * leaseSize + 68, be32(expiration))
+    }
+
+    /// The container version in a header's first 4 bytes.
+    static func version(_ head: [UInt8]) -> UInt64 { head.count >= 4 ? readBE(head[0..<4]) : 0 }
+
     /// Rewrites the leases after `dataLength` bytes of data (and the count in the header).
     static func writeLeases(_ f: FileDescriptor, dataLength: UInt64, _ leases: [Lease]) throws {
         try f.write(at: headerSize + dataLength, leases.flatMap { $0.immutableRecord })

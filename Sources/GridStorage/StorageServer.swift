@@ -201,16 +201,8 @@ public final class StorageBackend: @unchecked Sendable {
         try FileSystem.list(bucketDir(si)).compactMap { n in Int(n).flatMap { String($0) == n && $0 >= 0 && $0 < 256 ? $0 : nil } }.sorted()
     }
 
-    /// Lease changes made by a batch: the share files are written but not yet flushed, and
-    /// their index rows wait; `commit` flushes the filesystem once and indexes them in one
-    /// transaction (a thousand renewals cost one sync, not a thousand).
-    final class DeferredLeaseWrites {
-        var rows: [(si: [UInt8], share: Int, mutable: Bool, size: UInt64, leases: [Lease])] = []
-    }
-
-    /// Applies `change` to the leases of every share of `si`; returns how many shares it
-    /// touched. With `deferred`, immutable shares are not flushed or indexed here.
-    func updateLeases(_ si: [UInt8], deferred: DeferredLeaseWrites? = nil, _ change: ([Lease]) -> [Lease]?) throws -> Int {
+    /// Applies `change` to the leases of every share of `si`; returns how many shares it touched.
+    func updateLeases(_ si: [UInt8], _ change: ([Lease]) -> [Lease]?) throws -> Int {
         var touched = 0
         for n in try shareFiles(si) {
             let path = sharePath(si, n)
@@ -235,12 +227,8 @@ public final class StorageBackend: @unchecked Sendable {
                     try deleteShare(si, n)
                 } else {
                     try ImmutableContainer.writeLeases(f, dataLength: len, new)
-                    if let deferred {
-                        deferred.rows.append((si, n, false, len, new))
-                    } else {
-                        try f.sync()
-                        try indexShare(si, n, mutable: false, size: len, leases: new)
-                    }
+                    try f.sync()
+                    try indexShare(si, n, mutable: false, size: len, leases: new)
                 }
             }
         }
@@ -249,11 +237,10 @@ public final class StorageBackend: @unchecked Sendable {
 
     func newExpiration() -> UInt32 { UInt32(min(UInt64(UInt32.max), clock() + UInt64(config.leaseDuration))) }
 
-    func addOrRenewLeaseLocked(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8],
-                               deferred: DeferredLeaseWrites? = nil) throws -> Int {
+    func addOrRenewLeaseLocked(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8]) throws -> Int {
         let rh = Lease.hashSecret(renewSecret)
         let exp = newExpiration()
-        return try updateLeases(si, deferred: deferred) { leases in
+        return try updateLeases(si) { leases in
             var l = leases
             if let i = l.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
                 l[i].expiration = max(l[i].expiration, exp)
@@ -279,27 +266,55 @@ public final class StorageBackend: @unchecked Sendable {
     }
 
     /// Which shares of each storage index are held; with `renew`, adds or renews the lease
-    /// (renew secret, cancel secret) on the shares of each one held. All renewals are
-    /// flushed with one filesystem sync and indexed in one transaction before returning.
+    /// (renew secret, cancel secret) on the shares of each one held. Each share file is
+    /// opened once; renewing an existing lease rewrites only its 4-byte expiration. All
+    /// renewals are flushed with one filesystem sync and indexed in one transaction before
+    /// returning.
     public func census(_ entries: [(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8])], renew: Bool) throws -> [CensusEntry] {
         for e in entries { try checkSI(e.si) }
-        let deferred = DeferredLeaseWrites()
+        let exp = newExpiration()
+        var full: [(si: [UInt8], share: Int, mutable: Bool, size: UInt64, leases: [Lease])] = []
+        var extended: [(si: [UInt8], share: Int, renewHash: [UInt8])] = []
         var out: [CensusEntry] = []
         out.reserveCapacity(entries.count)
         for e in entries {
-            let shares = try getBuckets(e.si)
-            var expiration: UInt32 = 0
-            if renew && !shares.isEmpty {
-                try lock(e.si).withLock { _ in
-                    _ = try addOrRenewLeaseLocked(si: e.si, renewSecret: e.renewSecret, cancelSecret: e.cancelSecret, deferred: deferred)
+            let rh = renew ? Lease.hashSecret(e.renewSecret) : []
+            var shares: [Int: UInt64] = [:]
+            try lock(e.si).withLock { _ in
+                for n in (try? shareFiles(e.si)) ?? [] {
+                    guard let f = try? FileDescriptor(path: sharePath(e.si, n), renew ? .readWrite : []),
+                          let head = try? f.read(at: 0, count: 32), !MutableContainer.isMutable(head),
+                          let (len, leases) = try? ImmutableContainer.inspect(f) else { continue }
+                    shares[n] = len
+                    guard renew else { continue }
+                    if let i = leases.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }), ImmutableContainer.version(head) == 2 {
+                        if leases[i].expiration < exp {
+                            try ImmutableContainer.setExpiration(f, dataLength: len, index: i, exp)
+                            extended.append((e.si, n, rh))
+                        }
+                    } else {
+                        var l = leases
+                        if let i = l.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
+                            l[i].expiration = max(l[i].expiration, exp)
+                        } else {
+                            l.append(Lease(renewSecret: e.renewSecret, cancelSecret: e.cancelSecret, expiration: exp, nodeID: containerNodeID))
+                        }
+                        try ImmutableContainer.writeLeases(f, dataLength: len, l)
+                        full.append((e.si, n, false, len, l))
+                    }
                 }
-                expiration = newExpiration()
             }
-            out.append(CensusEntry(shares: shares, leaseExpiration: expiration))
+            out.append(CensusEntry(shares: shares, leaseExpiration: renew && !shares.isEmpty ? exp : 0))
         }
-        if !deferred.rows.isEmpty {
+        if !full.isEmpty || !extended.isEmpty {
             try FileSystem.syncFilesystem(sharesDir)
-            try indexShares(deferred.rows)
+            try db.transaction {
+                try indexShares(full, inTransaction: true)
+                for (si, n, rh) in extended {
+                    try db.query("UPDATE leases SET expiration = ? WHERE si = ? AND shnum = ? AND renew = ?",
+                                 [.int(Int64(exp)), .blob(si), .int(Int64(n)), .blob(rh)])
+                }
+            }
         }
         return out
     }
@@ -490,9 +505,11 @@ public final class StorageBackend: @unchecked Sendable {
         try indexShares([(si, n, mutable, size, leases)])
     }
 
-    /// Records shares and their leases in the index, in one transaction.
-    func indexShares(_ rows: [(si: [UInt8], share: Int, mutable: Bool, size: UInt64, leases: [Lease])]) throws {
-        try db.transaction {
+    /// Records shares and their leases in the index, in one transaction (or in the
+    /// caller's, `inTransaction`).
+    func indexShares(_ rows: [(si: [UInt8], share: Int, mutable: Bool, size: UInt64, leases: [Lease])], inTransaction: Bool = false) throws {
+        if !inTransaction { return try db.transaction { try indexShares(rows, inTransaction: true) } }
+        do {
             for (si, n, mutable, size, leases) in rows {
                 try db.query("INSERT OR REPLACE INTO shares(si, shnum, mutable, size) VALUES (?, ?, ?, ?)",
                              [.blob(si), .int(Int64(n)), .int(mutable ? 1 : 0), .int(Int64(size))])

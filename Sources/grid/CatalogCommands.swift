@@ -69,7 +69,7 @@ struct CatalogAdd: ParsableCommand {
             guard !texts.isEmpty else { throw GridError(.usage, "give capabilities or --manifest FILE") }
             let caps = try texts.map { try Capability(parsing: $0) }
             let catalog = try Catalog(path: ClientNode.catalogPath(directory: dir))
-            for c in caps { try catalog.add(c, name: name) }
+            try catalog.add(caps.map { ($0, name) })
             FileHandleStdout.write("added \(caps.count) capabilit\(caps.count == 1 ? "y" : "ies") to the catalog\n")
         }
     }

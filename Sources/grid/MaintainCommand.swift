@@ -168,7 +168,7 @@ struct Maintain: ParsableCommand {
             "healthy": r.healthy, "degraded": r.degraded, "unrecoverable": r.unrecoverable, "waiting_on_grace": r.waitingOnGrace,
             "leases_renewed": r.leasesRenewed, "verified": r.verified, "verified_bytes": r.verifiedBytes,
             "corrupt_shares": r.corruptShares, "repaired": r.repaired, "repair_failed": r.repairFailed, "bytes_read": r.bytesRead,
-            "coverage": r.coverage, "servers_answered": r.serversAnswered, "servers_silent": r.serversSilent, "seconds": r.seconds,
+            "coverage": r.coverage, "servers_answered": r.serversAnswered, "servers_silent": r.serversSilent, "seconds": r.seconds, "phase_seconds": r.phases,
             "problems": r.problems.map { ["cap": $0.capability, "level": $0.level == .critical ? "critical" : "warning", "what": $0.what] },
         ]
         if let e = r.earliestLease { out["earliest_lease_expiry"] = e }

@@ -165,7 +165,7 @@ final class CLITests: XCTestCase {
             ["introducer"], ["introducer", "create"], ["introducer", "run"],
             ["storage"], ["storage", "create"], ["storage", "run"], ["storage", "reindex"],
             ["debug"], ["debug", "encode"], ["debug", "decode"], ["debug", "dump-share"],
-            ["bench"], ["bench", "codec"], ["bench", "chk"], ["bench", "grid"], ["bench", "connections"], ["bench", "stall"],
+            ["bench"], ["bench", "codec"], ["bench", "chk"], ["bench", "grid"], ["bench", "maintain"], ["bench", "connections"], ["bench", "stall"],
         ]
         for c in commands {
             let r = try grid(c + ["--help"])

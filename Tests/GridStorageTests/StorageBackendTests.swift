@@ -157,6 +157,37 @@ final class StorageBackendTests: XCTestCase {
         XCTAssertEqual(try b.stats().immutableShares, 1)
     }
 
+    /// census_batch: lists what is held, renews an existing lease in place (file and index:
+    /// the expirer then keeps the share), adds a new client's lease, and skips what is not held.
+    func testCensusBatchRenewsInPlaceAndAddsLeases() throws {
+        let b = try backend()
+        try upload(b, shares: [0, 3], data: pseudoRandom(300, seed: 5))
+        let absent = [UInt8](repeating: 9, count: 16)
+        var got = try b.census([(si, renew, cancel), (absent, renew, cancel)], renew: false)
+        XCTAssertEqual(got.map(\.shares), [[0: 300, 3: 300], [:]])
+        XCTAssertEqual(got.map(\.leaseExpiration), [0, 0], "nothing renewed")
+        clock.advance(20 * 24 * 3600)
+        got = try b.census([(si, renew, cancel), (absent, renew, cancel)], renew: true)
+        let day51 = UInt32(clock.now.withLock { $0 } + 31 * 24 * 3600)
+        XCTAssertEqual(got.map(\.leaseExpiration), [day51, 0])
+        for n in [0, 3] {
+            let leases = try ImmutableContainer.inspect(try FileDescriptor(path: b.sharePath(si, n))).1
+            XCTAssertEqual(leases.map(\.expiration), [day51], "the one lease extended in place")
+        }
+        // Another client's secrets add a second lease.
+        let renew2 = [UInt8](repeating: 3, count: 32), cancel2 = [UInt8](repeating: 4, count: 32)
+        _ = try b.census([(si, renew2, cancel2)], renew: true)
+        XCTAssertEqual(try ImmutableContainer.inspect(try FileDescriptor(path: b.sharePath(si, 0))).1.count, 2)
+        try b.cancelLease(si: si, cancelSecret: cancel2)
+        // Day 35: the upload's lease (day 31) would have expired; the index has day 51.
+        clock.advance(15 * 24 * 3600)
+        XCTAssertEqual(try b.expireLeases(), 0)
+        XCTAssertEqual(try b.getBuckets(si).count, 2)
+        clock.advance(20 * 24 * 3600)  // day 55
+        XCTAssertEqual(try b.expireLeases(), 2)
+        XCTAssertThrowsError(try b.census([(Array(si.prefix(15)), renew, cancel)], renew: true), "a short storage index")
+    }
+
     func testReservedSpaceRefusesCleanly() throws {
         let b = try backend(reserved: UInt64.max / 4)
         XCTAssertThrowsError(try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: [0, 1], allocatedSize: 1000)) { e in

@@ -110,10 +110,20 @@ public final class Announcer: @unchecked Sendable {
             loop: loop, host: introducer.host, port: introducer.port, serverKey: introducer.publicKey,
             service: introducerServiceName, secret: introducer.secret, tls: tls,
             onConnect: { c in
-                do {
-                    _ = try await c.call(try announcement())
-                    log("announced to the introducer at \(introducer.host):\(introducer.port)")
-                } catch { log("announcing failed: \(error)") }
+                // A failed announcement (a timeout while the introducer is busy) is tried
+                // again soon, not at the next interval: until it lands, no client sees us.
+                var delay = 0.5
+                while !c.isClosed {
+                    do {
+                        _ = try await c.call(try announcement())
+                        log("announced to the introducer at \(introducer.host):\(introducer.port)")
+                        return
+                    } catch {
+                        log("announcing failed: \(error); trying again in \(delay) s")
+                    }
+                    try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
+                    delay = min(delay * 2, max(1, interval))
+                }
             },
             onDisconnect: { e in log("introducer connection: \(e)") })
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())

@@ -82,13 +82,18 @@ final class TestGrid: @unchecked Sendable {
     private func waitUntilAnnounced(_ n: Int, timeout: Double = 45) throws {
         let sub = subscriber()
         defer { sub.stop() }
-        let seen = Atomic(0)
+        let seen = Atomic<Set<String>>([])
         let done = DispatchSemaphore(value: 0)
-        Task { seen.value = await sub.waitForServers(n, timeout: timeout).count; done.signal() }
+        Task { seen.value = Set(await sub.waitForServers(n, timeout: timeout).values.map(\.nickname)); done.signal() }
         done.wait()
-        guard seen.value >= n else {
+        guard seen.value.count >= n else {
+            // Say which servers are missing and what their logs say.
+            let missing = servers.enumerated().filter { !seen.value.contains("server\($0.offset)") }
+                .map { "server\($0.offset) (running: \($0.element.isRunning)): \($0.element.log(tail: 6))" }
+            let introLog = introducer.log(tail: 6)
             shutdown()
-            throw GridError(.unavailable, "only \(seen.value) of \(n) servers announced within \(Int(timeout)) s")
+            throw GridError(.unavailable, "only \(seen.value.count) of \(n) servers announced within \(Int(timeout)) s; "
+                + missing.joined(separator: "; ") + "; introducer: " + introLog)
         }
     }
 

@@ -7,7 +7,9 @@
 #     per file (one at a time, and 8 at once);
 #  2. verify of one 128 MiB file: `grid check --verify` against `POST t=check&verify=true`;
 #  3. repair of that file after every copy of shares 0, 1 and 2 is deleted from the
-#     servers' disks: `grid repair` against `POST t=check&repair=true`.
+#     servers' disks: `grid repair --no-verify` against `POST t=check&repair=true` (a census
+#     decides), and `grid repair` against `POST t=check&verify=true&repair=true` (every
+#     share read and checked first).
 #
 #   tools/bench-maintain-vs-tahoe.sh [ROUNDS] [FILES]     # defaults: 3 rounds, 1000 files
 #
@@ -47,11 +49,14 @@ si=$("$GRID" check --json "$cap" | python3 -c 'import json,sys; print(json.load(
 for r in $(seq "$ROUNDS"); do
   t0=$(date +%s.%N); "$GRID" check --verify "$cap" > /dev/null; t1=$(date +%s.%N)
   echo "verify $(python3 -c "print($t1 - $t0)")" >> "$work/grid-times.txt"
-  for n in 0 1 2; do rm -f "$work"/grid/storage*/storage/shares/"${si:0:2}"/"$si"/$n; done
-  "$GRID" check "$cap" > /dev/null && { echo "shares were not deleted" >&2; exit 1; } || true
-  t0=$(date +%s.%N); "$GRID" repair "$cap" > /dev/null; t1=$(date +%s.%N)
-  echo "repair $(python3 -c "print($t1 - $t0)")" >> "$work/grid-times.txt"
-  "$GRID" check "$cap" > /dev/null || { echo "grid repair did not leave the file healthy" >&2; exit 1; }
+  for mode in repair repair-no-verify; do
+    for n in 0 1 2; do rm -f "$work"/grid/storage*/storage/shares/"${si:0:2}"/"$si"/$n; done
+    "$GRID" check "$cap" > /dev/null && { echo "shares were not deleted" >&2; exit 1; } || true
+    flag=; [ $mode = repair-no-verify ] && flag=--no-verify
+    t0=$(date +%s.%N); "$GRID" repair $flag "$cap" > /dev/null; t1=$(date +%s.%N)
+    echo "$mode $(python3 -c "print($t1 - $t0)")" >> "$work/grid-times.txt"
+    "$GRID" check "$cap" > /dev/null || { echo "grid repair did not leave the file healthy" >&2; exit 1; }
+  done
 done
 "$GRID" local-grid stop --dir "$work/grid" >&2
 
@@ -88,18 +93,21 @@ out["lease_eight_at_once_s_per_file"] = (time.monotonic() - t) / 30
 # 2 and 3. Verify and repair of 128 MiB.
 big = put(open(f"{work}/big.bin", "rb").read())
 si = base32.b2a(uri.from_string(big).get_storage_index()).decode()
-ver, rep = [], []
-for _ in range(rounds):
-    t = time.monotonic(); r = post(big, "verify=true"); ver.append(time.monotonic() - t)
-    assert r["results"]["healthy"], r
+ver, rep, vrep = [], [], []
+def delete_shares():
     for i in range(10):
         for n in (0, 1, 2):
             p = f"{work}/tahoe/storage{i}/storage/shares/{si[:2]}/{si}/{n}"
             if os.path.exists(p): os.remove(p)
-    t = time.monotonic(); r = post(big, "repair=true"); rep.append(time.monotonic() - t)
-    assert r.get("repair-attempted") and r.get("repair-successful"), r
-out["verify_s"] = statistics.median(ver); out["repair_s"] = statistics.median(rep)
-out["verify_all"], out["repair_all"] = ver, rep
+for _ in range(rounds):
+    t = time.monotonic(); r = post(big, "verify=true"); ver.append(time.monotonic() - t)
+    assert r["results"]["healthy"], r
+    for query, times in (("verify=true&repair=true", vrep), ("repair=true", rep)):
+        delete_shares()
+        t = time.monotonic(); r = post(big, query); times.append(time.monotonic() - t)
+        assert r.get("repair-attempted") and r.get("repair-successful"), r
+out["verify_s"] = statistics.median(ver); out["repair_s"] = statistics.median(rep); out["verify_repair_s"] = statistics.median(vrep)
+out["verify_all"], out["repair_all"], out["verify_repair_all"] = ver, rep, vrep
 json.dump(out, open(f"{work}/tahoe.json", "w"))
 PY
 "$REF/stop-grid.sh" "$work/tahoe" >&2
@@ -112,7 +120,7 @@ t = json.load(open(f"{w}/tahoe.json"))
 times = {}
 for line in open(f"{w}/grid-times.txt"):
     op, s = line.split(); times.setdefault(op, []).append(float(s))
-gv, gr = statistics.median(times["verify"]), statistics.median(times["repair"])
+gv, gr, grn = statistics.median(times["verify"]), statistics.median(times["repair"]), statistics.median(times["repair-no-verify"])
 mb = 128 * 1048576 / 1e6
 per = g["ms_per_file"] / 1000
 print(f"census + lease renewal: grid maintain over {g['files']} files: {g['maintain_median_seconds']:.2f} s = {per*1000:.2f} ms per file "
@@ -121,6 +129,8 @@ print(f"  Tahoe POST t=check&add-lease=true: {t['lease_one_at_a_time_s']*1000:.0
       f"{t['lease_eight_at_once_s_per_file']*1000:.0f} ms per file 8 at once")
 print(f"  ratio: {t['lease_one_at_a_time_s']/per:.0f}x (vs one at a time), {t['lease_eight_at_once_s_per_file']/per:.0f}x (vs 8 at once)")
 print(f"verify 128 MiB: grid check --verify {mb/gv:.1f} MB/s ({gv:.2f} s), Tahoe t=check&verify=true {mb/t['verify_s']:.1f} MB/s ({t['verify_s']:.2f} s): {t['verify_s']/gv:.1f}x")
-print(f"repair 128 MiB missing shares 0-2: grid repair {gr:.2f} s, Tahoe t=check&repair=true {t['repair_s']:.2f} s: {t['repair_s']/gr:.1f}x")
-print(f"(grid runs: verify {times['verify']}, repair {times['repair']}; Tahoe: verify {t['verify_all']}, repair {t['repair_all']})")
+print(f"repair 128 MiB missing shares 0-2, census only: grid repair --no-verify {grn:.2f} s, Tahoe t=check&repair=true {t['repair_s']:.2f} s: {t['repair_s']/grn:.1f}x")
+print(f"repair 128 MiB missing shares 0-2, every share verified first: grid repair {gr:.2f} s, Tahoe t=check&verify=true&repair=true {t['verify_repair_s']:.2f} s: {t['verify_repair_s']/gr:.1f}x")
+print(f"(grid runs: verify {times['verify']}, repair {times['repair']}, repair --no-verify {times['repair-no-verify']}; "
+      f"Tahoe: verify {t['verify_all']}, repair {t['repair_all']}, verify+repair {t['verify_repair_all']})")
 PY

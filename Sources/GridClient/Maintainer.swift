@@ -288,14 +288,15 @@ public final class Maintainer: Sendable {
             progress("repair: \(capText.prefix(40))…")
             let t0 = monotonicNow()
             do {
-                let r = try await repairer.repair(cap)
+                // The census found what is missing; the download checks what it reads (the
+                // scheduled verification finds rot elsewhere).
+                let r = try await repairer.repair(cap, verify: false)
                 report.bytesRead += state.size * 2
                 try await pace(bytes: state.size * 2, since: t0)
                 let strength = Self.strength(r.after.shares.reduce(into: [String: Set<Int>]()) { acc, e in for s in e.value { acc[s, default: []].insert(e.key) } })
                 let still = r.after.verdict != .healthy && strength <= threshold
                 report.repaired += r.placed.isEmpty ? 0 : 1
                 repairedCaps.insert(capText)
-                verifiedNow.insert(capText)
                 report.problems.append(.init(capability: capText, level: still ? .critical : .warning,
                     what: "repaired: placed \(r.placed.values.map(\.count).reduce(0, +)) share(s); now \(r.after.verdict.rawValue), \(r.after.shares.count) of \(v.total) shares, happiness \(r.after.happiness)"
                         + (still ? "; STILL below the repair threshold" : "")))
@@ -304,8 +305,7 @@ public final class Maintainer: Sendable {
                     servers: r.after.servers, happiness: r.after.happiness,
                     corrupt: r.before.corrupt.map { "\($0.share)@\($0.server)" }.joined(separator: ","),
                     placed: r.placed.sorted { $0.key < $1.key }.map { "\($0.key)@" + $0.value.joined(separator: "+") }.joined(separator: ",")),
-                    verified: true, at: clock())
-                report.verified += 1
+                    verified: false, at: clock())
             } catch {
                 report.repairFailed += 1
                 report.problems.append(.init(capability: capText, level: .critical, what: "repair failed: \(error)"))

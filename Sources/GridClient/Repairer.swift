@@ -26,10 +26,13 @@ public final class Repairer: Sendable {
 
     public init(checker: Checker) { self.checker = checker }
 
-    /// `verified`: a verifying check of this file just made (saves reading it again).
-    public func repair(_ cap: Capability, verified: CheckResult? = nil) async throws -> RepairResult {
+    /// With `verify` (the default), every share is read and checked first, so corrupt
+    /// shares are found and replaced too; without, a census decides what is missing (as
+    /// Tahoe's `t=check&repair=true` does) and only the shares the download reads are
+    /// checked. `verified`: a verifying check of this file just made (saves reading it again).
+    public func repair(_ cap: Capability, verify: Bool = true, verified: CheckResult? = nil) async throws -> RepairResult {
         let before: CheckResult
-        if let verified, verified.decoded != nil { before = verified } else { before = try await checker.check(cap, verify: true) }
+        if let verified, verified.decoded != nil { before = verified } else { before = try await checker.check(cap, verify: verify) }
         guard before.verdict != .healthy else { return RepairResult(before: before, after: before, placed: [:]) }
         guard case let .chk(chk) = cap else {
             throw GridError(.usage, "repair needs the read capability (URI:CHK:...): new shares are encrypted with its key")
@@ -56,7 +59,11 @@ public final class Repairer: Sendable {
         var allocator = BucketAllocator(storageIndex: si, shareSize: try encoder.shareSize(forSize: source.size),
                                         leaseSecret: settings.leaseSecret, census: census, servers: permuted,
                                         callTimeout: 4 * coding.stallTimeout)
-        allocator.setAside(before.corrupt.map { (share: $0.share, server: $0.server) })
+        // Corrupt shares stay where they are, but no new copy goes beside them: those the
+        // check found, and those the download found.
+        let nodeOf = Dictionary(got.nicknames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+        allocator.setAside(before.corrupt.map { (share: $0.share, server: $0.server) }
+            + got.badShares.filter { $0.failure.isCorrupt }.compactMap { b in nodeOf[b.server].map { (share: b.share, server: $0) } })
         // Missing share numbers first; then, if the shares sit on too few servers, copies of
         // shares onto servers that hold none (Tahoe's repairer never spreads clumped shares).
         await allocator.place(total: chk.total)

@@ -8,7 +8,8 @@ struct Repair: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rebuild the missing or corrupt shares of files and place them on servers.",
         discussion: """
-            For each read capability: checks every share (as `grid check --verify`), and if the \
+            For each read capability: checks every share (as `grid check --verify`; with \
+            --no-verify only asks the servers what they hold, as Tahoe's repair does), and if the \
             file is not healthy, rebuilds it from any k good shares, encodes again only what is \
             missing (the new shares are identical to the lost ones) and places those shares on \
             servers that do not hold a bad copy, then checks again. Existing shares are never \
@@ -23,13 +24,15 @@ struct Repair: ParsableCommand {
             """)
 
     @Argument(help: "Read capabilities of the files to repair.") var capabilities: [String]
+    @Flag(name: .customLong("no-verify"), help: "Decide what is missing by a census only (faster; corrupt shares not read are not found).") var noVerify = false
     @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
     @Flag(help: "Print one JSON object per file.") var json = false
 
     func run() throws {
         try forEachFile(capabilities, nodeDir: nodeDir) { session, cap in
             let repairer = Repairer(checker: Checker(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment()))
-            let r = try blockingAwait { try await repairer.repair(cap) }
+            let verify = !noVerify
+            let r = try blockingAwait { try await repairer.repair(cap, verify: verify) }
             let v = r.after.verdict
             let placed = r.placed.keys.sorted()
             if json {

@@ -102,49 +102,18 @@ public final class Checker: Sendable {
     }
 
     /// Reads every share found and checks every hash in it (header, URI extension block
-    /// against the capability, share hash chain, block tree, every block); then rebuilds
-    /// the ciphertext from k good shares and checks it against the crypttext hash tree.
-    /// Corrupt shares are reported to the servers holding them.
+    /// against the capability, share hash chain, block tree, crypttext tree, every block)
+    /// and, in the same pass, rebuilds the ciphertext from k good blocks of each segment
+    /// and checks it against the crypttext hash tree (`CHKFileVerifier`). Corrupt shares
+    /// are reported to the servers holding them.
     func verifyShares(_ v: CHKVerifierCapability, _ census: ShareCensus) async throws -> ([(share: Int, server: String, reason: String)], Bool?) {
         let stall = coding.stallTimeout
         let readers = census.readers(storageIndex: v.storageIndex) { _ in stall }
         let box = UncheckedBox(readers)
+        let (simd, threads) = (coding.simdPath, coding.threads)
         let (bad, decodedOK): ([(RemoteShareReader, ShareFailure)], Bool?) = try await onThread("grid-verify") {
-            let validator = CHKShareValidator(v)
-            var bad: [(RemoteShareReader, ShareFailure)] = []
-            var shape: CHKFileShape?
-            for r in box.value where shape == nil {
-                do { shape = try validator.fileShape(from: r) } catch let f as ShareFailure { bad.append((r, f)) }
-            }
-            guard let shape else { return (bad, nil) }
-            var good: [ShareReader] = []
-            for r in box.value where !bad.contains(where: { $0.0 === r }) {
-                do {
-                    let share = try validator.validate(r, shape: shape)
-                    let g = shape.geometry
-                    for seg in 0..<g.numSegments {
-                        // Keep the next blocks on the wire while this one is checked.
-                        if seg % 4 == 0 {
-                            r.prefetch((seg..<min(g.numSegments, seg + 8)).map { (share.blockOffset($0), g.blockLength($0)) })
-                        }
-                        let block = try r.read(at: share.blockOffset(seg), length: shape.geometry.blockLength(seg))
-                        try block.withUnsafeBytes { try validator.checkBlock($0, of: share, segment: seg) }
-                    }
-                    _ = try validator.crypttextLeaves(share, shape: shape)
-                    good.append(r)
-                } catch {
-                    bad.append((r, ShareFailure(error)))
-                }
-            }
-            // The ciphertext, rebuilt from k of the good shares, must match its hash tree.
-            let decoder = CHKDecoder(verifier: v, key: nil, shares: good, simdPath: self.coding.simdPath, threads: self.coding.threads)
-            do {
-                try decoder.decode(to: DiscardPlaintextSink())
-                return (bad, true)
-            } catch let e as ImmutableError {
-                if case .notEnoughShares = e { return (bad, nil) }
-                return (bad, false)
-            }
+            let v = CHKFileVerifier(verifier: v, simdPath: simd, threads: threads).verify(box.value)
+            return (v.bad.compactMap { b in (b.reader as? RemoteShareReader).map { ($0, b.failure) } }, v.ciphertextMatches)
         }
         for r in readers { r.cancel() }
         let corrupt = bad.filter { $0.1.isCorrupt }
@@ -157,9 +126,4 @@ public final class Checker: Sendable {
         }
         return (corrupt.map { (share: $0.0.shareNumber, server: $0.0.server.nodeID, reason: "\($0.1)") }, decodedOK)
     }
-}
-
-/// Discards plaintext (verification rebuilds ciphertext only to check it).
-final class DiscardPlaintextSink: PlaintextSink {
-    func write(_ bytes: UnsafeRawBufferPointer) throws {}
 }

@@ -123,13 +123,16 @@ public struct CHKShareValidator: Sendable {
             throw ShareFailure.corrupt(.shareHashChain, "share hash chain does not lead to the share root hash")
         }
 
-        let leaves: [[UInt8]]
-        do {
-            leaves = Self.leaves(try r.read(at: layout.blockHashesOffset, length: Int(layout.segmentTreeSize)), count: g.numSegments)
-        } catch { throw ShareFailure(error, part: .blockHashTree) }
-        guard HashTree(leaves: leaves).root == shareLeaf else {
+        let bytes: [UInt8]
+        do { bytes = try r.read(at: layout.blockHashesOffset, length: Int(layout.segmentTreeSize)) } catch {
+            throw ShareFailure(error, part: .blockHashTree)
+        }
+        let leaves = Self.leaves(bytes, count: g.numSegments)
+        let tree = HashTree(leaves: leaves)
+        guard tree.root == shareLeaf else {
             throw ShareFailure.corrupt(.blockHashTree, "block hash tree does not match the share hash chain")
         }
+        try Self.checkStoredNodes(bytes, tree, .blockHashTree, "block hash tree")
         return ValidatedShare(reader: r, layout: layout, blockLeaves: leaves)
     }
 
@@ -143,15 +146,27 @@ public struct CHKShareValidator: Sendable {
     /// The crypttext hash tree's leaves as `share` stores them, checked against the root
     /// in the URI extension block.
     public func crypttextLeaves(_ share: ValidatedShare, shape: CHKFileShape) throws -> [[UInt8]] {
-        let leaves: [[UInt8]]
-        do {
-            let bytes = try share.reader.read(at: share.layout.crypttextHashTreeOffset, length: Int(share.layout.segmentTreeSize))
-            leaves = Self.leaves(bytes, count: shape.geometry.numSegments)
-        } catch { throw ShareFailure(error, part: .crypttextHashTree) }
-        guard HashTree(leaves: leaves).root == shape.uriExtension.crypttextRootHash else {
+        let bytes: [UInt8]
+        do { bytes = try share.reader.read(at: share.layout.crypttextHashTreeOffset, length: Int(share.layout.segmentTreeSize)) } catch {
+            throw ShareFailure(error, part: .crypttextHashTree)
+        }
+        let leaves = Self.leaves(bytes, count: shape.geometry.numSegments)
+        let tree = HashTree(leaves: leaves)
+        guard tree.root == shape.uriExtension.crypttextRootHash else {
             throw ShareFailure.corrupt(.crypttextHashTree, "crypttext hash tree does not match the URI extension block")
         }
+        try Self.checkStoredNodes(bytes, tree, .crypttextHashTree, "crypttext hash tree")
         return leaves
+    }
+
+    /// Every interior node stored must be the one the leaves give (a reader uses only the
+    /// leaves, but a damaged node is still damage a verifier should name).
+    static func checkStoredNodes(_ bytes: [UInt8], _ tree: HashTree, _ part: SharePart, _ what: String) throws {
+        for (i, node) in tree.nodes.enumerated() where i < tree.firstLeafIndex {
+            guard bytes[(i * 32)..<(i * 32 + 32)].elementsEqual(node) else {
+                throw ShareFailure.corrupt(part, "\(what) node \(i) does not match the nodes below it")
+            }
+        }
     }
 
     /// The last `count` of a stored tree's nodes (its leaves), from the tree's bytes.

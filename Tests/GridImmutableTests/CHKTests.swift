@@ -168,6 +168,38 @@ final class CHKCodingTests: XCTestCase {
         }
     }
 
+    /// The one-pass verifier: damage in any section of one share (its copy of the
+    /// crypttext hash tree too, which a decoder never needs) names that share; a bad second
+    /// copy of a share number is named too; the ciphertext is rebuilt (from parity shares
+    /// when the data shares are missing) and checked; with fewer than k good shares it
+    /// cannot be rebuilt.
+    func testFileVerifierChecksEveryShareInOnePass() throws {
+        let (cap, shares, _) = try sampleFile()
+        let layout = try ShareLayout(parsing: Array(shares[0].prefix(0x44)))
+        let verifier = CHKFileVerifier(verifier: cap.verifier)
+        func readers(_ s: [[UInt8]], _ numbers: [Int]) -> [ShareReader] { numbers.map { MemoryShareReader(shareNumber: $0, bytes: s[$0]) } }
+        var clean = verifier.verify(readers(shares, Array(0..<6)))
+        XCTAssertTrue(clean.bad.isEmpty, "\(clean.bad.map(\.failure))")
+        XCTAssertEqual(clean.ciphertextMatches, true)
+        clean = verifier.verify(readers(shares, [3, 4, 5]))
+        XCTAssertEqual(clean.ciphertextMatches, true, "rebuilt from parity shares alone")
+        for at in [5, Int(layout.dataOffset) + 10, Int(layout.plaintextHashTreeOffset) - 1, Int(layout.crypttextHashTreeOffset) + 40,
+                   Int(layout.blockHashesOffset) + Int(layout.segmentTreeSize) / 2 + 20, Int(layout.shareHashesOffset) + 7,
+                   Int(layout.uriExtensionOffset) + 20] {
+            var bad = shares
+            bad[1][at] ^= 0x55
+            var copy = shares[2]
+            copy[Int(layout.dataOffset) + 3] ^= 1
+            let r = verifier.verify(readers(bad, Array(0..<6)) + [MemoryShareReader(shareNumber: 2, bytes: copy)])
+            XCTAssertEqual(r.bad.map(\.reader.shareNumber).sorted(), [1, 2], "byte \(at): \(r.bad.map(\.failure))")
+            XCTAssertTrue(r.bad.allSatisfy { $0.failure.isCorrupt }, "\(r.bad.map(\.failure))")
+            XCTAssertEqual(r.ciphertextMatches, true)
+        }
+        let few = verifier.verify(readers(shares, [0, 4]))
+        XCTAssertNil(few.ciphertextMatches, "2 shares of a 3-of-6 file")
+        XCTAssertTrue(few.bad.isEmpty)
+    }
+
     func testTooFewGoodSharesFailsNamingThem() throws {
         let (cap, shares, _) = try sampleFile()
         var bad = shares

@@ -47,7 +47,7 @@ struct Maintain: ParsableCommand {
     @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
     @Option(help: "Also maintain the capabilities in FILE (one per line).") var manifest: String?
     @Flag(name: .customLong("no-catalog"), help: "Maintain only the --manifest capabilities.") var noCatalog = false
-    @Flag(name: .customLong("no-renew"), help: "Do not add or renew leases.") var noRenew = false
+    @Flag(name: .customLong("no-renew"), help: "Do not add or renew leases (nor warn of leases about to expire).") var noRenew = false
     @Flag(name: .customLong("no-repair"), help: "Report files below the threshold; do not repair them.") var noRepair = false
     @Option(name: .customLong("verify-period"), help: "Verify every file at least once per this long (0: never).") var verifyPeriod = "30d"
     @Option(help: "How often this job runs (sizes each run's verification; lease warnings).") var interval = "24h"
@@ -59,7 +59,7 @@ struct Maintain: ParsableCommand {
     @Option(name: .customLong("rate-limit"), help: "Average read rate for verification and repair, per second (e.g. 20M).") var rateLimit: String?
     @Option(help: "Files per census call to each server.") var batch = 1000
     @Option(name: .customLong("metrics-file"), help: "Write the run's figures here in Prometheus text format.") var metricsFile: String?
-    @Flag(help: "Print the history of runs and the files needing attention; do nothing else.") var report = false
+    @Flag(help: "Print the history of runs and the files needing attention (exit status: the last run's); do nothing else.") var report = false
     @Option(help: "Runs shown by --report.") var runs = 10
     @Flag(help: "Print the result as one JSON object.") var json = false
     @Flag(name: .shortAndLong, help: "Print only the status line and problems (no progress).") var quiet = false

@@ -419,6 +419,11 @@ extension ClientCLITests {
         let f = try FileDescriptor(path: holder.directory + "/storage/shares/\(si.prefix(2))/\(si)/5", .readWrite)
         let at: UInt64 = 12 + 0x24 + 3
         try f.write(at: at, [try f.read(at: at, count: 1)[0] ^ 0x01])
+        // A census alone (--no-verify, Tahoe's repair) sees all 10 shares and does nothing.
+        (rst, r) = try json(["repair", "--no-verify"])
+        XCTAssertEqual(rst, 0, "\(r)")
+        XCTAssertEqual(r["before"] as? String, "healthy")
+        XCTAssertEqual((r["placed"] as? [String: Any])?.count, 0, "\(r)")
         (rst, r) = try json(["repair"])
         XCTAssertEqual(rst, 0, "\(r)")
         XCTAssertEqual(r["before"] as? String, "degraded")

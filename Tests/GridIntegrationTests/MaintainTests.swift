@@ -193,5 +193,13 @@ extension ClientCLITests {
         let text = String(decoding: try XCTUnwrap(FileSystem.readFile(prom)), as: UTF8.self)
         XCTAssertTrue(text.contains("grid_maintain_files{verdict=\"healthy\"} 5"), text)
         XCTAssertTrue(text.contains("grid_maintain_exit_code 0"), text)
+
+        // A byte budget: with every file overdue (a 1 s period), the first verification
+        // spends it and the run stops there.
+        Thread.sleep(forTimeInterval: 1.1)
+        (st, r, err) = try maintain(node, ["--max-bytes", "1", "--verify-period", "1s"])
+        XCTAssertEqual(st, 0, "\(r) \(err)")
+        XCTAssertEqual(r["verified"] as? Int, 1)
+        XCTAssertEqual(r["status"] as? String, "budget")
     }
 }

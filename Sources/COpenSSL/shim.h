@@ -5,6 +5,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 
 /* OpenSSL exposes these as macros, which Swift cannot call: thin inline wrappers. */
 

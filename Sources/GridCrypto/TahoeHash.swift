@@ -36,6 +36,9 @@ public enum TahoeTag {
     public static let mutableReadkey = "allmydata_mutable_writekey_to_readkey_v1"
     public static let mutableDatakey = "allmydata_mutable_readkey_to_datakey_v1"
     public static let mutableStorageIndex = "allmydata_mutable_readkey_to_storage_index_v1"
+    /// Directories: the key that encrypts a child's write capability, and its salt.
+    public static let dirnodeChildCapKey = "allmydata_mutable_writekey_and_salt_to_dirnode_child_capkey_v1"
+    public static let dirnodeChildSalt = "allmydata_dirnode_child_rwcap_to_salt_v1"
 }
 
 /// An incremental tagged hash: SHA256d(netstring(tag) || data...), optionally truncated.

@@ -95,7 +95,10 @@ public enum Capability: Equatable, Sendable, CustomStringConvertible {
         let kind: String
         if s.hasPrefix("URI:CHK:") { kind = "URI:CHK" }
         else if s.hasPrefix("URI:CHK-Verifier:") { kind = "URI:CHK-Verifier" }
-        else {
+        else if s.hasPrefix("URI:SSK") || s.hasPrefix("URI:MDMF") {
+            throw GridError(.incompatible, "\(s.prefix(12))…: mutable files (URI:SSK, URI:MDMF) "
+                + "are not supported by this version of grid yet")
+        } else {
             let shown = s.count > 24 ? String(s.prefix(24)) + "…" : s
             throw fail("'\(shown)' is not a URI:LIT, URI:CHK or URI:CHK-Verifier capability")
         }

@@ -62,8 +62,11 @@ final class CryptoTests: XCTestCase {
             "MUTABLE_WRITE_ENABLER_MASTER_TAG": TahoeTag.mutableWriteEnablerMaster,
             "MUTABLE_WRITE_ENABLER_TAG": TahoeTag.mutableWriteEnabler, "MUTABLE_PUBKEY_TAG": TahoeTag.mutablePubkey,
             "MUTABLE_DATAKEY_TAG": TahoeTag.mutableDatakey, "MUTABLE_STORAGEINDEX_TAG": TahoeTag.mutableStorageIndex,
+            "DIRNODE_CHILD_WRITECAP_TAG": TahoeTag.dirnodeChildCapKey, "DIRNODE_CHILD_SALT_TAG": TahoeTag.dirnodeChildSalt,
         ]
-        XCTAssertEqual(tags.count, ours.count + 2, "every tag in the vectors is checked")
+        // Two Merkle tags (checked below) and Tahoe's backup database's, which grid has no use for.
+        XCTAssertEqual(tags.count, ours.count + 3, "every tag in the vectors is checked")
+        XCTAssertNotNil(tags["BACKUPDB_DIRHASH_TAG"])
         for (name, value) in ours { XCTAssertEqual(tags[name]?["ascii"], value, name) }
         XCTAssertEqual(tags.first { $0.key.hasPrefix("MERKLE_EMPTY_LEAF_TAG") }?.value["ascii"], TahoeTag.merkleEmptyLeaf)
         XCTAssertEqual(tags.first { $0.key.hasPrefix("MERKLE_INTERNAL_NODE_TAG") }?.value["ascii"], TahoeTag.merkleInternalNode)

@@ -224,7 +224,7 @@ final class CapabilityTests: XCTestCase {
             ("URI:CHK:\(key):\(h):11:10:1000", "11-of-10"),
             ("URI:CHK:\(key):\(h):3:300:1000", "3-of-300"),
             ("URI:CHK:\(key):\(h):3:10:0", "empty"),
-            ("URI:SSK:abc:def", "not a URI:LIT"),
+            ("URI:SSK:abc:def", "mutable files"),
             ("hello", "not a URI:LIT"),
             ("URI:LIT:A", "base32"),
             ("URI:LIT:\(String(repeating: "a", count: 96))", "at most 55"),

@@ -58,7 +58,7 @@ let package = Package(
         // CHK immutable encoding and decoding (offline; the client streams through it).
         .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat", "GridSystem"]),
         // Mutable files (SDMF, MDMF): encrypt, encode, hash and sign; the shares' bytes.
-        .target(name: "GridMutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat", "GridSystem"]),
+        .target(name: "GridMutable", dependencies: ["GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridSystem"]),
         // The client: server selection, streaming upload and download through a live grid.
         .target(name: "GridClient", dependencies: [
             "GridImmutable", "GridCodec", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
@@ -83,7 +83,7 @@ let package = Package(
         .testTarget(name: "GridCryptoTests", dependencies: ["GridCrypto", "GridTestSupport"]),
         .testTarget(name: "GridFormatTests", dependencies: ["GridFormat", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridSystem", "GridTestSupport"]),
-        .testTarget(name: "GridMutableTests", dependencies: ["GridMutable", "GridFormat", "GridCrypto", "GridSystem", "GridTestSupport"]),
+        .testTarget(name: "GridMutableTests", dependencies: ["GridMutable", "GridImmutable", "GridFormat", "GridCrypto", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridCLITests", dependencies: ["GridTestSupport"]),
         .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridIntegrationTests", dependencies: [

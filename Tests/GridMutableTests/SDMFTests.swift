@@ -1,6 +1,7 @@
 import Foundation
 import GridCrypto
 import GridFormat
+import GridImmutable
 import GridSystem
 import GridTestSupport
 import XCTest
@@ -51,6 +52,46 @@ final class SDMFTests: XCTestCase {
             XCTAssertTrue(key.publicKey.isValidSignature(signature, for: shares[0].signedPrefix))
         }
         XCTAssertEqual(compared, 20)
+    }
+
+    /// Tahoe's shares read back with the write and the read-only capability; the newest
+    /// version with k good shares wins; damaged shares are set aside by class.
+    func testDecodesTahoeSDMFVersions() throws {
+        let v = try Fixtures.json("sdmf.json") as! [String: Any]
+        let versions = (v["versions"] as! [[String: Any]]).map { version in
+            (vectorContent(version["content_seed"] as! String, version["content_len"] as! Int),
+             (version["shares"] as! [[String: Any]]).map { (number: ($0["shnum"] as? Int) ?? Int($0["shnum"] as! String)!, bytes: unhex($0["share_data_hex"] as! String)) })
+        }
+        let write = try MutableCapability(parsing: v["writecap"] as! String)
+        let read = try MutableCapability(parsing: v["readcap"] as! String)
+        for cap in [write, read] {
+            let d = try SDMFDecoder(capability: cap)
+            var got = try d.decode(versions[1].1)
+            XCTAssertEqual(got.data, versions[1].0)
+            XCTAssertEqual(got.sequenceNumber, 2)
+            // Old shares beside 3 new ones: the new version; beside only 2: the old one.
+            got = try d.decode(versions[0].1 + versions[1].1.prefix(3))
+            XCTAssertEqual(got.sequenceNumber, 2)
+            got = try d.decode(versions[0].1 + versions[1].1.suffix(2))
+            XCTAssertEqual(got.data, versions[0].0)
+            XCTAssertEqual(got.sequenceNumber, 1)
+            // Parity shares alone rebuild it.
+            XCTAssertEqual(try d.decode(Array(versions[1].1.suffix(3))).data, versions[1].0)
+        }
+        let d = try SDMFDecoder(capability: read)
+        var shares = versions[1].1
+        let layout = try SDMFShare(parsing: shares[0].bytes)
+        let dataAt = shares[0].bytes.count - layout.encryptedPrivateKey.count - layout.shareData.count
+        shares[0].bytes[dataAt + 5] ^= 1             // a block byte
+        shares[1].bytes[20] ^= 1                      // the root hash: the signature fails
+        shares[2].bytes[SDMFShare.headerLength] ^= 1  // the verification key
+        XCTAssertThrowsError(try d.check(shares[0].bytes, number: 0)) { XCTAssertEqual(($0 as? ShareFailure)?.isCorrupt, true) }
+        XCTAssertThrowsError(try d.check(shares[1].bytes, number: 1)) { XCTAssertTrue("\($0)".contains("signature"), "\($0)") }
+        XCTAssertThrowsError(try d.check(shares[2].bytes, number: 2)) { XCTAssertTrue("\($0)".contains("fingerprint"), "\($0)") }
+        XCTAssertThrowsError(try d.check(shares[3].bytes, number: 4)) { XCTAssertTrue("\($0)".contains("share hash chain"), "\($0)") }
+        XCTAssertEqual(try d.decode(shares).data, versions[1].0, "7 good shares left")
+        XCTAssertThrowsError(try d.decode(Array(shares.prefix(4)))) { XCTAssertTrue("\($0)".contains("need 3"), "\($0)") }
+        XCTAssertThrowsError(try SDMFDecoder(capability: write.verifier).decode(versions[1].1)) { XCTAssertEqual($0.errorClass, .usage) }
     }
 
     /// Our own signature verifies; every truncation and a bad offset are refused cleanly.

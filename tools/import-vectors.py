@@ -14,7 +14,7 @@ import json, os, shutil, sys
 src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..", "shared", "vectors")
 dst = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 os.makedirs(dst, exist_ok=True)
-for name in ["zfec.json", "hashtree.json", "hashutil.json", "chk.json", "sdmf.json"]:
+for name in ["zfec.json", "hashtree.json", "hashutil.json", "chk.json", "sdmf.json", "mdmf.json"]:
     shutil.copy(os.path.join(src, "tahoe-ref", name), os.path.join(dst, name))
 
 import yaml  # PyYAML, only needed when re-importing
@@ -48,4 +48,4 @@ for v in doc["vector"]:
 with open(os.path.join(dst, "tahoe-integration-ssk.json"), "w") as f:
     json.dump({"source": "Tahoe-LAFS 1.20 integration/vectors/test_vectors.yaml (SDMF and MDMF entries, one per distinct key)",
                "version": doc.get("version"), "entries": count, "vectors": ssk}, f, indent=1)
-print(f"copied 5 JSON files, {len(chk)} CHK and {count} SDMF/MDMF integration vectors ({len(ssk)} distinct keys) into {os.path.normpath(dst)}")
+print(f"copied 6 JSON files, {len(chk)} CHK and {count} SDMF/MDMF integration vectors ({len(ssk)} distinct keys) into {os.path.normpath(dst)}")

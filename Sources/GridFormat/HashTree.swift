@@ -30,9 +30,9 @@ public struct HashTree: Sendable, Equatable {
         TahoeHash.taggedPair(TahoeTag.merkleInternalNode, left, right)
     }
 
+    /// No leaves gives Tahoe's tree of one empty leaf (an empty MDMF file's block hash tree).
     public init(leaves: [[UInt8]]) {
-        precondition(!leaves.isEmpty, "a hash tree needs at least one leaf")
-        let p = Self.paddedCount(leaves.count)
+        let p = Self.paddedCount(max(1, leaves.count))
         var nodes = [[UInt8]](repeating: [], count: 2 * p - 1)
         for j in 0..<p {
             nodes[p - 1 + j] = j < leaves.count ? leaves[j] : Self.emptyLeafHash(j)

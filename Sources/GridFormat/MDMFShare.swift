@@ -55,6 +55,63 @@ public struct MDMFShare: Equatable, Sendable {
         [1] + be64(sequenceNumber) + rootHash + [UInt8(needed), UInt8(total)] + be64(segmentSize) + be64(dataLength)
     }
 
+    /// The number of segments and the block sizes a share of these parameters has.
+    public static func geometry(needed k: Int, segmentSize: UInt64, dataLength: UInt64) -> (segments: Int, blockSize: Int, tailBlockSize: Int) {
+        guard segmentSize > 0 else { return (0, 0, 0) }
+        let segments = Int((dataLength + segmentSize - 1) / segmentSize)
+        let blockSize = Int(segmentSize) / k
+        let tail = Int(dataLength % segmentSize)
+        return (segments, blockSize, tail == 0 ? blockSize : (tail + k - 1) / k)
+    }
+
+    /// Parses untrusted bytes: offsets in order and inside the share, sections of the sizes
+    /// the parameters imply, the segment size a multiple of k.
+    public init(parsing b: [UInt8]) throws {
+        func fail(_ m: String) -> GridError { GridError(.corrupt, "MDMF share: \(m)") }
+        guard b.count >= Self.headerLength else { throw fail("\(b.count) bytes is shorter than the 123-byte header") }
+        guard b[0] == 1 else { throw GridError(.incompatible, "mutable share version \(b[0]) is not MDMF (1)") }
+        func u64(_ at: Int) -> UInt64 { b[at..<(at + 8)].reduce(0) { $0 << 8 | UInt64($1) } }
+        sequenceNumber = u64(1)
+        rootHash = Array(b[9..<41])
+        needed = Int(b[41])
+        total = Int(b[42])
+        segmentSize = u64(43)
+        dataLength = u64(51)
+        guard needed >= 1, needed <= total else { throw fail("encoding \(needed)-of-\(total) is invalid") }
+        guard segmentSize > 0, segmentSize % UInt64(needed) == 0, segmentSize <= 1 << 30 else {
+            throw fail("segment size \(segmentSize) is not a positive multiple of k up to 1 GiB")
+        }
+        guard dataLength <= 1 << 50 else { throw fail("data length \(dataLength) is absurd") }
+        let offsets = (0..<8).map { u64(59 + 8 * $0) }
+        guard offsets[0] == UInt64(Self.headerLength) else { throw fail("the private key must start at 123, not \(offsets[0])") }
+        for i in 1..<8 where offsets[i] < offsets[i - 1] { throw fail("offsets out of order (\(offsets.map(String.init).joined(separator: ", ")))") }
+        guard offsets[4] <= offsets[5], offsets[7] <= UInt64(b.count) else { throw fail("the share ends at \(offsets[7]) but holds \(b.count) bytes") }
+        func section(_ from: UInt64, _ to: UInt64) -> [UInt8] { Array(b[Int(from)..<Int(to)]) }
+        encryptedPrivateKey = section(offsets[0], offsets[1])
+        let chainBytes = section(offsets[1], offsets[2])
+        guard chainBytes.count % 34 == 0, chainBytes.count <= 34 * 9 else { throw fail("share hash chain of \(chainBytes.count) bytes") }
+        shareHashChain = Dictionary(try ShareLayout.parseShareHashes(chainBytes), uniquingKeysWith: { a, _ in a })
+        signature = section(offsets[2], offsets[3])
+        verificationKey = section(offsets[3], offsets[4])
+        guard signature.count <= 1024, verificationKey.count <= 4096 else { throw fail("signature or verification key is absurdly long") }
+        let g = Self.geometry(needed: needed, segmentSize: segmentSize, dataLength: dataLength)
+        let expected = g.segments == 0 ? 0 : (g.segments - 1) * (Self.saltSize + g.blockSize) + Self.saltSize + g.tailBlockSize
+        guard offsets[6] - offsets[5] == UInt64(expected) else {
+            throw fail("share data of \(offsets[6] - offsets[5]) bytes, but \(g.segments) segments need \(expected)")
+        }
+        var at = Int(offsets[5])
+        var blocks: [(salt: [UInt8], block: [UInt8])] = []
+        for seg in 0..<g.segments {
+            let len = seg == g.segments - 1 ? g.tailBlockSize : g.blockSize
+            blocks.append((Array(b[at..<(at + Self.saltSize)]), Array(b[(at + Self.saltSize)..<(at + Self.saltSize + len)])))
+            at += Self.saltSize + len
+        }
+        self.blocks = blocks
+        let treeBytes = section(offsets[6], offsets[7])
+        guard treeBytes.count % 32 == 0 else { throw fail("block hash tree of \(treeBytes.count) bytes is not whole hashes") }
+        blockHashTree = stride(from: 0, to: treeBytes.count, by: 32).map { Array(treeBytes[$0..<($0 + 32)]) }
+    }
+
     public func serialized() -> [UInt8] {
         let chain = ShareLayout.encodeShareHashes(shareHashChain.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         let chainAt = UInt64(Self.headerLength + encryptedPrivateKey.count)

@@ -61,7 +61,7 @@ let package = Package(
         .target(name: "GridMutable", dependencies: ["GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridSystem"]),
         // The client: server selection, streaming upload and download through a live grid.
         .target(name: "GridClient", dependencies: [
-            "GridImmutable", "GridCodec", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
+            "GridImmutable", "GridMutable", "GridCodec", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
             "GridDatabase",
         ]),
         // One launcher of local grids (an introducer and N storage daemons on 127.0.0.1)

@@ -20,9 +20,8 @@ func openDaemonNode(_ directory: String, _ kind: NodeKind) throws -> (NodeConfig
     return (config, lock, try NodeIdentity.loadOrCreate(path: directory + "/private/node.key"))
 }
 
-/// The 20-byte id a storage server writes into mutable containers (write enabler and
-/// lease owner): the first 20 bytes of SHA-256 of its public key.
-func containerNodeID(_ identity: NodeIdentity) -> [UInt8] { Array(SHA256.hash(identity.publicKey.bytes).prefix(20)) }
+/// The 20-byte id this server writes into mutable containers (GridProtocol's `containerNodeID`).
+func containerNodeID(_ identity: NodeIdentity) -> [UInt8] { containerNodeID(publicKey: identity.publicKey.bytes) }
 
 // MARK: Introducer
 

@@ -1,3 +1,4 @@
+import GridCrypto
 import GridWire
 import GridSystem
 
@@ -20,6 +21,11 @@ public enum StorageMethod: UInt16, Sendable, CaseIterable {
 }
 
 public let storageServiceName = "storage"
+
+/// The 20-byte id a storage server writes into mutable containers (the write enabler's
+/// owner, lease node ids): the first 20 bytes of SHA-256 of its public key. Clients derive
+/// each server's mutable write enabler from it.
+public func containerNodeID(publicKey: [UInt8]) -> [UInt8] { Array(SHA256.hash(publicKey).prefix(20)) }
 
 /// Largest data one bucket_write, bucket_read or slot vector element may carry.
 public let maxChunk = 8 << 20

@@ -1,0 +1,73 @@
+import Foundation
+@testable import GridClient
+import GridCrypto
+import GridFormat
+import GridSystem
+import GridTestSupport
+import GridWire
+import XCTest
+
+/// Mutable files through real storage daemons on 127.0.0.1.
+final class MutableTests: XCTestCase {
+    func client(_ grid: TestGrid) throws -> (MutableFileClient, ServerPool) {
+        var cfg = RPCClientConfig()
+        cfg.callTimeout = 20
+        let pool = try ServerPool(introducer: grid.address, rpcConfig: cfg)
+        let settings = ClientSettings(introducer: grid.address, encoding: ClientEncoding(needed: 3, happy: 7, total: 10),
+                                      convergenceSecret: Array(repeating: 1, count: 16), leaseSecret: Array(repeating: 2, count: 32))
+        return (MutableFileClient(pool: pool, settings: settings), pool)
+    }
+
+    /// SDMF and MDMF: create, read (write and read-only capabilities), replace, read the
+    /// new version; a write from a stale read is refused as a conflict; a read-only
+    /// capability cannot write.
+    func testCreateReadUpdateThroughDaemons() async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (mc, pool) = try client(grid)
+        defer { pool.shutdown() }
+        _ = await pool.waitForServers(count: 10, timeout: 30)
+        for (format, size) in [(MutableFormat.sdmf, 1000), (.mdmf, 300_000)] {
+            let v1 = pseudoRandom(size, seed: 41), v2 = pseudoRandom(size + 777, seed: 42)
+            let created = try await mc.create(v1, format: format)
+            XCTAssertEqual(created.placement.count, 10, "\(format)")
+            XCTAssertEqual(Set(created.placement.values).count, 10, "one share per server")
+            var got = try await mc.read(created.capability)
+            XCTAssertTrue(got.data == v1, "\(format) v1")
+            XCTAssertEqual(got.sequenceNumber, 1)
+            let ro = try XCTUnwrap(created.capability.readOnly)
+            got = try await mc.read(ro)
+            XCTAssertTrue(got.data == v1, "\(format) read-only")
+
+            let updated = try await mc.update(created.capability, v2)
+            XCTAssertEqual(updated.sequenceNumber, 2)
+            got = try await mc.read(ro)
+            XCTAssertTrue(got.data == v2, "\(format) v2")
+            XCTAssertEqual(got.sequenceNumber, 2)
+
+            // A writer that read version 2 and writes after someone else wrote version 3
+            // is refused: no server is left holding a mix that loses either.
+            let stale = try await mc.fetch(created.capability.storageIndex, servers: try await mc.servers(created.capability))
+            let v3 = pseudoRandom(size / 2 + 1, seed: 43)
+            _ = try await mc.update(created.capability, v3)
+            let key = try RSAPrivateKey(der: try {
+                var der = try mc.shareFields(created.capability, stale[0].bytes).encryptedPrivateKey
+                let aes = try AESCTR(key: created.capability.writekey!)
+                der.withUnsafeMutableBytes { aes.apply(in: $0) }
+                return der
+            }())
+            do {
+                _ = try await mc.publish(v1, key: key, format: format, sequenceNumber: 3, existing: stale)
+                XCTFail("a write from a stale read was accepted")
+            } catch { XCTAssertEqual(error.errorClass, .conflict, "\(error)") }
+            got = try await mc.read(ro)
+            XCTAssertTrue(got.data == v3, "\(format): the winner's version is intact")
+            XCTAssertEqual(got.sequenceNumber, 3)
+
+            do {
+                _ = try await mc.update(ro, v1)
+                XCTFail("a read-only capability wrote")
+            } catch { XCTAssertEqual(error.errorClass, .denied, "\(error)") }
+        }
+    }
+}

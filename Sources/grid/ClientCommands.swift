@@ -198,6 +198,8 @@ struct Upload: ParsableCommand {
             """)
 
     @Argument(help: "The file to upload, or - for stdin.") var file: String
+    @Flag(help: "Make a mutable file (its write capability is printed; `grid update` replaces its contents).") var mutable = false
+    @Option(help: "Mutable file format: mdmf (segmented, the default) or sdmf (one segment, Tahoe's older default).") var format: String = "mdmf"
     @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
     @Flag(help: "Print a JSON result instead of the bare capability.") var json = false
 
@@ -206,6 +208,14 @@ struct Upload: ParsableCommand {
             let source = try uploadSource(file)
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
+            if mutable {
+                guard let f = MutableFormat(rawValue: format.lowercased()) else { throw GridError(.usage, "--format must be mdmf or sdmf, not '\(format)'") }
+                let data = try readWhole(source)
+                let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
+                let r = try blockingAwait { try await client.create(data, format: f) }
+                writeMutableResult(r, json: json)
+                return
+            }
             let bar = ProgressBar()
             let uploader = Uploader(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
             let box = UncheckedBox(source)
@@ -251,7 +261,7 @@ struct Download: ParsableCommand {
             \(ExitStatus.help)
             """)
 
-    @Argument(help: "The capability (URI:CHK:... or URI:LIT:...).") var capability: String
+    @Argument(help: "The capability (URI:CHK:..., URI:LIT:..., or a mutable file's URI:MDMF:..., URI:SSK:... and their -RO forms).") var capability: String
     @Option(name: .shortAndLong, help: "Write the file here instead of stdout.") var output: String?
     @Option(help: "First byte to fetch.") var offset: UInt64 = 0
     @Option(help: "Number of bytes to fetch (default: to the end).") var length: UInt64?
@@ -260,6 +270,7 @@ struct Download: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            if let mcap = try? MutableCapability(parsing: capability) { return try downloadMutable(mcap) }
             let cap = try Capability(parsing: capability)
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
@@ -306,6 +317,146 @@ struct Download: ParsableCommand {
                 ]
                 let text = jsonString(out) + "\n"
                 if output == nil { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
+            }
+        }
+    }
+}
+
+extension Download {
+    /// A mutable file: the newest version, checked, then the byte range asked for.
+    func downloadMutable(_ cap: MutableCapability) throws {
+        let session = try ClientSession(nodeDirectory: nodeDir)
+        defer { session.pool.shutdown() }
+        let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
+        let t0 = monotonicNow()
+        let got = try blockingAwait { try await client.read(cap) }
+        let start = Int(min(UInt64(got.data.count), offset))
+        let end = length.map { Int(min(UInt64(got.data.count), UInt64(start) + $0)) } ?? got.data.count
+        let bytes = Array(got.data[start..<end])
+        let target = output == "-" ? nil : output
+        if let target {
+            if try FileSystem.status(target)?.kind == .directory {
+                throw GridError(.usage, "\(target) is a directory; give a file name to write, e.g. -o \(target)/NAME")
+            }
+            let t = target + ".grid-partial-\(CurrentProcess.id)"
+            do {
+                let f = try FileDescriptor(path: t, .replace)
+                try f.write(bytes)
+                try f.sync()
+                try FileSystem.rename(t, to: target)
+            } catch {
+                try? FileSystem.remove(t)
+                throw error
+            }
+        } else {
+            try FileDescriptor.standardOutput.write(bytes)
+        }
+        if json {
+            let text = jsonString(["size": got.data.count, "bytes": bytes.count, "sequence_number": got.sequenceNumber,
+                                   "format": cap.format.rawValue, "seconds": monotonicNow() - t0] as [String: Any]) + "\n"
+            if target == nil { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
+        }
+    }
+}
+
+/// The whole of an upload source, for mutable files (encoded in memory).
+func readWhole(_ source: FileSource) throws -> [UInt8] {
+    guard source.size <= 1 << 30 else { throw GridError(.usage, "mutable files are limited to 1 GiB for now (this one is \(humanBytes(source.size)))") }
+    var out = [UInt8](repeating: 0, count: Int(source.size))
+    var at = 0
+    try out.withUnsafeMutableBytes { buf in
+        while at < buf.count {
+            let n = try source.read(at: UInt64(at), into: UnsafeMutableRawBufferPointer(rebasing: buf[at...]))
+            if n == 0 { break }
+            at += n
+        }
+    }
+    guard at == out.count else { throw GridError(.io, "\(source.path) ended after \(at) of \(out.count) bytes") }
+    return out
+}
+
+func writeMutableResult(_ r: MutableFileClient.WriteResult, json: Bool) {
+    if json {
+        FileHandleStdout.write(jsonString([
+            "cap": r.capability.string, "readonly_cap": r.capability.readOnly?.string ?? "", "verify_cap": r.capability.verifier.string,
+            "format": r.capability.format.rawValue, "sequence_number": r.sequenceNumber, "storage_index": Base32.encode(r.capability.storageIndex),
+            "shares": Dictionary(uniqueKeysWithValues: r.placement.map { ("\($0.key)", $0.value) }),
+        ] as [String: Any]) + "\n")
+    } else {
+        FileHandleStdout.write(r.capability.string + "\n")
+    }
+}
+
+struct Update: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replace the contents of a mutable file (from FILE or stdin) as its next version.",
+        discussion: """
+            Reads the file's newest version (checking it), then writes the new contents as the \
+            next version, on each server only if it still holds the version read: a writer \
+            racing with another is told (exit 75) instead of silently overwriting it; run the \
+            command again to write on top of the winner. Needs the write capability \
+            (URI:MDMF:... or URI:SSK:...); a read-only one is refused (exit 77).
+
+            Example: grid update URI:MDMF:... notes.txt
+
+            \(nodeDirHelp)
+
+            \(ExitStatus.help)
+            """)
+
+    @Argument(help: "The mutable file's write capability.") var capability: String
+    @Argument(help: "The new contents, or - for stdin.") var file: String
+    @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
+    @Flag(help: "Print a JSON result.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let cap = try MutableCapability(parsing: capability)
+            let data = try readWhole(try uploadSource(file))
+            let session = try ClientSession(nodeDirectory: nodeDir)
+            defer { session.pool.shutdown() }
+            let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
+            let r = try blockingAwait { try await client.update(cap, data) }
+            if json { writeMutableResult(r, json: true) } else { FileHandleStdout.write("version \(r.sequenceNumber) written\n") }
+        }
+    }
+}
+
+struct Caps: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the weaker capabilities a capability gives (read-only and verify).",
+        discussion: """
+            A mutable file's write capability gives its read-only and verify capabilities; a \
+            read-only one gives the verify one; an immutable file's read capability gives its \
+            verify capability. Nothing is fetched. --json prints one JSON object.
+
+            Example: grid caps URI:MDMF:...
+
+            \(ExitStatus.help)
+            """)
+
+    @Argument(help: "A capability.") var capability: String
+    @Flag(help: "Print a JSON object.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            var out: [(String, String)] = []
+            if let m = try? MutableCapability(parsing: capability) {
+                if m.access == .write { out.append(("write", m.string)) }
+                if let ro = m.readOnly { out.append(("read", ro.string)) }
+                out.append(("verify", m.verifier.string))
+                out.append(("storage_index", Base32.encode(m.storageIndex)))
+            } else {
+                switch try Capability(parsing: capability) {
+                case let .lit(l): out.append(("read", l.string))
+                case let .chk(c): out += [("read", c.string), ("verify", c.verifier.string), ("storage_index", Base32.encode(c.storageIndex))]
+                case let .chkVerifier(v): out += [("verify", v.string), ("storage_index", Base32.encode(v.storageIndex))]
+                }
+            }
+            if json {
+                FileHandleStdout.write(jsonString(Dictionary(uniqueKeysWithValues: out)) + "\n")
+            } else {
+                for (k, v) in out { FileHandleStdout.write("\(k): \(v)\n") }
             }
         }
     }

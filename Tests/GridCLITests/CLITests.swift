@@ -160,7 +160,7 @@ final class CLITests: XCTestCase {
     /// Every command documents its exit codes, usage errors as 64.
     func testEveryCommandsHelpListsExitCodes() throws {
         let commands: [[String]] = [
-            [], ["upload"], ["download"], ["check"], ["repair"], ["maintain"], ["list"], ["catalog"], ["catalog", "add"], ["client"], ["client", "create"], ["demo"],
+            [], ["upload"], ["download"], ["update"], ["caps"], ["check"], ["repair"], ["maintain"], ["list"], ["catalog"], ["catalog", "add"], ["client"], ["client", "create"], ["demo"],
             ["local-grid"], ["local-grid", "start"], ["local-grid", "stop"], ["local-grid", "status"],
             ["introducer"], ["introducer", "create"], ["introducer", "run"],
             ["storage"], ["storage", "create"], ["storage", "run"], ["storage", "reindex"],

@@ -71,3 +71,33 @@ final class MutableTests: XCTestCase {
         }
     }
 }
+
+extension ClientCLITests {
+    /// `grid upload --mutable`, `grid download`, `grid update`, `grid caps` as a user runs them.
+    func testMutableFilesFromTheCommandLine() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (node, _) = try uploadedFile(grid, "mut", pseudoRandom(100, seed: 1))
+        for format in ["mdmf", "sdmf"] {
+            let v1 = pseudoRandom(5_000, seed: 61), v2 = pseudoRandom(9_000, seed: 62)
+            var (st, out, err) = try run(["upload", "--node-dir", node, "--mutable", "--format", format, "-"], stdin: v1)
+            XCTAssertEqual(st, 0, err)
+            let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            XCTAssertTrue(cap.hasPrefix(format == "mdmf" ? "URI:MDMF:" : "URI:SSK:"), cap)
+            try assertReadsBack(node, cap, v1)
+            (st, out, err) = try run(["caps", "--json", cap])
+            XCTAssertEqual(st, 0, err)
+            let caps = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: String] ?? [:]
+            let ro = try XCTUnwrap(caps["read"])
+            XCTAssertTrue(ro.contains("-RO:"), ro)
+            (st, out, err) = try run(["update", "--node-dir", node, cap, "-"], stdin: v2)
+            XCTAssertEqual(st, 0, err)
+            try assertReadsBack(node, ro, v2)
+            (st, out, err) = try run(["download", "--node-dir", node, "--offset", "100", "--length", "50", ro])
+            XCTAssertEqual(st, 0, err)
+            XCTAssertEqual(out, Array(v2[100..<150]))
+            (st, _, err) = try run(["update", "--node-dir", node, ro, "-"], stdin: v1)
+            XCTAssertEqual(st, 77, "a read-only capability cannot write: \(err)")
+        }
+    }
+}

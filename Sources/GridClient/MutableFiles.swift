@@ -191,18 +191,29 @@ public final class MutableFileClient: Sendable {
         }
         var placement: [Int: String] = [:]
         var conflicts: [String] = []
+        var refused: [String] = []
+        var failed: [String] = []
         for (n, s) in target {
             switch results[s] {
             case .success(true)?: placement[n] = s.nodeID
             case .success(false)?: conflicts.append(s.nickname)
-            default: break
+            case let .failure(err)?:
+                if err.errorClass == .denied { refused.append("\(s.nickname): \(err)") } else { failed.append("\(s.nickname): \(err)") }
+            case nil: break
             }
+        }
+        if placement.count < e.needed && !refused.isEmpty {
+            // Shares moved from other servers keep the write enabler of the server that first
+            // stored them; this server cannot accept ours for them.
+            throw GridError(.denied, "the servers refused this client's write enabler (shares copied from other servers, e.g. "
+                + "Tahoe's, keep their first server's): \(Set(refused).sorted().prefix(3).joined(separator: "; "))")
         }
         if !conflicts.isEmpty {
             throw GridError(.conflict, "another writer changed this mutable file at the same time (servers \(Set(conflicts).sorted().joined(separator: ", ")) hold a version this client did not read); read it again and retry")
         }
         guard placement.count >= e.needed else {
-            throw GridError(.unavailable, "only \(placement.count) shares of the new version could be written; \(e.needed) are needed to read it")
+            throw GridError(.unavailable, "only \(placement.count) shares of the new version could be written; \(e.needed) are needed to read it"
+                + (failed.isEmpty ? "" : " (\(Set(failed).sorted().prefix(3).joined(separator: "; ")))"))
         }
         return WriteResult(capability: cap, sequenceNumber: sequenceNumber, placement: placement)
     }

@@ -101,3 +101,48 @@ extension ClientCLITests {
         }
     }
 }
+
+extension ClientCLITests {
+    /// Interop, Tahoe to grid: the share files a real Tahoe-LAFS 1.20 storage node wrote for
+    /// an MDMF file (mdmf.json, whole container files) are put on grid's servers as they
+    /// are; `grid download` reads the file with Tahoe's capability and `grid update` writes
+    /// the next version over them.
+    func testTahoeWrittenMutableSharesAreReadable() throws {
+        let doc = try Fixtures.json("mdmf.json") as! [String: Any]
+        let file = (doc["files"] as! [[String: Any]]).first { $0["id"] as? String == "small" }!
+        let version = (file["versions"] as! [[String: Any]])[0]
+        let content = vectorContentForTests(version["content_seed"] as! String, Int("\(version["content_len"]!)")!)
+        let si = file["storage_index_b32"] as! String
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        for share in version["shares"] as! [[String: Any]] {
+            let n = Int("\(share["shnum"]!)")!
+            let dir = grid.servers[n].directory + "/storage/shares/\(si.prefix(2))/\(si)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let hex = share["file_hex"] as! String
+            var bytes = [UInt8]()
+            var i = hex.startIndex
+            while i < hex.endIndex { let j = hex.index(i, offsetBy: 2); bytes.append(UInt8(hex[i..<j], radix: 16)!); i = j }
+            try Data(bytes).write(to: URL(fileURLWithPath: dir + "/\(n)"))
+        }
+        let (node, _) = try uploadedFile(grid, "interop", pseudoRandom(100, seed: 1))
+        try assertReadsBack(node, file["readcap"] as! String, content)
+        try assertReadsBack(node, file["writecap"] as! String, content)
+        // Tahoe's servers recorded their own node ids as write-enabler owners; grid's servers
+        // refuse a write enabler made for another id, naming the recorder.
+        let (st, _, err) = try run(["update", "--node-dir", node, file["writecap"] as! String, "-"], stdin: [1, 2, 3])
+        XCTAssertEqual(st, 77, err)
+        XCTAssertTrue(err.contains("write enabler"), err)
+    }
+}
+
+/// mdmf.json's content: SHA-256(seed || be64(counter)) for counter 0, 1, 2, ..., cut to length.
+func vectorContentForTests(_ seed: String, _ length: Int) -> [UInt8] {
+    var out: [UInt8] = []
+    var counter: UInt64 = 0
+    while out.count < length {
+        out += SHA256.hash(Array(seed.utf8) + (0..<8).map { UInt8(truncatingIfNeeded: counter >> (56 - 8 * UInt64($0))) })
+        counter += 1
+    }
+    return Array(out.prefix(length))
+}

@@ -1,5 +1,7 @@
 import Foundation
 import GridCrypto
+import GridFormat
+import GridMutable
 import GridIntroducer
 import GridProtocol
 import GridStorage
@@ -35,6 +37,9 @@ final class ServiceFuzzer {
     var sessions: [RPCSession]
     let storageIndexes: [[UInt8]]
     let secrets: [[UInt8]]
+    /// Real SDMF and MDMF shares (and the capabilities that check them), to damage: what a
+    /// client reads back from servers' mutable slots is untrusted too.
+    let mutableSamples: [(cap: MutableCapability, bytes: [UInt8])]
     var handles: [UInt64] = [1, 2, 3]
     var sequence: UInt64 = 1
 
@@ -56,6 +61,10 @@ final class ServiceFuzzer {
         var g = SplitMix64(state: seed ^ 0xabcdef)
         storageIndexes = (0..<4).map { _ in (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) } }
         secrets = (0..<3).map { i in [UInt8](repeating: UInt8(i + 1), count: 32) }
+        let key = try RSAPrivateKey(bits: 2048)
+        let sdmf = try SDMFEncoder.encode(Array(repeating: 5, count: 200), privateKey: key, sequenceNumber: 1, needed: 3, total: 5)
+        let mdmf = try MDMFEncoder.encode(Array(repeating: 6, count: 300), privateKey: key, sequenceNumber: 1, needed: 3, total: 5)
+        mutableSamples = [(sdmf.capability, sdmf.shares[1].serialized()), (mdmf.capability, mdmf.shares[1].serialized())]
     }
 
     // MARK: Values that break arithmetic
@@ -265,6 +274,7 @@ final class ServiceFuzzer {
             { _ = try AdviseCorruptShareRequest(decoding: $0) }, { _ = try SignedAnnouncement(decoding: $0).verified() },
             { _ = try SubscribeResponse(decoding: $0) }, { _ = try RemovedNotice(decoding: $0) },
             { _ = try Hello(parsing: $0) },
+            { _ = try CensusBatchRequest(decoding: $0) }, { _ = try CensusBatchResponse(decoding: $0) },
             { b in
                 var p = FrameParser(maxFrameLength: 1 << 16)
                 b.withUnsafeBytes { p.append($0) }
@@ -272,5 +282,13 @@ final class ServiceFuzzer {
             },
         ]
         for d in decoders { _ = try? d(body) }
+        // A damaged mutable share, through both layouts' parsers and the format's checker.
+        let sample = pick(mutableSamples)
+        var share = sample.bytes
+        damage(&share)
+        _ = try? SDMFShare(parsing: share)
+        _ = try? MDMFShare(parsing: share)
+        if sample.cap.format == .sdmf { _ = try? SDMFDecoder(capability: sample.cap).check(share, number: 1) }
+        else { _ = try? MDMFDecoder(capability: sample.cap).check(share, number: 1) }
     }
 }

@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridIntegrationTests", dependencies: [
             "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridTestSupport",
-            "GridClient", "GridImmutable", "GridSystem", "GridLocalGrid", "GridNode",
+            "GridClient", "GridImmutable", "GridMutable", "GridSystem", "GridLocalGrid", "GridNode",
         ]),
         .testTarget(name: "GridFuzzTests", dependencies: ["GridStorage", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridSystem",
                                                          "GridFormat", "GridMutable"]),

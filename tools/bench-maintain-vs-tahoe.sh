@@ -19,14 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 FILES=${2:-1000}
-REF=$(cd ../shared/tahoe-ref && pwd)
-if [ -z "${TAHOE_VENV:-}" ]; then
-  if [ -x /work/.venv-tahoe/bin/tahoe ]; then export TAHOE_VENV=/work/.venv-tahoe
-  else export TAHOE_VENV=$PWD/.venv-tahoe; [ -x "$TAHOE_VENV/bin/tahoe" ] || "$REF/setup-venv.sh"; fi
-fi
-tools/deps.sh
-swift build -c release --product grid >&2
-GRID=$PWD/.build/release/grid
+source tools/tahoe-side.sh
 [ -d /dev/shm ] && export TMPDIR=${TMPDIR:-/dev/shm}
 work=$(mktemp -d "${TMPDIR:-/tmp}/grid-maint-vs-tahoe.XXXXXX")
 cleanup() {

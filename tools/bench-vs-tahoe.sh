@@ -12,14 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
-REF=$(cd ../shared/tahoe-ref && pwd)
-if [ -z "${TAHOE_VENV:-}" ]; then
-  if [ -x /work/.venv-tahoe/bin/tahoe ]; then export TAHOE_VENV=/work/.venv-tahoe
-  else export TAHOE_VENV=$PWD/.venv-tahoe; [ -x "$TAHOE_VENV/bin/tahoe" ] || "$REF/setup-venv.sh"; fi
-fi
-tools/deps.sh
-swift build -c release --product grid >&2
-GRID=.build/release/grid
+source tools/tahoe-side.sh
 work=$(mktemp -d "${TMPDIR:-/tmp}/grid-vs-tahoe.XXXXXX")
 cleanup() { "$REF/stop-grid.sh" "$work/tahoe" >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT

@@ -28,5 +28,5 @@ echo "line coverage of the request-handling code after this run:"
   Sources/GridStorage Sources/GridProtocol Sources/GridIntroducer/Introducer.swift \
   Sources/GridWire/WireCoding.swift Sources/GridWire/Frame.swift \
   Sources/GridFormat/SDMFShare.swift Sources/GridFormat/MDMFShare.swift Sources/GridMutable 2>/dev/null \
-  | awk '/Sources|GridStorage|GridProtocol|GridIntroducer|GridWire|TOTAL/ { printf "  %-40s %5s lines, %4s missed, %s covered\n", $1, $8, $9, $10 }' \
+  | awk '/Sources|GridStorage|GridProtocol|GridIntroducer|GridWire|GridFormat|GridMutable|TOTAL/ { printf "  %-40s %5s lines, %4s missed, %s covered\n", $1, $8, $9, $10 }' \
   | sed 's|.*/Sources/|Sources/|'

@@ -16,6 +16,13 @@ public enum Verdict: String, Sendable {
     case degraded
     /// Fewer than k distinct good shares: the file cannot be read now.
     case unrecoverable
+
+    /// The verdict for these holdings (server → share numbers) of a k-of-n file.
+    public init<S: Hashable>(holdings: [S: Set<Int>], needed: Int, total: Int, happy: Int) {
+        let distinct = Set(holdings.values.flatMap { $0 }).count
+        if distinct < needed { self = .unrecoverable; return }
+        self = distinct == total && Placement.happiness(holdings.filter { !$0.value.isEmpty }) >= min(happy, total) ? .healthy : .degraded
+    }
 }
 
 /// What `grid check` found out about one file.
@@ -90,11 +97,9 @@ public final class Checker: Sendable {
             for n in held { shares[n, default: []].append(s.nodeID) }
         }
         for n in shares.keys { shares[n]!.sort() }
-        let distinct = shares.count
         let happiness = Placement.happiness(holdings.filter { !$0.value.isEmpty })
         let happy = settings.encoding.happy
-        let verdict: Verdict = distinct < v.needed || decoded == false ? .unrecoverable
-            : (distinct == v.total && happiness >= min(happy, v.total) ? .healthy : .degraded)
+        let verdict: Verdict = decoded == false ? .unrecoverable : Verdict(holdings: holdings, needed: v.needed, total: v.total, happy: happy)
         return CheckResult(capability: cap.description, storageIndex: si, needed: v.needed, total: v.total, happy: happy,
                            shares: shares, servers: holdings.values.filter { !$0.isEmpty }.count, happiness: happiness,
                            unanswered: (census.unanswered + census.failed.keys).map(\.nodeID).sorted(), nicknames: nicknames,

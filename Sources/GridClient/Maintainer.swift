@@ -120,9 +120,7 @@ public final class Maintainer: Sendable {
     }
 
     static func verdict(_ h: [String: Set<Int>], _ v: CHKVerifierCapability, happy: Int) -> Verdict {
-        let distinct = Set(h.values.flatMap { $0 }).count
-        if distinct < v.needed { return .unrecoverable }
-        return distinct == v.total && Placement.happiness(h) >= min(happy, v.total) ? .healthy : .degraded
+        Verdict(holdings: h, needed: v.needed, total: v.total, happy: happy)
     }
 
     /// The smaller of distinct shares and servers-of-happiness: how many servers the file

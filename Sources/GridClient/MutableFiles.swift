@@ -50,7 +50,7 @@ public final class MutableFileClient: Sendable {
 
     /// Replaces the file's contents with `data` as the next version. Needs a write capability.
     public func update(_ cap: MutableCapability, _ data: [UInt8]) async throws -> WriteResult {
-        guard let writekey = cap.writekey else {
+        guard cap.writekey != nil else {
             throw GridError(.denied, "a read-only or verify capability cannot change the file; give the write capability")
         }
         let held = try await fetch(cap.storageIndex, servers: try await servers(cap))
@@ -59,13 +59,7 @@ public final class MutableFileClient: Sendable {
         guard let sample = held.first(where: { h in (try? shareFields(cap, h.bytes).sequenceNumber) == current.sequenceNumber }) else {
             throw GridError(.unavailable, "no share of the current version could be read again")
         }
-        var der = try shareFields(cap, sample.bytes).encryptedPrivateKey
-        let aes = try AESCTR(key: writekey)
-        der.withUnsafeMutableBytes { aes.apply(in: $0) }
-        let key = try RSAPrivateKey(der: der)
-        guard MutableCapability(format: cap.format, privateKey: key) == cap else {
-            throw GridError(.corrupt, "the private key in the shares does not match the write capability")
-        }
+        let key = try MutableKeys.decryptPrivateKey(try shareFields(cap, sample.bytes).encryptedPrivateKey, for: cap)
         return try await publish(data, key: key, format: cap.format, sequenceNumber: current.sequenceNumber + 1, existing: held)
     }
 
@@ -109,7 +103,7 @@ public final class MutableFileClient: Sendable {
                     for (n, reads) in first {
                         guard var bytes = reads.first else { continue }
                         // A share longer than one read: its end is in its header.
-                        let end = Self.declaredEnd(bytes)
+                        let end = MutableShareHeader.declaredLength(bytes)
                         while bytes.count == maxChunk || (end.map { UInt64(bytes.count) < $0 } ?? false) {
                             let want = min(UInt64(maxChunk), (end ?? UInt64(bytes.count + maxChunk)) - UInt64(bytes.count))
                             guard want > 0, let more = try? await c.call(
@@ -128,20 +122,6 @@ public final class MutableFileClient: Sendable {
             return all
         }
     }
-
-    /// The end offset a mutable share's header declares (SDMF at 99, MDMF at 115).
-    static func declaredEnd(_ b: [UInt8]) -> UInt64? {
-        func u64(_ at: Int) -> UInt64? { b.count >= at + 8 ? b[at..<(at + 8)].reduce(0) { $0 << 8 | UInt64($1) } : nil }
-        switch b.first {
-        case 0: return u64(99)
-        case 1: return u64(115)
-        default: return nil
-        }
-    }
-
-    /// The bytes a writer tests before replacing a share: the version and sequence number
-    /// and root hash (and SDMF's IV): Tahoe's checkstring.
-    static func checkstring(_ bytes: [UInt8]) -> [UInt8] { Array(bytes.prefix(bytes.first == 0 ? 57 : 41)) }
 
     func publish(_ data: [UInt8], key: RSAPrivateKey, format: MutableFormat, sequenceNumber: UInt64, existing: [Held]) async throws -> WriteResult {
         let e = settings.encoding
@@ -172,7 +152,7 @@ public final class MutableFileClient: Sendable {
                 for (n, t) in target where t == s {
                     // Replace only the version this client read; create only where nothing is.
                     let old = existing.first { $0.server == s && $0.number == n }
-                    let test = old.map { TestVector(offset: 0, length: UInt64(Self.checkstring($0.bytes).count), op: .eq, specimen: Self.checkstring($0.bytes)) }
+                    let test = old.map { TestVector(offset: 0, length: UInt64(MutableShareHeader.checkstring($0.bytes).count), op: .eq, specimen: MutableShareHeader.checkstring($0.bytes)) }
                         ?? TestVector(offset: 0, length: 1, op: .eq, specimen: [])
                     writes[n] = ShareWrite(tests: [test], writes: [WriteVector(offset: 0, data: shares[n])], newLength: UInt64(shares[n].count))
                 }

@@ -18,7 +18,12 @@ import GridSystem
 ///          the largest key, chain and signature); per segment a 16-byte salt and the
 ///          block; then every node of the block hash tree.
 public struct MDMFShare: Equatable, Sendable {
+    public static let version: UInt8 = 1
     public static let signedPrefixLength = 59
+    /// What a writer tests before replacing the share: version, sequence number, root hash.
+    public static let checkstringLength = 41
+    /// Where the header records the share's end (u64, the last offset).
+    static let endOffsetField = 115
     public static let headerLength = 123
     /// Where the share data starts: after room for a 1220-byte encrypted key, a 260-byte
     /// signature, a 292-byte verification key and 8 share hash chain entries.
@@ -88,9 +93,7 @@ public struct MDMFShare: Equatable, Sendable {
         guard offsets[4] <= offsets[5], offsets[7] <= UInt64(b.count) else { throw fail("the share ends at \(offsets[7]) but holds \(b.count) bytes") }
         func section(_ from: UInt64, _ to: UInt64) -> [UInt8] { Array(b[Int(from)..<Int(to)]) }
         encryptedPrivateKey = section(offsets[0], offsets[1])
-        let chainBytes = section(offsets[1], offsets[2])
-        guard chainBytes.count % 34 == 0, chainBytes.count <= 34 * 9 else { throw fail("share hash chain of \(chainBytes.count) bytes") }
-        shareHashChain = Dictionary(try ShareLayout.parseShareHashes(chainBytes), uniquingKeysWith: { a, _ in a })
+        shareHashChain = try parseShareHashChain(section(offsets[1], offsets[2]), fail)
         signature = section(offsets[2], offsets[3])
         verificationKey = section(offsets[3], offsets[4])
         guard signature.count <= 1024, verificationKey.count <= 4096 else { throw fail("signature or verification key is absurdly long") }
@@ -107,9 +110,7 @@ public struct MDMFShare: Equatable, Sendable {
             at += Self.saltSize + len
         }
         self.blocks = blocks
-        let treeBytes = section(offsets[6], offsets[7])
-        guard treeBytes.count % 32 == 0 else { throw fail("block hash tree of \(treeBytes.count) bytes is not whole hashes") }
-        blockHashTree = stride(from: 0, to: treeBytes.count, by: 32).map { Array(treeBytes[$0..<($0 + 32)]) }
+        blockHashTree = try parseHashNodes(section(offsets[6], offsets[7]), fail)
     }
 
     public func serialized() -> [UInt8] {

@@ -22,7 +22,12 @@ import GridSystem
 ///          (u16 node + [32] hash each), block hash tree (every node, [32] each), share
 ///          data (one block), encrypted private key, in that order.
 public struct SDMFShare: Equatable, Sendable {
+    public static let version: UInt8 = 0
     public static let signedPrefixLength = 75
+    /// What a writer tests before replacing the share: version, sequence number, root hash, IV.
+    public static let checkstringLength = 57
+    /// Where the header records the share's end (u64).
+    static let endOffsetField = 99
     public static let headerLength = 107
     /// Largest key, signature and hash sections accepted when parsing untrusted bytes.
     public static let maxKeyLength = 4096, maxSignatureLength = 1024
@@ -99,12 +104,8 @@ public struct SDMFShare: Equatable, Sendable {
         guard verificationKey.count <= Self.maxKeyLength, signature.count <= Self.maxSignatureLength else {
             throw fail("verification key of \(verificationKey.count) or signature of \(signature.count) bytes is absurd")
         }
-        let chainBytes = section(2)
-        guard chainBytes.count % 34 == 0, chainBytes.count <= 34 * 9 else { throw fail("share hash chain of \(chainBytes.count) bytes") }
-        shareHashChain = Dictionary(try ShareLayout.parseShareHashes(chainBytes), uniquingKeysWith: { a, _ in a })
-        let treeBytes = section(3)
-        guard treeBytes.count % 32 == 0 else { throw fail("block hash tree of \(treeBytes.count) bytes is not whole hashes") }
-        blockHashTree = stride(from: 0, to: treeBytes.count, by: 32).map { Array(treeBytes[$0..<($0 + 32)]) }
+        shareHashChain = try parseShareHashChain(section(2), fail)
+        blockHashTree = try parseHashNodes(section(3), fail)
         shareData = section(4)
         encryptedPrivateKey = section(5)
     }

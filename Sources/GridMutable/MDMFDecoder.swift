@@ -20,16 +20,8 @@ public struct MDMFDecoder {
     public func check(_ bytes: [UInt8], number: Int) throws -> MDMFShare {
         let share: MDMFShare
         do { share = try MDMFShare(parsing: bytes) } catch { throw ShareFailure(error, part: .header) }
-        guard number >= 0, number < share.total else {
-            throw ShareFailure.corrupt(.shareNumber, "share number \(number) is outside 0..<\(share.total)")
-        }
-        guard TahoeHash.sskPubkeyFingerprint(publicKey: share.verificationKey) == capability.fingerprint,
-              let key = try? RSAPublicKey(der: share.verificationKey) else {
-            throw ShareFailure.corrupt(.header, "verification key does not match the capability's fingerprint")
-        }
-        guard key.isValidSignature(share.signature, for: share.signedPrefix) else {
-            throw ShareFailure.corrupt(.header, "signature does not match the signed prefix")
-        }
+        try MutableKeys.checkSigned(capability, number: number, total: share.total, verificationKey: share.verificationKey,
+                                    signature: share.signature, signedPrefix: share.signedPrefix)
         let tree = HashTree(leaves: share.blocks.map { TahoeHash.blockHash($0.salt + $0.block) })
         guard tree.nodes == share.blockHashTree else {
             let bad = share.blocks.indices.first { i in share.blockHashTree.count > tree.firstLeafIndex + i
@@ -52,43 +44,23 @@ public struct MDMFDecoder {
         for (n, bytes) in shares {
             do { good.append((n, try check(bytes, number: n))) } catch { failures[n] = ShareFailure(error) }
         }
-        let versions = Dictionary(grouping: good, by: { VersionID(sequenceNumber: $0.share.sequenceNumber, rootHash: $0.share.rootHash) })
-        for (_, candidates) in versions.sorted(by: { $0.key > $1.key }) {
-            var byNumber: [Int: MDMFShare] = [:]
-            for c in candidates where byNumber[c.number] == nil { byNumber[c.number] = c.share }
-            let s = candidates[0].share
-            guard byNumber.count >= s.needed else { continue }
-            let chosen = byNumber.sorted { $0.key < $1.key }.prefix(s.needed)
-            let k = s.needed
-            let rs = try ReedSolomon(k: k, n: s.total)
-            let g = MDMFShare.geometry(needed: k, segmentSize: s.segmentSize, dataLength: s.dataLength)
-            var out: [UInt8] = []
-            out.reserveCapacity(Int(s.dataLength))
-            for seg in 0..<g.segments {
-                let blen = seg == g.segments - 1 ? g.tailBlockSize : g.blockSize
-                var segment = [UInt8](repeating: 0, count: k * blen)
-                try segment.withUnsafeMutableBytes { buf in
-                    let base = buf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                    for (n, share) in chosen where n < k {
-                        share.blocks[seg].block.withUnsafeBytes { (base + n * blen).update(from: $0.baseAddress!.assumingMemoryBound(to: UInt8.self), count: blen) }
-                    }
-                    let have = Set(chosen.map(\.key))
-                    let lost = (0..<k).filter { !have.contains($0) }
-                    if !lost.isEmpty {
-                        try withPointers(chosen.map { $0.value.blocks[seg].block }) { ptrs in
-                            try rs.reconstruct(blockSize: blen, available: ptrs, indices: chosen.map(\.key), missing: lost,
-                                               outputs: lost.map { base + $0 * blen }, path: simdPath)
-                        }
-                    }
-                }
-                let length = seg == g.segments - 1 ? Int(s.dataLength) - seg * Int(s.segmentSize) : Int(s.segmentSize)
-                var plain = Array(segment.prefix(length))
-                let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: chosen.first!.value.blocks[seg].salt, readkey: readkey))
-                plain.withUnsafeMutableBytes { aes.apply(in: $0) }
-                out += plain
-            }
-            return (out, s.sequenceNumber)
+        let chosen = try MutableKeys.newestRecoverable(good, version: { VersionID(sequenceNumber: $0.sequenceNumber, rootHash: $0.rootHash) },
+                                                       needed: \.needed, failures: failures)
+        let s = chosen[0].value
+        let rs = try ReedSolomon(k: s.needed, n: s.total)
+        let g = MDMFShare.geometry(needed: s.needed, segmentSize: s.segmentSize, dataLength: s.dataLength)
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(s.dataLength))
+        for seg in 0..<g.segments {
+            let last = seg == g.segments - 1
+            var plain = try rebuildSegment(chosen.map { ($0.key, $0.value.blocks[seg].block) }, rs: rs,
+                                           blockSize: last ? g.tailBlockSize : g.blockSize,
+                                           length: last ? Int(s.dataLength) - seg * Int(s.segmentSize) : Int(s.segmentSize),
+                                           simdPath: simdPath)
+            let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: s.blocks[seg].salt, readkey: readkey))
+            plain.withUnsafeMutableBytes { aes.apply(in: $0) }
+            out += plain
         }
-        throw ImmutableError.notEnoughShares(needed: good.first?.share.needed ?? 1, usable: Set(good.map(\.number)).count, failures: failures)
+        return (out, s.sequenceNumber)
     }
 }

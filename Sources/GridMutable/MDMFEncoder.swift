@@ -44,9 +44,7 @@ public enum MDMFEncoder {
         }
         let blockTrees = leaves.map { HashTree(leaves: $0) }
         let shareTree = HashTree(leaves: blockTrees.map(\.root))
-        var encryptedKey = privateKey.der
-        let keyAES = try AESCTR(key: cap.writekey!)
-        encryptedKey.withUnsafeMutableBytes { keyAES.apply(in: $0) }
+        let encryptedKey = try MutableKeys.encryptPrivateKey(privateKey, writekey: cap.writekey!)
         var shares = (0..<n).map { i in
             MDMFShare(sequenceNumber: sequenceNumber, rootHash: shareTree.root, needed: k, total: n,
                       segmentSize: UInt64(segmentSize), dataLength: UInt64(data.count), encryptedPrivateKey: encryptedKey,

@@ -27,16 +27,8 @@ public struct SDMFDecoder {
     public func check(_ bytes: [UInt8], number: Int) throws -> CheckedShare {
         let share: SDMFShare
         do { share = try SDMFShare(parsing: bytes) } catch { throw ShareFailure(error, part: .header) }
-        guard number >= 0, number < share.total else {
-            throw ShareFailure.corrupt(.shareNumber, "share number \(number) is outside 0..<\(share.total)")
-        }
-        guard TahoeHash.sskPubkeyFingerprint(publicKey: share.verificationKey) == capability.fingerprint,
-              let key = try? RSAPublicKey(der: share.verificationKey) else {
-            throw ShareFailure.corrupt(.header, "verification key does not match the capability's fingerprint")
-        }
-        guard key.isValidSignature(share.signature, for: share.signedPrefix) else {
-            throw ShareFailure.corrupt(.header, "signature does not match the signed prefix")
-        }
+        try MutableKeys.checkSigned(capability, number: number, total: share.total, verificationKey: share.verificationKey,
+                                    signature: share.signature, signedPrefix: share.signedPrefix)
         let k = share.needed
         guard share.segmentSize == (share.dataLength + UInt64(k) - 1) / UInt64(k) * UInt64(k),
               UInt64(share.shareData.count) == share.segmentSize / UInt64(k) else {
@@ -64,40 +56,40 @@ public struct SDMFDecoder {
         for (n, bytes) in shares {
             do { good.append(try check(bytes, number: n)) } catch { failures[n] = ShareFailure(error) }
         }
-        // Versions, newest first: (seqnum, root hash) → distinct good shares.
-        let versions = Dictionary(grouping: good, by: { VersionID(sequenceNumber: $0.share.sequenceNumber, rootHash: $0.share.rootHash) })
-        for (_, candidates) in versions.sorted(by: { $0.key > $1.key }) {
-            var byNumber: [Int: CheckedShare] = [:]
-            for c in candidates where byNumber[c.number] == nil { byNumber[c.number] = c }
-            let s = candidates[0].share
-            guard byNumber.count >= s.needed else { continue }
-            let chosen = byNumber.sorted { $0.key < $1.key }.prefix(s.needed)
-            let rs = try ReedSolomon(k: s.needed, n: s.total)
-            let blockSize = Int(s.segmentSize) / s.needed
-            var segment = [UInt8](repeating: 0, count: Int(s.segmentSize))
-            try segment.withUnsafeMutableBytes { out in
-                let base = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                var have: [Int] = []
-                for (n, c) in chosen where n < s.needed {
-                    c.share.shareData.withUnsafeBytes { (base + n * blockSize).update(from: $0.baseAddress!.assumingMemoryBound(to: UInt8.self), count: blockSize) }
-                    have.append(n)
-                }
-                let missing = (0..<s.needed).filter { !have.contains($0) }
-                if !missing.isEmpty {
-                    let blocks = chosen.map { $0.value.share.shareData }
-                    try withPointers(blocks) { ptrs in
-                        try rs.reconstruct(blockSize: blockSize, available: ptrs, indices: chosen.map(\.key), missing: missing,
-                                           outputs: missing.map { base + $0 * blockSize }, path: simdPath)
-                    }
-                }
-            }
-            var data = Array(segment.prefix(Int(s.dataLength)))
-            let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: s.iv, readkey: readkey))
-            data.withUnsafeMutableBytes { aes.apply(in: $0) }
-            return (data, s.sequenceNumber)
-        }
-        throw ImmutableError.notEnoughShares(needed: good.first?.share.needed ?? 1, usable: Set(good.map(\.number)).count, failures: failures)
+        let chosen = try MutableKeys.newestRecoverable(good.map { ($0.number, $0.share) },
+                                                       version: { VersionID(sequenceNumber: $0.sequenceNumber, rootHash: $0.rootHash) },
+                                                       needed: \.needed, failures: failures)
+        let s = chosen[0].value
+        let rs = try ReedSolomon(k: s.needed, n: s.total)
+        var data = try rebuildSegment(chosen.map { ($0.key, $0.value.shareData) }, rs: rs, blockSize: Int(s.segmentSize) / s.needed,
+                                      length: Int(s.dataLength), simdPath: simdPath)
+        let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: s.iv, readkey: readkey))
+        data.withUnsafeMutableBytes { aes.apply(in: $0) }
+        return (data, s.sequenceNumber)
     }
+}
+
+/// The first `length` bytes of a segment rebuilt from k blocks of `blockSize` (share
+/// number, block; data shares are copied, missing ones reconstructed).
+func rebuildSegment(_ blocks: [(number: Int, block: [UInt8])], rs: ReedSolomon, blockSize: Int, length: Int,
+                    simdPath: SIMDPath) throws -> [UInt8] {
+    let k = blocks.count
+    var segment = [UInt8](repeating: 0, count: k * blockSize)
+    try segment.withUnsafeMutableBytes { out in
+        let base = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        for (n, block) in blocks where n < k {
+            block.withUnsafeBytes { (base + n * blockSize).update(from: $0.baseAddress!.assumingMemoryBound(to: UInt8.self), count: blockSize) }
+        }
+        let have = Set(blocks.map(\.number))
+        let missing = (0..<k).filter { !have.contains($0) }
+        if !missing.isEmpty {
+            try withPointers(blocks.map(\.block)) { ptrs in
+                try rs.reconstruct(blockSize: blockSize, available: ptrs, indices: blocks.map(\.number), missing: missing,
+                                   outputs: missing.map { base + $0 * blockSize }, path: simdPath)
+            }
+        }
+    }
+    return Array(segment.prefix(length))
 }
 
 /// A version of a mutable file: newer sequence numbers first, then the root hash.

@@ -34,9 +34,7 @@ public enum SDMFEncoder {
         // Hash trees: one block per share, so each block hash tree is that block's hash.
         let blockTrees = blocks.map { HashTree(leaves: [TahoeHash.blockHash($0)]) }
         let shareTree = HashTree(leaves: blockTrees.map(\.root))
-        var encryptedKey = privateKey.der
-        let keyAES = try AESCTR(key: cap.writekey!)
-        encryptedKey.withUnsafeMutableBytes { keyAES.apply(in: $0) }
+        let encryptedKey = try MutableKeys.encryptPrivateKey(privateKey, writekey: cap.writekey!)
 
         var shares = (0..<n).map { i in
             SDMFShare(sequenceNumber: sequenceNumber, rootHash: shareTree.root, iv: iv, needed: k, total: n,

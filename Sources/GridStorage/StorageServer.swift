@@ -240,15 +240,20 @@ public final class StorageBackend: @unchecked Sendable {
     func addOrRenewLeaseLocked(si: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8]) throws -> Int {
         let rh = Lease.hashSecret(renewSecret)
         let exp = newExpiration()
-        return try updateLeases(si) { leases in
-            var l = leases
-            if let i = l.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
-                l[i].expiration = max(l[i].expiration, exp)
-            } else {
-                l.append(Lease(renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp, nodeID: self.containerNodeID))
-            }
-            return l
+        return try updateLeases(si) { addingOrRenewing($0, renewHash: rh, renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp) }
+    }
+
+    /// `leases` with the one carrying this renew secret extended to `expiration`, or a new
+    /// lease with these secrets added.
+    func addingOrRenewing(_ leases: [Lease], renewHash rh: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8],
+                          expiration exp: UInt32) -> [Lease] {
+        var l = leases
+        if let i = l.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
+            l[i].expiration = max(l[i].expiration, exp)
+        } else {
+            l.append(Lease(renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp, nodeID: containerNodeID))
         }
+        return l
     }
 
     /// Adds a lease to every share of `si`, or renews the one with this renew secret.
@@ -293,12 +298,7 @@ public final class StorageBackend: @unchecked Sendable {
                             extended.append((e.si, n, rh))
                         }
                     } else {
-                        var l = leases
-                        if let i = l.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
-                            l[i].expiration = max(l[i].expiration, exp)
-                        } else {
-                            l.append(Lease(renewSecret: e.renewSecret, cancelSecret: e.cancelSecret, expiration: exp, nodeID: containerNodeID))
-                        }
+                        let l = addingOrRenewing(leases, renewHash: rh, renewSecret: e.renewSecret, cancelSecret: e.cancelSecret, expiration: exp)
                         try ImmutableContainer.writeLeases(f, dataLength: len, l)
                         full.append((e.si, n, false, len, l))
                     }

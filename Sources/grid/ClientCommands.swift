@@ -274,34 +274,17 @@ struct Download: ParsableCommand {
             let cap = try Capability(parsing: capability)
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
-            let sink: FileDescriptorSink
-            var tempPath: String?
-            // Check the target before fetching anything; `-o -` is stdout.
-            let output = self.output == "-" ? nil : self.output
-            if let output, try FileSystem.status(output)?.kind == .directory {
-                throw GridError(.usage, "\(output) is a directory; give a file name to write, e.g. -o \(output)/NAME")
-            }
-            if let output {
-                let t = output + ".grid-partial-\(CurrentProcess.id)"
-                sink = try FileDescriptorSink(path: t)
-                tempPath = t
-            } else {
-                sink = FileDescriptorSink(.standardOutput)
-            }
             let bar = ProgressBar()
             let downloader = Downloader(pool: session.pool, coding: try codingOptionsFromEnvironment())
-            let box = UncheckedBox(sink)
             let (off, len) = (offset, length)
             let r: DownloadResult
             do {
-                r = try blockingAwait { try await downloader.download(cap, to: box.value, offset: off, length: len) { bar.update($0) } }
-                if let tempPath, let output {
-                    try sink.sync()
-                    try FileSystem.rename(tempPath, to: output)
+                r = try withOutputSink(output) { sink in
+                    let box = UncheckedBox(sink)
+                    return try blockingAwait { try await downloader.download(cap, to: box.value, offset: off, length: len) { bar.update($0) } }
                 }
             } catch {
                 bar.finish()
-                if let tempPath { try? FileSystem.remove(tempPath) }
                 throw error
             }
             bar.finish()
@@ -316,7 +299,7 @@ struct Download: ParsableCommand {
                     "corruption_reports": r.corruptionReports,
                 ]
                 let text = jsonString(out) + "\n"
-                if output == nil { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
+                if output == nil || output == "-" { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
             }
         }
     }
@@ -329,33 +312,41 @@ extension Download {
         defer { session.pool.shutdown() }
         let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
         let t0 = monotonicNow()
-        let got = try blockingAwait { try await client.read(cap) }
-        let start = Int(min(UInt64(got.data.count), offset))
-        let end = length.map { Int(min(UInt64(got.data.count), UInt64(start) + $0)) } ?? got.data.count
-        let bytes = Array(got.data[start..<end])
-        let target = output == "-" ? nil : output
-        if let target {
-            if try FileSystem.status(target)?.kind == .directory {
-                throw GridError(.usage, "\(target) is a directory; give a file name to write, e.g. -o \(target)/NAME")
-            }
-            let t = target + ".grid-partial-\(CurrentProcess.id)"
-            do {
-                let f = try FileDescriptor(path: t, .replace)
-                try f.write(bytes)
-                try f.sync()
-                try FileSystem.rename(t, to: target)
-            } catch {
-                try? FileSystem.remove(t)
-                throw error
-            }
-        } else {
-            try FileDescriptor.standardOutput.write(bytes)
+        let (got, bytes) = try withOutputSink(output) { sink in
+            let got = try blockingAwait { try await client.read(cap) }
+            let start = Int(min(UInt64(got.data.count), offset))
+            let end = length.map { Int(min(UInt64(got.data.count), UInt64(start) + $0)) } ?? got.data.count
+            let bytes = got.data[start..<end]
+            try bytes.withUnsafeBytes { try sink.write($0) }
+            return (got, bytes)
         }
         if json {
             let text = jsonString(["size": got.data.count, "bytes": bytes.count, "sequence_number": got.sequenceNumber,
                                    "format": cap.format.rawValue, "seconds": monotonicNow() - t0] as [String: Any]) + "\n"
-            if target == nil { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
+            if output == nil || output == "-" { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
         }
+    }
+}
+
+/// Runs `body` with where a download goes: stdout (no `output`, or `-`), or a file written
+/// under a temporary name, synced and renamed into place when `body` succeeds and removed
+/// when it fails (so a failed download leaves no partial file). A directory is refused
+/// before anything is fetched.
+func withOutputSink<T>(_ output: String?, _ body: (FileDescriptorSink) throws -> T) throws -> T {
+    guard let output, output != "-" else { return try body(FileDescriptorSink(.standardOutput)) }
+    if try FileSystem.status(output)?.kind == .directory {
+        throw GridError(.usage, "\(output) is a directory; give a file name to write, e.g. -o \(output)/NAME")
+    }
+    let temp = output + ".grid-partial-\(CurrentProcess.id)"
+    let sink = try FileDescriptorSink(path: temp)
+    do {
+        let r = try body(sink)
+        try sink.sync()
+        try FileSystem.rename(temp, to: output)
+        return r
+    } catch {
+        try? FileSystem.remove(temp)
+        throw error
     }
 }
 

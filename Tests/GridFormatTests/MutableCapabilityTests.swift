@@ -8,13 +8,6 @@ import XCTest
 
 /// Mutable-file capabilities and their RSA keys, against Tahoe-LAFS 1.20.
 final class MutableCapabilityTests: XCTestCase {
-    func unhex(_ s: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var i = s.startIndex
-        while i < s.endIndex { let j = s.index(i, offsetBy: 2); out.append(UInt8(s[i..<j], radix: 16)!); i = j }
-        return out
-    }
-
     /// Tahoe's 240 SDMF and MDMF interoperability vectors: each RSA key gives the
     /// capability Tahoe printed, and it parses back to itself.
     func testTahoeIntegrationVectors() throws {

@@ -1,5 +1,6 @@
 import Foundation
 @testable import GridClient
+import GridMutable
 import GridCrypto
 import GridFormat
 import GridSystem
@@ -50,12 +51,8 @@ final class MutableTests: XCTestCase {
             let stale = try await mc.fetch(created.capability.storageIndex, servers: try await mc.servers(created.capability))
             let v3 = pseudoRandom(size / 2 + 1, seed: 43)
             _ = try await mc.update(created.capability, v3)
-            let key = try RSAPrivateKey(der: try {
-                var der = try mc.shareFields(created.capability, stale[0].bytes).encryptedPrivateKey
-                let aes = try AESCTR(key: created.capability.writekey!)
-                der.withUnsafeMutableBytes { aes.apply(in: $0) }
-                return der
-            }())
+            let key = try MutableKeys.decryptPrivateKey(try mc.shareFields(created.capability, stale[0].bytes).encryptedPrivateKey,
+                                                        for: created.capability)
             do {
                 _ = try await mc.publish(v1, key: key, format: format, sequenceNumber: 3, existing: stale)
                 XCTFail("a write from a stale read was accepted")
@@ -111,7 +108,7 @@ extension ClientCLITests {
         let doc = try Fixtures.json("mdmf.json") as! [String: Any]
         let file = (doc["files"] as! [[String: Any]]).first { $0["id"] as? String == "small" }!
         let version = (file["versions"] as! [[String: Any]])[0]
-        let content = vectorContentForTests(version["content_seed"] as! String, Int("\(version["content_len"]!)")!)
+        let content = vectorContent(version["content_seed"] as! String, Int("\(version["content_len"]!)")!)
         let si = file["storage_index_b32"] as! String
         let grid = try TestGrid(servers: 10)
         defer { grid.shutdown() }
@@ -119,11 +116,7 @@ extension ClientCLITests {
             let n = Int("\(share["shnum"]!)")!
             let dir = grid.servers[n].directory + "/storage/shares/\(si.prefix(2))/\(si)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let hex = share["file_hex"] as! String
-            var bytes = [UInt8]()
-            var i = hex.startIndex
-            while i < hex.endIndex { let j = hex.index(i, offsetBy: 2); bytes.append(UInt8(hex[i..<j], radix: 16)!); i = j }
-            try Data(bytes).write(to: URL(fileURLWithPath: dir + "/\(n)"))
+            try Data(unhex(share["file_hex"] as! String)).write(to: URL(fileURLWithPath: dir + "/\(n)"))
         }
         let (node, _) = try uploadedFile(grid, "interop", pseudoRandom(100, seed: 1))
         try assertReadsBack(node, file["readcap"] as! String, content)
@@ -134,15 +127,4 @@ extension ClientCLITests {
         XCTAssertEqual(st, 77, err)
         XCTAssertTrue(err.contains("write enabler"), err)
     }
-}
-
-/// mdmf.json's content: SHA-256(seed || be64(counter)) for counter 0, 1, 2, ..., cut to length.
-func vectorContentForTests(_ seed: String, _ length: Int) -> [UInt8] {
-    var out: [UInt8] = []
-    var counter: UInt64 = 0
-    while out.count < length {
-        out += SHA256.hash(Array(seed.utf8) + (0..<8).map { UInt8(truncatingIfNeeded: counter >> (56 - 8 * UInt64($0))) })
-        counter += 1
-    }
-    return Array(out.prefix(length))
 }

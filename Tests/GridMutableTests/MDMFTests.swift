@@ -45,7 +45,7 @@ final class MDMFTests: XCTestCase {
                     if let hex = s["share_hex"] as? String {
                         XCTAssertEqual(ours, unhex(hex), "\(file["id"]!) seq \(version["seqnum"]!) share \(n)")
                     } else {
-                        XCTAssertEqual(SHA256.hash(ours).map { String(format: "%02x", $0) }.joined(), s["share_sha256"] as! String,
+                        XCTAssertEqual(hex(SHA256.hash(ours)), s["share_sha256"] as! String,
                                        "\(file["id"]!) seq \(version["seqnum"]!) share \(n)")
                     }
                     compared += 1

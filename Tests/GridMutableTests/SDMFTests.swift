@@ -8,24 +8,6 @@ import XCTest
 
 @testable import GridMutable
 
-func unhex(_ s: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var i = s.startIndex
-    while i < s.endIndex { let j = s.index(i, offsetBy: 2); out.append(UInt8(s[i..<j], radix: 16)!); i = j }
-    return out
-}
-
-/// The vectors' content: SHA-256(seed || be64(counter)) for counter 0, 1, 2, ..., cut to length.
-func vectorContent(_ seed: String, _ length: Int) -> [UInt8] {
-    var out: [UInt8] = []
-    var counter: UInt64 = 0
-    while out.count < length {
-        out += SHA256.hash(Array(seed.utf8) + (0..<8).map { UInt8(truncatingIfNeeded: counter >> (56 - 8 * UInt64($0))) })
-        counter += 1
-    }
-    return Array(out.prefix(length))
-}
-
 final class SDMFTests: XCTestCase {
     /// sdmf.json: a real SDMF file (created, then overwritten) with Tahoe's key. With the IV
     /// and the (randomized) signature taken from Tahoe's shares, every one of our 20 shares

@@ -51,3 +51,15 @@ public func pseudoRandom(_ count: Int, seed: UInt64) -> [UInt8] {
     }
     return out
 }
+
+/// The reference vectors' content: SHA-256(seed || be64(counter)) for counter 0, 1, 2, ...,
+/// cut to `length` bytes (../shared/vectors/README.md).
+public func vectorContent(_ seed: String, _ length: Int) -> [UInt8] {
+    var out: [UInt8] = []
+    var counter: UInt64 = 0
+    while out.count < length {
+        out += SHA256.hash(Array(seed.utf8) + (0..<8).map { UInt8(truncatingIfNeeded: counter >> (56 - 8 * UInt64($0))) })
+        counter += 1
+    }
+    return Array(out.prefix(length))
+}

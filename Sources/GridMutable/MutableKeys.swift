@@ -1,0 +1,63 @@
+import GridCrypto
+import GridFormat
+import GridImmutable
+import GridSystem
+
+/// What SDMF and MDMF share about keys and signatures.
+public enum MutableKeys {
+    /// The signing key as every share carries it: PKCS#8 DER under AES-CTR with the writekey.
+    public static func encryptPrivateKey(_ key: RSAPrivateKey, writekey: [UInt8]) throws -> [UInt8] {
+        var bytes = key.der
+        let aes = try AESCTR(key: writekey)
+        bytes.withUnsafeMutableBytes { aes.apply(in: $0) }
+        return bytes
+    }
+
+    /// The signing key from a share's encrypted copy; checked to be the one the write
+    /// capability names (a share could carry any key).
+    public static func decryptPrivateKey(_ encrypted: [UInt8], for cap: MutableCapability) throws -> RSAPrivateKey {
+        guard let writekey = cap.writekey else {
+            throw GridError(.denied, "a read-only or verify capability cannot change the file; give the write capability")
+        }
+        var der = encrypted
+        let aes = try AESCTR(key: writekey)
+        der.withUnsafeMutableBytes { aes.apply(in: $0) }
+        let key = try RSAPrivateKey(der: der)
+        guard MutableCapability(format: cap.format, privateKey: key) == cap else {
+            throw GridError(.corrupt, "the private key in the shares does not match the write capability")
+        }
+        return key
+    }
+
+    /// A share's verification key must hash to the capability's fingerprint and have signed
+    /// the share's signed prefix; and its number must be one the file can have.
+    static func checkSigned(_ cap: MutableCapability, number: Int, total: Int, verificationKey: [UInt8],
+                            signature: [UInt8], signedPrefix: [UInt8]) throws {
+        guard number >= 0, number < total else {
+            throw ShareFailure.corrupt(.shareNumber, "share number \(number) is outside 0..<\(total)")
+        }
+        guard TahoeHash.sskPubkeyFingerprint(publicKey: verificationKey) == cap.fingerprint,
+              let key = try? RSAPublicKey(der: verificationKey) else {
+            throw ShareFailure.corrupt(.header, "verification key does not match the capability's fingerprint")
+        }
+        guard key.isValidSignature(signature, for: signedPrefix) else {
+            throw ShareFailure.corrupt(.header, "signature does not match the signed prefix")
+        }
+    }
+
+    /// The newest version (by sequence number, then root hash) with `needed` distinct good
+    /// shares: the shares to rebuild it from, lowest numbers first; or the error naming
+    /// every share's failure.
+    static func newestRecoverable<S>(_ good: [(number: Int, share: S)], version: (S) -> VersionID, needed: (S) -> Int,
+                                     failures: [Int: ShareFailure]) throws -> [(key: Int, value: S)] {
+        let versions = Dictionary(grouping: good, by: { version($0.share) })
+        for (_, candidates) in versions.sorted(by: { $0.key > $1.key }) {
+            var byNumber: [Int: S] = [:]
+            for c in candidates where byNumber[c.number] == nil { byNumber[c.number] = c.share }
+            let k = needed(candidates[0].share)
+            if byNumber.count >= k { return Array(byNumber.sorted { $0.key < $1.key }.prefix(k)) }
+        }
+        throw ImmutableError.notEnoughShares(needed: good.first.map { needed($0.share) } ?? 1, usable: Set(good.map(\.number)).count,
+                                             failures: failures)
+    }
+}

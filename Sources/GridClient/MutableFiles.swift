@@ -32,8 +32,10 @@ public final class MutableFileClient: Sendable {
     public struct WriteResult: Sendable {
         public var capability: MutableCapability
         public var sequenceNumber: UInt64
-        /// Share number → node id of the server that now holds it.
-        public var placement: [Int: String]
+        /// Share number → node ids of the servers that now hold it.
+        public var placement: [Int: [String]]
+        /// How many times a conflict with another writer was met and the change made again.
+        public var retries = 0
     }
 
     /// Creates a mutable file holding `data` (a new RSA-2048 key, sequence number 1).
@@ -48,19 +50,83 @@ public final class MutableFileClient: Sendable {
         return try decode(cap, held)
     }
 
+    /// How a new version is made from the current one.
+    public enum Change: Sendable {
+        /// New contents, whatever the file held.
+        case replace([UInt8])
+        /// `bytes` written from byte `offset` on (the file grows if they reach past its end;
+        /// a gap is filled with zeros).
+        case write(offset: UInt64, bytes: [UInt8])
+
+        /// The new contents from the current ones (nil: no version could be read).
+        func apply(to current: [UInt8]?) throws -> [UInt8] {
+            switch self {
+            case let .replace(data): return data
+            case let .write(offset, bytes):
+                guard var data = current else {
+                    throw GridError(.unavailable, "no version of the file could be read to write into; only a whole replacement can be written now")
+                }
+                guard offset <= UInt64(1 << 40), UInt64(bytes.count) <= UInt64(1 << 40) else {
+                    throw GridError(.usage, "offset \(offset) is beyond what a mutable file can hold")
+                }
+                let end = Int(offset) + bytes.count
+                if end > data.count { data += [UInt8](repeating: 0, count: end - data.count) }
+                data.replaceSubrange(Int(offset)..<end, with: bytes)
+                return data
+            }
+        }
+    }
+
     /// Replaces the file's contents with `data` as the next version. Needs a write capability.
-    public func update(_ cap: MutableCapability, _ data: [UInt8]) async throws -> WriteResult {
+    public func update(_ cap: MutableCapability, _ data: [UInt8], retries: Int = 5) async throws -> WriteResult {
+        try await update(cap, .replace(data), retries: retries)
+    }
+
+    /// Writes the next version, made by `change` from the newest one. Each server takes it
+    /// only if it still holds what this client read; when another writer got there first
+    /// (a conflict), the change is made again on top of the winner's version, up to
+    /// `retries` times with a random, growing back-off; then the conflict is reported
+    /// (GridError class `.conflict`). Needs a write capability.
+    public func update(_ cap: MutableCapability, _ change: Change, retries: Int = 5) async throws -> WriteResult {
         guard cap.writekey != nil else {
             throw GridError(.denied, "a read-only or verify capability cannot change the file; give the write capability")
         }
-        let held = try await fetch(cap.storageIndex, servers: try await servers(cap))
-        let current = try decode(cap, held)
-        // The signing key travels in every share, encrypted with the writekey.
-        guard let sample = held.first(where: { h in (try? shareFields(cap, h.bytes).sequenceNumber) == current.sequenceNumber }) else {
-            throw GridError(.unavailable, "no share of the current version could be read again")
+        var attempt = 0
+        while true {
+            do {
+                var r = try await updateOnce(cap, change)
+                r.retries = attempt
+                return r
+            } catch let e as GridError where e.errorClass == .conflict && attempt < retries {
+                attempt += 1
+                // 25 ms, 50 ms, 100 ms ... each times a random factor in 0.5..1.5, so two
+                // writers that collided do not collide again in step.
+                let delay = 0.025 * Double(1 << min(attempt - 1, 8)) * Double.random(in: 0.5...1.5)
+                try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
+            }
         }
-        let key = try MutableKeys.decryptPrivateKey(try shareFields(cap, sample.bytes).encryptedPrivateKey, for: cap)
-        return try await publish(data, key: key, format: cap.format, sequenceNumber: current.sequenceNumber + 1, existing: held)
+    }
+
+    func updateOnce(_ cap: MutableCapability, _ change: Change) async throws -> WriteResult {
+        let held = try await fetch(cap.storageIndex, servers: try await servers(cap))
+        // Every share that passes its checks, whatever its version: the newest sequence number
+        // seen decides the next one, so a version left unrecoverable by a crashed or racing
+        // writer is still replaced, not reused.
+        let checked = held.compactMap { h in (try? CheckedMutableShare(cap, h.bytes, number: h.number)).map { (h, $0) } }
+        guard let newest = checked.map(\.1.version.sequenceNumber).max() else {
+            _ = try decode(cap, held)  // throws, naming every share's failure
+            throw GridError(.corrupt, "no share of this mutable file passed its checks")
+        }
+        guard newest < UInt64.max else { throw GridError(.corrupt, "the file's sequence number is at its limit") }
+        let current = try? decode(cap, held)
+        let data = try change.apply(to: current?.data)
+        var key: RSAPrivateKey?
+        var keyError: Error?
+        for (_, c) in checked {
+            do { key = try MutableKeys.decryptPrivateKey(c.encryptedPrivateKey, for: cap); break } catch { keyError = error }
+        }
+        guard let key else { throw keyError ?? GridError(.corrupt, "no share carries a usable signing key") }
+        return try await publish(data, key: key, format: cap.format, sequenceNumber: newest + 1, existing: held)
     }
 
     // MARK: Internals
@@ -69,14 +135,6 @@ public final class MutableFileClient: Sendable {
         let known = await pool.waitForServers(enough: settings.encoding.total, minimum: settings.encoding.needed)
         if known.isEmpty { throw pool.noServersError() }
         return permutedServers(known, storageIndex: cap.storageIndex)
-    }
-
-    /// The fields a writer needs from a share of either format.
-    func shareFields(_ cap: MutableCapability, _ bytes: [UInt8]) throws -> (sequenceNumber: UInt64, encryptedPrivateKey: [UInt8]) {
-        switch cap.format {
-        case .sdmf: let s = try SDMFShare(parsing: bytes); return (s.sequenceNumber, s.encryptedPrivateKey)
-        case .mdmf: let s = try MDMFShare(parsing: bytes); return (s.sequenceNumber, s.encryptedPrivateKey)
-        }
     }
 
     func decode(_ cap: MutableCapability, _ held: [Held]) throws -> (data: [UInt8], sequenceNumber: UInt64) {
@@ -135,22 +193,69 @@ public final class MutableFileClient: Sendable {
             (cap, shares) = (r.capability, r.shares.map { $0.serialized() })
         }
         let servers = try await self.servers(cap)
+        // Where each share goes: to every server that holds a copy of it (all copies move to
+        // the new version), else to the next server in permuted order that holds nothing yet.
+        var target: [Int: [ServerRef]] = [:]
+        for h in existing where !(target[h.number]?.contains(h.server) ?? false) { target[h.number, default: []].append(h.server) }
+        var free = servers.filter { s in !existing.contains { $0.server == s } }
+        var reuse = 0
+        for n in 0..<shares.count where target[n] == nil {
+            if !free.isEmpty { target[n] = [free.removeFirst()] } else { target[n] = [servers[reuse % servers.count]]; reuse += 1 }
+        }
+        var outcome = await write(cap, shares, target: target, existing: existing)
+        // A share whose every server failed (gone, timed out, full) goes to a server that
+        // has not failed, holding nothing of this file where possible: one more round.
+        let failedServers = Set(outcome.failed.map(\.server))
+        let lost = (0..<shares.count).filter { n in outcome.placement[n] == nil && !outcome.conflicts.contains { target[n]!.contains($0) } }
+        if !lost.isEmpty && outcome.conflicts.isEmpty {
+            var spare = servers.filter { s in !failedServers.contains(s) && !outcome.placement.values.contains { $0.contains(s.nodeID) } }
+            spare += servers.filter { s in !failedServers.contains(s) && !spare.contains(s) }
+            if !spare.isEmpty {
+                var second: [Int: [ServerRef]] = [:]
+                for (i, n) in lost.enumerated() { second[n] = [spare[i % spare.count]] }
+                let again = await write(cap, shares, target: second, existing: existing)
+                for (n, ids) in again.placement { outcome.placement[n, default: []] += ids }
+                outcome.conflicts += again.conflicts
+                outcome.refused += again.refused
+            }
+        }
+        let placed = outcome.placement.count
+        if placed < e.needed && !outcome.refused.isEmpty {
+            // Shares moved from other servers keep the write enabler of the server that first
+            // stored them; this server cannot accept ours for them.
+            throw GridError(.denied, "the servers refused this client's write enabler (shares copied from other servers, e.g. "
+                + "Tahoe's, keep their first server's): \(Set(outcome.refused).sorted().prefix(3).joined(separator: "; "))")
+        }
+        if !outcome.conflicts.isEmpty {
+            throw GridError(.conflict, "another writer changed this mutable file at the same time (servers \(Set(outcome.conflicts.map(\.nickname)).sorted().joined(separator: ", ")) hold a version this client did not read); read it again and retry")
+        }
+        guard placed >= e.needed else {
+            throw GridError(.unavailable, "only \(placed) shares of the new version could be written; \(e.needed) are needed to read it"
+                + (outcome.failed.isEmpty ? "" : " (\(Set(outcome.failed.map { "\($0.server.nickname): \($0.error)" }).sorted().prefix(3).joined(separator: "; ")))"))
+        }
+        return WriteResult(capability: cap, sequenceNumber: sequenceNumber, placement: outcome.placement.mapValues { Array(Set($0)).sorted() })
+    }
+
+    /// What one round of writes did.
+    struct WriteOutcome {
+        var placement: [Int: [String]] = [:]
+        var conflicts: [ServerRef] = []
+        var refused: [String] = []
+        var failed: [(server: ServerRef, error: Error)] = []
+    }
+
+    /// Writes share n to each server of `target[n]` (a test-and-write per server: replace only
+    /// the version read from it, create only where it has none).
+    func write(_ cap: MutableCapability, _ shares: [[UInt8]], target: [Int: [ServerRef]], existing: [Held]) async -> WriteOutcome {
         let si = cap.storageIndex
         let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
-        // Where each share goes: where it already is, else the next server in permuted order.
-        var target: [Int: ServerRef] = [:]
-        for h in existing where target[h.number] == nil { target[h.number] = h.server }
-        var next = 0
-        for n in 0..<shares.count where target[n] == nil {
-            target[n] = servers[next % servers.count]
-            next += 1
-        }
         let timeout = max(30, 4 * coding.stallTimeout)
-        let results = await withTaskGroup(of: (ServerRef, Result<Bool, Error>).self) { group in
-            for s in Set(target.values) {
+        var perServer: [ServerRef: [Int]] = [:]
+        for (n, ss) in target { for s in ss { perServer[s, default: []].append(n) } }
+        let results = await withTaskGroup(of: (ServerRef, [Int], Result<Bool, Error>).self) { group in
+            for (s, numbers) in perServer {
                 var writes: [Int: ShareWrite] = [:]
-                for (n, t) in target where t == s {
-                    // Replace only the version this client read; create only where nothing is.
+                for n in numbers {
                     let old = existing.first { $0.server == s && $0.number == n }
                     let test = old.map { TestVector(offset: 0, length: UInt64(MutableShareHeader.checkstring($0.bytes).count), op: .eq, specimen: MutableShareHeader.checkstring($0.bytes)) }
                         ?? TestVector(offset: 0, length: 1, op: .eq, specimen: [])
@@ -161,40 +266,21 @@ public final class MutableFileClient: Sendable {
                 group.addTask { [pool] in
                     do {
                         let c = try await pool.client(for: s)
-                        return (s, .success(try await c.call(req, timeout: timeout).ok))
-                    } catch { return (s, .failure(error)) }
+                        return (s, numbers, .success(try await c.call(req, timeout: timeout).ok))
+                    } catch { return (s, numbers, .failure(error)) }
                 }
             }
-            var out: [ServerRef: Result<Bool, Error>] = [:]
-            for await (s, r) in group { out[s] = r }
+            var out = WriteOutcome()
+            for await (s, numbers, r) in group {
+                switch r {
+                case .success(true): for n in numbers { out.placement[n, default: []].append(s.nodeID) }
+                case .success(false): out.conflicts.append(s)
+                case let .failure(err):
+                    if err.errorClass == .denied { out.refused.append("\(s.nickname): \(err)") } else { out.failed.append((s, err)) }
+                }
+            }
             return out
         }
-        var placement: [Int: String] = [:]
-        var conflicts: [String] = []
-        var refused: [String] = []
-        var failed: [String] = []
-        for (n, s) in target {
-            switch results[s] {
-            case .success(true)?: placement[n] = s.nodeID
-            case .success(false)?: conflicts.append(s.nickname)
-            case let .failure(err)?:
-                if err.errorClass == .denied { refused.append("\(s.nickname): \(err)") } else { failed.append("\(s.nickname): \(err)") }
-            case nil: break
-            }
-        }
-        if placement.count < e.needed && !refused.isEmpty {
-            // Shares moved from other servers keep the write enabler of the server that first
-            // stored them; this server cannot accept ours for them.
-            throw GridError(.denied, "the servers refused this client's write enabler (shares copied from other servers, e.g. "
-                + "Tahoe's, keep their first server's): \(Set(refused).sorted().prefix(3).joined(separator: "; "))")
-        }
-        if !conflicts.isEmpty {
-            throw GridError(.conflict, "another writer changed this mutable file at the same time (servers \(Set(conflicts).sorted().joined(separator: ", ")) hold a version this client did not read); read it again and retry")
-        }
-        guard placement.count >= e.needed else {
-            throw GridError(.unavailable, "only \(placement.count) shares of the new version could be written; \(e.needed) are needed to read it"
-                + (failed.isEmpty ? "" : " (\(Set(failed).sorted().prefix(3).joined(separator: "; ")))"))
-        }
-        return WriteResult(capability: cap, sequenceNumber: sequenceNumber, placement: placement)
+        return results
     }
 }

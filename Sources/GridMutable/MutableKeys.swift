@@ -61,3 +61,23 @@ public enum MutableKeys {
                                              failures: failures)
     }
 }
+
+/// One share of either format after every check (signature, hashes): what a writer needs.
+public struct CheckedMutableShare: Sendable {
+    public let number: Int
+    public let version: VersionID
+    public let encryptedPrivateKey: [UInt8]
+
+    /// Checks `bytes` as share `number` of the file `cap` names, in the capability's format.
+    public init(_ cap: MutableCapability, _ bytes: [UInt8], number: Int) throws {
+        self.number = number
+        switch cap.format {
+        case .sdmf:
+            let s = try SDMFDecoder(capability: cap).check(bytes, number: number).share
+            (version, encryptedPrivateKey) = (VersionID(sequenceNumber: s.sequenceNumber, rootHash: s.rootHash), s.encryptedPrivateKey)
+        case .mdmf:
+            let s = try MDMFDecoder(capability: cap).check(bytes, number: number)
+            (version, encryptedPrivateKey) = (VersionID(sequenceNumber: s.sequenceNumber, rootHash: s.rootHash), s.encryptedPrivateKey)
+        }
+    }
+}

@@ -372,6 +372,7 @@ func writeMutableResult(_ r: MutableFileClient.WriteResult, json: Bool) {
             "cap": r.capability.string, "readonly_cap": r.capability.readOnly?.string ?? "", "verify_cap": r.capability.verifier.string,
             "format": r.capability.format.rawValue, "sequence_number": r.sequenceNumber, "storage_index": Base32.encode(r.capability.storageIndex),
             "shares": Dictionary(uniqueKeysWithValues: r.placement.map { ("\($0.key)", $0.value) }),
+            "conflicts_retried": r.retries,
         ] as [String: Any]) + "\n")
     } else {
         FileHandleStdout.write(r.capability.string + "\n")
@@ -380,15 +381,25 @@ func writeMutableResult(_ r: MutableFileClient.WriteResult, json: Bool) {
 
 struct Update: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Replace the contents of a mutable file (from FILE or stdin) as its next version.",
+        abstract: "Write a new version of a mutable file: replace its contents, or write bytes at an offset.",
         discussion: """
-            Reads the file's newest version (checking it), then writes the new contents as the \
-            next version, on each server only if it still holds the version read: a writer \
-            racing with another is told (exit 75) instead of silently overwriting it; run the \
-            command again to write on top of the winner. Needs the write capability \
-            (URI:MDMF:... or URI:SSK:...); a read-only one is refused (exit 77).
+            Reads the file's newest version (checking it), makes the new contents, and writes \
+            them as the next version, on each server only if it still holds the version read. \
+            When another writer got there first, the change is made again on top of the \
+            winner's version (read, change, write; up to --retries times, with a random, \
+            growing pause), so neither writer's change is lost; if the conflict persists the \
+            command says so (exit 75) and the winner's version stays intact.
 
-            Example: grid update URI:MDMF:... notes.txt
+            Without --offset the file's contents are replaced by FILE. With --offset N, FILE's \
+            bytes replace the file's bytes from N on, and the rest of the file stays (past the \
+            end: the file grows; a gap is filled with zeros).
+
+            Needs the write capability (URI:MDMF:... or URI:SSK:...); a read-only one is \
+            refused (exit 77).
+
+            Examples:
+              grid update URI:MDMF:... notes.txt
+              echo 'appended' | grid update --offset 4096 URI:MDMF:... -
 
             \(nodeDirHelp)
 
@@ -397,18 +408,25 @@ struct Update: ParsableCommand {
 
     @Argument(help: "The mutable file's write capability.") var capability: String
     @Argument(help: "The new contents, or - for stdin.") var file: String
+    @Option(help: "Write FILE's bytes from this offset of the file instead of replacing it.") var offset: UInt64?
+    @Option(help: "How many times to make the change again after another writer's conflicting write.") var retries: Int = 5
     @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
     @Flag(help: "Print a JSON result.") var json = false
 
     func run() throws {
         try reportingErrors {
             let cap = try MutableCapability(parsing: capability)
+            guard retries >= 0 else { throw GridError(.usage, "--retries must be 0 or more") }
             let data = try readWhole(try uploadSource(file))
+            let change: MutableFileClient.Change = offset.map { .write(offset: $0, bytes: data) } ?? .replace(data)
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
             let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
-            let r = try blockingAwait { try await client.update(cap, data) }
-            if json { writeMutableResult(r, json: true) } else { FileHandleStdout.write("version \(r.sequenceNumber) written\n") }
+            let r = try blockingAwait { try await client.update(cap, change, retries: retries) }
+            if json { writeMutableResult(r, json: true) } else {
+                let again = r.retries == 0 ? "" : " (after \(r.retries) conflict\(r.retries == 1 ? "" : "s") with another writer)"
+                FileHandleStdout.write("version \(r.sequenceNumber) written\(again)\n")
+            }
         }
     }
 }

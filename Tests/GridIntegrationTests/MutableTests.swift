@@ -51,7 +51,7 @@ final class MutableTests: XCTestCase {
             let stale = try await mc.fetch(created.capability.storageIndex, servers: try await mc.servers(created.capability))
             let v3 = pseudoRandom(size / 2 + 1, seed: 43)
             _ = try await mc.update(created.capability, v3)
-            let key = try MutableKeys.decryptPrivateKey(try mc.shareFields(created.capability, stale[0].bytes).encryptedPrivateKey,
+            let key = try MutableKeys.decryptPrivateKey(try CheckedMutableShare(created.capability, stale[0].bytes, number: stale[0].number).encryptedPrivateKey,
                                                         for: created.capability)
             do {
                 _ = try await mc.publish(v1, key: key, format: format, sequenceNumber: 3, existing: stale)
@@ -100,6 +100,51 @@ extension ClientCLITests {
 }
 
 extension ClientCLITests {
+    /// Writers racing on one file, as separate `grid update --offset` processes at once:
+    /// each writes its own region several times. A writer that loses a race makes its
+    /// change again on top of the winner's version, so at the end every change of every
+    /// writer is in the file, and the sequence number counts every write.
+    func testRacingWritersLoseNoChange() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (node, _) = try uploadedFile(grid, "race", pseudoRandom(100, seed: 1))
+        for format in ["mdmf", "sdmf"] {
+            let writers = 4, rounds = 3, region = 1000
+            let initial = [UInt8](repeating: 0, count: writers * region)
+            var (st, out, err) = try run(["upload", "--node-dir", node, "--mutable", "--format", format, "-"], stdin: initial)
+            XCTAssertEqual(st, 0, err)
+            let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let results = Atomic<[(Int32, String)]>([])
+            nonisolated(unsafe) let this = self  // run() only starts a process
+            DispatchQueue.concurrentPerform(iterations: writers) { w in
+                for r in 0..<rounds {
+                    let patch = [UInt8](repeating: UInt8(1 + w * rounds + r), count: region)
+                    let res = (try? this.run(["update", "--node-dir", node, "--json", "--retries", "20", "--offset", "\(w * region)", cap, "-"], stdin: patch))
+                    results.withLock { $0.append(res.map { ($0.0, $0.2 + String(decoding: $0.1, as: UTF8.self)) } ?? (-1, "did not run")) }
+                }
+            }
+            let all = results.value
+            XCTAssertEqual(all.count, writers * rounds)
+            for (status, text) in all { XCTAssertEqual(status, 0, "\(format): \(text)") }
+            let reports = all.compactMap { r in try? JSONSerialization.jsonObject(with: Data(r.1.utf8)) as? [String: Any] }
+            XCTAssertEqual(reports.count, writers * rounds, "\(format): every writer printed its JSON result")
+            let retried = reports.compactMap { $0["conflicts_retried"] as? Int }.reduce(0, +)
+            // Each successful write is a version of its own: no two writers succeeded with one
+            // sequence number (a write that met a conflict anywhere was made again, higher).
+            let seqs = reports.compactMap { $0["sequence_number"] as? Int }
+            XCTAssertEqual(Set(seqs).count, writers * rounds, "\(format): sequence numbers \(seqs.sorted())")
+            // Every writer's last patch is in place, and no other writer's bytes are in its region.
+            var expected: [UInt8] = []
+            for w in 0..<writers { expected += [UInt8](repeating: UInt8(1 + w * rounds + rounds - 1), count: region) }
+            try assertReadsBack(node, cap, expected)
+            (st, out, err) = try run(["update", "--node-dir", node, "--json", "--offset", "0", cap, "-"], stdin: [])
+            XCTAssertEqual(st, 0, err)
+            let last = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any]
+            XCTAssertGreaterThan(last?["sequence_number"] as? Int ?? 0, seqs.max() ?? .max, "\(format): versions only move forward")
+            print("\(format): \(writers) writers x \(rounds) writes, \(retried) conflicts retried")
+        }
+    }
+
     /// Interop, Tahoe to grid: the share files a real Tahoe-LAFS 1.20 storage node wrote for
     /// an MDMF file (mdmf.json, whole container files) are put on grid's servers as they
     /// are; `grid download` reads the file with Tahoe's capability and `grid update` writes

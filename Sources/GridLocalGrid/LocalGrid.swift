@@ -32,10 +32,12 @@ public final class DaemonProcess: @unchecked Sendable {
 
     /// Starts the daemon from `executable` and waits until its port accepts connections
     /// (or it exits, or `timeout` passes: both errors, with the end of its log).
-    public func start(executable: String, timeout: Double = 15) throws {
+    /// `environment` is added to this process's own.
+    public func start(executable: String, timeout: Double = 15, environment: [String: String] = [:]) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = [kind, "run", directory]
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         if !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
         }

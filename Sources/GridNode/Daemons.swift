@@ -131,7 +131,15 @@ public enum StorageNode {
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
         let nickname = config["node", "nickname"] ?? "storage"
 
+        if let point = CurrentProcess.environment("GRID_CRASH_POINT") {
+            guard let p = CrashPoint(rawValue: point) else { throw GridError(.usage, "GRID_CRASH_POINT=\(point) is not a crash point") }
+            sc.crashPoint = p
+            logger.warning("crash test: this server kills itself at \(point)")
+        }
         let backend = try StorageBackend(config: sc, containerNodeID: containerNodeID(identity))
+        if backend.recoveredJournals > 0 {
+            logger.notice("finished or undid \(backend.recoveredJournals) mutable share change(s) a crash interrupted")
+        }
         let loop = try EventLoop(name: "storage-loop")
         let server = try RPCServer(identity: identity, services: [StorageService(backend: backend, applicationVersion: gridVersion)], loop: loop)
         let bound = try server.listen(host: host, port: port)

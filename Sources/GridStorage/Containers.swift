@@ -142,7 +142,9 @@ struct ImmutableContainer {
 // MARK: Mutable container
 
 /// Tahoe's mutable share file (v2): magic, the write enabler and who recorded it, data
-/// length, extra-lease offset, four lease slots, the data, then the extra leases.
+/// length, extra-lease offset, four lease slots (the 468-byte header), the data, then the
+/// count of extra leases and the extra leases. Only the header and the leases are held in
+/// memory; the data stays in the file and is read with `pread`, so a share may be gigabytes.
 struct MutableContainer: Equatable {
     static let humanMagic = Array("Tahoe mutable container v2\n".utf8)
     static let magic: [UInt8] = humanMagic + TahoeHash.tagged("allmydata_mutable_container_header", humanMagic, truncateTo: 5)
@@ -150,17 +152,20 @@ struct MutableContainer: Equatable {
     static let headerSize = 100
     static let leaseSize = 92
     static let dataOffset = 468
+    /// More extra leases than this in one file is damage, not use.
+    static let maxExtraLeases = 1 << 16
 
     var writeEnablerNodeID: [UInt8]
     var writeEnabler: [UInt8]
-    var data: [UInt8]
+    var dataLength: UInt64
     var leases: [Lease]
+    /// 1: Tahoe's older container (plain lease secrets); rewritten as 2 on the first change.
     var version = 2
 
     init(writeEnablerNodeID: [UInt8], writeEnabler: [UInt8]) {
         self.writeEnablerNodeID = writeEnablerNodeID
         self.writeEnabler = writeEnabler
-        data = []
+        dataLength = 0
         leases = []
     }
 
@@ -168,48 +173,81 @@ struct MutableContainer: Equatable {
         head.count >= 32 && (Array(head[0..<32]) == magic || Array(head[0..<32]) == magicV1)
     }
 
+    /// Reads the header and the leases of the container in `f` (not the data).
+    init(reading f: FileDescriptor, path: String) throws {
+        let size = try f.size()
+        try self.init(header: try f.read(at: 0, count: Self.dataOffset), fileSize: size, path: path) { offset, count in
+            try f.read(at: offset, count: count)
+        }
+    }
+
+    /// Parses a whole container held in memory (tests, tools).
     init(parsing b: [UInt8], path: String) throws {
-        guard b.count >= Self.dataOffset + 4, Self.isMutable(b) else { throw StorageError.corrupt("\(path): not a mutable container") }
+        try self.init(header: Array(b.prefix(Self.dataOffset)), fileSize: UInt64(b.count), path: path) { offset, count in
+            Array(b[Int(offset)..<min(b.count, Int(offset) + count)])
+        }
+    }
+
+    private init(header b: [UInt8], fileSize: UInt64, path: String, read: (UInt64, Int) throws -> [UInt8]) throws {
+        guard b.count == Self.dataOffset, Self.isMutable(b), fileSize >= UInt64(Self.dataOffset) + 4 else {
+            throw StorageError.corrupt("\(path): not a mutable container")
+        }
         version = Array(b[0..<32]) == Self.magic ? 2 : 1
         writeEnablerNodeID = Array(b[32..<52])
         writeEnabler = Array(b[52..<84])
         // Lengths from disk are untrusted: bound them by the file before any arithmetic.
-        let rawDataLength = readBE(b[84..<92]), rawExtraOffset = readBE(b[92..<100])
-        guard rawDataLength <= UInt64(b.count), rawExtraOffset <= UInt64(b.count) else {
-            throw StorageError.corrupt("\(path): mutable container offsets run past the file")
+        let rawDataLength = readBE(b[84..<92]), extraOffset = readBE(b[92..<100])
+        guard rawDataLength <= fileSize, extraOffset <= fileSize,
+              UInt64(Self.dataOffset) + rawDataLength <= extraOffset, extraOffset + 4 <= fileSize else {
+            throw StorageError.corrupt("\(path): mutable container offsets are inconsistent with its \(fileSize) bytes")
         }
-        let dataLength = Int(rawDataLength), extraOffset = Int(rawExtraOffset)
-        guard Self.dataOffset + dataLength <= extraOffset, extraOffset + 4 <= b.count else {
-            throw StorageError.corrupt("\(path): mutable container offsets are inconsistent")
-        }
-        data = Array(b[Self.dataOffset..<(Self.dataOffset + dataLength)])
+        dataLength = rawDataLength
         leases = []
         for i in 0..<4 {
             let at = Self.headerSize + i * Self.leaseSize
             if let l = Lease.mutable(b[at..<(at + Self.leaseSize)]) { leases.append(l) }
         }
-        let extra = Int(readBE(b[extraOffset..<(extraOffset + 4)]))
-        guard extraOffset + 4 + extra * Self.leaseSize <= b.count else { throw StorageError.corrupt("\(path): extra leases run past the end") }
-        for i in 0..<extra {
-            let at = extraOffset + 4 + i * Self.leaseSize
-            if let l = Lease.mutable(b[at..<(at + Self.leaseSize)]) { leases.append(l) }
+        let extra = readBE(try read(extraOffset, 4)[...])
+        guard extra <= UInt64(Self.maxExtraLeases), extraOffset + 4 + extra * UInt64(Self.leaseSize) <= fileSize else {
+            throw StorageError.corrupt("\(path): extra leases run past the end")
+        }
+        if extra > 0 {
+            let records = try read(extraOffset + 4, Int(extra) * Self.leaseSize)
+            for i in 0..<Int(extra) {
+                if let l = Lease.mutable(records[(i * Self.leaseSize)..<((i + 1) * Self.leaseSize)]) { leases.append(l) }
+            }
         }
         if version == 1 {
             leases = leases.map { Lease(owner: $0.ownerNumber, renewHash: Lease.hashSecret($0.renewHash), cancelHash: Lease.hashSecret($0.cancelHash), expiration: $0.expiration, nodeID: $0.nodeID) }
         }
     }
 
-    func serialized() -> [UInt8] {
-        let extraOffset = UInt64(Self.dataOffset + data.count)
-        var out = Self.magic + writeEnablerNodeID + writeEnabler + be64(UInt64(data.count)) + be64(extraOffset)
+    /// Where the extra leases start: right after the data.
+    var extraOffset: UInt64 { UInt64(Self.dataOffset) + dataLength }
+    /// The file's length.
+    var fileSize: UInt64 { extraOffset + 4 + UInt64(max(0, leases.count - 4) * Self.leaseSize) }
+
+    /// The 468-byte header (always written as version 2, lease secrets hashed).
+    func header() -> [UInt8] {
+        var out = Self.magic + writeEnablerNodeID + writeEnabler + be64(dataLength) + be64(extraOffset)
         for i in 0..<4 {
             out += i < leases.count ? leases[i].mutableRecord : [UInt8](repeating: 0, count: Self.leaseSize)
         }
-        out += data
+        return out
+    }
+
+    /// What follows the data: the count of extra leases, then each.
+    func trailer() -> [UInt8] {
         let extra = leases.count > 4 ? Array(leases[4...]) : []
-        out += be32(UInt32(extra.count))
+        var out = be32(UInt32(extra.count))
         for l in extra { out += l.mutableRecord }
         return out
+    }
+
+    /// The whole container with `data` (which must be `dataLength` bytes).
+    func serialized(data: [UInt8]) -> [UInt8] {
+        precondition(UInt64(data.count) == dataLength)
+        return header() + data + trailer()
     }
 }
 
@@ -239,9 +277,9 @@ public struct ShareFileInfo: Sendable {
         let size = try f.size()
         let head = try f.read(at: 0, count: 32)
         if MutableContainer.isMutable(head) {
-            let c = try MutableContainer(parsing: try f.read(at: 0, count: Int(size)), path: path)
+            let c = try MutableContainer(reading: f, path: path)
             return ShareFileInfo(kind: .mutable(containerVersion: c.version), dataOffset: UInt64(MutableContainer.dataOffset),
-                                 dataLength: UInt64(c.data.count), leases: c.leases, writeEnablerNodeID: c.writeEnablerNodeID)
+                                 dataLength: c.dataLength, leases: c.leases, writeEnablerNodeID: c.writeEnablerNodeID)
         }
         guard head.count >= 12, (1...2).contains(readBE(head[0..<4])) else { return nil }
         let count = readBE(head[8..<12])

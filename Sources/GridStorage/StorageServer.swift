@@ -17,10 +17,21 @@ public struct StorageConfig: Sendable {
     /// Whether the expirer deletes shares whose leases have all expired.
     public var expireLeases = false
     /// Largest mutable share accepted.
-    public var maxMutableShareSize: UInt64 = 64 << 20
+    public var maxMutableShareSize: UInt64 = 4 << 30
+    /// A failpoint for crash tests (GRID_CRASH_POINT in the daemon's environment): the
+    /// server kills itself there, as kill -9 would.
+    public var crashPoint: CrashPoint?
     /// Largest single read of a share (and largest slot read-vector element) answered.
     public var maxReadLength = 8 << 20
     public init(nodeDirectory: String) { self.nodeDirectory = nodeDirectory }
+}
+
+/// Where a storage server may be made to die, for crash tests.
+public enum CrashPoint: String, Sendable {
+    /// A slot change's journal is on disk; nothing of the change is in the share yet.
+    case afterSlotJournal = "after-slot-journal"
+    /// A slot change is half in the share (its first extent written).
+    case duringSlotChange = "during-slot-change"
 }
 
 /// The share store: immutable buckets, mutable slots, leases, space accounting.
@@ -33,6 +44,10 @@ public final class StorageBackend: @unchecked Sendable {
     let sharesDir: String
     let incomingDir: String
     let advisoriesDir: String
+    /// Redo journals of slot changes in progress (SlotJournal).
+    let journalDir: String
+    /// How many journals the start replayed or discarded (a crash interrupted their changes).
+    public private(set) var recoveredJournals = 0
     let db: Database
     let clock: @Sendable () -> UInt64
     /// Open bucket writers: allocated bytes not yet committed, keyed by (si, shnum).
@@ -50,9 +65,10 @@ public final class StorageBackend: @unchecked Sendable {
         sharesDir = root + "/shares"
         incomingDir = sharesDir + "/incoming"
         advisoriesDir = root + "/corruption-advisories"
+        journalDir = root + "/journal"
         // Anything in incoming/ is an upload that never closed (a crash, a kill -9): discard it.
         FileSystem.removeTree(incomingDir)
-        for d in [root, sharesDir, incomingDir, advisoriesDir] { try FileSystem.makeDirectories(d) }
+        for d in [root, sharesDir, incomingDir, advisoriesDir, journalDir] { try FileSystem.makeDirectories(d) }
         blockSize = try FileSystem.blockSize(root)
         let dbPath = root + "/index.sqlite"
         let fresh = !FileSystem.exists(dbPath)
@@ -65,6 +81,7 @@ public final class StorageBackend: @unchecked Sendable {
             CREATE INDEX IF NOT EXISTS leases_by_expiration ON leases(expiration);
             """)
         if fresh { try rebuildIndex() }
+        recoveredJournals = try replayJournals()
     }
 
     func lock(_ si: [UInt8]) -> StripeLock { locks[Int(si[0] ^ si[15]) & 63] }
@@ -209,15 +226,16 @@ public final class StorageBackend: @unchecked Sendable {
             let f = try FileDescriptor(path: path, .readWrite)
             let head = try f.read(at: 0, count: 32)
             if MutableContainer.isMutable(head) {
-                var c = try MutableContainer(parsing: try f.read(at: 0, count: Int(try f.size())), path: path)
+                try replayJournal(si, n)
+                var c = try MutableContainer(reading: f, path: path)
                 guard let new = change(c.leases) else { continue }
                 touched += 1
                 if new.isEmpty {
                     try deleteShare(si, n)
                 } else {
                     c.leases = new
-                    try replaceFile(path, c.serialized())
-                    try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: new)
+                    try writeLeases(si, n, f, c)
+                    try indexShare(si, n, mutable: true, size: c.dataLength, leases: new)
                 }
             } else {
                 let (len, leases) = try ImmutableContainer.inspect(f)
@@ -358,73 +376,92 @@ public final class StorageBackend: @unchecked Sendable {
 
     // MARK: Mutable slots
 
-    func loadSlot(_ si: [UInt8]) throws -> [Int: MutableContainer] {
-        var out: [Int: MutableContainer] = [:]
+    /// One mutable share of a slot, open: its header and leases in memory, its data on disk.
+    struct SlotShare {
+        var container: MutableContainer
+        let file: FileDescriptor
+        let path: String
+
+        /// The bytes of the data in `r`, clipped to the data.
+        func read(_ r: Range<UInt64>) throws -> [UInt8] {
+            let end = min(r.upperBound, container.dataLength)
+            guard r.lowerBound < end else { return [] }
+            return try file.read(at: UInt64(MutableContainer.dataOffset) + r.lowerBound, count: Int(end - r.lowerBound))
+        }
+
+        func clippedCount(_ r: Range<UInt64>) -> UInt64 {
+            let end = min(r.upperBound, container.dataLength)
+            return r.lowerBound < end ? end - r.lowerBound : 0
+        }
+    }
+
+    /// The mutable shares of `si` (caller holds the storage index's lock). A journal left
+    /// by a crash is replayed first (see SlotJournal).
+    func loadSlot(_ si: [UInt8], forWriting: Bool = false) throws -> [Int: SlotShare] {
+        var out: [Int: SlotShare] = [:]
         for n in try shareFiles(si) {
             let path = sharePath(si, n)
-            guard let f = try? FileDescriptor(path: path) else { continue }
+            try replayJournal(si, n)
+            guard let f = try? FileDescriptor(path: path, forWriting ? .readWrite : []) else { continue }
             // Look at the magic first: an immutable share of the same storage index may be
             // gigabytes, and is none of a slot's business.
             guard MutableContainer.isMutable(try f.read(at: 0, count: 32)) else { continue }
-            out[n] = try MutableContainer(parsing: try f.read(at: 0, count: Int(try f.size())), path: path)
+            out[n] = SlotShare(container: try MutableContainer(reading: f, path: path), file: f, path: path)
         }
         return out
     }
 
-    /// The bytes of `data` in `r`, clipped to the data (no copy).
-    static func clip(_ data: [UInt8], _ r: Range<UInt64>) -> ArraySlice<UInt8> {
-        guard r.lowerBound < UInt64(data.count) else { return [] }
-        return data[Int(r.lowerBound)..<Int(min(UInt64(data.count), r.upperBound))]
-    }
-
     /// The reads of `readv` from each share of `slot` (all, or those in `shares`). The
     /// whole answer is at most `maxReadLength` bytes: a request for more is refused
-    /// before anything is copied, so one request cannot make the server allocate gigabytes.
-    func read(_ slot: [Int: MutableContainer], shares: [Int] = [], _ readv: [Range<UInt64>]) throws -> [Int: [[UInt8]]] {
+    /// before anything is read, so one request cannot make the server allocate gigabytes.
+    func read(_ slot: [Int: SlotShare], shares: [Int] = [], _ readv: [Range<UInt64>]) throws -> [Int: [[UInt8]]] {
         let chosen = slot.filter { shares.isEmpty || shares.contains($0.key) }
-        var total = 0
-        for (_, c) in chosen { for r in readv { total += Self.clip(c.data, r).count } }
-        guard total <= config.maxReadLength else {
+        var total: UInt64 = 0
+        for (_, c) in chosen { for r in readv { total += c.clippedCount(r) } }
+        guard total <= UInt64(config.maxReadLength) else {
             throw StorageError.badRequest("the read vectors ask for \(total) bytes; one reply carries at most \(config.maxReadLength)")
         }
-        return chosen.mapValues { c in readv.map { Array(Self.clip(c.data, $0)) } }
+        return try chosen.mapValues { c in try readv.map { try c.read($0) } }
     }
 
     public func slotReadv(si: [UInt8], shares: [Int], readv: [Range<UInt64>]) throws -> [Int: [[UInt8]]] {
         try checkSI(si)
-        let slot = try lock(si).withLock { _ in try loadSlot(si) }
-        return try read(slot, shares: shares, readv)
+        return try lock(si).withLock { _ in try read(try loadSlot(si), shares: shares, readv) }
     }
 
     /// Tahoe's slot_testv_and_readv_and_writev: every test of every share must pass before
-    /// any write is applied; the reads see the state before the writes.
+    /// any write is applied; the reads see the state before the writes. A share written
+    /// whole is replaced by a new file (written, synced, renamed over the old); a share
+    /// changed in part is changed in place through a redo journal; either way a crash
+    /// leaves it entirely old or entirely new.
     public func slotTestvAndReadvAndWritev(si: [UInt8], writeEnabler: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8],
                                            writes: [Int: SlotUpdate], readv: [Range<UInt64>]) throws -> (Bool, [Int: [[UInt8]]]) {
         try checkSI(si)
         guard writeEnabler.count == 32 else { throw StorageError.badRequest("write enabler must be 32 bytes") }
         guard writes.keys.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw StorageError.badRequest("share numbers must be 0..255") }
         return try lock(si).withLock { _ in
-            let slot = try loadSlot(si)
+            let slot = try loadSlot(si, forWriting: !writes.isEmpty)
             // Never write a slot share over an immutable share of the same number.
             for n in try shareFiles(si) where slot[n] == nil && writes[n] != nil {
                 throw StorageError.conflict("share \(n) of storage index \(siString(si)) is immutable; a slot write cannot replace it")
             }
             // The write enabler must match every existing share's.
-            for (_, c) in slot where !constantTimeEqual(c.writeEnabler, writeEnabler) {
-                let who = Base32.encode(c.writeEnablerNodeID)
-                let mine = c.writeEnablerNodeID == containerNodeID ? " (this server)" : ""
+            for (_, s) in slot where !constantTimeEqual(s.container.writeEnabler, writeEnabler) {
+                let who = Base32.encode(s.container.writeEnablerNodeID)
+                let mine = s.container.writeEnablerNodeID == containerNodeID ? " (this server)" : ""
                 throw StorageError.badSecret("The write enabler was recorded by nodeid '\(who)'\(mine).")
             }
             let reads = try read(slot, readv)
             for (n, w) in writes {
-                let data = slot[n]?.data ?? []
                 for t in w.tests {
-                    if !t.comparison.holds(Self.clip(data, t.range), t.specimen[...]) { return (false, reads) }
+                    let have = try slot[n]?.read(t.range) ?? []
+                    if !t.comparison.holds(have[...], t.specimen[...]) { return (false, reads) }
                 }
             }
             // Check sizes before touching anything.
             for (n, w) in writes {
-                var end = UInt64(slot[n]?.data.count ?? 0)
+                let old = slot[n]?.container.dataLength ?? 0
+                var end = old
                 for d in w.writes {
                     // Offsets arrive from the wire: add with a check, never trap.
                     let (dEnd, overflow) = d.offset.addingReportingOverflow(UInt64(d.data.count))
@@ -437,7 +474,7 @@ public final class StorageBackend: @unchecked Sendable {
                 guard end <= config.maxMutableShareSize else {
                     throw StorageError.badRequest("share \(n) would grow to \(end) bytes; the limit is \(config.maxMutableShareSize)")
                 }
-                let growth = end > UInt64(slot[n]?.data.count ?? 0) ? end - UInt64(slot[n]?.data.count ?? 0) : 0
+                let growth = end > old ? end - old : 0
                 if growth > space().available {
                     throw StorageError.noSpace("not enough space to grow share \(n) by \(growth) bytes")
                 }
@@ -449,27 +486,109 @@ public final class StorageBackend: @unchecked Sendable {
                     if slot[n] != nil { try deleteShare(si, n) }
                     continue
                 }
-                var c = slot[n] ?? MutableContainer(writeEnablerNodeID: containerNodeID, writeEnabler: writeEnabler)
-                if let nl = w.newLength, nl > UInt64(c.data.count) {
-                    c.data += [UInt8](repeating: 0, count: Int(nl) - c.data.count)  // grow before the writes
-                }
-                for d in w.writes {
-                    let end = Int(d.offset) + d.data.count
-                    if end > c.data.count { c.data += [UInt8](repeating: 0, count: end - c.data.count) }
-                    c.data.replaceSubrange(Int(d.offset)..<end, with: d.data)
-                }
-                if let nl = w.newLength, nl < UInt64(c.data.count) { c.data.removeLast(c.data.count - Int(nl)) }  // shrink after
-                if let i = c.leases.firstIndex(where: { constantTimeEqual($0.renewHash, rh) }) {
-                    c.leases[i].expiration = max(c.leases[i].expiration, exp)
-                } else {
-                    c.leases.append(Lease(renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp, nodeID: containerNodeID))
+                var c = slot[n]?.container ?? MutableContainer(writeEnablerNodeID: containerNodeID, writeEnabler: writeEnabler)
+                let oldLength = c.dataLength, oldSize = slot[n] == nil ? 0 : c.fileSize
+                // The data's new length: grown by newLength before the writes, cut by it after.
+                var length = oldLength
+                if let nl = w.newLength, nl > length { length = nl }
+                for d in w.writes { length = max(length, d.offset + UInt64(d.data.count)) }
+                if let nl = w.newLength, nl < length { length = nl }
+                c.dataLength = length
+                c.leases = addingOrRenewing(c.leases, renewHash: rh, renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp)
+                let data = w.writes.compactMap { d -> (offset: UInt64, data: [UInt8])? in
+                    guard d.offset < length else { return nil }
+                    return (d.offset, d.offset + UInt64(d.data.count) > length ? Array(d.data.prefix(Int(length - d.offset))) : d.data)
                 }
                 try FileSystem.makeDirectories(bucketDir(si))
-                try replaceFile(sharePath(si, n), c.serialized())
-                try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: c.leases)
+                if let whole = data.last(where: { $0.offset == 0 && UInt64($0.data.count) == length }), slot[n] == nil || data.count == 1 {
+                    // Written whole (a new share, or every byte replaced): a new file, renamed over.
+                    var bytes = whole.data
+                    for d in data where d.offset != 0 || d.data.count != whole.data.count {
+                        bytes.replaceSubrange(Int(d.offset)..<(Int(d.offset) + d.data.count), with: d.data)
+                    }
+                    try replaceFile(sharePath(si, n), c.serialized(data: bytes))
+                } else if slot[n] == nil {
+                    // A new share written in parts: zeros where nothing was written.
+                    var bytes = [UInt8](repeating: 0, count: Int(length))
+                    for d in data { bytes.replaceSubrange(Int(d.offset)..<(Int(d.offset) + d.data.count), with: d.data) }
+                    try replaceFile(sharePath(si, n), c.serialized(data: bytes))
+                } else {
+                    // Changed in part: in place, through the journal. Bytes past the old data
+                    // (the old trailer) become zeros before the writes land on them.
+                    let base = UInt64(MutableContainer.dataOffset)
+                    var extents: [SlotJournal.Extent] = []
+                    if length > oldLength, base + oldLength < oldSize {
+                        extents.append(.zeros(offset: base + oldLength, length: min(oldSize, base + length) - (base + oldLength)))
+                    }
+                    for d in data { extents.append(.bytes(offset: base + d.offset, data: d.data)) }
+                    extents.append(.bytes(offset: 0, data: c.header()))
+                    extents.append(.bytes(offset: c.extraOffset, data: c.trailer()))
+                    try changeInPlace(si, n, slot[n]!.file, extents: extents, newSize: c.fileSize)
+                }
+                try indexShare(si, n, mutable: true, size: c.dataLength, leases: c.leases)
             }
             return (true, reads)
         }
+    }
+
+    // MARK: Slot journal
+
+    func journalPath(_ si: [UInt8], _ n: Int) -> String { "\(journalDir)/\(siString(si))-\(n)" }
+
+    /// Applies `extents` to share `n` of `si` (open as `f`) through the redo journal.
+    func changeInPlace(_ si: [UInt8], _ n: Int, _ f: FileDescriptor, extents: [SlotJournal.Extent], newSize: UInt64) throws {
+        let target = String(sharePath(si, n).dropFirst(root.count + 1))
+        let journal = SlotJournal(target: target, extents: extents, newSize: newSize)
+        let jpath = journalPath(si, n)
+        do {
+            let j = try FileDescriptor(path: jpath, .replace)
+            try j.write(at: 0, journal.encoded())
+            try j.sync()
+            try FileSystem.syncDirectory(journalDir)
+        } catch {
+            try? FileSystem.remove(jpath)
+            throw error
+        }
+        if config.crashPoint == .afterSlotJournal { CurrentProcess.killSelf() }
+        try journal.apply(to: f, crashAfterFirstExtent: config.crashPoint == .duringSlotChange)
+        try FileSystem.remove(jpath)
+        try FileSystem.syncDirectory(journalDir)
+    }
+
+    /// Replays (or, when incomplete, discards) the journal of share `n` of `si`, if any.
+    func replayJournal(_ si: [UInt8], _ n: Int) throws {
+        let jpath = journalPath(si, n)
+        guard FileSystem.exists(jpath) else { return }
+        try replayJournal(at: jpath)
+    }
+
+    func replayJournal(at jpath: String) throws {
+        let bytes = try FileSystem.readFile(jpath, maxSize: Int(config.maxMutableShareSize) + (1 << 20)) ?? []
+        if let journal = SlotJournal(decoding: bytes), let f = try? FileDescriptor(path: root + "/" + journal.target, .readWrite),
+           MutableContainer.isMutable(try f.read(at: 0, count: 32)) {
+            try journal.apply(to: f)
+            // The index follows the share (the crash may have come before it was updated).
+            let parts = journal.target.split(separator: "/")
+            if parts.count == 4, let si = Base32.decode(String(parts[2])), si.count == 16, let n = Int(parts[3]),
+               let c = try? MutableContainer(reading: f, path: journal.target) {
+                try indexShare(si, n, mutable: true, size: c.dataLength, leases: c.leases)
+            }
+        }
+        try FileSystem.remove(jpath)
+        try FileSystem.syncDirectory(journalDir)
+    }
+
+    /// At start: every journal a crash left is replayed or discarded.
+    func replayJournals() throws -> Int {
+        let names = try FileSystem.list(journalDir)
+        for name in names { try replayJournal(at: journalDir + "/" + name) }
+        return names.count
+    }
+
+    /// Rewrites the leases of the mutable share at `path` (open as `f`), in place.
+    func writeLeases(_ si: [UInt8], _ n: Int, _ f: FileDescriptor, _ c: MutableContainer) throws {
+        try changeInPlace(si, n, f, extents: [.bytes(offset: 0, data: c.header()), .bytes(offset: c.extraOffset, data: c.trailer())],
+                          newSize: c.fileSize)
     }
 
     // MARK: Files and index
@@ -539,8 +658,8 @@ public final class StorageBackend: @unchecked Sendable {
                     let path = sharePath(si, n)
                     guard let f = try? FileDescriptor(path: path) else { continue }
                     let head = (try? f.read(at: 0, count: 32)) ?? []
-                    if MutableContainer.isMutable(head), let c = try? MutableContainer(parsing: f.read(at: 0, count: Int(f.size())), path: path) {
-                        try indexShare(si, n, mutable: true, size: UInt64(c.data.count), leases: c.leases)
+                    if MutableContainer.isMutable(head), let c = try? MutableContainer(reading: f, path: path) {
+                        try indexShare(si, n, mutable: true, size: c.dataLength, leases: c.leases)
                         indexed += 1
                     } else if let (len, leases) = try? ImmutableContainer.inspect(f) {
                         try indexShare(si, n, mutable: false, size: len, leases: leases)
@@ -577,11 +696,12 @@ public final class StorageBackend: @unchecked Sendable {
                     let head = try f.read(at: 0, count: 32)
                     // The container is the truth: re-read its leases before deleting anything.
                     if MutableContainer.isMutable(head) {
-                        var c = try MutableContainer(parsing: try f.read(at: 0, count: Int(try f.size())), path: path)
+                        try replayJournal(si, Int(n))
+                        var c = try MutableContainer(reading: f, path: path)
                         c.leases = c.leases.filter { UInt64($0.expiration) >= now }
                         if c.leases.isEmpty { try deleteShare(si, Int(n)); deleted += 1 } else {
-                            try replaceFile(path, c.serialized())
-                            try indexShare(si, Int(n), mutable: true, size: UInt64(c.data.count), leases: c.leases)
+                            try writeLeases(si, Int(n), f, c)
+                            try indexShare(si, Int(n), mutable: true, size: c.dataLength, leases: c.leases)
                         }
                     } else {
                         let (len, leases) = try ImmutableContainer.inspect(f)

@@ -96,6 +96,18 @@ public enum CurrentProcess {
 
     /// Sleeps this thread.
     public static func sleep(seconds: Double) { usleep(UInt32(max(0, seconds) * 1e6)) }
+
+    /// An environment variable, nil when unset or empty.
+    public static func environment(_ name: String) -> String? {
+        guard let v = getenv(name), v[0] != 0 else { return nil }
+        return String(cString: v)
+    }
+
+    /// Ends this process at once, as `kill -9` would (crash tests' failpoints).
+    public static func killSelf() -> Never {
+        kill(getpid(), SIGKILL)
+        _exit(137)
+    }
 }
 
 final class SignalBox: @unchecked Sendable { var value: Int32 = 0 }

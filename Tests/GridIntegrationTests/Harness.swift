@@ -49,7 +49,7 @@ func runGrid(_ args: [String]) throws -> (Int32, String) {
 
 extension DaemonProcess {
     /// Starts the daemon from the grid binary under test.
-    func start() throws { try start(executable: gridExecutable()) }
+    func start(environment: [String: String] = [:]) throws { try start(executable: gridExecutable(), environment: environment) }
 }
 
 /// An introducer and N storage servers on 127.0.0.1 in a temporary directory (the shared

@@ -270,6 +270,63 @@ final class StorageBackendTests: XCTestCase {
         }
     }
 
+    /// Partial changes are made in place through the redo journal: a complete journal left
+    /// by a crash is replayed at start, a torn or damaged one is discarded, and a partial
+    /// write over a share with extra leases keeps them.
+    func testSlotJournalReplayAndDamage() throws {
+        var b = try backend()
+        let old = pseudoRandom(50_000, seed: 3)
+        XCTAssertTrue(try write(b, [1: SlotUpdate(writes: [(offset: 0, data: old)])]).0)
+        for i in 0..<5 {  // extra leases (past the four header slots) must survive in-place changes
+            _ = try b.slotTestvAndReadvAndWritev(si: si, writeEnabler: we, renewSecret: [UInt8](repeating: UInt8(60 + i), count: 32),
+                                                 cancelSecret: cancel, writes: [1: SlotUpdate()], readv: [])
+        }
+        // Grow past the old end (over the old trailer) and write in the middle.
+        var expected = old + [UInt8](repeating: 0, count: 10_000)
+        expected.replaceSubrange(100..<200, with: [UInt8](repeating: 0xAA, count: 100))
+        expected.replaceSubrange(59_000..<60_000, with: [UInt8](repeating: 0xBB, count: 1000))
+        XCTAssertTrue(try write(b, [1: SlotUpdate(writes: [(offset: 100, data: [UInt8](repeating: 0xAA, count: 100)),
+                                                         (offset: 59_000, data: [UInt8](repeating: 0xBB, count: 1000))])]).0)
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [1], readv: [0..<100_000])[1]?.first, expected)
+        XCTAssertEqual(try FileSystem.list(b.journalDir), [], "no journal is left once a change is done")
+        let path = b.sharePath(si, 1)
+        XCTAssertEqual(try MutableContainer(parsing: try XCTUnwrap(FileSystem.readFile(path, maxSize: 1 << 20)), path: path).leases.count, 6)
+
+        // A journal a crash left: replayed when the server starts (twice is the same as once).
+        let target = String(path.dropFirst(b.root.count + 1))
+        let journal = SlotJournal(target: target, extents: [.zeros(offset: 468 + 10, length: 20), .bytes(offset: 468 + 40_000, data: [1, 2, 3])],
+                                  newSize: UInt64(try FileDescriptor(path: path).size()))
+        let encoded = journal.encoded()
+        XCTAssertEqual(SlotJournal(decoding: encoded), journal)
+        expected.replaceSubrange(10..<30, with: [UInt8](repeating: 0, count: 20))
+        expected.replaceSubrange(40_000..<40_003, with: [1, 2, 3])
+        for _ in 0..<2 {
+            try FileSystem.writeFileAtomically(b.journalPath(si, 1), encoded)
+            b = try backend()
+            XCTAssertEqual(b.recoveredJournals, 1)
+            XCTAssertEqual(try b.slotReadv(si: si, shares: [1], readv: [0..<100_000])[1]?.first, expected)
+            XCTAssertEqual(try FileSystem.list(b.journalDir), [])
+        }
+        // Torn or damaged journals mean the change never began: discarded, share unchanged.
+        for cut in [0, 1, 20, encoded.count / 2, encoded.count - 1] {
+            XCTAssertNil(SlotJournal(decoding: Array(encoded.prefix(cut))), "cut at \(cut)")
+        }
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            var bad = encoded
+            bad[Int.random(in: 0..<bad.count, using: &rng)] ^= UInt8(1 << Int.random(in: 0..<8, using: &rng))
+            XCTAssertNil(SlotJournal(decoding: bad))
+        }
+        let other = SlotJournal(target: target, extents: [.bytes(offset: 468, data: [9, 9, 9])], newSize: journal.newSize).encoded()
+        try FileSystem.writeFileAtomically(b.journalPath(si, 1), Array(other.dropLast(5)))
+        b = try backend()
+        XCTAssertEqual(b.recoveredJournals, 1)
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [1], readv: [0..<100_000])[1]?.first, expected)
+        // A journal naming a file outside shares/ is refused as damage.
+        XCTAssertNil(SlotJournal(decoding: SlotJournal(target: "shares/../../etc/passwd", extents: [], newSize: 0).encoded()))
+        XCTAssertNil(SlotJournal(decoding: SlotJournal(target: "index.sqlite", extents: [], newSize: 0).encoded()))
+    }
+
     func testNewLengthGrowsBeforeAndShrinksAfter() throws {
         let b = try backend()
         _ = try write(b, [0: SlotUpdate(writes: [(offset: 0, data: [1, 2, 3, 4, 5, 6])])])

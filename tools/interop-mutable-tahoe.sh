@@ -57,6 +57,8 @@ tahoe_disks=(); for i in $(seq 0 9); do tahoe_disks+=("$work/tahoe/storage$i/sto
 grid_disks=(); for i in $(seq 0 9); do grid_disks+=("$work/grid/storage$i/storage/shares"); done
 same() { cmp -s "$1" "$2" || { echo "FAIL: $3: contents differ" >&2; exit 1; }; echo "ok: $3"; }
 
+: > "$work/empty"
+head -c 700 /dev/urandom > "$work/empty2"
 head -c 1000 /dev/urandom > "$work/small"
 head -c 1000 /dev/urandom > "$work/small2"
 head -c $((300 << 10)) /dev/urandom > "$work/multi"
@@ -74,7 +76,7 @@ PY
 
 echo "== grid -> Tahoe" >&2
 for fmt in sdmf mdmf; do
-  for name in small multi; do
+  for name in empty small multi; do
     what="grid $fmt $name"
     cap=$("$GRID" upload --mutable --format $fmt "$work/$name" | tail -1)
     si=$(si_of "$cap"); ro=$(ro_of "$cap")
@@ -96,7 +98,7 @@ done
 
 echo "== Tahoe -> grid" >&2
 for fmt in SDMF MDMF; do
-  for name in small multi; do
+  for name in empty small multi; do
     what="Tahoe $fmt $name"
     cap=$(tahoe put --mutable --format=$fmt "$work/$name" 2>/dev/null | tail -1)
     si=$(si_of "$cap"); ro=$(ro_of "$cap")

@@ -236,6 +236,27 @@ public final class MutableFileClient: Sendable {
         return WriteResult(capability: cap, sequenceNumber: sequenceNumber, placement: outcome.placement.mapValues { Array(Set($0)).sorted() })
     }
 
+    /// Shares this large or larger are staged (sent ahead in pieces) rather than sent in
+    /// the test-and-write message itself.
+    static let stageThreshold = 1 << 20
+    static let stagePiece = 4 << 20
+
+    /// Sends `share` to the server in pieces, a few in flight at once.
+    static func stage(_ share: [UInt8], to c: StorageClient, si: [UInt8], writeEnabler: [UInt8], share n: Int, id: [UInt8], timeout: Double) async throws {
+        let pieces = stride(from: 0, to: share.count, by: stagePiece).map { $0..<min($0 + stagePiece, share.count) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var inFlight = 0
+            for r in pieces {
+                if inFlight == 4 { try await group.next(); inFlight -= 1 }
+                let req = SlotStageRequest(storageIndex: si, writeEnabler: writeEnabler, shareNumber: n, stagingID: id,
+                                           offset: UInt64(r.lowerBound), data: Array(share[r]))
+                group.addTask { _ = try await c.call(req, timeout: timeout) }
+                inFlight += 1
+            }
+            try await group.waitForAll()
+        }
+    }
+
     /// What one round of writes did.
     struct WriteOutcome {
         var placement: [Int: [String]] = [:]
@@ -266,6 +287,14 @@ public final class MutableFileClient: Sendable {
                 group.addTask { [pool] in
                     do {
                         let c = try await pool.client(for: s)
+                        var req = req
+                        // A share too large for one message is sent ahead in pieces; the
+                        // test-and-write then names it, and the server swaps it in whole.
+                        for n in numbers where shares[n].count >= Self.stageThreshold {
+                            let id = SecureRandom.bytes(StagedShare.idSize)
+                            try await Self.stage(shares[n], to: c, si: si, writeEnabler: req.writeEnabler, share: n, id: id, timeout: timeout)
+                            req.writes[n] = ShareWrite(tests: req.writes[n]!.tests, staged: StagedShare(id: id, length: UInt64(shares[n].count)))
+                        }
                         return (s, numbers, .success(try await c.call(req, timeout: timeout).ok))
                     } catch { return (s, numbers, .failure(error)) }
                 }

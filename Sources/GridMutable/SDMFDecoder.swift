@@ -34,7 +34,7 @@ public struct SDMFDecoder {
               UInt64(share.shareData.count) == share.segmentSize / UInt64(k) else {
             throw ShareFailure.corrupt(.header, "segment size \(share.segmentSize) and block of \(share.shareData.count) bytes do not fit data length \(share.dataLength)")
         }
-        let blockTree = HashTree(leaves: [TahoeHash.blockHash(share.shareData)])
+        let blockTree = HashTree(leaves: share.dataLength == 0 ? [] : [TahoeHash.blockHash(share.shareData)])
         guard share.blockHashTree == blockTree.nodes else {
             throw ShareFailure.corrupt(.block(segment: 0), "block does not match its hash tree")
         }
@@ -60,6 +60,7 @@ public struct SDMFDecoder {
                                                        version: { VersionID(sequenceNumber: $0.sequenceNumber, rootHash: $0.rootHash) },
                                                        needed: \.needed, failures: failures)
         let s = chosen[0].value
+        if s.dataLength == 0 { return ([], s.sequenceNumber) }
         let rs = try ReedSolomon(k: s.needed, n: s.total)
         var data = try rebuildSegment(chosen.map { ($0.key, $0.value.shareData) }, rs: rs, blockSize: Int(s.segmentSize) / s.needed,
                                       length: Int(s.dataLength), simdPath: simdPath)

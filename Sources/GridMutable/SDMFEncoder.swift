@@ -19,7 +19,6 @@ public enum SDMFEncoder {
                               sign: (([UInt8]) throws -> [UInt8])? = nil) throws -> (capability: MutableCapability, shares: [SDMFShare]) {
         guard k >= 1, k <= n, n <= 255 else { throw GridError(.usage, "encoding \(k)-of-\(n) is invalid for a mutable file") }
         guard iv.count == 16 else { throw GridError(.usage, "an SDMF IV is 16 bytes") }
-        guard !data.isEmpty else { throw GridError(.usage, "empty SDMF files are not supported yet") }
         let cap = MutableCapability(format: .sdmf, privateKey: privateKey)
         let segmentSize = (data.count + k - 1) / k * k
         let pieceSize = segmentSize / k
@@ -29,10 +28,12 @@ public enum SDMFEncoder {
         let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: iv, readkey: cap.readkey!))
         crypttext.withUnsafeMutableBytes { aes.apply(in: UnsafeMutableRawBufferPointer(rebasing: $0[0..<data.count])) }
         let pieces = (0..<k).map { Array(crypttext[($0 * pieceSize)..<(($0 + 1) * pieceSize)]) }
-        let blocks = try ReedSolomon(k: k, n: n).encode(pieces, path: simdPath)
+        // An empty file has no segment at all (Tahoe: num_segments 0): empty blocks, and each
+        // block hash tree is the tree of no leaves.
+        let blocks = data.isEmpty ? [[UInt8]](repeating: [], count: n) : try ReedSolomon(k: k, n: n).encode(pieces, path: simdPath)
 
         // Hash trees: one block per share, so each block hash tree is that block's hash.
-        let blockTrees = blocks.map { HashTree(leaves: [TahoeHash.blockHash($0)]) }
+        let blockTrees = blocks.map { HashTree(leaves: data.isEmpty ? [] : [TahoeHash.blockHash($0)]) }
         let shareTree = HashTree(leaves: blockTrees.map(\.root))
         let encryptedKey = try MutableKeys.encryptPrivateKey(privateKey, writekey: cap.writekey!)
 

@@ -18,6 +18,7 @@ public enum StorageMethod: UInt16, Sendable, CaseIterable {
     case slotReadv = 12
     case slotTestvAndReadvAndWritev = 13
     case censusBatch = 14
+    case slotStage = 15
 }
 
 public let storageServiceName = "storage"
@@ -492,10 +493,63 @@ public struct ShareWrite: Equatable, Sendable {
     public var writes: [WriteVector]
     /// nil: unchanged; 0: delete the share; otherwise the new data length.
     public var newLength: UInt64?
-    public init(tests: [TestVector] = [], writes: [WriteVector] = [], newLength: UInt64? = nil) {
+    /// The share's new data, whole, sent earlier with `slot_stage` (then `writes` is empty
+    /// and `newLength` nil).
+    public var staged: StagedShare?
+    public init(tests: [TestVector] = [], writes: [WriteVector] = [], newLength: UInt64? = nil, staged: StagedShare? = nil) {
         self.tests = tests
         self.writes = writes
         self.newLength = newLength
+        self.staged = staged
+    }
+}
+
+/// A share's next contents, sent ahead in pieces (`slot_stage`) under an id the client chose.
+public struct StagedShare: Equatable, Sendable {
+    public static let idSize = 16
+    public var id: [UInt8]
+    /// The share's data length.
+    public var length: UInt64
+    public init(id: [UInt8], length: UInt64) {
+        self.id = id
+        self.length = length
+    }
+}
+
+/// One piece of a share's next contents (bytes `offset..<offset+data.count` of its data),
+/// kept by the server apart from the share until a test-and-write names the staging id.
+/// Lets a share larger than one message be replaced all or nothing.
+public struct SlotStageRequest: StorageRequest {
+    public typealias Response = EmptyMessage
+    public static let method = StorageMethod.slotStage
+    public var storageIndex: [UInt8]
+    public var writeEnabler: [UInt8]
+    public var shareNumber: Int
+    public var stagingID: [UInt8]
+    public var offset: UInt64
+    public var data: [UInt8]
+
+    public init(storageIndex: [UInt8], writeEnabler: [UInt8], shareNumber: Int, stagingID: [UInt8], offset: UInt64, data: [UInt8]) {
+        (self.storageIndex, self.writeEnabler, self.shareNumber, self.stagingID, self.offset, self.data) =
+            (storageIndex, writeEnabler, shareNumber, stagingID, offset, data)
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.fixed(storageIndex)
+        w.fixed(writeEnabler)
+        w.u8(UInt8(shareNumber))
+        w.fixed(stagingID)
+        w.u64(offset)
+        w.data(data)
+    }
+
+    public init(from r: inout WireReader) throws {
+        storageIndex = try readSI(&r)
+        writeEnabler = try readSecret(&r, "write enabler")
+        shareNumber = try readShareNumber(&r)
+        stagingID = try r.fixed(StagedShare.idSize, "staging id")
+        offset = try r.u64("offset")
+        data = try r.data("stage data", max: maxChunk)
     }
 }
 
@@ -582,6 +636,7 @@ public struct SlotWriteRequest: StorageRequest {
             w.list(e.value.tests) { w, t in w.u64(t.offset); w.u64(t.length); w.u8(t.op.rawValue); w.data(t.specimen) }
             w.list(e.value.writes) { w, d in w.u64(d.offset); w.data(d.data) }
             if let n = e.value.newLength { w.bool(true); w.u64(n) } else { w.bool(false) }
+            if let st = e.value.staged { w.bool(true); w.fixed(st.id); w.u64(st.length) } else { w.bool(false) }
         }
         encodeReadv(&w, readVector)
     }
@@ -605,7 +660,12 @@ public struct SlotWriteRequest: StorageRequest {
                 WriteVector(offset: try $0.u64("offset"), data: try $0.data("write data", max: maxChunk))
             }
             let newLength: UInt64? = try r.bool("has new length") ? try r.u64("new length") : nil
-            return (sh, ShareWrite(tests: tests, writes: writes, newLength: newLength))
+            let staged: StagedShare? = try r.bool("has staged data")
+                ? StagedShare(id: try r.fixed(StagedShare.idSize, "staging id"), length: try r.u64("staged length")) : nil
+            if staged != nil && (!writes.isEmpty || newLength != nil) {
+                throw WireError(.badRequest, "a share write with staged data carries no write vectors and no new length")
+            }
+            return (sh, ShareWrite(tests: tests, writes: writes, newLength: newLength, staged: staged))
         }
         writes = Dictionary(pairs, uniquingKeysWith: { a, _ in a })
         readVector = try decodeReadv(&r)

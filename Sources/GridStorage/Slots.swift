@@ -38,9 +38,12 @@ public struct SlotUpdate: Sendable {
     public var writes: [SlotWrite]
     /// nil: unchanged; 0: delete the share; otherwise the new data length.
     public var newLength: UInt64?
-    public init(tests: [SlotTest] = [], writes: [SlotWrite] = [], newLength: UInt64? = nil) {
+    /// The share's whole new data, staged earlier under this id (`slotStage`), of this length.
+    public var staged: (id: [UInt8], length: UInt64)?
+    public init(tests: [SlotTest] = [], writes: [SlotWrite] = [], newLength: UInt64? = nil, staged: (id: [UInt8], length: UInt64)? = nil) {
         self.tests = tests
         self.writes = writes
         self.newLength = newLength
+        self.staged = staged
     }
 }

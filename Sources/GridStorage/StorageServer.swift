@@ -46,6 +46,9 @@ public final class StorageBackend: @unchecked Sendable {
     let advisoriesDir: String
     /// Redo journals of slot changes in progress (SlotJournal).
     let journalDir: String
+    /// Shares' next contents sent ahead in pieces (slot_stage), until a test-and-write
+    /// takes them; emptied at every start.
+    let stagingDir: String
     /// How many journals the start replayed or discarded (a crash interrupted their changes).
     public private(set) var recoveredJournals = 0
     let db: Database
@@ -66,9 +69,11 @@ public final class StorageBackend: @unchecked Sendable {
         incomingDir = sharesDir + "/incoming"
         advisoriesDir = root + "/corruption-advisories"
         journalDir = root + "/journal"
+        stagingDir = root + "/staging"
         // Anything in incoming/ is an upload that never closed (a crash, a kill -9): discard it.
         FileSystem.removeTree(incomingDir)
-        for d in [root, sharesDir, incomingDir, advisoriesDir, journalDir] { try FileSystem.makeDirectories(d) }
+        FileSystem.removeTree(root + "/staging")
+        for d in [root, sharesDir, incomingDir, advisoriesDir, journalDir, root + "/staging"] { try FileSystem.makeDirectories(d) }
         blockSize = try FileSystem.blockSize(root)
         let dbPath = root + "/index.sqlite"
         let fresh = !FileSystem.exists(dbPath)
@@ -455,7 +460,11 @@ public final class StorageBackend: @unchecked Sendable {
             for (n, w) in writes {
                 for t in w.tests {
                     let have = try slot[n]?.read(t.range) ?? []
-                    if !t.comparison.holds(have[...], t.specimen[...]) { return (false, reads) }
+                    if !t.comparison.holds(have[...], t.specimen[...]) {
+                        // The writer will send its next attempt afresh: its staged data goes.
+                        for (m, u) in writes { if let st = u.staged { try? FileSystem.remove(stagingPath(si, m, st.id)) } }
+                        return (false, reads)
+                    }
                 }
             }
             // Check sizes before touching anything.
@@ -471,6 +480,16 @@ public final class StorageBackend: @unchecked Sendable {
                     end = max(end, dEnd)
                 }
                 if let nl = w.newLength { end = max(end, nl) }
+                if let st = w.staged {
+                    guard w.writes.isEmpty, w.newLength == nil else {
+                        throw StorageError.badRequest("share \(n): staged data comes without write vectors or a new length")
+                    }
+                    end = st.length
+                    let size = (try? FileDescriptor(path: stagingPath(si, n, st.id)).size()) ?? 0
+                    guard st.length <= config.maxMutableShareSize, size >= UInt64(MutableContainer.dataOffset) + st.length else {
+                        throw StorageError.notFound("share \(n): no staged data of \(st.length) bytes under that staging id")
+                    }
+                }
                 guard end <= config.maxMutableShareSize else {
                     throw StorageError.badRequest("share \(n) would grow to \(end) bytes; the limit is \(config.maxMutableShareSize)")
                 }
@@ -487,6 +506,23 @@ public final class StorageBackend: @unchecked Sendable {
                     continue
                 }
                 var c = slot[n]?.container ?? MutableContainer(writeEnablerNodeID: containerNodeID, writeEnabler: writeEnabler)
+                try FileSystem.makeDirectories(bucketDir(si))
+                if let st = w.staged {
+                    // The staged file becomes the share: header and trailer written into it,
+                    // synced, renamed over the old share.
+                    c.dataLength = st.length
+                    c.leases = addingOrRenewing(c.leases, renewHash: rh, renewSecret: renewSecret, cancelSecret: cancelSecret, expiration: exp)
+                    let path = stagingPath(si, n, st.id)
+                    let f = try FileDescriptor(path: path, .readWrite)
+                    try f.write(at: 0, c.header())
+                    try f.write(at: c.extraOffset, c.trailer())
+                    try f.truncate(to: c.fileSize)
+                    try f.sync()
+                    try FileSystem.rename(path, to: sharePath(si, n))
+                    try FileSystem.syncDirectory(bucketDir(si))
+                    try indexShare(si, n, mutable: true, size: c.dataLength, leases: c.leases)
+                    continue
+                }
                 let oldLength = c.dataLength, oldSize = slot[n] == nil ? 0 : c.fileSize
                 // The data's new length: grown by newLength before the writes, cut by it after.
                 var length = oldLength
@@ -499,7 +535,6 @@ public final class StorageBackend: @unchecked Sendable {
                     guard d.offset < length else { return nil }
                     return (d.offset, d.offset + UInt64(d.data.count) > length ? Array(d.data.prefix(Int(length - d.offset))) : d.data)
                 }
-                try FileSystem.makeDirectories(bucketDir(si))
                 if let whole = data.last(where: { $0.offset == 0 && UInt64($0.data.count) == length }), slot[n] == nil || data.count == 1 {
                     // Written whole (a new share, or every byte replaced): a new file, renamed over.
                     var bytes = whole.data
@@ -528,6 +563,39 @@ public final class StorageBackend: @unchecked Sendable {
                 try indexShare(si, n, mutable: true, size: c.dataLength, leases: c.leases)
             }
             return (true, reads)
+        }
+    }
+
+    // MARK: Staged shares
+
+    func stagingPath(_ si: [UInt8], _ n: Int, _ id: [UInt8]) -> String {
+        "\(stagingDir)/\(siString(si))-\(n)-\(id.map { String(format: "%02x", $0) }.joined())"
+    }
+
+    /// Keeps bytes `offset..<offset+data.count` of share `n`'s next data under staging id
+    /// `id`, apart from the share, until a test-and-write takes them (or the server restarts).
+    public func slotStage(si: [UInt8], writeEnabler: [UInt8], share n: Int, id: [UInt8], offset: UInt64, data: [UInt8]) throws {
+        try checkSI(si)
+        guard writeEnabler.count == 32, id.count == 16, n >= 0, n < 256 else {
+            throw StorageError.badRequest("staging needs a 32-byte write enabler, a 16-byte id and a share number 0..255")
+        }
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(data.count))
+        guard !overflow, end <= config.maxMutableShareSize else {
+            throw StorageError.badRequest("staged data would reach byte \(overflow ? "2^64" : "\(end)"); a mutable share holds at most \(config.maxMutableShareSize)")
+        }
+        try lock(si).withLock { _ in
+            // Only the holder of the write enabler may stage for an existing slot.
+            let slot = try loadSlot(si)
+            for (_, s) in slot where !constantTimeEqual(s.container.writeEnabler, writeEnabler) {
+                throw StorageError.badSecret("The write enabler was recorded by nodeid '\(Base32.encode(s.container.writeEnablerNodeID))'.")
+            }
+            let path = stagingPath(si, n, id)
+            let f = try FileDescriptor(path: path, [.readWrite, .create])
+            let before = try f.size(), after = UInt64(MutableContainer.dataOffset) + end
+            if after > before, after - before > space().available {
+                throw StorageError.noSpace("not enough space to stage \(data.count) more bytes of share \(n)")
+            }
+            try f.write(at: UInt64(MutableContainer.dataOffset) + offset, data)
         }
     }
 

@@ -182,6 +182,13 @@ public final class StorageService: RPCService, @unchecked Sendable {
                     readv: req.readVector.map(Self.slotRead))
                 return SlotWriteResponse(ok: ok, reads: reads)
             }
+
+        case .slotStage:
+            return try serve(SlotStageRequest.self, &r) { req in
+                try backend.slotStage(si: req.storageIndex, writeEnabler: req.writeEnabler, share: req.shareNumber,
+                                      id: req.stagingID, offset: req.offset, data: req.data)
+                return EmptyMessage()
+            }
         }
     }
 
@@ -209,6 +216,6 @@ public final class StorageService: RPCService, @unchecked Sendable {
     static func slotUpdate(_ w: ShareWrite) -> SlotUpdate {
         SlotUpdate(tests: w.tests.map { SlotTest(range($0.offset, $0.length), comparison($0.op), $0.specimen) },
                    writes: w.writes.map { (offset: $0.offset, data: $0.data) },
-                   newLength: w.newLength)
+                   newLength: w.newLength, staged: w.staged.map { (id: $0.id, length: $0.length) })
     }
 }

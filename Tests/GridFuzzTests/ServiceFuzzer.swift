@@ -97,6 +97,7 @@ final class ServiceFuzzer {
         return (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
     }
     func handle() -> UInt64 { chance(0.8) ? pick(handles) : u64() }
+    let stagingIDs: [[UInt8]] = (0..<3).map { [UInt8](repeating: UInt8($0), count: StagedShare.idSize) }
     func shares() -> [Int] { (0..<(chance(0.05) ? 256 : small(5))).map { _ in shareNumber() } }
     func readVector() -> [ReadVector] {
         (0..<(chance(0.02) ? 1024 : small(4))).map { _ in ReadVector(offset: u64(), length: u64()) }
@@ -134,6 +135,10 @@ final class ServiceFuzzer {
                 CensusBatchRequest.Entry(storageIndex: si(), renewSecret: secret(), cancelSecret: secret())
             }
             return (.censusBatch, CensusBatchRequest(renew: chance(0.5), entries: entries).encoded())
+        case .slotStage:
+            return (.slotStage, SlotStageRequest(storageIndex: si(), writeEnabler: chance(0.9) ? secrets[0] : secret(), shareNumber: shareNumber(),
+                                                 stagingID: pick(stagingIDs), offset: chance(0.7) ? UInt64(small(3000)) : u64(),
+                                                 data: bytes(2000)).encoded())
         case .slotReadv:
             return (.slotReadv, SlotReadRequest(storageIndex: si(), shareNumbers: chance(0.5) ? [] : shares(),
                                                 readVector: readVector()).encoded())
@@ -146,7 +151,11 @@ final class ServiceFuzzer {
                 }
                 let w = (0..<small(3)).map { _ in WriteVector(offset: chance(0.6) ? UInt64(small(3000)) : u64(), data: bytes(500)) }
                 let newLength: UInt64? = chance(0.6) ? nil : (chance(0.5) ? UInt64(small(3000)) : u64())
-                writes[shareNumber()] = ShareWrite(tests: tests, writes: w, newLength: newLength)
+                if chance(0.2) {  // data staged earlier (slot_stage), under one of a few ids
+                    writes[shareNumber()] = ShareWrite(tests: tests, staged: StagedShare(id: pick(stagingIDs), length: chance(0.7) ? UInt64(small(3000)) : u64()))
+                } else {
+                    writes[shareNumber()] = ShareWrite(tests: tests, writes: w, newLength: newLength)
+                }
             }
             let enabler = chance(0.9) ? secrets[0] : secret()
             return (.slotTestvAndReadvAndWritev, SlotWriteRequest(storageIndex: si(), writeEnabler: enabler, renewSecret: secret(),
@@ -275,6 +284,7 @@ final class ServiceFuzzer {
             { _ = try SubscribeResponse(decoding: $0) }, { _ = try RemovedNotice(decoding: $0) },
             { _ = try Hello(parsing: $0) },
             { _ = try CensusBatchRequest(decoding: $0) }, { _ = try CensusBatchResponse(decoding: $0) },
+            { _ = try SlotStageRequest(decoding: $0) },
             { b in
                 var p = FrameParser(maxFrameLength: 1 << 16)
                 b.withUnsafeBytes { p.append($0) }

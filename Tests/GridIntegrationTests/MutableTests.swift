@@ -19,6 +19,54 @@ final class MutableTests: XCTestCase {
         return (MutableFileClient(pool: pool, settings: settings), pool)
     }
 
+    /// Sizes at the edges (empty, one byte, around MDMF's 128 KiB segments) in both formats;
+    /// a 40 MiB MDMF file, whose shares are too large for one message and are staged on the
+    /// servers in pieces; a write at an offset of it; and a server stopped before an update:
+    /// its shares go to other servers and the file stays whole.
+    func testSizesLargeFilesAndAFailedServer() async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (mc, pool) = try client(grid)
+        defer { pool.shutdown() }
+        _ = await pool.waitForServers(count: 10, timeout: 30)
+        for format in [MutableFormat.sdmf, .mdmf] {
+            for size in [0, 1, 131_071, 131_072, 131_073, 3 * 131_072 + 5] {
+                let data = pseudoRandom(size, seed: UInt64(size))
+                let created = try await mc.create(data, format: format)
+                let got = try await mc.read(created.capability.readOnly!)
+                XCTAssertTrue(got.data == data, "\(format) \(size) bytes")
+            }
+        }
+        let big = pseudoRandom(40 << 20, seed: 77)
+        let created = try await mc.create(big, format: .mdmf)
+        XCTAssertEqual(created.placement.count, 10)
+        var got = try await mc.read(created.capability)
+        XCTAssertTrue(got.data == big, "40 MiB MDMF")
+        let patch = pseudoRandom(1 << 20, seed: 78)
+        _ = try await mc.update(created.capability, .write(offset: 20 << 20, bytes: patch))
+        var expected = big
+        expected.replaceSubrange((20 << 20)..<(21 << 20), with: patch)
+        got = try await mc.read(created.capability)
+        XCTAssertTrue(got.data == expected, "40 MiB MDMF after a write at 20 MiB")
+        XCTAssertEqual(got.sequenceNumber, 2)
+        let staging = grid.servers.flatMap { (try? FileSystem.list($0.directory + "/storage/staging")) ?? [] }
+        XCTAssertEqual(staging, [], "no staged data is left behind")
+
+        // A server that holds a share stops: the next version's share goes elsewhere.
+        let small = try await mc.create(pseudoRandom(5000, seed: 79), format: .mdmf)
+        let holder = try XCTUnwrap(small.placement[0]?.first)
+        let known = await pool.waitForServers(count: 10, timeout: 5)
+        let nick = try XCTUnwrap(known.first { $0.nodeID == holder }?.nickname)
+        let index = try XCTUnwrap(Int(nick.dropFirst("server".count)))
+        grid.servers[index].stop(ProcessSignal.kill)
+        let v2 = pseudoRandom(6000, seed: 80)
+        let updated = try await mc.update(small.capability, v2)
+        XCTAssertEqual(updated.placement.count, 10, "every share of the new version was placed")
+        XCTAssertFalse(updated.placement[0]!.contains(holder), "share 0 moved off the stopped server")
+        got = try await mc.read(small.capability)
+        XCTAssertTrue(got.data == v2)
+    }
+
     /// SDMF and MDMF: create, read (write and read-only capabilities), replace, read the
     /// new version; a write from a stale read is refused as a conflict; a read-only
     /// capability cannot write.

@@ -45,8 +45,11 @@ final class MessageTests: XCTestCase {
             SlotWriteRequest(storageIndex: si, writeEnabler: renew, renewSecret: renew, cancelSecret: cancel,
                              writes: [0: ShareWrite(tests: [TestVector(offset: 0, length: 1, op: .eq, specimen: [0])],
                                                     writes: [WriteVector(offset: 0, data: [9, 9])], newLength: 2),
-                                      5: ShareWrite(newLength: nil)],
+                                      5: ShareWrite(newLength: nil),
+                                      7: ShareWrite(tests: [], staged: StagedShare(id: [UInt8](repeating: 3, count: 16), length: 1 << 30))],
                              readVector: [ReadVector(offset: 1, length: 1)]),
+            SlotStageRequest(storageIndex: si, writeEnabler: renew, shareNumber: 7, stagingID: [UInt8](repeating: 3, count: 16),
+                             offset: 8 << 20, data: [1, 2, 3]),
         ]
     }
 
@@ -104,6 +107,20 @@ final class MessageTests: XCTestCase {
         let back = try AdviseCorruptShareRequest(decoding: m.encoded())
         XCTAssertLessThanOrEqual(back.reason.utf8.count, AdviseCorruptShareRequest.maxReason)
         XCTAssertTrue(long.hasPrefix(back.reason))
+    }
+
+    func testStagedShareWriteLayoutAndMixIsRefused() throws {
+        let id = [UInt8](repeating: 3, count: 16)
+        let staged = SlotWriteRequest(storageIndex: si, writeEnabler: renew, renewSecret: renew, cancelSecret: cancel,
+                                      writes: [2: ShareWrite(staged: StagedShare(id: id, length: 5))], readVector: []).encoded()
+        // ... share 2, no tests, no writes, no new length, staged: id, length; then the empty read vector.
+        XCTAssertEqual(Array(staged[(16 + 96)...]), [0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1] + id + [0, 0, 0, 0, 0, 0, 0, 5] + [0, 0, 0, 0])
+        let mixed = SlotWriteRequest(storageIndex: si, writeEnabler: renew, renewSecret: renew, cancelSecret: cancel,
+                                     writes: [2: ShareWrite(writes: [WriteVector(offset: 0, data: [1])], staged: StagedShare(id: id, length: 5))],
+                                     readVector: []).encoded()
+        XCTAssertThrowsError(try SlotWriteRequest(decoding: mixed)) { XCTAssertTrue("\($0)".contains("staged data carries no write vectors"), "\($0)") }
+        XCTAssertEqual(SlotStageRequest(storageIndex: si, writeEnabler: renew, shareNumber: 1, stagingID: id, offset: 2, data: [7]).encoded(),
+                       si + renew + [1] + id + [0, 0, 0, 0, 0, 0, 0, 2] + [0, 0, 0, 1, 7])
     }
 
     func testUnknownTestOperatorIsRefused() {

@@ -27,12 +27,13 @@ cleanup() {
 }
 trap cleanup EXIT
 TAHOE="$TAHOE_VENV/bin/tahoe"
-"$GRID" local-grid start --dir "$work/grid" --reserved-space 0 >&2
-export GRID_NODE_DIR=$work/grid/client
+# Tahoe first: it needs fixed ports (TAHOE_BASE_PORT..+10); grid's daemons take free ones.
 if ! "$REF/start-grid.sh" "$work/tahoe" 10 >&2; then
   "$REF/stop-grid.sh" "$work/tahoe" >&2 || true
   "$REF/start-grid.sh" "$work/tahoe" 10 >&2
 fi
+"$GRID" local-grid start --dir "$work/grid" --reserved-space 0 >&2
+export GRID_NODE_DIR=$work/grid/client
 tahoe() { "$TAHOE" -d "$work/tahoe/client" "$@"; }
 
 si_of() { "$GRID" caps --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["storage_index"])'; }

@@ -49,6 +49,10 @@ public struct CheckResult: Sendable {
     /// Leases added or renewed (`--add-lease`).
     public var leasesRenewed: Int
     public var verdict: Verdict
+    /// Mutable files: the sequence number of the file's version (the newest recoverable).
+    public var sequenceNumber: UInt64? = nil
+    /// Mutable files: shares of any other version (stale), which a repair overwrites.
+    public var staleShares = 0
 }
 
 /// Checks files: which shares survive where (a census of every known server), and with

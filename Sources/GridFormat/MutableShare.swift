@@ -19,6 +19,22 @@ public enum MutableShareHeader {
         Array(share.prefix(share.first == SDMFShare.version ? SDMFShare.checkstringLength : MDMFShare.checkstringLength))
     }
 
+    /// Version, sequence number, root hash and encoding, from a share's first bytes (its
+    /// signed prefix); nil when too few bytes are at hand or the version is unknown.
+    /// Nothing here is checked: a census tells versions apart with it, a verify checks.
+    public static func summary(_ prefix: [UInt8]) -> (format: MutableFormat, sequenceNumber: UInt64, rootHash: [UInt8], needed: Int, total: Int)? {
+        guard prefix.count >= 59 else { return nil }
+        let seq = prefix[1..<9].reduce(0) { $0 << 8 | UInt64($1) }
+        let root = Array(prefix[9..<41])
+        switch prefix[0] {
+        case SDMFShare.version:
+            guard prefix.count >= SDMFShare.signedPrefixLength else { return nil }
+            return (.sdmf, seq, root, Int(prefix[57]), Int(prefix[58]))
+        case MDMFShare.version: return (.mdmf, seq, root, Int(prefix[41]), Int(prefix[42]))
+        default: return nil
+        }
+    }
+
     /// The share's length as its header declares it; nil when too little of it is at hand
     /// or the version is unknown.
     public static func declaredLength(_ prefix: [UInt8]) -> UInt64? {

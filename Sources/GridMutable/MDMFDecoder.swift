@@ -36,6 +36,12 @@ public struct MDMFDecoder {
     }
 
     public func decode(_ shares: [(number: Int, bytes: [UInt8])], simdPath: SIMDPath = .best) throws -> (data: [UInt8], sequenceNumber: UInt64) {
+        let v = try decodeVersion(shares, simdPath: simdPath)
+        return (v.data, v.sequenceNumber)
+    }
+
+    /// The newest recoverable version, with what it was encoded with.
+    public func decodeVersion(_ shares: [(number: Int, bytes: [UInt8])], simdPath: SIMDPath = .best) throws -> DecodedVersion {
         guard let readkey = capability.readkey else {
             throw GridError(.usage, "a verify capability cannot read the file; give the read or write capability")
         }
@@ -61,6 +67,7 @@ public struct MDMFDecoder {
             plain.withUnsafeMutableBytes { aes.apply(in: $0) }
             out += plain
         }
-        return (out, s.sequenceNumber)
+        return DecodedVersion(data: out, sequenceNumber: s.sequenceNumber, rootHash: s.rootHash, needed: s.needed, total: s.total,
+                              iv: [], salts: s.blocks.map(\.salt), signature: s.signature)
     }
 }

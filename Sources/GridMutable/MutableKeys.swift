@@ -1,3 +1,4 @@
+import GridCodec
 import GridCrypto
 import GridFormat
 import GridImmutable
@@ -79,5 +80,30 @@ public struct CheckedMutableShare: Sendable {
             let s = try MDMFDecoder(capability: cap).check(bytes, number: number)
             (version, encryptedPrivateKey) = (VersionID(sequenceNumber: s.sequenceNumber, rootHash: s.rootHash), s.encryptedPrivateKey)
         }
+    }
+}
+
+/// Makes the shares of a version again, for repair: the plaintext encoded with the
+/// version's own IV or salts and its own signature gives shares identical to the ones
+/// first written (their root hash is checked against the version's). Needs the signing
+/// key (from a write capability) because every share carries its public half and its
+/// encrypted copy.
+public enum MutableShareRebuilder {
+    public static func shares(of v: DecodedVersion, format: MutableFormat, privateKey: RSAPrivateKey, simdPath: SIMDPath = .best) throws -> [[UInt8]] {
+        let (root, shares): ([UInt8], [[UInt8]])
+        switch format {
+        case .sdmf:
+            let r = try SDMFEncoder.encode(v.data, privateKey: privateKey, sequenceNumber: v.sequenceNumber, needed: v.needed, total: v.total,
+                                           iv: v.iv, simdPath: simdPath, sign: { _ in v.signature })
+            (root, shares) = (r.shares.first?.rootHash ?? [], r.shares.map { $0.serialized() })
+        case .mdmf:
+            let r = try MDMFEncoder.encode(v.data, privateKey: privateKey, sequenceNumber: v.sequenceNumber, needed: v.needed, total: v.total,
+                                           salts: v.salts, simdPath: simdPath, sign: { _ in v.signature })
+            (root, shares) = (r.shares.first?.rootHash ?? [], r.shares.map { $0.serialized() })
+        }
+        guard root == v.rootHash else {
+            throw GridError(.corrupt, "the version encoded again does not give its signed root hash; it cannot be repaired this way")
+        }
+        return shares
     }
 }

@@ -48,6 +48,12 @@ public struct SDMFDecoder {
     /// The plaintext of the newest version that k good shares agree on (by sequence number,
     /// then root hash); throws with every share's failure when none is recoverable.
     public func decode(_ shares: [(number: Int, bytes: [UInt8])], simdPath: SIMDPath = .best) throws -> (data: [UInt8], sequenceNumber: UInt64) {
+        let v = try decodeVersion(shares, simdPath: simdPath)
+        return (v.data, v.sequenceNumber)
+    }
+
+    /// The newest recoverable version, with what it was encoded with.
+    public func decodeVersion(_ shares: [(number: Int, bytes: [UInt8])], simdPath: SIMDPath = .best) throws -> DecodedVersion {
         guard let readkey = capability.readkey else {
             throw GridError(.usage, "a verify capability cannot read the file; give the read or write capability")
         }
@@ -60,13 +66,17 @@ public struct SDMFDecoder {
                                                        version: { VersionID(sequenceNumber: $0.sequenceNumber, rootHash: $0.rootHash) },
                                                        needed: \.needed, failures: failures)
         let s = chosen[0].value
-        if s.dataLength == 0 { return ([], s.sequenceNumber) }
+        let version = DecodedVersion(data: [], sequenceNumber: s.sequenceNumber, rootHash: s.rootHash, needed: s.needed, total: s.total,
+                                     iv: s.iv, salts: [], signature: s.signature)
+        if s.dataLength == 0 { return version }
         let rs = try ReedSolomon(k: s.needed, n: s.total)
         var data = try rebuildSegment(chosen.map { ($0.key, $0.value.shareData) }, rs: rs, blockSize: Int(s.segmentSize) / s.needed,
                                       length: Int(s.dataLength), simdPath: simdPath)
         let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: s.iv, readkey: readkey))
         data.withUnsafeMutableBytes { aes.apply(in: $0) }
-        return (data, s.sequenceNumber)
+        var out = version
+        out.data = data
+        return out
     }
 }
 
@@ -94,9 +104,27 @@ func rebuildSegment(_ blocks: [(number: Int, block: [UInt8])], rs: ReedSolomon, 
 }
 
 /// A version of a mutable file: newer sequence numbers first, then the root hash.
+/// One version of a mutable file, decoded: its plaintext and what it was encoded with
+/// (IV or salts, signature), so that its shares can be made again byte for byte.
+public struct DecodedVersion: Sendable {
+    public var data: [UInt8]
+    public let sequenceNumber: UInt64
+    public let rootHash: [UInt8]
+    public let needed: Int
+    public let total: Int
+    /// SDMF's IV; MDMF's per-segment salts.
+    public let iv: [UInt8]
+    public let salts: [[UInt8]]
+    public let signature: [UInt8]
+}
+
 public struct VersionID: Hashable, Comparable, Sendable {
     public let sequenceNumber: UInt64
     public let rootHash: [UInt8]
+    public init(sequenceNumber: UInt64, rootHash: [UInt8]) {
+        self.sequenceNumber = sequenceNumber
+        self.rootHash = rootHash
+    }
     public static func < (a: VersionID, b: VersionID) -> Bool {
         a.sequenceNumber != b.sequenceNumber ? a.sequenceNumber < b.sequenceNumber : a.rootHash.lexicographicallyPrecedes(b.rootHash)
     }

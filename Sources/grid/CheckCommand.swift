@@ -14,9 +14,14 @@ struct Check: ParsableCommand {
             that), or unrecoverable (fewer than k distinct good shares). Servers that do not \
             answer within a few seconds are named; their shares count as missing.
 
-            --verify also reads every share and checks every hash in it, rebuilds the ciphertext \
-            from k good shares and checks it against its hash tree, and reports each corrupt \
-            share to the server holding it. --add-lease adds or renews this client's lease on \
+            Mutable files (URI:MDMF..., URI:SSK... and their -RO and -Verifier forms): the \
+            census sorts shares by version; the file's version is the newest with k shares, and \
+            shares of any other version are stale (the file is then at best degraded).
+
+            --verify also reads every share and checks every hash in it (mutable files: every \
+            signature too), rebuilds the ciphertext of an immutable file from k good shares and \
+            checks it against its hash tree, and reports each corrupt share to the server \
+            holding it. --add-lease adds or renews this client's lease on \
             every share found. --json prints one JSON object per file, one per line.
 
             Example: grid check --verify URI:CHK-Verifier:...
@@ -36,7 +41,12 @@ struct Check: ParsableCommand {
         try forEachFile(capabilities, nodeDir: nodeDir) { session, cap in
             let checker = Checker(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
             let (verify, addLease) = (self.verify, self.addLease)
-            let r = try blockingAwait { try await checker.check(cap, verify: verify, addLease: addLease) }
+            let r = try blockingAwait {
+                switch cap {
+                case let .immutable(c): return try await checker.check(c, verify: verify, addLease: addLease)
+                case let .mutable(m): return try await checker.check(m, verify: verify, addLease: addLease)
+                }
+            }
             FileHandleStdout.write((json ? jsonLine(r) : text(r)) + "\n")
             return r.verdict
         }
@@ -48,6 +58,7 @@ struct Check: ParsableCommand {
         if r.total == 0 { return "\(r.capability.prefix(40))…: healthy (a literal file: the data is in the capability)" }
         var lines = ["\(r.capability.prefix(60))…: \(r.verdict.rawValue)",
                      "  shares: \(r.shares.count) of \(r.total) (need \(r.needed)) on \(r.servers) servers, happiness \(r.happiness) (happy \(r.happy))"]
+        if let seq = r.sequenceNumber { lines.append("  version: sequence number \(seq)" + (r.staleShares > 0 ? "; \(r.staleShares) shares of other versions (stale)" : "")) }
         let missing = (0..<r.total).filter { r.shares[$0] == nil }
         if !missing.isEmpty { lines.append("  missing shares: " + missing.map(String.init).joined(separator: ", ")) }
         for n in r.shares.keys.sorted() { lines.append("  share \(n): " + r.shares[n]!.map { name($0, r) }.joined(separator: ", ")) }
@@ -68,6 +79,7 @@ struct Check: ParsableCommand {
         ]
         if !r.storageIndex.isEmpty { out["storage_index"] = Base32.encode(r.storageIndex) }
         if let d = r.decoded { out["ciphertext_verified"] = d }
+        if let seq = r.sequenceNumber { out["sequence_number"] = seq; out["stale_shares"] = r.staleShares }
         if addLease { out["leases_renewed"] = r.leasesRenewed }
         return jsonString(out)
     }
@@ -75,9 +87,9 @@ struct Check: ParsableCommand {
 
 /// Runs `body` for each capability with one client session; the exit status is that of
 /// the worst verdict (0 healthy, 1 degraded, 2 unrecoverable: the Nagios convention).
-func forEachFile(_ capabilities: [String], nodeDir: String?, _ body: (ClientSession, Capability) throws -> Verdict) throws {
+func forEachFile(_ capabilities: [String], nodeDir: String?, _ body: (ClientSession, AnyCapability) throws -> Verdict) throws {
     let worst = try reportingErrors { () -> Verdict in
-        let caps = try capabilities.map { try Capability(parsing: $0) }
+        let caps = try capabilities.map { try AnyCapability(parsing: $0) }
         let session = try ClientSession(nodeDirectory: nodeDir)
         defer { session.pool.shutdown() }
         var worst = Verdict.healthy

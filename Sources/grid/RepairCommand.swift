@@ -16,6 +16,10 @@ struct Repair: ParsableCommand {
             removed; a failed placement leaves nothing half-written. --json prints one JSON \
             object per file.
 
+            A mutable file (its write capability: servers take mutable shares only with the \
+            file's write enabler) is always verified first; its version is then written again \
+            over every missing, stale or corrupt share (byte for byte the same shares).
+
             Example: grid repair URI:CHK:...
 
             Exit status: 0 every file healthy afterwards; 1 some file still degraded; 2 some \
@@ -23,7 +27,7 @@ struct Repair: ParsableCommand {
             \(ExitStatus.help)
             """)
 
-    @Argument(help: "Read capabilities of the files to repair.") var capabilities: [String]
+    @Argument(help: "Read capabilities of the files to repair (write capabilities for mutable files).") var capabilities: [String]
     @Flag(name: .customLong("no-verify"), help: "Decide what is missing by a census only (faster; corrupt shares not read are not found).") var noVerify = false
     @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
     @Flag(help: "Print one JSON object per file.") var json = false
@@ -32,7 +36,12 @@ struct Repair: ParsableCommand {
         try forEachFile(capabilities, nodeDir: nodeDir) { session, cap in
             let repairer = Repairer(checker: Checker(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment()))
             let verify = !noVerify
-            let r = try blockingAwait { try await repairer.repair(cap, verify: verify) }
+            let r = try blockingAwait {
+                switch cap {
+                case let .immutable(c): return try await repairer.repair(c, verify: verify)
+                case let .mutable(m): return try await repairer.repair(m)
+                }
+            }
             let v = r.after.verdict
             let placed = r.placed.keys.sorted()
             if json {

@@ -148,6 +148,74 @@ extension ClientCLITests {
 }
 
 extension ClientCLITests {
+    /// `grid check` (census and --verify) and `grid repair` of mutable files: missing,
+    /// corrupt and stale shares are found, the corrupt one reported to its server; a
+    /// read-only capability cannot repair (77); the write capability writes the file's
+    /// version again over every bad share, and the file is healthy and reads back.
+    func testCheckVerifyAndRepairOfMutableFiles() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (node, _) = try uploadedFile(grid, "mcheck", pseudoRandom(100, seed: 1))
+        for format in ["mdmf", "sdmf"] {
+            let v1 = pseudoRandom(300_000, seed: 91), v2 = pseudoRandom(310_000, seed: 92)
+            var (st, out, err) = try run(["upload", "--node-dir", node, "--mutable", "--format", format, "-"], stdin: v1)
+            XCTAssertEqual(st, 0, err)
+            let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            (st, out, _) = try run(["caps", "--json", cap])
+            let caps = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: String] ?? [:]
+            let (ro, vc, si) = (caps["read"]!, caps["verify"]!, caps["storage_index"]!)
+            func check(_ args: [String], _ c: String) throws -> (Int32, [String: Any]) {
+                let (st, out, err) = try run(["check", "--node-dir", node, "--json"] + args + [c])
+                let obj = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any]
+                XCTAssertNotNil(obj, err)
+                return (st, obj ?? [:])
+            }
+            var (cst, r) = try check(["--verify"], vc)
+            XCTAssertEqual(cst, 0, "\(format): healthy at first: \(r)")
+            XCTAssertEqual(r["sequence_number"] as? Int, 1)
+            // Keep share 3's first version, then write version 2.
+            func shareFile(_ n: Int) -> String? {
+                grid.servers.map { $0.directory + "/storage/shares/\(si.prefix(2))/\(si)/\(n)" }.first { FileSystem.exists($0) }
+            }
+            let oldShare3 = try XCTUnwrap(FileSystem.readFile(try XCTUnwrap(shareFile(3)), maxSize: 1 << 20))
+            (st, _, err) = try run(["update", "--node-dir", node, cap, "-"], stdin: v2)
+            XCTAssertEqual(st, 0, err)
+            // Damage: share 0 gone, share 1 gone, share 2 corrupt (a byte of its data), share 3 stale.
+            try FileSystem.remove(try XCTUnwrap(shareFile(0)))
+            try FileSystem.remove(try XCTUnwrap(shareFile(1)))
+            let p2 = try XCTUnwrap(shareFile(2))
+            var b2 = try XCTUnwrap(FileSystem.readFile(p2, maxSize: 1 << 20))
+            b2[b2.count - 2000] ^= 0x40
+            try FileSystem.writeFileAtomically(p2, b2)
+            try FileSystem.writeFileAtomically(try XCTUnwrap(shareFile(3)), oldShare3)
+
+            (cst, r) = try check([], ro)
+            XCTAssertEqual(cst, 1, "\(format): degraded: \(r)")
+            XCTAssertEqual(r["stale_shares"] as? Int, 1, "\(r)")
+            XCTAssertEqual(r["sequence_number"] as? Int, 2)
+            (cst, r) = try check(["--verify"], vc)
+            XCTAssertEqual(cst, 1, "\(format): degraded: \(r)")
+            let corrupt = r["corrupt"] as? [[String: Any]] ?? []
+            XCTAssertEqual(corrupt.map { $0["share"] as? Int }, [2], "\(r)")
+            XCTAssertEqual(Set((r["missing"] as? [Int]) ?? []), [0, 1, 2, 3], "\(r)")
+            let advisories = grid.servers.flatMap { (try? FileSystem.list($0.directory + "/storage/corruption-advisories")) ?? [] }
+            XCTAssertTrue(advisories.contains { $0.contains("\(si)-2") }, "\(advisories)")
+
+            (st, _, err) = try run(["repair", "--node-dir", node, ro])
+            XCTAssertEqual(st, 77, "\(format): a read-only capability cannot repair: \(err)")
+            (st, out, err) = try run(["repair", "--node-dir", node, "--json", cap])
+            XCTAssertEqual(st, 0, "\(format): \(err)")
+            let rep = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any] ?? [:]
+            XCTAssertEqual(rep["after"] as? String, "healthy", "\(rep)")
+            XCTAssertEqual(Set(((rep["placed"] as? [String: Any]) ?? [:]).keys), ["0", "1", "2", "3"], "\(rep)")
+            (cst, r) = try check(["--verify"], vc)
+            XCTAssertEqual(cst, 0, "\(format): healthy after repair: \(r)")
+            XCTAssertEqual(r["stale_shares"] as? Int, 0)
+            XCTAssertEqual(r["sequence_number"] as? Int, 2, "repair writes the same version, not a new one")
+            try assertReadsBack(node, ro, v2)
+        }
+    }
+
     /// Writers racing on one file, as separate `grid update --offset` processes at once:
     /// each writes its own region several times. A writer that loses a race makes its
     /// change again on top of the winner's version, so at the end every change of every

@@ -1,0 +1,179 @@
+import GridCrypto
+import GridFormat
+import GridImmutable
+import GridMutable
+import GridProtocol
+import GridSystem
+import GridWire
+
+/// Check, verify, lease renewal and repair of mutable files (SDMF and MDMF).
+///
+/// The census reads the first bytes of every share every server holds (one `slot_readv`
+/// per server) and sorts the shares by version (sequence number, root hash). The file's
+/// version is the newest one with k distinct shares; shares of other versions are stale
+/// (left by a writer that crashed or lost a race, or by a server that was away). With
+/// `verify`, every share is read whole and every signature and hash checked (a verify
+/// capability is enough); corrupt shares are reported to their servers. Repair writes
+/// the file's version again where a share is missing, stale or corrupt: the version is
+/// decoded and encoded again with its own IV/salts and signature, so the new shares are
+/// identical to the first ones; it needs the write capability, since a server accepts a
+/// mutable share only with the file's write enabler (as in Tahoe).
+extension Checker {
+    /// One share seen by the census.
+    struct MutableHolding {
+        let server: ServerRef
+        let number: Int
+        let version: VersionID
+        let needed: Int
+        let total: Int
+    }
+
+    /// What every server holds of the mutable file at `si`: each share's header.
+    func mutableCensus(_ si: [UInt8], servers: [ServerRef]) async -> (held: [MutableHolding], unanswered: [ServerRef]) {
+        let timeout = max(3, 2 * coding.stallTimeout)
+        return await withTaskGroup(of: (ServerRef, [MutableHolding]?).self) { group in
+            for s in servers {
+                group.addTask { [pool] in
+                    guard let c = try? await pool.client(for: s),
+                          let reads = try? await c.call(SlotReadRequest(storageIndex: si, shareNumbers: [],
+                                                                        readVector: [ReadVector(offset: 0, length: UInt64(SDMFShare.signedPrefixLength))]),
+                                                        timeout: timeout).reads
+                    else { return (s, nil) }
+                    return (s, reads.compactMap { n, r in
+                        guard let h = r.first.flatMap(MutableShareHeader.summary) else { return nil }
+                        return MutableHolding(server: s, number: n, version: VersionID(sequenceNumber: h.sequenceNumber, rootHash: h.rootHash),
+                                              needed: h.needed, total: h.total)
+                    })
+                }
+            }
+            var held: [MutableHolding] = []
+            var unanswered: [ServerRef] = []
+            for await (s, h) in group {
+                if let h { held += h } else { unanswered.append(s) }
+            }
+            return (held, unanswered)
+        }
+    }
+
+    public func check(_ cap: MutableCapability, verify: Bool = false, addLease: Bool = false) async throws -> CheckResult {
+        let e = settings.encoding
+        let known = await pool.waitForServers(enough: e.total, minimum: e.needed, settle: 0.5)
+        if known.isEmpty { throw pool.noServersError() }
+        let si = cap.storageIndex
+        let servers = permutedServers(known, storageIndex: si)
+        var (held, unanswered) = await mutableCensus(si, servers: servers)
+        var corrupt: [(share: Int, server: String, reason: String)] = []
+        if verify {
+            // Every share read whole and checked; what fails is set aside and reported.
+            let holders = Array(Set(held.map(\.server)))
+            let whole = try await MutableFileClient(pool: pool, settings: settings, coding: coding).fetch(si, servers: holders)
+            var checked: [MutableHolding] = []
+            for h in whole {
+                do {
+                    let c = try CheckedMutableShare(cap, h.bytes, number: h.number)
+                    let sum = MutableShareHeader.summary(h.bytes)
+                    checked.append(MutableHolding(server: h.server, number: h.number, version: c.version,
+                                                  needed: sum?.needed ?? 0, total: sum?.total ?? 0))
+                } catch {
+                    let why = "\(ShareFailure(error))"
+                    corrupt.append((h.number, h.server.nodeID, why))
+                    try? await h.client.adviseCorruptShare(mutable: true, storageIndex: si, share: h.number, reason: why)
+                }
+            }
+            held = checked
+        }
+        // The file's version: the newest with k distinct shares (else the newest seen).
+        let byVersion = Dictionary(grouping: held, by: \.version)
+        let best = byVersion.keys.sorted(by: >).first { v in
+            let shares = byVersion[v]!
+            return Set(shares.map(\.number)).count >= shares[0].needed
+        } ?? byVersion.keys.max()
+        let current = best.map { byVersion[$0]! } ?? []
+        let (k, n) = (current.first?.needed ?? e.needed, current.first?.total ?? e.total)
+        var holdings: [ServerRef: Set<Int>] = [:]
+        for h in current { holdings[h.server, default: []].insert(h.number) }
+        let stale = held.count - current.count
+        var renewed = 0
+        if addLease {
+            let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
+            for s in Set(held.map(\.server)) {
+                if let c = try? await pool.client(for: s),
+                   (try? await c.addLease(storageIndex: si, renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s))) != nil {
+                    renewed += held.filter { $0.server == s }.count
+                }
+            }
+        }
+        var shares: [Int: [String]] = [:]
+        var nicknames: [String: String] = [:]
+        for (s, numbers) in holdings {
+            nicknames[s.nodeID] = s.nickname
+            for m in numbers { shares[m, default: []].append(s.nodeID) }
+        }
+        for m in shares.keys { shares[m]!.sort() }
+        for s in unanswered { nicknames[s.nodeID] = s.nickname }
+        var verdict = Verdict(holdings: holdings, needed: k, total: n, happy: settings.encoding.happy)
+        if verdict == .healthy && stale > 0 { verdict = .degraded }
+        var r = CheckResult(capability: cap.string, storageIndex: si, needed: k, total: n, happy: settings.encoding.happy,
+                            shares: shares, servers: holdings.count, happiness: Placement.happiness(holdings),
+                            unanswered: unanswered.map(\.nodeID).sorted(), nicknames: nicknames, corrupt: corrupt, decoded: nil,
+                            leasesRenewed: renewed, verdict: verdict)
+        r.sequenceNumber = best?.sequenceNumber
+        r.staleShares = stale
+        return r
+    }
+}
+
+extension Repairer {
+    /// Writes the mutable file's version again wherever a share of it is missing, stale or
+    /// corrupt (see `Checker.check(_: MutableCapability…)`), then checks again.
+    public func repair(_ cap: MutableCapability) async throws -> RepairResult {
+        let before = try await checker.check(cap, verify: true)
+        if before.verdict == .healthy { return RepairResult(before: before, after: before, placed: [:]) }
+        guard cap.writekey != nil else {
+            throw GridError(.denied, "repairing a mutable file needs its write capability: servers accept its shares only with the file's write enabler")
+        }
+        let mc = MutableFileClient(pool: pool, settings: settings, coding: coding)
+        let known = await pool.waitForServers(enough: settings.encoding.total, minimum: settings.encoding.needed, settle: 0.5)
+        let servers = permutedServers(known, storageIndex: cap.storageIndex)
+        let held = try await mc.fetch(cap.storageIndex, servers: servers)
+        let shares = held.map { (number: $0.number, bytes: $0.bytes) }
+        let version: DecodedVersion
+        switch cap.format {
+        case .sdmf: version = try SDMFDecoder(capability: cap).decodeVersion(shares, simdPath: coding.simdPath)
+        case .mdmf: version = try MDMFDecoder(capability: cap).decodeVersion(shares, simdPath: coding.simdPath)
+        }
+        let id = VersionID(sequenceNumber: version.sequenceNumber, rootHash: version.rootHash)
+        var good: [Held] = []
+        var key: RSAPrivateKey?
+        for h in held {
+            guard let c = try? CheckedMutableShare(cap, h.bytes, number: h.number), c.version == id else { continue }
+            good.append(h)
+            if key == nil { key = try? MutableKeys.decryptPrivateKey(c.encryptedPrivateKey, for: cap) }
+        }
+        guard let key else { throw GridError(.corrupt, "no good share of the file's version carries a usable signing key") }
+        let rebuilt = try MutableShareRebuilder.shares(of: version, format: cap.format, privateKey: key, simdPath: coding.simdPath)
+
+        // Where to write: over every stale or corrupt copy (in place); then each share
+        // number with no good copy left goes to a server holding nothing of the file.
+        var target: [Int: [ServerRef]] = [:]
+        for h in held where !good.contains(where: { $0.server == h.server && $0.number == h.number }) {
+            target[h.number, default: []].append(h.server)
+        }
+        let covered = Set(good.map(\.number)).union(target.keys)
+        var empty = servers.filter { s in !held.contains { $0.server == s } }
+        var next = 0
+        for m in 0..<version.total where !covered.contains(m) {
+            let s = empty.isEmpty ? servers[next % servers.count] : empty.removeFirst()
+            next += 1
+            target[m] = [s]
+        }
+        let outcome = await mc.write(cap, rebuilt, target: target, existing: held)
+        if !outcome.conflicts.isEmpty {
+            throw GridError(.conflict, "the file changed while it was being repaired (servers \(Set(outcome.conflicts.map(\.nickname)).sorted().joined(separator: ", "))); run the repair again")
+        }
+        let after = try await checker.check(cap, verify: true)
+        return RepairResult(before: before, after: after, placed: outcome.placement)
+    }
+}
+
+typealias Held = MutableFileClient.Held

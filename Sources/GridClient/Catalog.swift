@@ -32,10 +32,16 @@ public final class Catalog: Sendable {
 
     /// Records many files in one transaction.
     public func add(_ files: [(cap: Capability, name: String)], at time: UInt64 = wallClockSeconds()) throws {
+        try add(files.map { (.immutable($0.cap), $0.cap.fileSize, $0.name) }, at: time)
+    }
+
+    /// Records files of any kind; `size` is what the capability says for immutable files,
+    /// the size written (or 0, unknown) for mutable ones.
+    public func add(_ files: [(cap: AnyCapability, size: UInt64, name: String)], at time: UInt64 = wallClockSeconds()) throws {
         try db.transaction {
-            for (cap, name) in files {
+            for (cap, size, name) in files {
                 try db.query("INSERT OR REPLACE INTO files(cap, size, name, added) VALUES (?, ?, ?, ?)",
-                             [.text(cap.description), .int(Int64(cap.fileSize)), .text(name), .int(Int64(time))])
+                             [.text(cap.description), .int(Int64(size)), .text(name), .int(Int64(time))])
             }
         }
     }

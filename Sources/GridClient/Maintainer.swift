@@ -145,7 +145,12 @@ public final class Maintainer: Sendable {
         // Parse; literal files hold their data in the capability and need nothing.
         var byCap: [String: (state: MaintenanceLog.FileState, cap: Capability)] = [:]
         var literal: [(state: MaintenanceLog.FileState, result: MaintenanceLog.FileResult)] = []
+        var mutableFiles: [(state: MaintenanceLog.FileState, cap: MutableCapability)] = []
         for s in states {
+            if case let .mutable(m)? = try? AnyCapability(parsing: s.capability) {
+                mutableFiles.append((s, m))
+                continue
+            }
             do {
                 let cap = try Capability(parsing: s.capability)
                 if case .lit = cap {
@@ -170,7 +175,7 @@ public final class Maintainer: Sendable {
         let expected = seen.values.filter { Double($0.lastSeen) + options.grace > Double(now) }.count
         let want = max(expected, settings.encoding.total)
         let known = await pool.waitForServers(enough: want, minimum: want, settle: 1.5, timeout: 15)
-        if known.isEmpty && !byCap.isEmpty { throw pool.noServersError() }
+        if known.isEmpty && !(byCap.isEmpty && mutableFiles.isEmpty) { throw pool.noServersError() }
 
         phase("servers")
         // 1. Census (and lease renewal), least recently checked first, in batches.
@@ -374,11 +379,96 @@ public final class Maintainer: Sendable {
                 .reduce(UInt64(0)) { $0 + $1.state.size }
             report.coverage = totalBytes == 0 ? 1 : Double(covered) / Double(totalBytes)
         }
-        if report.censused < report.files { report.status = .budget }
         phase("verify")
+        try await maintainMutable(mutableFiles, &report, now: now, outOfTime: outOfTime, progress: progress)
+        phase("mutable")
+        if report.censused < report.files { report.status = .budget }
         report.seconds = monotonicNow() - started
         try log.finishRun(report.run, status: report.status.rawValue, exitCode: report.exitCode, summary: Self.summary(report), at: clock())
         return report
+    }
+
+    /// Mutable files, one at a time, least recently checked first: a census by version
+    /// with lease renewal (verifying every share when the file's verification is due);
+    /// a repair when the file's version has fallen to the repair threshold or a share of
+    /// it was found corrupt, if the write capability is known (servers take mutable shares
+    /// only with the file's write enabler).
+    func maintainMutable(_ files: [(state: MaintenanceLog.FileState, cap: MutableCapability)], _ report: inout MaintainReport, now: UInt64,
+                         outOfTime: () -> Bool, progress: @Sendable (String) -> Void) async throws {
+        let checker = Checker(pool: pool, settings: settings, coding: coding)
+        let repairer = Repairer(checker: checker)
+        let ordered = files.sorted { ($0.state.lastChecked ?? 0, $0.state.capability) < ($1.state.lastChecked ?? 0, $1.state.capability) }
+            .prefix(options.maxFiles ?? Int.max)
+        for (state, cap) in ordered {
+            if outOfTime() { report.status = .budget; break }
+            let capText = state.capability
+            let due = options.verifyPeriod > 0 && Double(state.lastVerified ?? 0) <= Double(now) - options.verifyPeriod
+            progress("mutable: \(capText.prefix(40))…")
+            let t0 = monotonicNow()
+            do {
+                let r = try await checker.check(cap, verify: due, addLease: options.renewLeases)
+                report.censused += 1
+                report.leasesRenewed += r.leasesRenewed
+                var holdings: [String: Set<Int>] = [:]
+                for (n, ids) in r.shares { for id in ids { holdings[id, default: []].insert(n) } }
+                var st = state
+                st.holdings = holdings
+                let result = MaintenanceLog.FileResult(capability: capText, action: due ? "verify" : "census", verdict: r.verdict.rawValue,
+                                                       shares: r.shares.count, servers: r.servers, happiness: r.happiness,
+                                                       corrupt: r.corrupt.map { "\($0.share)@\($0.server): \($0.reason)" }.joined(separator: "; "))
+                try log.recordCensus(run: report.run, [(st, result)], at: clock())
+                if due {
+                    try log.record(run: report.run, result, verified: true, at: clock())
+                    report.verified += 1
+                    report.verifiedBytes += state.size
+                    report.bytesRead += state.size * UInt64(max(1, r.total)) / UInt64(max(1, r.needed))
+                    report.corruptShares += r.corrupt.count
+                    try await pace(bytes: state.size * UInt64(max(1, r.total)) / UInt64(max(1, r.needed)), since: t0)
+                }
+                switch r.verdict {
+                case .healthy: report.healthy += 1
+                case .degraded: report.degraded += 1
+                case .unrecoverable: report.unrecoverable += 1
+                }
+                let threshold = options.threshold(needed: r.needed, total: r.total)
+                let strength = Self.strength(holdings)
+                let stale = r.staleShares > 0 ? ", \(r.staleShares) stale share(s) of other versions" : ""
+                if r.verdict == .unrecoverable {
+                    report.problems.append(.init(capability: capText, level: .critical,
+                        what: "unrecoverable: \(r.shares.count) of the \(r.needed) shares needed of the file's version can be found"))
+                } else if r.verdict != .healthy && (strength <= threshold || !r.corrupt.isEmpty) {
+                    guard options.repair, cap.writekey != nil, !outOfTime() else {
+                        let why = !options.repair ? "repair is off" : cap.writekey == nil ? "only a read-only or verify capability is known (repairing a mutable file needs its write capability)"
+                            : "the run's budget is spent; the next run will repair it"
+                        report.problems.append(.init(capability: capText, level: .critical,
+                            what: "below the repair threshold (\(threshold) shares) and not repaired: \(why)"))
+                        try log.record(run: report.run, .init(capability: capText, action: "repair", verdict: "skipped", error: why), verified: false, at: clock())
+                        continue
+                    }
+                    do {
+                        let rr = try await repairer.repair(cap)
+                        report.repaired += rr.placed.isEmpty ? 0 : 1
+                        report.problems.append(.init(capability: capText, level: rr.after.verdict == .healthy ? .warning : .critical,
+                            what: "repaired: placed \(rr.placed.values.map(\.count).reduce(0, +)) share(s); now \(rr.after.verdict.rawValue), \(rr.after.shares.count) of \(rr.after.total) shares, happiness \(rr.after.happiness)"))
+                        try log.record(run: report.run, .init(
+                            capability: capText, action: "repair", verdict: rr.after.verdict.rawValue, shares: rr.after.shares.count,
+                            servers: rr.after.servers, happiness: rr.after.happiness,
+                            placed: rr.placed.sorted { $0.key < $1.key }.map { "\($0.key)@" + $0.value.joined(separator: "+") }.joined(separator: ",")),
+                            verified: true, at: clock())
+                    } catch {
+                        report.repairFailed += 1
+                        report.problems.append(.init(capability: capText, level: .critical, what: "repair failed: \(error)"))
+                        try log.record(run: report.run, .init(capability: capText, action: "repair", verdict: "failed", error: "\(error)"), verified: false, at: clock())
+                    }
+                } else if r.verdict != .healthy {
+                    report.problems.append(.init(capability: capText, level: .warning,
+                        what: "\(r.verdict.rawValue): \(r.shares.count) of \(r.total) shares of the file's version on \(r.servers) servers, happiness \(r.happiness)\(stale), above the repair threshold"))
+                }
+            } catch {
+                report.problems.append(.init(capability: capText, level: .warning, what: "check failed: \(error)"))
+                try log.record(run: report.run, .init(capability: capText, action: "census", verdict: "failed", error: "\(error)"), verified: false, at: clock())
+            }
+        }
     }
 
     /// Sleeps as long as it takes for `bytes` read since `t0` to stay under the rate limit.

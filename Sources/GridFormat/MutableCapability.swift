@@ -118,4 +118,10 @@ public enum AnyCapability: Sendable, CustomStringConvertible {
         case let .mutable(m): return m.string
         }
     }
+
+    /// The file's size when the capability says it (immutable files); nil for mutable files.
+    public var fileSize: UInt64? {
+        if case let .immutable(c) = self { return c.fileSize }
+        return nil
+    }
 }

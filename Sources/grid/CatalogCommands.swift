@@ -67,9 +67,9 @@ struct CatalogAdd: ParsableCommand {
             var texts = capabilities
             if let manifest { texts += try readManifest(manifest) }
             guard !texts.isEmpty else { throw GridError(.usage, "give capabilities or --manifest FILE") }
-            let caps = try texts.map { try Capability(parsing: $0) }
+            let caps = try texts.map { try AnyCapability(parsing: $0) }
             let catalog = try Catalog(path: ClientNode.catalogPath(directory: dir))
-            try catalog.add(caps.map { ($0, name) })
+            try catalog.add(caps.map { ($0, $0.fileSize ?? 0, name) })
             FileHandleStdout.write("added \(caps.count) capabilit\(caps.count == 1 ? "y" : "ies") to the catalog\n")
         }
     }

@@ -213,6 +213,7 @@ struct Upload: ParsableCommand {
                 let data = try readWhole(source)
                 let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
                 let r = try blockingAwait { try await client.create(data, format: f) }
+                try Catalog(path: ClientNode.catalogPath(directory: session.directory)).add([(.mutable(r.capability), UInt64(data.count), file)])
                 writeMutableResult(r, json: json)
                 return
             }

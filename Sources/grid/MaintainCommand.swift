@@ -119,8 +119,8 @@ struct Maintain: ParsableCommand {
         }
         if let manifest {
             for text in try readManifest(manifest) {
-                let cap = try Capability(parsing: text)
-                if seen.insert(cap.description).inserted { files.append((cap.description, cap.fileSize)) }
+                let cap = try AnyCapability(parsing: text)
+                if seen.insert(cap.description).inserted { files.append((cap.description, cap.fileSize ?? 0)) }
             }
         } else if noCatalog {
             throw GridError(.usage, "--no-catalog needs --manifest FILE")

@@ -108,6 +108,46 @@ extension ClientCLITests {
         try assertReadsBack(node, cap, data)
     }
 
+    /// Mutable files in the catalog: `grid maintain` renews their leases, verifies them
+    /// when due, and repairs one whose version has fallen to the threshold (it has the write
+    /// capability); a read-only capability in a manifest is reported, not repaired.
+    func testMaintainKeepsMutableFilesAlive() throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (node, _) = try uploadedFile(grid, "mmaint", pseudoRandom(100, seed: 1))
+        let data = pseudoRandom(200_000, seed: 95)
+        var (st, out, err) = try run(["upload", "--node-dir", node, "--mutable", "-"], stdin: data)
+        XCTAssertEqual(st, 0, err)
+        let cap = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        (st, out, _) = try run(["caps", "--json", cap])
+        let caps = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: String] ?? [:]
+        let (ro, si) = (caps["read"]!, caps["storage_index"]!)
+        (st, out, err) = try run(["list", "--node-dir", node])
+        XCTAssertTrue(String(decoding: out, as: UTF8.self).contains(cap), "grid upload --mutable records the file in the catalog")
+
+        var (mst, r, merr) = try maintain(node)
+        XCTAssertEqual(mst, 0, "\(problems(r)) \(merr)")
+        XCTAssertGreaterThanOrEqual(r["leases_renewed"] as? Int ?? 0, 10, "\(r)")
+        XCTAssertGreaterThanOrEqual(r["verified"] as? Int ?? 0, 2, "both files verified on their first run: \(r)")
+
+        // Four of ten shares lost: 6 left, at the repair threshold (7) for 3-of-10.
+        for n in 0..<4 {
+            let path = try XCTUnwrap(grid.servers.map { $0.directory + "/storage/shares/\(si.prefix(2))/\(si)/\(n)" }.first { FileSystem.exists($0) })
+            try FileSystem.remove(path)
+        }
+        let manifest = grid.root + "/ro-manifest"
+        try FileSystem.writeFileAtomically(manifest, Array((ro + "\n").utf8))
+        (mst, r, merr) = try maintain(node, ["--no-catalog", "--manifest", manifest])
+        XCTAssertEqual(mst, 2, "read-only: below the threshold and not repairable: \(problems(r)) \(merr)")
+        XCTAssertTrue(problems(r).contains { $0.contains("needs its write capability") }, "\(problems(r))")
+        (mst, r, merr) = try maintain(node)
+        XCTAssertEqual(r["repaired"] as? Int, 1, "\(problems(r)) \(merr)")
+        let (cst, cout, cerr) = try run(["check", "--node-dir", node, "--json", "--verify", ro])
+        let c = (try? JSONSerialization.jsonObject(with: Data(cout))) as? [String: Any] ?? [:]
+        XCTAssertEqual(cst, 0, "\(c) \(cerr)")
+        try assertReadsBack(node, ro, data)
+    }
+
     /// Servers with a short lease duration and expiry on: files whose leases are renewed
     /// by `grid maintain` survive past the duration; the others are deleted.
     func testLeasesExpireUnlessMaintained() throws {

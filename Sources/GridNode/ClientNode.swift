@@ -50,6 +50,9 @@ public enum ClientNode {
     /// The client's catalog of what it stored (SQLite).
     public static func catalogPath(directory: String) -> String { directory + "/catalog.sqlite" }
 
+    /// RSA keys made ahead of time for new mutable files (GridClient.KeyPool).
+    public static func keyPoolPath(directory: String) -> String { directory + "/private/key-pool" }
+
     /// Where `grid maintain` keeps file standings, server sightings and run results.
     public static func maintainLogPath(directory: String) -> String { directory + "/maintain.sqlite" }
 

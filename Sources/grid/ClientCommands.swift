@@ -36,7 +36,54 @@ struct ClientCommand: ParsableCommand {
         commandName: "client",
         abstract: "Create a client node (the settings and secrets `grid upload` and `grid download` use).",
         discussion: ExitStatus.help,
-        subcommands: [ClientCreate.self])
+        subcommands: [ClientCreate.self, ClientFillKeyPool.self])
+}
+
+struct ClientFillKeyPool: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fill-key-pool",
+        abstract: "Generate RSA keys ahead of time for new mutable files.",
+        discussion: """
+            A new mutable file needs its own RSA-2048 key, and making one takes 0.1-0.5 s. The \
+            client keeps a few ready in DIR/private/key-pool/ (mode 0600, each used once), so \
+            `grid upload --mutable` need not wait; it starts this command in the background \
+            when the pool runs low, and `grid client create` fills it first. Run it by hand to \
+            prepare for many new mutable files at once (--size).
+
+            Example: grid client fill-key-pool --size 20
+
+            \(nodeDirHelp)
+
+            \(ExitStatus.help)
+            """)
+
+    @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
+    @Option(help: "How many keys to keep ready.") var size: Int = KeyPool.defaultSize
+    @Flag(name: .shortAndLong, help: "Print nothing.") var quiet = false
+
+    func run() throws {
+        try reportingErrors {
+            let dir = ClientNode.resolveDirectory(nodeDir)
+            _ = try ClientNode.load(directory: dir)
+            guard size >= 0, size <= 10_000 else { throw GridError(.usage, "--size must be 0...10000") }
+            let pool = KeyPool(directory: ClientNode.keyPoolPath(directory: dir))
+            let made = try pool.fill(to: size)
+            if !quiet { FileHandleStdout.write("made \(made) key(s); \(pool.count) ready in \(pool.directory)\n") }
+        }
+    }
+}
+
+/// Starts `grid client fill-key-pool` for `directory` in the background (detached, output
+/// discarded) when its pool has fewer than the default number of keys.
+func refillKeyPoolInBackground(_ directory: String) {
+    guard KeyPool(directory: ClientNode.keyPoolPath(directory: directory)).count < KeyPool.defaultSize else { return }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: FileSystem.currentExecutable())
+    p.arguments = ["client", "fill-key-pool", "--quiet", "--node-dir", directory]
+    p.standardInput = FileHandle.nullDevice
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try? p.run()
 }
 
 struct ClientCreate: ParsableCommand {
@@ -69,6 +116,7 @@ struct ClientCreate: ParsableCommand {
                                   encoding: ClientEncoding(needed: needed, happy: happy, total: total, maxSegmentSize: segmentSize),
                                   nickname: nickname)
             FileHandleStdout.write("created client node in \(dir) (\(needed)-of-\(total), happy \(happy))\n")
+            refillKeyPoolInBackground(dir)
         }
     }
 }
@@ -212,7 +260,9 @@ struct Upload: ParsableCommand {
                 guard let f = MutableFormat(rawValue: format.lowercased()) else { throw GridError(.usage, "--format must be mdmf or sdmf, not '\(format)'") }
                 let data = try readWhole(source)
                 let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
-                let r = try blockingAwait { try await client.create(data, format: f) }
+                let key = KeyPool(directory: ClientNode.keyPoolPath(directory: session.directory)).take()
+                let r = try blockingAwait { try await client.create(data, format: f, privateKey: key) }
+                refillKeyPoolInBackground(session.directory)
                 try Catalog(path: ClientNode.catalogPath(directory: session.directory)).add([(.mutable(r.capability), UInt64(data.count), file)])
                 writeMutableResult(r, json: json)
                 return

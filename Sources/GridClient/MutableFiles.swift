@@ -44,6 +44,41 @@ public final class MutableFileClient: Sendable {
         return try await publish(data, key: key, format: format, sequenceNumber: 1, existing: [])
     }
 
+    /// MDMF: only the shares' heads are read (each server's checkstring and the signing
+    /// key are in them), and the current contents only when the change needs them, k
+    /// shares streamed; the new version is written streaming too.
+    func updateOnceMDMF(_ cap: MutableCapability, _ change: Change) async throws -> WriteResult {
+        let heads = await fetchHeads(cap.storageIndex, servers: try await servers(cap))
+        var newest: UInt64?
+        var key: RSAPrivateKey?
+        var keyError: Error?
+        for h in heads {
+            guard let (head, _) = try? MDMFShare.parseHead(h.bytes),
+                  (try? MutableKeys.checkSigned(cap, number: h.number, total: head.total, verificationKey: head.verificationKey,
+                                                signature: head.signature, signedPrefix: head.signedPrefix)) != nil else { continue }
+            newest = max(newest ?? 0, head.sequenceNumber)
+            if key == nil {
+                do { key = try MutableKeys.decryptPrivateKey(head.encryptedPrivateKey, for: cap) } catch { keyError = error }
+            }
+        }
+        guard let newest else {
+            if heads.isEmpty { throw GridError(.notFound, "no server holds a share of this mutable file") }
+            _ = try await read(cap)  // throws, naming every share's failure
+            throw GridError(.corrupt, "no share of this mutable file passed its checks")
+        }
+        guard newest < UInt64.max else { throw GridError(.corrupt, "the file's sequence number is at its limit") }
+        guard let key else { throw keyError ?? GridError(.corrupt, "no share carries a usable signing key") }
+        var current: [UInt8]?
+        if case .write = change {
+            // All or nothing: a read that fails half way must not become the base of a write
+            // (a file changed under the read is a conflict: the change is made again).
+            var out: [UInt8] = []
+            _ = try await readMDMF(cap) { out.append(contentsOf: $0) }
+            current = out
+        }
+        return try await publish(try change.apply(to: current), key: key, format: .mdmf, sequenceNumber: newest + 1, existing: heads)
+    }
+
     /// The newest version of the file, checked; with its sequence number.
     public func read(_ cap: MutableCapability) async throws -> (data: [UInt8], sequenceNumber: UInt64) {
         let held = try await fetch(cap.storageIndex, servers: try await servers(cap))
@@ -108,6 +143,7 @@ public final class MutableFileClient: Sendable {
     }
 
     func updateOnce(_ cap: MutableCapability, _ change: Change) async throws -> WriteResult {
+        if cap.format == .mdmf { return try await updateOnceMDMF(cap, change) }
         let held = try await fetch(cap.storageIndex, servers: try await servers(cap))
         // Every share that passes its checks, whatever its version: the newest sequence number
         // seen decides the next one, so a version left unrecoverable by a crashed or racing
@@ -183,6 +219,9 @@ public final class MutableFileClient: Sendable {
 
     func publish(_ data: [UInt8], key: RSAPrivateKey, format: MutableFormat, sequenceNumber: UInt64, existing: [Held]) async throws -> WriteResult {
         let e = settings.encoding
+        if format == .mdmf && data.count / e.needed >= Self.stageThreshold {
+            return try await publishStreaming(MemorySource(data), key: key, sequenceNumber: sequenceNumber, existing: existing)
+        }
         let (cap, shares): (MutableCapability, [[UInt8]])
         switch format {
         case .sdmf:
@@ -193,15 +232,7 @@ public final class MutableFileClient: Sendable {
             (cap, shares) = (r.capability, r.shares.map { $0.serialized() })
         }
         let servers = try await self.servers(cap)
-        // Where each share goes: to every server that holds a copy of it (all copies move to
-        // the new version), else to the next server in permuted order that holds nothing yet.
-        var target: [Int: [ServerRef]] = [:]
-        for h in existing where !(target[h.number]?.contains(h.server) ?? false) { target[h.number, default: []].append(h.server) }
-        var free = servers.filter { s in !existing.contains { $0.server == s } }
-        var reuse = 0
-        for n in 0..<shares.count where target[n] == nil {
-            if !free.isEmpty { target[n] = [free.removeFirst()] } else { target[n] = [servers[reuse % servers.count]]; reuse += 1 }
-        }
+        let target = Self.targets(count: shares.count, servers: servers, existing: existing)
         var outcome = await write(cap, shares, target: target, existing: existing)
         // A share whose every server failed (gone, timed out, full) goes to a server that
         // has not failed, holding nothing of this file where possible: one more round.
@@ -219,6 +250,12 @@ public final class MutableFileClient: Sendable {
                 outcome.refused += again.refused
             }
         }
+        return try finishPublish(cap, sequenceNumber: sequenceNumber, outcome)
+    }
+
+    /// The result of a publish's writes, or the error that says what went wrong.
+    func finishPublish(_ cap: MutableCapability, sequenceNumber: UInt64, _ outcome: WriteOutcome) throws -> WriteResult {
+        let e = settings.encoding
         let placed = outcome.placement.count
         if placed < e.needed && !outcome.refused.isEmpty {
             // Shares moved from other servers keep the write enabler of the server that first
@@ -238,7 +275,7 @@ public final class MutableFileClient: Sendable {
 
     /// Shares this large or larger are staged (sent ahead in pieces) rather than sent in
     /// the test-and-write message itself.
-    static let stageThreshold = 1 << 20
+    public static let stageThreshold = 1 << 20
     static let stagePiece = 4 << 20
 
     /// Sends `share` to the server in pieces, a few in flight at once.
@@ -255,6 +292,27 @@ public final class MutableFileClient: Sendable {
             }
             try await group.waitForAll()
         }
+    }
+
+    /// Where each share goes: to every server that holds a copy of it (all copies move to
+    /// the new version), else to the next server in permuted order that holds nothing yet.
+    static func targets(count: Int, servers: [ServerRef], existing: [Held]) -> [Int: [ServerRef]] {
+        var target: [Int: [ServerRef]] = [:]
+        for h in existing where !(target[h.number]?.contains(h.server) ?? false) { target[h.number, default: []].append(h.server) }
+        var free = servers.filter { s in !existing.contains { $0.server == s } }
+        var reuse = 0
+        for n in 0..<count where target[n] == nil {
+            if !free.isEmpty { target[n] = [free.removeFirst()] } else { target[n] = [servers[reuse % servers.count]]; reuse += 1 }
+        }
+        return target
+    }
+
+    /// The test a write of share `n` to `s` carries: replace only the version read from it,
+    /// create only where it has none.
+    static func test(_ s: ServerRef, _ n: Int, existing: [Held]) -> TestVector {
+        let old = existing.first { $0.server == s && $0.number == n }
+        return old.map { TestVector(offset: 0, length: UInt64(MutableShareHeader.checkstring($0.bytes).count), op: .eq, specimen: MutableShareHeader.checkstring($0.bytes)) }
+            ?? TestVector(offset: 0, length: 1, op: .eq, specimen: [])
     }
 
     /// What one round of writes did.
@@ -277,10 +335,7 @@ public final class MutableFileClient: Sendable {
             for (s, numbers) in perServer {
                 var writes: [Int: ShareWrite] = [:]
                 for n in numbers {
-                    let old = existing.first { $0.server == s && $0.number == n }
-                    let test = old.map { TestVector(offset: 0, length: UInt64(MutableShareHeader.checkstring($0.bytes).count), op: .eq, specimen: MutableShareHeader.checkstring($0.bytes)) }
-                        ?? TestVector(offset: 0, length: 1, op: .eq, specimen: [])
-                    writes[n] = ShareWrite(tests: [test], writes: [WriteVector(offset: 0, data: shares[n])], newLength: UInt64(shares[n].count))
+                    writes[n] = ShareWrite(tests: [Self.test(s, n, existing: existing)], writes: [WriteVector(offset: 0, data: shares[n])], newLength: UInt64(shares[n].count))
                 }
                 let req = SlotWriteRequest(storageIndex: si, writeEnabler: TahoeHash.sskWriteEnabler(writekey: cap.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)),
                                            renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s), writes: writes, readVector: [])

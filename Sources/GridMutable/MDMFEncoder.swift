@@ -17,42 +17,28 @@ public enum MDMFEncoder {
     public static func encode(_ data: [UInt8], privateKey: RSAPrivateKey, sequenceNumber: UInt64, needed k: Int, total n: Int,
                               salts given: [[UInt8]]? = nil, simdPath: SIMDPath = .best,
                               sign: (([UInt8]) throws -> [UInt8])? = nil) throws -> (capability: MutableCapability, shares: [MDMFShare]) {
-        guard k >= 1, k <= n, n <= 255 else { throw GridError(.usage, "encoding \(k)-of-\(n) is invalid for a mutable file") }
-        let cap = MutableCapability(format: .mdmf, privateKey: privateKey)
-        let segmentSize = (maxSegmentSize + k - 1) / k * k
-        let segments = (data.count + segmentSize - 1) / segmentSize
-        let salts = given ?? (0..<segments).map { _ in SecureRandom.bytes(16) }
-        guard salts.count == segments, salts.allSatisfy({ $0.count == 16 }) else {
-            throw GridError(.usage, "MDMF needs one 16-byte salt per segment (\(segments))")
-        }
-        let rs = try ReedSolomon(k: k, n: n)
+        let enc = try MDMFStreamEncoder(privateKey: privateKey, sequenceNumber: sequenceNumber, needed: k, total: n,
+                                        dataLength: UInt64(data.count), salts: given, simdPath: simdPath)
         var blocks = [[(salt: [UInt8], block: [UInt8])]](repeating: [], count: n)
-        var leaves = [[[UInt8]]](repeating: [], count: n)
-        for seg in 0..<segments {
-            let start = seg * segmentSize
-            let chunk = Array(data[start..<min(data.count, start + segmentSize)])
-            let padded = (chunk.count + k - 1) / k * k
-            var crypttext = chunk + [UInt8](repeating: 0, count: padded - chunk.count)
-            let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: salts[seg], readkey: cap.readkey!))
-            crypttext.withUnsafeMutableBytes { aes.apply(in: UnsafeMutableRawBufferPointer(rebasing: $0[0..<chunk.count])) }
-            let piece = padded / k
-            let coded = try rs.encode((0..<k).map { Array(crypttext[($0 * piece)..<(($0 + 1) * piece)]) }, path: simdPath)
+        // One scratch row per share, reused for every segment.
+        var scratch = [UInt8](repeating: 0, count: n * enc.segmentStride)
+        for seg in 0..<enc.segments {
+            let r = enc.plaintextRange(segment: seg)
+            let stride = seg == enc.segments - 1 ? MDMFShare.saltSize + enc.tailBlockSize : enc.segmentStride
+            try data.withUnsafeBytes { d in
+                try scratch.withUnsafeMutableBytes { b in
+                    try enc.encode(segment: seg, plaintext: UnsafeRawBufferPointer(rebasing: d[r]),
+                                   into: (0..<n).map { b.baseAddress! + $0 * enc.segmentStride }, at: 0)
+                }
+            }
             for i in 0..<n {
-                blocks[i].append((salts[seg], coded[i]))
-                leaves[i].append(TahoeHash.blockHash(salts[seg] + coded[i]))
+                let row = i * enc.segmentStride
+                blocks[i].append((Array(scratch[row..<(row + MDMFShare.saltSize)]), Array(scratch[(row + MDMFShare.saltSize)..<(row + stride)])))
             }
         }
-        let blockTrees = leaves.map { HashTree(leaves: $0) }
-        let shareTree = HashTree(leaves: blockTrees.map(\.root))
-        let encryptedKey = try MutableKeys.encryptPrivateKey(privateKey, writekey: cap.writekey!)
-        var shares = (0..<n).map { i in
-            MDMFShare(sequenceNumber: sequenceNumber, rootHash: shareTree.root, needed: k, total: n,
-                      segmentSize: UInt64(segmentSize), dataLength: UInt64(data.count), encryptedPrivateKey: encryptedKey,
-                      shareHashChain: Dictionary(uniqueKeysWithValues: shareTree.neededHashes(leaf: i, includeLeaf: false).map { ($0, shareTree[$0]) }),
-                      signature: [], verificationKey: privateKey.publicKey.der, blocks: blocks[i], blockHashTree: blockTrees[i].nodes)
-        }
-        let signature = try (sign ?? privateKey.sign)(shares[0].signedPrefix)
-        for i in shares.indices { shares[i].signature = signature }
-        return (cap, shares)
+        var shares = try enc.finish(sign: sign).shares
+        for i in 0..<n { shares[i].blocks = blocks[i] }
+        return (enc.capability, shares)
     }
 }
+

@@ -32,7 +32,7 @@ public enum MutableKeys {
 
     /// A share's verification key must hash to the capability's fingerprint and have signed
     /// the share's signed prefix; and its number must be one the file can have.
-    static func checkSigned(_ cap: MutableCapability, number: Int, total: Int, verificationKey: [UInt8],
+    public static func checkSigned(_ cap: MutableCapability, number: Int, total: Int, verificationKey: [UInt8],
                             signature: [UInt8], signedPrefix: [UInt8]) throws {
         guard number >= 0, number < total else {
             throw ShareFailure.corrupt(.shareNumber, "share number \(number) is outside 0..<\(total)")

@@ -82,7 +82,7 @@ public struct SDMFDecoder {
 
 /// The first `length` bytes of a segment rebuilt from k blocks of `blockSize` (share
 /// number, block; data shares are copied, missing ones reconstructed).
-func rebuildSegment(_ blocks: [(number: Int, block: [UInt8])], rs: ReedSolomon, blockSize: Int, length: Int,
+public func rebuildSegment(_ blocks: [(number: Int, block: [UInt8])], rs: ReedSolomon, blockSize: Int, length: Int,
                     simdPath: SIMDPath) throws -> [UInt8] {
     let k = blocks.count
     var segment = [UInt8](repeating: 0, count: k * blockSize)

@@ -8,6 +8,7 @@ import GridNode
 import GridProtocol
 import GridWire
 import GridSystem
+import Synchronization
 
 
 /// Runs async work from a synchronous command: the work runs on the concurrency pool and
@@ -258,12 +259,22 @@ struct Upload: ParsableCommand {
             defer { session.pool.shutdown() }
             if mutable {
                 guard let f = MutableFormat(rawValue: format.lowercased()) else { throw GridError(.usage, "--format must be mdmf or sdmf, not '\(format)'") }
-                let data = try readWhole(source)
                 let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
                 let key = KeyPool(directory: ClientNode.keyPoolPath(directory: session.directory)).take()
-                let r = try blockingAwait { try await client.create(data, format: f, privateKey: key) }
+                let r: MutableFileClient.WriteResult
+                if f == .mdmf && source.size >= UInt64(MutableFileClient.stageThreshold) {
+                    // Large MDMF: read, encoded and sent a batch of segments at a time.
+                    guard source.size <= MutableFileClient.maxStreamingSize else {
+                        throw GridError(.usage, "mutable files are limited to \(humanBytes(MutableFileClient.maxStreamingSize)) (this one is \(humanBytes(source.size)))")
+                    }
+                    let box = UncheckedBox(source)
+                    r = try blockingAwait { try await client.createMDMF(source: box.value, privateKey: key) }
+                } else {
+                    let data = try readWhole(source)
+                    r = try blockingAwait { try await client.create(data, format: f, privateKey: key) }
+                }
                 refillKeyPoolInBackground(session.directory)
-                try Catalog(path: ClientNode.catalogPath(directory: session.directory)).add([(.mutable(r.capability), UInt64(data.count), file)])
+                try Catalog(path: ClientNode.catalogPath(directory: session.directory)).add([(.mutable(r.capability), source.size, file)])
                 writeMutableResult(r, json: json)
                 return
             }
@@ -363,16 +374,28 @@ extension Download {
         defer { session.pool.shutdown() }
         let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
         let t0 = monotonicNow()
-        let (got, bytes) = try withOutputSink(output) { sink in
+        let (size, seq, written) = try withOutputSink(output) { sink -> (UInt64, UInt64, UInt64) in
+            let (offset, length) = (self.offset, self.length)
+            if cap.format == .mdmf {
+                // Streamed: only the segments holding the range, from k shares.
+                let box = UncheckedBox(sink)
+                let count = Atomic<UInt64>(0)
+                let r = try blockingAwait {
+                    try await client.readMDMF(cap, offset: offset, length: length) { bytes in
+                        try box.value.write(bytes)
+                        count.add(UInt64(bytes.count), ordering: .relaxed)
+                    }
+                }
+                return (r.size, r.sequenceNumber, count.load(ordering: .relaxed))
+            }
             let got = try blockingAwait { try await client.read(cap) }
             let start = Int(min(UInt64(got.data.count), offset))
             let end = length.map { Int(min(UInt64(got.data.count), UInt64(start) + $0)) } ?? got.data.count
-            let bytes = got.data[start..<end]
-            try bytes.withUnsafeBytes { try sink.write($0) }
-            return (got, bytes)
+            try got.data[start..<end].withUnsafeBytes { try sink.write($0) }
+            return (UInt64(got.data.count), got.sequenceNumber, UInt64(end - start))
         }
         if json {
-            let text = jsonString(["size": got.data.count, "bytes": bytes.count, "sequence_number": got.sequenceNumber,
+            let text = jsonString(["size": size, "bytes": written, "sequence_number": seq,
                                    "format": cap.format.rawValue, "seconds": monotonicNow() - t0] as [String: Any]) + "\n"
             if output == nil || output == "-" { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
         }

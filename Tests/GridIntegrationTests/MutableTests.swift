@@ -189,6 +189,12 @@ extension ClientCLITests {
             try FileSystem.writeFileAtomically(p2, b2)
             try FileSystem.writeFileAtomically(try XCTUnwrap(shareFile(3)), oldShare3)
 
+            // Still readable, whole and in part: the damaged and stale shares are set aside.
+            try assertReadsBack(node, ro, v2)
+            (st, out, err) = try run(["download", "--node-dir", node, "--offset", "131000", "--length", "200000", ro])
+            XCTAssertEqual(st, 0, err)
+            XCTAssertEqual(out, Array(v2[131_000..<310_000]), "\(format): a range across segments, cut at the end")
+
             (cst, r) = try check([], ro)
             XCTAssertEqual(cst, 1, "\(format): degraded: \(r)")
             XCTAssertEqual(r["stale_shares"] as? Int, 1, "\(r)")

@@ -1,0 +1,393 @@
+import GridCodec
+import GridCrypto
+import GridFormat
+import GridImmutable
+import GridMutable
+import GridProtocol
+import GridSystem
+import GridWire
+
+/// Large MDMF versions, written as they are encoded: the file is read and encoded in
+/// batches of segments (about 4 MiB of each share at a time, in buffers reused from batch
+/// to batch), and each share's part of a batch is staged on its server (`slot_stage`)
+/// while the next batch is encoded; then each share's head and block hash tree are staged
+/// and one test-and-write per server swaps the staged shares in, all or nothing. Memory
+/// stays at a few batches whatever the file's size.
+extension MutableFileClient {
+    /// The largest MDMF file written by streaming (a share must fit the servers' 4 GiB).
+    public static let maxStreamingSize: UInt64 = 4 << 30
+
+    /// Creates an MDMF file from `source`, streaming (see above).
+    public func createMDMF(source: RandomAccessSource & Sendable, privateKey: RSAPrivateKey? = nil) async throws -> WriteResult {
+        let key = try privateKey ?? RSAPrivateKey(bits: 2048)
+        return try await publishStreaming(source, key: key, sequenceNumber: 1, existing: [])
+    }
+
+    /// One share on one server, staged under its own id.
+    struct StagedTarget: Hashable {
+        let server: ServerRef
+        let share: Int
+        let id: [UInt8]
+    }
+
+    func publishStreaming(_ source: RandomAccessSource & Sendable, key: RSAPrivateKey, sequenceNumber: UInt64, existing: [Held]) async throws -> WriteResult {
+        let e = settings.encoding
+        let salts = (0..<MDMFShare.geometry(needed: e.needed, segmentSize: UInt64((MDMFEncoder.maxSegmentSize + e.needed - 1) / e.needed * e.needed),
+                                            dataLength: source.size).segments).map { _ in SecureRandom.bytes(16) }
+        let cap = MutableCapability(format: .mdmf, privateKey: key)
+        let servers = try await self.servers(cap)
+        let target = Self.targets(count: e.total, servers: servers, existing: existing)
+        var all = target.flatMap { n, ss in ss.map { StagedTarget(server: $0, share: n, id: SecureRandom.bytes(StagedShare.idSize)) } }
+        var (staged, signature, length) = try await stream(source, key: key, sequenceNumber: sequenceNumber, salts: salts, signature: nil, to: all)
+        // A share whose every server failed on the way goes to a server that has not failed
+        // (holding nothing of this file where possible): encoded again for those shares only.
+        let failedServers = Set(all.map(\.server)).subtracting(staged.map(\.server))
+        let lost = Set(all.map(\.share)).subtracting(staged.map(\.share)).sorted()
+        if !lost.isEmpty {
+            var spare = servers.filter { s in !failedServers.contains(s) && !staged.contains { $0.server == s } }
+            spare += servers.filter { s in !failedServers.contains(s) && !spare.contains(s) }
+            if !spare.isEmpty {
+                let second = lost.enumerated().map { StagedTarget(server: spare[$0.offset % spare.count], share: $0.element, id: SecureRandom.bytes(StagedShare.idSize)) }
+                all += second
+                staged.formUnion(try await stream(source, key: key, sequenceNumber: sequenceNumber, salts: salts, signature: signature, to: second).staged)
+            }
+        }
+        // Swap the staged shares in: one test-and-write per server.
+        let si = cap.storageIndex
+        let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
+        let timeout = max(30, 4 * coding.stallTimeout)
+        var outcome = WriteOutcome()
+        let byServer = Dictionary(grouping: staged, by: \.server)
+        let results = await withTaskGroup(of: (ServerRef, [Int], Result<Bool, Error>).self) { group in
+            for (s, targets) in byServer {
+                var writes: [Int: ShareWrite] = [:]
+                for t in targets {
+                    writes[t.share] = ShareWrite(tests: [Self.test(s, t.share, existing: existing)], staged: StagedShare(id: t.id, length: length))
+                }
+                let req = SlotWriteRequest(storageIndex: si, writeEnabler: TahoeHash.sskWriteEnabler(writekey: cap.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)),
+                                           renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s), writes: writes, readVector: [])
+                group.addTask { [pool] in
+                    do { return (s, targets.map(\.share), .success(try await pool.client(for: s).call(req, timeout: timeout).ok)) }
+                    catch { return (s, targets.map(\.share), .failure(error)) }
+                }
+            }
+            var out: [(ServerRef, [Int], Result<Bool, Error>)] = []
+            for await r in group { out.append(r) }
+            return out
+        }
+        for (s, numbers, r) in results {
+            switch r {
+            case .success(true): for n in numbers { outcome.placement[n, default: []].append(s.nodeID) }
+            case .success(false): outcome.conflicts.append(s)
+            case let .failure(err):
+                if err.errorClass == .denied { outcome.refused.append("\(s.nickname): \(err)") } else { outcome.failed.append((s, err)) }
+            }
+        }
+        return try finishPublish(cap, sequenceNumber: sequenceNumber, outcome)
+    }
+
+    /// Encodes the version and stages every target's share on its server; returns the
+    /// targets fully staged (a server that fails is dropped from the rest of the stream),
+    /// the signature and the share length.
+    func stream(_ source: RandomAccessSource & Sendable, key: RSAPrivateKey, sequenceNumber: UInt64, salts: [[UInt8]],
+                signature: [UInt8]?, to targets: [StagedTarget]) async throws -> (staged: Set<StagedTarget>, signature: [UInt8], length: UInt64) {
+        let e = settings.encoding
+        let enc = try MDMFStreamEncoder(privateKey: key, sequenceNumber: sequenceNumber, needed: e.needed, total: e.total,
+                                        dataLength: source.size, salts: salts, simdPath: coding.simdPath)
+        let si = enc.capability.storageIndex
+        let timeout = max(30, 4 * coding.stallTimeout)
+        let enablers = Dictionary(Set(targets.map(\.server)).map { s in
+            (s, TahoeHash.sskWriteEnabler(writekey: enc.capability.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)))
+        }, uniquingKeysWith: { a, _ in a })
+        var alive = Set(targets)
+        let batch = max(1, (4 << 20) / max(1, enc.segmentStride))
+        let rowSize = batch * enc.segmentStride
+        var rows = [UInt8](repeating: 0, count: e.total * rowSize)
+        var plain = [UInt8](repeating: 0, count: batch * enc.segmentSize)
+
+        /// Sends each target its piece (at that offset of its staged share); returns the
+        /// targets whose server failed.
+        @Sendable func send(_ pieces: [StagedTarget: (offset: UInt64, data: [UInt8])]) async -> [StagedTarget] {
+            await withTaskGroup(of: StagedTarget?.self) { group in
+                for (t, p) in pieces {
+                    let req = SlotStageRequest(storageIndex: si, writeEnabler: enablers[t.server]!, shareNumber: t.share, stagingID: t.id,
+                                               offset: p.offset, data: p.data)
+                    group.addTask { [pool] in
+                        do { _ = try await pool.client(for: t.server).call(req, timeout: timeout); return nil } catch { return t }
+                    }
+                }
+                var out: [StagedTarget] = []
+                for await f in group { if let f { out.append(f) } }
+                return out
+            }
+        }
+        func drop(_ failed: [StagedTarget]) {
+            let gone = Set(failed.map(\.server))
+            alive = alive.filter { !gone.contains($0.server) }
+        }
+
+        // One batch is sent while the next is read and encoded.
+        var inFlight: Task<[StagedTarget], Never>?
+        var seg = 0
+        while seg < enc.segments {
+            let end = min(enc.segments, seg + batch)
+            let from = enc.plaintextRange(segment: seg).lowerBound, to = enc.plaintextRange(segment: end - 1).upperBound
+            try plain.withUnsafeMutableBytes { p in
+                var at = 0
+                while at < to - from {
+                    let n = try source.read(at: UInt64(from + at), into: UnsafeMutableRawBufferPointer(rebasing: p[at..<(to - from)]))
+                    guard n > 0 else { throw GridError(.io, "the file ended at byte \(from + at) of \(source.size) while it was being written") }
+                    at += n
+                }
+            }
+            // The previous batch's pieces were copied out when sent; the rows are free.
+            try plain.withUnsafeBytes { p in
+                try rows.withUnsafeMutableBytes { r in
+                    let outs = (0..<e.total).map { r.baseAddress! + $0 * rowSize }
+                    for s in seg..<end {
+                        let pr = enc.plaintextRange(segment: s)
+                        try enc.encode(segment: s, plaintext: UnsafeRawBufferPointer(rebasing: p[(pr.lowerBound - from)..<(pr.upperBound - from)]),
+                                       into: outs, at: enc.dataOffset(segment: s) - enc.dataOffset(segment: seg))
+                    }
+                }
+            }
+            let count = (end == enc.segments ? enc.shareDataCount : enc.dataOffset(segment: end)) - enc.dataOffset(segment: seg)
+            let offset = UInt64(MDMFShare.shareDataOffset + enc.dataOffset(segment: seg))
+            var pieces: [StagedTarget: (offset: UInt64, data: [UInt8])] = [:]
+            if let f = inFlight { drop(await f.value) }
+            for t in alive { pieces[t] = (offset, Array(rows[(t.share * rowSize)..<(t.share * rowSize + count)])) }
+            let box = UncheckedBox(pieces)
+            inFlight = Task { await send(box.value) }
+            seg = end
+        }
+        if let f = inFlight { drop(await f.value) }
+        let signed = try enc.finish(sign: signature.map { sig in { _ in sig } })
+        var tail: [StagedTarget: (offset: UInt64, data: [UInt8])] = [:]
+        for t in alive {
+            tail[t] = (0, signed.heads[t.share])
+        }
+        drop(await send(tail))
+        tail = [:]
+        let treeAt = UInt64(MDMFShare.shareDataOffset + enc.shareDataCount)
+        for t in alive where !signed.trees[t.share].isEmpty { tail[t] = (treeAt, signed.trees[t.share]) }
+        drop(await send(tail))
+        return (alive, signed.shares[0].signature, treeAt + UInt64(signed.trees[0].count))
+    }
+}
+
+// MARK: Streaming read
+
+extension MutableFileClient {
+    /// One share of the version being read: its checked head and, once loaded, its
+    /// checked block hash tree.
+    final class ShareSource: @unchecked Sendable {
+        let server: ServerRef
+        let client: StorageClient
+        let number: Int
+        let head: MDMFShare
+        let layout: MDMFShare.Layout
+        var leaves: [[UInt8]] = []
+        init(server: ServerRef, client: StorageClient, number: Int, head: MDMFShare, layout: MDMFShare.Layout) {
+            (self.server, self.client, self.number, self.head, self.layout) = (server, client, number, head, layout)
+        }
+    }
+
+    /// Reads bytes [offset, offset + length) of the newest version of an MDMF file: first
+    /// the head (0..<2167) of every share on every server, each signature checked; then,
+    /// from k shares of the newest recoverable version, each one's block hash tree
+    /// (checked against the signed root) and only the segments holding the range, in
+    /// batches, each block checked against its tree. A share that fails a check is set
+    /// aside (and reported to its server) and another share of the version read instead.
+    /// `write` gets the plaintext in order. Returns the file's size and sequence number.
+    public func readMDMF(_ cap: MutableCapability, offset: UInt64 = 0, length: UInt64? = nil,
+                         write: (UnsafeRawBufferPointer) throws -> Void) async throws -> (size: UInt64, sequenceNumber: UInt64) {
+        guard cap.format == .mdmf, let readkey = cap.readkey else {
+            throw GridError(.usage, "reading needs an MDMF read or write capability")
+        }
+        let si = cap.storageIndex
+        let timeout = 4 * coding.stallTimeout
+        let servers = try await servers(cap)
+        let heads: [ShareSource] = await fetchHeads(si, servers: servers).compactMap { h in
+            guard let (head, layout) = try? MDMFShare.parseHead(h.bytes),
+                  (try? MutableKeys.checkSigned(cap, number: h.number, total: head.total, verificationKey: head.verificationKey,
+                                                signature: head.signature, signedPrefix: head.signedPrefix)) != nil
+            else { return nil }
+            return ShareSource(server: h.server, client: h.client, number: h.number, head: head, layout: layout)
+        }
+        let byVersion: [VersionID: [ShareSource]] = Dictionary(grouping: heads) { (h: ShareSource) in
+            VersionID(sequenceNumber: h.head.sequenceNumber, rootHash: h.head.rootHash)
+        }
+        func recoverable(_ v: VersionID) -> Bool {
+            let shares = byVersion[v] ?? []
+            return !shares.isEmpty && Set(shares.map { $0.number }).count >= shares[0].head.needed
+        }
+        guard let version = byVersion.keys.sorted(by: >).first(where: recoverable) else {
+            // Nothing recoverable from the heads: the whole-share path names every failure.
+            let r = try await read(cap)
+            let start = Int(min(UInt64(r.data.count), offset))
+            let end = length.map { Int(min(UInt64(r.data.count), UInt64(start) + $0)) } ?? r.data.count
+            try r.data[start..<end].withUnsafeBytes { try write($0) }
+            return (UInt64(r.data.count), r.sequenceNumber)
+        }
+        // Candidates: one per share number, servers that hold fewer shares first.
+        var candidates: [ShareSource] = []
+        let ofVersion: [ShareSource] = byVersion[version]!
+        var perServer: [ServerRef: Int] = [:]
+        for c in ofVersion { perServer[c.server, default: 0] += 1 }
+        let ordered = ofVersion.sorted { (a: ShareSource, b: ShareSource) -> Bool in
+            let (x, y) = (perServer[a.server] ?? 0, perServer[b.server] ?? 0)
+            return x != y ? x < y : a.number < b.number
+        }
+        for c in ordered where !candidates.contains(where: { $0.number == c.number }) { candidates.append(c) }
+        let first = candidates[0].head
+        let (k, n) = (first.needed, first.total)
+        let size = first.dataLength
+        let g = MDMFShare.geometry(needed: k, segmentSize: first.segmentSize, dataLength: size)
+        let segSize = Int(first.segmentSize)
+        let stride = MDMFShare.saltSize + g.blockSize
+
+        /// Loads and checks a share's block hash tree; false when it fails (reported).
+        func loadTree(_ s: ShareSource) async -> Bool {
+            guard let nodes = try? await s.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [s.number],
+                                                                        readVector: [ReadVector(offset: s.layout.treeAt, length: s.layout.end - s.layout.treeAt)]),
+                                                        timeout: timeout).reads[s.number]?.first,
+                  nodes.count == Int(s.layout.end - s.layout.treeAt), nodes.count % 32 == 0 else { return false }
+            let all = (0..<(nodes.count / 32)).map { Array(nodes[($0 * 32)..<($0 * 32 + 32)]) }
+            let padded = (all.count + 1) / 2
+            let tree = HashTree(leaves: Array(all[(padded - 1)...].prefix(max(1, g.segments))))
+            guard tree.nodes == all,
+                  HashTree.rootFromLeaf(leafNode: HashTree.paddedCount(n) - 1 + s.number, leafHash: tree.root, hashes: s.head.shareHashChain) == version.rootHash
+            else {
+                await report(s, "block hash tree does not lead to the signed root hash")
+                return false
+            }
+            s.leaves = Array(all[(padded - 1)..<(padded - 1 + g.segments)])
+            return true
+        }
+        var changed = false
+        /// A share that failed a check is corrupt, unless another writer has replaced it
+        /// with a newer version meanwhile (then it is only no longer this version's).
+        func report(_ s: ShareSource, _ why: String) async {
+            let now = try? await s.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [s.number],
+                                                               readVector: [ReadVector(offset: 0, length: UInt64(MDMFShare.checkstringLength))]),
+                                               timeout: timeout).reads[s.number]?.first
+            if let now, now != MutableShareHeader.checkstring(s.head.signedPrefix) {
+                changed = true
+                return
+            }
+            try? await s.client.adviseCorruptShare(mutable: true, storageIndex: si, share: s.number, reason: why)
+        }
+        var chosen: [ShareSource] = []
+        var spares = candidates
+        func refill() async throws {
+            while chosen.count < k {
+                guard !spares.isEmpty else {
+                    if changed { throw GridError(.conflict, "the file changed while it was being read (another writer); read it again") }
+                    throw GridError(.unavailable, "only \(chosen.count) good shares of the file's version \(version.sequenceNumber) could be read; \(k) are needed")
+                }
+                let s = spares.removeFirst()
+                if await loadTree(s) { chosen.append(s) }
+            }
+        }
+        try await refill()
+
+        let end = length.map { min(size, offset + $0) } ?? size
+        guard offset < end else { return (size, version.sequenceNumber) }
+        let firstSeg = Int(offset / UInt64(segSize)), lastSeg = Int((end - 1) / UInt64(segSize))
+        let batch = max(1, (4 << 20) / stride)
+
+        /// The share data of segments [s0, s1) from each source (nil: it failed).
+        @Sendable func fetch(_ sources: [ShareSource], _ s0: Int, _ s1: Int) async -> [Int: [UInt8]] {
+            let from = s0 * stride
+            let to = s1 == g.segments ? MDMFShare.shareDataCount(needed: k, segmentSize: first.segmentSize, dataLength: size) : s1 * stride
+            return await withTaskGroup(of: (Int, [UInt8]?).self) { group in
+                for s in sources {
+                    group.addTask {
+                        let r = try? await s.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [s.number],
+                                                                         readVector: [ReadVector(offset: s.layout.dataAt + UInt64(from), length: UInt64(to - from))]),
+                                                         timeout: timeout).reads[s.number]?.first
+                        return (s.number, r?.count == to - from ? r : nil)
+                    }
+                }
+                var out: [Int: [UInt8]] = [:]
+                for await (num, b) in group { if let b { out[num] = b } }
+                return out
+            }
+        }
+        let rs = try ReedSolomon(k: k, n: n)
+        var seg = firstSeg
+        var next: Task<[Int: [UInt8]], Never>? = {
+            let (sources, s1) = (chosen, min(lastSeg + 1, firstSeg + batch))
+            return Task { await fetch(sources, firstSeg, s1) }
+        }()
+        while seg <= lastSeg {
+            let s1 = min(lastSeg + 1, seg + batch)
+            var data = await next!.value
+            // Check every block of the batch; replace failed shares and read again.
+            while true {
+                var bad: [ShareSource] = []
+                for s in chosen {
+                    guard let d = data[s.number] else { bad.append(s); continue }
+                    for i in seg..<s1 {
+                        let at = (i - seg) * stride
+                        let len = MDMFShare.saltSize + (i == g.segments - 1 ? g.tailBlockSize : g.blockSize)
+                        if d[at..<(at + len)].withUnsafeBytes({ TahoeHash.blockHash($0) }) != s.leaves[i] {
+                            await report(s, "block \(i) (or its salt) does not match the block hash tree")
+                            bad.append(s)
+                            break
+                        }
+                    }
+                }
+                if bad.isEmpty { break }
+                chosen.removeAll { c in bad.contains { $0 === c } }
+                let before = Set(chosen.map(\.number))
+                try await refill()
+                let added = chosen.filter { !before.contains($0.number) }
+                data.merge(await fetch(added, seg, s1)) { $1 }
+            }
+            if s1 <= lastSeg {
+                let (sources, s2) = (chosen, min(lastSeg + 1, s1 + batch))
+                next = Task { await fetch(sources, s1, s2) }
+            }
+            for i in seg..<s1 {
+                let at = (i - seg) * stride
+                let last = i == g.segments - 1
+                let blockSize = last ? g.tailBlockSize : g.blockSize
+                let segLen = last ? Int(size) - i * segSize : segSize
+                let blocks = chosen.map { s in (number: s.number, block: Array(data[s.number]![(at + MDMFShare.saltSize)..<(at + MDMFShare.saltSize + blockSize)])) }
+                var plain = try rebuildSegment(blocks.sorted { $0.number < $1.number }, rs: rs, blockSize: blockSize, length: segLen, simdPath: coding.simdPath)
+                let salt = Array(data[chosen[0].number]![at..<(at + MDMFShare.saltSize)])
+                let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: salt, readkey: readkey))
+                plain.withUnsafeMutableBytes { aes.apply(in: $0) }
+                // Only the part of the segment inside the range.
+                let segStart = UInt64(i * segSize)
+                let lo = Int(max(offset, segStart) - segStart), hi = Int(min(end, segStart + UInt64(segLen)) - segStart)
+                try plain[lo..<hi].withUnsafeBytes { try write($0) }
+            }
+            seg = s1
+        }
+        return (size, version.sequenceNumber)
+    }
+}
+
+extension MutableFileClient {
+    /// The first 2167 bytes (an MDMF share's head: everything but its blocks and tree) of
+    /// every share every server holds of `si`, unchecked.
+    func fetchHeads(_ si: [UInt8], servers: [ServerRef]) async -> [Held] {
+        let timeout = 4 * coding.stallTimeout
+        return await withTaskGroup(of: [Held].self) { group in
+            for s in servers {
+                group.addTask { [pool] in
+                    guard let c = try? await pool.client(for: s),
+                          let reads = try? await c.call(SlotReadRequest(storageIndex: si, shareNumbers: [],
+                                                                        readVector: [ReadVector(offset: 0, length: UInt64(MDMFShare.shareDataOffset))]),
+                                                        timeout: timeout).reads else { return [] }
+                    return reads.compactMap { n, r in r.first.map { Held(server: s, client: c, number: n, bytes: $0) } }
+                }
+            }
+            var all: [Held] = []
+            for await h in group { all += h }
+            return all
+        }
+    }
+}

@@ -48,6 +48,8 @@ public final class MutableFileClient: Sendable {
     /// key are in them), and the current contents only when the change needs them, k
     /// shares streamed; the new version is written streaming too.
     func updateOnceMDMF(_ cap: MutableCapability, _ change: Change) async throws -> WriteResult {
+        // A write inside the file changes only its segments, in place, when it can.
+        if case let .write(offset, bytes) = change, let r = try await updateInPlaceMDMF(cap, offset: offset, bytes: bytes) { return r }
         let heads = await fetchHeads(cap.storageIndex, servers: try await servers(cap))
         var newest: UInt64?
         var key: RSAPrivateKey?

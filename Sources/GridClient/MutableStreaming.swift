@@ -316,13 +316,24 @@ extension MutableFileClient {
         }
         let rs = try ReedSolomon(k: k, n: n)
         var seg = firstSeg
-        var next: Task<[Int: [UInt8]], Never>? = {
-            let (sources, s1) = (chosen, min(lastSeg + 1, firstSeg + batch))
-            return Task { await fetch(sources, firstSeg, s1) }
-        }()
+        // Batches are fetched ahead (a few in flight) while earlier ones are checked and decoded.
+        var ahead: [(s0: Int, task: Task<[Int: [UInt8]], Never>)] = []
+        var nextStart = firstSeg
+        func prefetch() {
+            while ahead.count < 3 && nextStart <= lastSeg {
+                let (sources, s0, s1) = (chosen, nextStart, min(lastSeg + 1, nextStart + batch))
+                ahead.append((s0, Task { await fetch(sources, s0, s1) }))
+                nextStart = s1
+            }
+        }
+        prefetch()
         while seg <= lastSeg {
             let s1 = min(lastSeg + 1, seg + batch)
-            var data = await next!.value
+            var data = await ahead.removeFirst().task.value
+            prefetch()
+            // Shares chosen since this batch was asked for are read now.
+            let absent = chosen.filter { data[$0.number] == nil }
+            if !absent.isEmpty { data.merge(await fetch(absent, seg, s1)) { $1 } }
             // Check every block of the batch; replace failed shares and read again.
             while true {
                 var bad: [ShareSource] = []
@@ -340,14 +351,11 @@ extension MutableFileClient {
                 }
                 if bad.isEmpty { break }
                 chosen.removeAll { c in bad.contains { $0 === c } }
+                for b in bad { data[b.number] = nil }
                 let before = Set(chosen.map(\.number))
                 try await refill()
                 let added = chosen.filter { !before.contains($0.number) }
                 data.merge(await fetch(added, seg, s1)) { $1 }
-            }
-            if s1 <= lastSeg {
-                let (sources, s2) = (chosen, min(lastSeg + 1, s1 + batch))
-                next = Task { await fetch(sources, s1, s2) }
             }
             for i in seg..<s1 {
                 let at = (i - seg) * stride
@@ -389,5 +397,150 @@ extension MutableFileClient {
             for await h in group { all += h }
             return all
         }
+    }
+}
+
+// MARK: Partial update
+
+extension MutableFileClient {
+    /// Writes `bytes` at `offset` of an MDMF file as its next version, changing only the
+    /// segments they fall in: those segments are read (from k shares), patched, encrypted
+    /// under new salts and encoded again; every share's block hash tree gets the new
+    /// leaves, the share hash tree a new root, which is signed with the next sequence
+    /// number; then each server gets, in one test-and-write (applied in place through its
+    /// journal), the share's new head, its new blocks for those segments and its new tree.
+    /// Nothing else of the file is read or sent. Returns nil when this cannot be done in
+    /// place (the write reaches past the end, not every share of the version is at hand,
+    /// or the change is too large for one message per server): the caller then writes
+    /// the whole version.
+    func updateInPlaceMDMF(_ cap: MutableCapability, offset: UInt64, bytes: [UInt8]) async throws -> WriteResult? {
+        guard let readkey = cap.readkey, cap.writekey != nil, !bytes.isEmpty else { return nil }
+        _ = readkey
+        let si = cap.storageIndex
+        let timeout = max(30, 4 * coding.stallTimeout)
+        let servers = try await servers(cap)
+        let heads = await fetchHeads(si, servers: servers)
+        var checked: [(held: Held, head: MDMFShare, layout: MDMFShare.Layout)] = []
+        for h in heads {
+            guard let (head, layout) = try? MDMFShare.parseHead(h.bytes),
+                  (try? MutableKeys.checkSigned(cap, number: h.number, total: head.total, verificationKey: head.verificationKey,
+                                                signature: head.signature, signedPrefix: head.signedPrefix)) != nil else { return nil }
+            checked.append((h, head, layout))
+        }
+        // Every share held must be of one version, and all N share numbers present.
+        guard let first = checked.first?.head,
+              checked.allSatisfy({ $0.head.sequenceNumber == first.sequenceNumber && $0.head.rootHash == first.rootHash }),
+              Set(checked.map(\.held.number)) == Set(0..<first.total), first.sequenceNumber < UInt64.max,
+              offset + UInt64(bytes.count) <= first.dataLength else { return nil }
+        let (k, n, segSize) = (first.needed, first.total, Int(first.segmentSize))
+        let g = MDMFShare.geometry(needed: k, segmentSize: first.segmentSize, dataLength: first.dataLength)
+        let s0 = Int(offset / UInt64(segSize)), s1 = Int((offset + UInt64(bytes.count) - 1) / UInt64(segSize))
+        let stride = MDMFShare.saltSize + g.blockSize
+        // One message per server: head, tree and the new blocks of its shares.
+        let treeBytes = Int(checked[0].layout.end - checked[0].layout.treeAt)
+        let perShare = MDMFShare.shareDataOffset + treeBytes + (s1 - s0 + 1) * stride
+        let sharesPerServer = Dictionary(grouping: checked, by: \.held.server).values.map(\.count).max() ?? 1
+        guard perShare * sharesPerServer < maxChunk else { return nil }
+
+        // The trees, each checked against the signed root (any failure: write it whole).
+        var trees: [Int: [[UInt8]]] = [:]
+        await withTaskGroup(of: (Int, [[UInt8]]?).self) { group in
+            for c in checked {
+                group.addTask {
+                    guard let raw = try? await c.held.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [c.held.number],
+                                                                                   readVector: [ReadVector(offset: c.layout.treeAt, length: c.layout.end - c.layout.treeAt)]),
+                                                                   timeout: timeout).reads[c.held.number]?.first,
+                          raw.count == treeBytes else { return (c.held.number, nil) }
+                    let nodes = (0..<(raw.count / 32)).map { Array(raw[($0 * 32)..<($0 * 32 + 32)]) }
+                    let padded = (nodes.count + 1) / 2
+                    let tree = HashTree(leaves: Array(nodes[(padded - 1)...].prefix(max(1, g.segments))))
+                    guard tree.nodes == nodes,
+                          HashTree.rootFromLeaf(leafNode: HashTree.paddedCount(n) - 1 + c.held.number, leafHash: tree.root,
+                                                hashes: c.head.shareHashChain) == first.rootHash else { return (c.held.number, nil) }
+                    return (c.held.number, Array(nodes[(padded - 1)..<(padded - 1 + g.segments)]))
+                }
+            }
+            for await (num, leaves) in group { if let leaves { trees[num] = leaves } }
+        }
+        guard trees.count == n else { return nil }
+
+        // The segments' current plaintext, patched.
+        let lo = UInt64(s0 * segSize), hi = min(first.dataLength, UInt64((s1 + 1) * segSize))
+        var plain: [UInt8] = []
+        plain.reserveCapacity(Int(hi - lo))
+        _ = try await readMDMF(cap, offset: lo, length: hi - lo) { plain.append(contentsOf: $0) }
+        guard plain.count == Int(hi - lo) else { return nil }
+        plain.replaceSubrange(Int(offset - lo)..<(Int(offset - lo) + bytes.count), with: bytes)
+
+        // Encode the changed segments under new salts; new leaves, trees, root, signature.
+        let key = try MutableKeys.decryptPrivateKey(first.encryptedPrivateKey, for: cap)
+        let enc = try MDMFStreamEncoder(privateKey: key, sequenceNumber: first.sequenceNumber + 1, needed: k, total: n,
+                                        dataLength: first.dataLength, salts: [[UInt8]](repeating: [UInt8](repeating: 0, count: 16), count: g.segments),
+                                        simdPath: coding.simdPath)
+        let rowSize = (s1 - s0 + 1) * stride
+        var rows = [UInt8](repeating: 0, count: n * rowSize)
+        var rowLength = 0
+        for seg in s0...s1 {
+            let r = enc.plaintextRange(segment: seg)
+            let at = (seg - s0) * stride
+            let salt = SecureRandom.bytes(MDMFShare.saltSize)
+            let leaves = try plain.withUnsafeBytes { p in
+                try rows.withUnsafeMutableBytes { out in
+                    try enc.encodeSegment(seg, plaintext: UnsafeRawBufferPointer(rebasing: p[(r.lowerBound - Int(lo))..<(r.upperBound - Int(lo))]),
+                                          salt: salt, into: (0..<n).map { out.baseAddress! + $0 * rowSize }, at: at)
+                }
+            }
+            for i in 0..<n { trees[i]![seg] = leaves[i] }
+            rowLength = at + MDMFShare.saltSize + (seg == g.segments - 1 ? g.tailBlockSize : g.blockSize)
+        }
+        let blockTrees = (0..<n).map { HashTree(leaves: trees[$0]!) }
+        let shareTree = HashTree(leaves: blockTrees.map(\.root))
+        var shares = (0..<n).map { i in
+            MDMFShare(sequenceNumber: first.sequenceNumber + 1, rootHash: shareTree.root, needed: k, total: n, segmentSize: first.segmentSize,
+                      dataLength: first.dataLength, encryptedPrivateKey: first.encryptedPrivateKey,
+                      shareHashChain: Dictionary(uniqueKeysWithValues: shareTree.neededHashes(leaf: i, includeLeaf: false).map { ($0, shareTree[$0]) }),
+                      signature: [], verificationKey: first.verificationKey, blocks: [], blockHashTree: blockTrees[i].nodes)
+        }
+        let signature = try key.sign(shares[0].signedPrefix)
+        for i in shares.indices { shares[i].signature = signature }
+        let dataCount = MDMFShare.shareDataCount(needed: k, segmentSize: first.segmentSize, dataLength: first.dataLength)
+
+        // One test-and-write per server: the old checkstring must still be there.
+        let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
+        var outcome = WriteOutcome()
+        let byServer = Dictionary(grouping: checked, by: \.held.server)
+        let results = await withTaskGroup(of: (ServerRef, [Int], Result<Bool, Error>).self) { group in
+            for (s, mine) in byServer {
+                var writes: [Int: ShareWrite] = [:]
+                for c in mine {
+                    let i = c.held.number
+                    let head = shares[i].serializedHead(dataCount: dataCount)
+                    let blocks = Array(rows[(i * rowSize)..<(i * rowSize + rowLength)])
+                    writes[i] = ShareWrite(tests: [Self.test(s, i, existing: heads)],
+                                           writes: [WriteVector(offset: 0, data: head),
+                                                    WriteVector(offset: c.layout.dataAt + UInt64(s0 * stride), data: blocks),
+                                                    WriteVector(offset: c.layout.treeAt, data: shares[i].serializedTree())])
+                }
+                let req = SlotWriteRequest(storageIndex: si, writeEnabler: TahoeHash.sskWriteEnabler(writekey: cap.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)),
+                                           renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s), writes: writes, readVector: [])
+                let numbers = mine.map(\.held.number)
+                group.addTask { [pool] in
+                    do { return (s, numbers, .success(try await pool.client(for: s).call(req, timeout: timeout).ok)) }
+                    catch { return (s, numbers, .failure(error)) }
+                }
+            }
+            var out: [(ServerRef, [Int], Result<Bool, Error>)] = []
+            for await r in group { out.append(r) }
+            return out
+        }
+        for (s, numbers, r) in results {
+            switch r {
+            case .success(true): for num in numbers { outcome.placement[num, default: []].append(s.nodeID) }
+            case .success(false): outcome.conflicts.append(s)
+            case let .failure(err):
+                if err.errorClass == .denied { outcome.refused.append("\(s.nickname): \(err)") } else { outcome.failed.append((s, err)) }
+            }
+        }
+        return try finishPublish(cap, sequenceNumber: first.sequenceNumber + 1, outcome)
     }
 }

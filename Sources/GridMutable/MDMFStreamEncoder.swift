@@ -62,10 +62,17 @@ public final class MDMFStreamEncoder {
     /// each share i's salt + block at `out[i] + offset` (room for `segmentStride` bytes).
     public func encode(segment seg: Int, plaintext: UnsafeRawBufferPointer, into out: [UnsafeMutableRawPointer], at offset: Int) throws {
         precondition(seg == leaves[0].count, "segments are encoded in order")
-        precondition(plaintext.count == plaintextRange(segment: seg).count && out.count == total)
+        let hashes = try encodeSegment(seg, plaintext: plaintext, salt: salts[seg], into: out, at: offset)
+        for i in 0..<total { leaves[i].append(hashes[i]) }
+    }
+
+    /// Encodes one segment of a file with these parameters under `salt`, writing each
+    /// share's salt + block at `out[i] + offset`; returns each share's leaf hash. (A
+    /// partial update encodes only the segments it changes this way.)
+    public func encodeSegment(_ seg: Int, plaintext: UnsafeRawBufferPointer, salt: [UInt8], into out: [UnsafeMutableRawPointer], at offset: Int) throws -> [[UInt8]] {
+        precondition(plaintext.count == plaintextRange(segment: seg).count && out.count == total && salt.count == MDMFShare.saltSize)
         let padded = (plaintext.count + needed - 1) / needed * needed
         let piece = padded / needed
-        let salt = salts[seg]
         let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: salt, readkey: capability.readkey!))
         try crypttext.withUnsafeMutableBytes { c in
             c.copyMemory(from: plaintext)
@@ -76,10 +83,10 @@ public final class MDMFStreamEncoder {
             let outputs = out.map { ($0 + offset + MDMFShare.saltSize).assumingMemoryBound(to: UInt8.self) }
             try rs.encode(blockSize: piece, data: data, shares: Array(0..<total), outputs: outputs, path: simdPath)
         }
-        for i in 0..<total {
+        return (0..<total).map { i in
             let at = out[i] + offset
             salt.withUnsafeBytes { at.copyMemory(from: $0.baseAddress!, byteCount: MDMFShare.saltSize) }
-            leaves[i].append(TahoeHash.blockHash(UnsafeRawBufferPointer(start: at, count: MDMFShare.saltSize + piece)))
+            return TahoeHash.blockHash(UnsafeRawBufferPointer(start: at, count: MDMFShare.saltSize + piece))
         }
     }
 

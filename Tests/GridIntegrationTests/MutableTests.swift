@@ -67,6 +67,55 @@ final class MutableTests: XCTestCase {
         XCTAssertTrue(got.data == v2)
     }
 
+    /// A write inside an MDMF file changes only the segments it falls in: the other
+    /// segments' blocks (and salts) stay byte for byte on every server; the next version
+    /// reads back patched. A write past the end (an append) is written whole.
+    func testPartialUpdateTouchesOnlyItsSegments() async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (mc, pool) = try client(grid)
+        defer { pool.shutdown() }
+        _ = await pool.waitForServers(count: 10, timeout: 30)
+        let data = pseudoRandom(5 * 131_072 + 1000, seed: 120)
+        let created = try await mc.create(data, format: .mdmf)
+        let si = Base32.encode(created.capability.storageIndex)
+        func shares() throws -> [Int: MDMFShare] {
+            var out: [Int: MDMFShare] = [:]
+            for s in grid.servers {
+                let dir = s.directory + "/storage/shares/\(si.prefix(2))/\(si)"
+                for name in (try? FileSystem.list(dir)) ?? [] {
+                    guard let n = Int(name), let file = try FileSystem.readFile(dir + "/" + name, maxSize: 1 << 24) else { continue }
+                    out[n] = try MDMFShare(parsing: Array(file[468..<(file.count - 4)]))
+                }
+            }
+            return out
+        }
+        let before = try shares()
+        let patch = pseudoRandom(5000, seed: 121)
+        let r = try await mc.update(created.capability, .write(offset: 131_000, bytes: patch))  // segments 0 and 1
+        XCTAssertEqual(r.sequenceNumber, 2)
+        let after = try shares()
+        XCTAssertEqual(after.count, 10)
+        for (n, a) in after {
+            let b = try XCTUnwrap(before[n])
+            XCTAssertEqual(a.sequenceNumber, 2)
+            for seg in 0..<a.blocks.count {
+                let same = a.blocks[seg].salt == b.blocks[seg].salt && a.blocks[seg].block == b.blocks[seg].block
+                XCTAssertEqual(same, seg > 1, "share \(n) segment \(seg): only segments 0 and 1 change")
+            }
+        }
+        var expected = data
+        expected.replaceSubrange(131_000..<136_000, with: patch)
+        var got = try await mc.read(created.capability.readOnly!)
+        XCTAssertTrue(got.data == expected, "patched in place")
+        // Past the end: the file grows (written whole).
+        _ = try await mc.update(created.capability, .write(offset: UInt64(expected.count - 10), bytes: patch))
+        expected = Array(expected.prefix(expected.count - 10)) + patch
+        got = try await mc.read(created.capability.readOnly!)
+        XCTAssertTrue(got.data == expected, "appended")
+        XCTAssertEqual(got.sequenceNumber, 3)
+    }
+
     /// SDMF and MDMF: create, read (write and read-only capabilities), replace, read the
     /// new version; a write from a stale read is refused as a conflict; a read-only
     /// capability cannot write.

@@ -93,6 +93,8 @@ for fmt in sdmf mdmf; do
       "$GRID" update --offset 131000 "$cap" "$work/patch" > /dev/null
       copy_shares "$si" "$work/grid/storage*/storage/shares" "${tahoe_disks[@]}" > /dev/null
       tahoe get "$ro" "$work/out" 2>/dev/null; same "$work/multi2-patched" "$work/out" "$what after grid update --offset 131000, read by tahoe get"
+      tahoe check --verify "$cap" | grep -q "Healthy" || { echo "FAIL: tahoe check --verify after the partial update" >&2; exit 1; }
+      echo "ok: $what: tahoe check --verify says healthy after the partial update"
     fi
   done
 done

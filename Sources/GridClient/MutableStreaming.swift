@@ -436,33 +436,34 @@ extension MutableFileClient {
         let g = MDMFShare.geometry(needed: k, segmentSize: first.segmentSize, dataLength: first.dataLength)
         let s0 = Int(offset / UInt64(segSize)), s1 = Int((offset + UInt64(bytes.count) - 1) / UInt64(segSize))
         let stride = MDMFShare.saltSize + g.blockSize
-        // One message per server: head, tree and the new blocks of its shares.
+        // Only the tree nodes on the changed segments' paths (and their children) are read,
+        // checked and rewritten; one message per server carries them, the head and the blocks.
+        let p = HashTree.paddedCount(max(1, g.segments))
         let treeBytes = Int(checked[0].layout.end - checked[0].layout.treeAt)
-        let perShare = MDMFShare.shareDataOffset + treeBytes + (s1 - s0 + 1) * stride
+        guard treeBytes == (2 * p - 1) * 32 else { return nil }
+        let (changedNodes, neededNodes) = HashTree.pathNodes(leaves: Array(s0...s1), paddedLeaves: p)
+        let perShare = MDMFShare.shareDataOffset + changedNodes.count * 48 + (s1 - s0 + 1) * stride
         let sharesPerServer = Dictionary(grouping: checked, by: \.held.server).values.map(\.count).max() ?? 1
-        guard perShare * sharesPerServer < maxChunk else { return nil }
-
-        // The trees, each checked against the signed root (any failure: write it whole).
-        var trees: [Int: [[UInt8]]] = [:]
-        await withTaskGroup(of: (Int, [[UInt8]]?).self) { group in
+        guard perShare * sharesPerServer < maxChunk, neededNodes.count <= 1000 else { return nil }
+        let order = neededNodes.sorted()
+        var known: [Int: [Int: [UInt8]]] = [:]
+        await withTaskGroup(of: (Int, [Int: [UInt8]]?).self) { group in
             for c in checked {
                 group.addTask {
-                    guard let raw = try? await c.held.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [c.held.number],
-                                                                                   readVector: [ReadVector(offset: c.layout.treeAt, length: c.layout.end - c.layout.treeAt)]),
-                                                                   timeout: timeout).reads[c.held.number]?.first,
-                          raw.count == treeBytes else { return (c.held.number, nil) }
-                    let nodes = (0..<(raw.count / 32)).map { Array(raw[($0 * 32)..<($0 * 32 + 32)]) }
-                    let padded = (nodes.count + 1) / 2
-                    let tree = HashTree(leaves: Array(nodes[(padded - 1)...].prefix(max(1, g.segments))))
-                    guard tree.nodes == nodes,
-                          HashTree.rootFromLeaf(leafNode: HashTree.paddedCount(n) - 1 + c.held.number, leafHash: tree.root,
-                                                hashes: c.head.shareHashChain) == first.rootHash else { return (c.held.number, nil) }
-                    return (c.held.number, Array(nodes[(padded - 1)..<(padded - 1 + g.segments)]))
+                    guard let reads = try? await c.held.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [c.held.number],
+                                                                                     readVector: order.map { ReadVector(offset: c.layout.treeAt + UInt64($0 * 32), length: 32) }),
+                                                                     timeout: timeout).reads[c.held.number], reads.count == order.count
+                    else { return (c.held.number, nil) }
+                    return (c.held.number, Dictionary(uniqueKeysWithValues: zip(order, reads)))
                 }
             }
-            for await (num, leaves) in group { if let leaves { trees[num] = leaves } }
+            for await (num, nodes) in group { if let nodes { known[num] = nodes } }
         }
-        guard trees.count == n else { return nil }
+        // Each share's stored root must lead to the signed root through its chain.
+        guard known.count == n, checked.allSatisfy({ c in
+            known[c.held.number]![0].map { HashTree.rootFromLeaf(leafNode: HashTree.paddedCount(n) - 1 + c.held.number, leafHash: $0,
+                                                                 hashes: c.head.shareHashChain) == first.rootHash } ?? false
+        }) else { return nil }
 
         // The segments' current plaintext, patched.
         let lo = UInt64(s0 * segSize), hi = min(first.dataLength, UInt64((s1 + 1) * segSize))
@@ -480,6 +481,7 @@ extension MutableFileClient {
         let rowSize = (s1 - s0 + 1) * stride
         var rows = [UInt8](repeating: 0, count: n * rowSize)
         var rowLength = 0
+        var newLeaves = [[Int: [UInt8]]](repeating: [:], count: n)
         for seg in s0...s1 {
             let r = enc.plaintextRange(segment: seg)
             let at = (seg - s0) * stride
@@ -490,16 +492,21 @@ extension MutableFileClient {
                                           salt: salt, into: (0..<n).map { out.baseAddress! + $0 * rowSize }, at: at)
                 }
             }
-            for i in 0..<n { trees[i]![seg] = leaves[i] }
+            for i in 0..<n { newLeaves[i][seg] = leaves[i] }
             rowLength = at + MDMFShare.saltSize + (seg == g.segments - 1 ? g.tailBlockSize : g.blockSize)
         }
-        let blockTrees = (0..<n).map { HashTree(leaves: trees[$0]!) }
-        let shareTree = HashTree(leaves: blockTrees.map(\.root))
+        var changedTree: [(nodes: [Int: [UInt8]], root: [UInt8])] = []
+        for i in 0..<n {
+            // A path node that is not the hash of its children: the stored tree is damaged.
+            guard let r = HashTree.replacingLeaves(known[i]!, paddedLeaves: p, with: newLeaves[i]) else { return nil }
+            changedTree.append(r)
+        }
+        let shareTree = HashTree(leaves: changedTree.map(\.root))
         var shares = (0..<n).map { i in
             MDMFShare(sequenceNumber: first.sequenceNumber + 1, rootHash: shareTree.root, needed: k, total: n, segmentSize: first.segmentSize,
                       dataLength: first.dataLength, encryptedPrivateKey: first.encryptedPrivateKey,
                       shareHashChain: Dictionary(uniqueKeysWithValues: shareTree.neededHashes(leaf: i, includeLeaf: false).map { ($0, shareTree[$0]) }),
-                      signature: [], verificationKey: first.verificationKey, blocks: [], blockHashTree: blockTrees[i].nodes)
+                      signature: [], verificationKey: first.verificationKey, blocks: [], blockHashTree: [])
         }
         let signature = try key.sign(shares[0].signedPrefix)
         for i in shares.indices { shares[i].signature = signature }
@@ -514,12 +521,12 @@ extension MutableFileClient {
                 var writes: [Int: ShareWrite] = [:]
                 for c in mine {
                     let i = c.held.number
-                    let head = shares[i].serializedHead(dataCount: dataCount)
+                    let head = shares[i].serializedHead(dataCount: dataCount, treeCount: treeBytes)
                     let blocks = Array(rows[(i * rowSize)..<(i * rowSize + rowLength)])
+                    let nodes = changedTree[i].nodes.sorted { $0.key < $1.key }.map { WriteVector(offset: c.layout.treeAt + UInt64($0.key * 32), data: $0.value) }
                     writes[i] = ShareWrite(tests: [Self.test(s, i, existing: heads)],
                                            writes: [WriteVector(offset: 0, data: head),
-                                                    WriteVector(offset: c.layout.dataAt + UInt64(s0 * stride), data: blocks),
-                                                    WriteVector(offset: c.layout.treeAt, data: shares[i].serializedTree())])
+                                                    WriteVector(offset: c.layout.dataAt + UInt64(s0 * stride), data: blocks)] + nodes)
                 }
                 let req = SlotWriteRequest(storageIndex: si, writeEnabler: TahoeHash.sskWriteEnabler(writekey: cap.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)),
                                            renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s), writes: writes, readVector: [])

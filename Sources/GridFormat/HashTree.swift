@@ -48,6 +48,40 @@ public struct HashTree: Sendable, Equatable {
 
     public subscript(i: Int) -> [UInt8] { nodes[i] }
 
+    /// The nodes a change of `leaves` (leaf numbers) touches in a tree of `paddedLeaves`
+    /// leaves: each leaf's node and its ancestors (`changed`), and what is needed to check
+    /// and recompute them: their children (`needed`, which includes `changed`).
+    public static func pathNodes(leaves: [Int], paddedLeaves p: Int) -> (changed: Set<Int>, needed: Set<Int>) {
+        var changed = Set<Int>()
+        for leaf in leaves {
+            var i = p - 1 + leaf
+            changed.insert(i)
+            while i > 0 { i = (i - 1) / 2; changed.insert(i) }
+        }
+        var needed = changed
+        for i in changed where i < p - 1 { needed.insert(2 * i + 1); needed.insert(2 * i + 2) }
+        return (changed, needed)
+    }
+
+    /// Replaces leaves of a stored tree of which only `known` nodes were read (untrusted;
+    /// at least `pathNodes(...).needed`): first checks that every internal node on the
+    /// changed paths is the hash of its children (so the siblings used are the ones under
+    /// the stored root), then sets the new leaves and recomputes the paths. Returns the
+    /// new values of the changed nodes and the new root; nil when a check fails.
+    public static func replacingLeaves(_ known: [Int: [UInt8]], paddedLeaves p: Int, with newLeaves: [Int: [UInt8]]) -> (nodes: [Int: [UInt8]], root: [UInt8])? {
+        let (changed, needed) = pathNodes(leaves: Array(newLeaves.keys), paddedLeaves: p)
+        guard needed.allSatisfy({ known[$0]?.count == 32 }) else { return nil }
+        for i in changed where i < p - 1 {
+            guard known[i] == internalHash(known[2 * i + 1]!, known[2 * i + 2]!) else { return nil }
+        }
+        var nodes = known
+        for (leaf, h) in newLeaves { nodes[p - 1 + leaf] = h }
+        for i in changed.filter({ $0 < p - 1 }).sorted(by: >) {
+            nodes[i] = internalHash(nodes[2 * i + 1]!, nodes[2 * i + 2]!)
+        }
+        return (nodes.filter { changed.contains($0.key) }, nodes[0]!)
+    }
+
     /// The siblings on the path from node `i` to the root, bottom up (Tahoe's `needed_for`).
     public static func siblingsToRoot(_ i: Int) -> [Int] {
         var out: [Int] = []

@@ -142,8 +142,9 @@ public struct MDMFShare: Equatable, Sendable {
 
     /// Bytes 0..<2167 of the share: header, offsets, encrypted key, share hash chain,
     /// signature, verification key, zeros. The blocks need not be held (`blocks` may be
-    /// empty): the share data is `dataCount` bytes long, and the tree follows it.
-    public func serializedHead(dataCount: Int) -> [UInt8] {
+    /// empty): the share data is `dataCount` bytes long, and the tree follows it (of
+    /// `treeCount` bytes, when the tree is not held either).
+    public func serializedHead(dataCount: Int, treeCount given: Int? = nil) -> [UInt8] {
         let chain = ShareLayout.encodeShareHashes(shareHashChain.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         let chainAt = UInt64(Self.headerLength + encryptedPrivateKey.count)
         let sigAt = chainAt + UInt64(chain.count)
@@ -151,7 +152,7 @@ public struct MDMFShare: Equatable, Sendable {
         let keyEnd = keyAt + UInt64(verificationKey.count)
         let dataAt = UInt64(Self.shareDataOffset)
         let treeAt = dataAt + UInt64(dataCount)
-        let treeCount = blockHashTree.reduce(0) { $0 + $1.count }
+        let treeCount = given ?? blockHashTree.reduce(0) { $0 + $1.count }
         var out = [UInt8]()
         out.reserveCapacity(Self.shareDataOffset)
         out += signedPrefix

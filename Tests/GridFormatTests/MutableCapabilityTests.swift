@@ -84,3 +84,31 @@ final class MutableCapabilityTests: XCTestCase {
         XCTAssertEqual(w.readOnly?.writekey, nil)
     }
 }
+
+final class HashTreePathTests: XCTestCase {
+    /// Replacing leaves along their paths gives the tree a full rebuild gives; a damaged
+    /// node on a path is caught.
+    func testReplacingLeavesMatchesARebuild() throws {
+        for count in [1, 2, 5, 8, 13, 100] {
+            let leaves = (0..<count).map { SHA256.hash([UInt8(truncatingIfNeeded: $0), 7]) }
+            let tree = HashTree(leaves: leaves)
+            let p = tree.paddedLeafCount
+            for changes in [[0], [count - 1], Array(0..<min(3, count)), [count / 2]] {
+                let newLeaves = Dictionary(uniqueKeysWithValues: changes.map { ($0, SHA256.hash([UInt8(truncatingIfNeeded: $0), 9])) })
+                let needed = HashTree.pathNodes(leaves: changes, paddedLeaves: p).needed
+                let known = Dictionary(uniqueKeysWithValues: needed.map { ($0, tree[$0]) })
+                var all = leaves
+                for (i, h) in newLeaves { all[i] = h }
+                let rebuilt = HashTree(leaves: all)
+                let r = try XCTUnwrap(HashTree.replacingLeaves(known, paddedLeaves: p, with: newLeaves), "\(count) \(changes)")
+                XCTAssertEqual(r.root, rebuilt.root, "\(count) leaves, changing \(changes)")
+                for (i, h) in r.nodes { XCTAssertEqual(h, rebuilt[i]) }
+                if let sibling = needed.subtracting(HashTree.pathNodes(leaves: changes, paddedLeaves: p).changed).min() {
+                    var bad = known
+                    bad[sibling]![0] ^= 1
+                    XCTAssertNil(HashTree.replacingLeaves(bad, paddedLeaves: p, with: newLeaves), "a damaged sibling is caught")
+                }
+            }
+        }
+    }
+}

@@ -99,26 +99,41 @@ extension MutableFileClient {
         let enablers = Dictionary(Set(targets.map(\.server)).map { s in
             (s, TahoeHash.sskWriteEnabler(writekey: enc.capability.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)))
         }, uniquingKeysWith: { a, _ in a })
-        var alive = Set(targets)
         let batch = max(1, (4 << 20) / max(1, enc.segmentStride))
         let rowSize = batch * enc.segmentStride
         var rows = [UInt8](repeating: 0, count: e.total * rowSize)
         var plain = [UInt8](repeating: 0, count: batch * enc.segmentSize)
 
-        /// Sends each target its piece (at that offset of its staged share); returns the
-        /// targets whose server failed.
-        @Sendable func send(_ pieces: [StagedTarget: (offset: UInt64, data: [UInt8])]) async -> [StagedTarget] {
-            await withTaskGroup(of: StagedTarget?.self) { group in
-                for (t, p) in pieces {
-                    let req = SlotStageRequest(storageIndex: si, writeEnabler: enablers[t.server]!, shareNumber: t.share, stagingID: t.id,
-                                               offset: p.offset, data: p.data)
-                    group.addTask { [pool] in
-                        do { _ = try await pool.client(for: t.server).call(req, timeout: timeout); return nil } catch { return t }
+        // Connections first: a batch's pieces are then handed to them without waiting.
+        var clients: [ServerRef: StorageClient] = [:]
+        for s in Set(targets.map(\.server)) { clients[s] = try? await pool.client(for: s) }
+        var alive = Set(targets.filter { clients[$0.server] != nil })
+
+        /// Starts sending each target its piece (bytes `range` of `buffer`, at `offset` of
+        /// its staged share): each piece is copied into its frame before this returns, so
+        /// the buffer may be refilled at once. The task ends when every server has
+        /// answered, with the targets whose server failed.
+        func start(_ pieces: [(target: StagedTarget, offset: UInt64, range: Range<Int>)], from buffer: [UInt8]) -> Task<[StagedTarget], Never> {
+            let (stream, done) = AsyncStream.makeStream(of: StagedTarget?.self)
+            buffer.withUnsafeBytes { b in
+                for p in pieces {
+                    let t = p.target
+                    clients[t.server]!.stage(storageIndex: si, writeEnabler: enablers[t.server]!, share: t.share, stagingID: t.id,
+                                             offset: p.offset, data: UnsafeRawBufferPointer(rebasing: b[p.range]), timeout: timeout) { err in
+                        done.yield(err == nil ? nil : t)
                     }
                 }
-                var out: [StagedTarget] = []
-                for await f in group { if let f { out.append(f) } }
-                return out
+            }
+            let count = pieces.count
+            return Task {
+                var failed: [StagedTarget] = []
+                var seen = 0
+                for await f in stream {
+                    if let f { failed.append(f) }
+                    seen += 1
+                    if seen == count { break }
+                }
+                return failed
             }
         }
         func drop(_ failed: [StagedTarget]) {
@@ -153,24 +168,23 @@ extension MutableFileClient {
             }
             let count = (end == enc.segments ? enc.shareDataCount : enc.dataOffset(segment: end)) - enc.dataOffset(segment: seg)
             let offset = UInt64(MDMFShare.shareDataOffset + enc.dataOffset(segment: seg))
-            var pieces: [StagedTarget: (offset: UInt64, data: [UInt8])] = [:]
+            // One batch in flight while the next is read and encoded.
             if let f = inFlight { drop(await f.value) }
-            for t in alive { pieces[t] = (offset, Array(rows[(t.share * rowSize)..<(t.share * rowSize + count)])) }
-            let box = UncheckedBox(pieces)
-            inFlight = Task { await send(box.value) }
+            inFlight = start(alive.map { t in (t, offset, (t.share * rowSize)..<(t.share * rowSize + count)) }, from: rows)
             seg = end
         }
         if let f = inFlight { drop(await f.value) }
         let signed = try enc.finish(sign: signature.map { sig in { _ in sig } })
-        var tail: [StagedTarget: (offset: UInt64, data: [UInt8])] = [:]
-        for t in alive {
-            tail[t] = (0, signed.heads[t.share])
+        let headSize = MDMFShare.shareDataOffset
+        guard signed.heads.allSatisfy({ $0.count == headSize }), Set(signed.trees.map(\.count)).count == 1 else {
+            throw GridError(.internal, "an MDMF share head outgrew its 2167 bytes")
         }
-        drop(await send(tail))
-        tail = [:]
+        let heads = signed.heads.flatMap { $0 }
+        drop(await start(alive.map { t in (t, 0, (t.share * headSize)..<((t.share + 1) * headSize)) }, from: heads).value)
         let treeAt = UInt64(MDMFShare.shareDataOffset + enc.shareDataCount)
-        for t in alive where !signed.trees[t.share].isEmpty { tail[t] = (treeAt, signed.trees[t.share]) }
-        drop(await send(tail))
+        let treeSize = signed.trees[0].count
+        let trees = signed.trees.flatMap { $0 }
+        drop(await start(alive.map { t in (t, treeAt, (t.share * treeSize)..<((t.share + 1) * treeSize)) }, from: trees).value)
         return (alive, signed.shares[0].signature, treeAt + UInt64(signed.trees[0].count))
     }
 }

@@ -534,13 +534,24 @@ public struct SlotStageRequest: StorageRequest {
             (storageIndex, writeEnabler, shareNumber, stagingID, offset, data)
     }
 
-    public func encode(to w: inout WireWriter) {
+    /// Bytes of the encoded request beyond the data itself.
+    public static let overhead = 16 + 32 + 1 + StagedShare.idSize + 8 + 4
+
+    public static func encode(storageIndex: [UInt8], writeEnabler: [UInt8], shareNumber: Int, stagingID: [UInt8], offset: UInt64,
+                              data: UnsafeRawBufferPointer, to w: inout WireWriter) {
         w.fixed(storageIndex)
         w.fixed(writeEnabler)
         w.u8(UInt8(shareNumber))
         w.fixed(stagingID)
         w.u64(offset)
         w.data(data)
+    }
+
+    public func encode(to w: inout WireWriter) {
+        data.withUnsafeBytes {
+            Self.encode(storageIndex: storageIndex, writeEnabler: writeEnabler, shareNumber: shareNumber, stagingID: stagingID,
+                        offset: offset, data: $0, to: &w)
+        }
     }
 
     public init(from r: inout WireReader) throws {
@@ -718,6 +729,19 @@ public struct StorageClient: Sendable {
                       completion: @escaping @Sendable (Error?) -> Void) {
         rpc.call(BucketWriteRequest.method.rawValue, bodySize: BucketWriteRequest.overhead + data.count, encode: { w in
             BucketWriteRequest.encode(bucket: bucket, offset: offset, data: data, to: &w)
+        }, completion: { r in
+            if case let .failure(e) = r { completion(e) } else { completion(nil) }
+        })
+    }
+
+    /// slot_stage straight from `data` (one copy, into the frame, made before this
+    /// returns: the buffer may be reused at once); the completion runs on the event loop
+    /// thread and must not block.
+    public func stage(storageIndex: [UInt8], writeEnabler: [UInt8], share: Int, stagingID: [UInt8], offset: UInt64,
+                      data: UnsafeRawBufferPointer, timeout: Double? = nil, completion: @escaping @Sendable (Error?) -> Void) {
+        rpc.call(SlotStageRequest.method.rawValue, bodySize: SlotStageRequest.overhead + data.count, timeout: timeout, encode: { w in
+            SlotStageRequest.encode(storageIndex: storageIndex, writeEnabler: writeEnabler, shareNumber: share, stagingID: stagingID,
+                                    offset: offset, data: data, to: &w)
         }, completion: { r in
             if case let .failure(e) = r { completion(e) } else { completion(nil) }
         })

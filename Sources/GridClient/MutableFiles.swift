@@ -70,6 +70,9 @@ public final class MutableFileClient: Sendable {
         }
         guard newest < UInt64.max else { throw GridError(.corrupt, "the file's sequence number is at its limit") }
         guard let key else { throw keyError ?? GridError(.corrupt, "no share carries a usable signing key") }
+        if case let .source(src) = change {
+            return try await publishStreaming(src, key: key, sequenceNumber: newest + 1, existing: heads)
+        }
         var current: [UInt8]?
         if case .write = change {
             // All or nothing: a read that fails half way must not become the base of a write
@@ -94,11 +97,26 @@ public final class MutableFileClient: Sendable {
         /// `bytes` written from byte `offset` on (the file grows if they reach past its end;
         /// a gap is filled with zeros).
         case write(offset: UInt64, bytes: [UInt8])
+        /// New contents read from a source as they are written (MDMF streams them; SDMF,
+        /// one segment, reads them whole).
+        case source(any RandomAccessSource & Sendable)
 
         /// The new contents from the current ones (nil: no version could be read).
         func apply(to current: [UInt8]?) throws -> [UInt8] {
             switch self {
             case let .replace(data): return data
+            case let .source(src):
+                guard src.size <= UInt64(1 << 30) else { throw GridError(.usage, "an SDMF file holds at most 1 GiB; use MDMF for larger files") }
+                var out = [UInt8](repeating: 0, count: Int(src.size))
+                var at = 0
+                try out.withUnsafeMutableBytes { b in
+                    while at < b.count {
+                        let n = try src.read(at: UInt64(at), into: UnsafeMutableRawBufferPointer(rebasing: b[at...]))
+                        guard n > 0 else { throw GridError(.io, "the new contents ended after \(at) of \(b.count) bytes") }
+                        at += n
+                    }
+                }
+                return out
             case let .write(offset, bytes):
                 guard var data = current else {
                     throw GridError(.unavailable, "no version of the file could be read to write into; only a whole replacement can be written now")

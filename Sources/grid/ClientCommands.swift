@@ -426,7 +426,10 @@ func withOutputSink<T>(_ output: String?, _ body: (FileDescriptorSink) throws ->
 
 /// The whole of an upload source, for mutable files (encoded in memory).
 func readWhole(_ source: FileSource) throws -> [UInt8] {
-    guard source.size <= 1 << 30 else { throw GridError(.usage, "mutable files are limited to 1 GiB for now (this one is \(humanBytes(source.size)))") }
+    guard source.size <= 1 << 30 else {
+        throw GridError(.usage, "\(humanBytes(source.size)) is more than this command holds in memory (1 GiB): an SDMF file or an --offset write; "
+            + "make large files MDMF (the default) and replace them whole")
+    }
     var out = [UInt8](repeating: 0, count: Int(source.size))
     var at = 0
     try out.withUnsafeMutableBytes { buf in
@@ -491,8 +494,10 @@ struct Update: ParsableCommand {
         try reportingErrors {
             let cap = try MutableCapability(parsing: capability)
             guard retries >= 0 else { throw GridError(.usage, "--retries must be 0 or more") }
-            let data = try readWhole(try uploadSource(file))
-            let change: MutableFileClient.Change = offset.map { .write(offset: $0, bytes: data) } ?? .replace(data)
+            let source = try uploadSource(file)
+            // A new whole version of an MDMF file streams from the file; the rest is read first.
+            let change: MutableFileClient.Change = try offset.map { .write(offset: $0, bytes: try readWhole(source)) }
+                ?? (cap.format == .mdmf ? .source(source) : .replace(try readWhole(source)))
             let session = try ClientSession(nodeDirectory: nodeDir)
             defer { session.pool.shutdown() }
             let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())

@@ -4,7 +4,7 @@ import GridFormat
 import GridMutable
 import GridIntroducer
 import GridProtocol
-import GridStorage
+@testable import GridStorage
 import GridSystem
 import GridWire
 
@@ -97,6 +97,8 @@ final class ServiceFuzzer {
         return (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
     }
     func handle() -> UInt64 { chance(0.8) ? pick(handles) : u64() }
+    static let sampleJournal = SlotJournal(target: "shares/aa/aaaa/1", extents: [.bytes(offset: 468, data: [1, 2, 3]), .zeros(offset: 1000, length: 10),
+                                                                               .bytes(offset: 0, data: [UInt8](repeating: 7, count: 100))], newSize: 2000).encoded()
     let stagingIDs: [[UInt8]] = (0..<3).map { [UInt8](repeating: UInt8($0), count: StagedShare.idSize) }
     func shares() -> [Int] { (0..<(chance(0.05) ? 256 : small(5))).map { _ in shareNumber() } }
     func readVector() -> [ReadVector] {
@@ -298,6 +300,14 @@ final class ServiceFuzzer {
         damage(&share)
         _ = try? SDMFShare(parsing: share)
         _ = try? MDMFShare(parsing: share)
+        _ = try? MDMFShare.parseHead(Array(share.prefix(MDMFShare.shareDataOffset)))
+        _ = MutableShareHeader.summary(share)
+        _ = MutableShareHeader.declaredLength(share)
+        _ = try? CheckedMutableShare(sample.cap, share, number: 1)
+        // A damaged slot journal (what a crash, or a bad disk, leaves in storage/journal/).
+        var journal = Self.sampleJournal
+        damage(&journal)
+        if let j = SlotJournal(decoding: journal) { _ = j.encoded() }
         if sample.cap.format == .sdmf { _ = try? SDMFDecoder(capability: sample.cap).check(share, number: 1) }
         else { _ = try? MDMFDecoder(capability: sample.cap).check(share, number: 1) }
     }

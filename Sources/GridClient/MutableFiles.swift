@@ -346,30 +346,43 @@ public final class MutableFileClient: Sendable {
     /// Writes share n to each server of `target[n]` (a test-and-write per server: replace only
     /// the version read from it, create only where it has none).
     func write(_ cap: MutableCapability, _ shares: [[UInt8]], target: [Int: [ServerRef]], existing: [Held]) async -> WriteOutcome {
+        let timeout = max(30, 4 * coding.stallTimeout)
+        var writes: [ServerRef: [Int: ShareWrite]] = [:]
+        for (n, ss) in target {
+            for s in ss {
+                writes[s, default: [:]][n] = ShareWrite(tests: [Self.test(s, n, existing: existing)], writes: [WriteVector(offset: 0, data: shares[n])],
+                                                       newLength: UInt64(shares[n].count))
+            }
+        }
+        return await commit(cap, writes) { c, req in
+            // A share too large for one message is sent ahead in pieces; the test-and-write
+            // then names it, and the server swaps it in whole.
+            for (n, w) in req.writes where shares[n].count >= Self.stageThreshold {
+                let id = SecureRandom.bytes(StagedShare.idSize)
+                try await Self.stage(shares[n], to: c, si: req.storageIndex, writeEnabler: req.writeEnabler, share: n, id: id, timeout: timeout)
+                req.writes[n] = ShareWrite(tests: w.tests, staged: StagedShare(id: id, length: UInt64(shares[n].count)))
+            }
+        }
+    }
+
+    /// Sends each server its test-and-write (`writes`: share number → tests and writes),
+    /// all at once, after `prepare` (e.g. staging) on its connection; sorts the answers into
+    /// placed, conflicts, refused write enablers and failures.
+    func commit(_ cap: MutableCapability, _ writes: [ServerRef: [Int: ShareWrite]],
+                prepare: (@Sendable (StorageClient, inout SlotWriteRequest) async throws -> Void)? = nil) async -> WriteOutcome {
         let si = cap.storageIndex
         let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
         let timeout = max(30, 4 * coding.stallTimeout)
-        var perServer: [ServerRef: [Int]] = [:]
-        for (n, ss) in target { for s in ss { perServer[s, default: []].append(n) } }
-        let results = await withTaskGroup(of: (ServerRef, [Int], Result<Bool, Error>).self) { group in
-            for (s, numbers) in perServer {
-                var writes: [Int: ShareWrite] = [:]
-                for n in numbers {
-                    writes[n] = ShareWrite(tests: [Self.test(s, n, existing: existing)], writes: [WriteVector(offset: 0, data: shares[n])], newLength: UInt64(shares[n].count))
-                }
+        return await withTaskGroup(of: (ServerRef, [Int], Result<Bool, Error>).self) { group in
+            for (s, w) in writes {
                 let req = SlotWriteRequest(storageIndex: si, writeEnabler: TahoeHash.sskWriteEnabler(writekey: cap.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)),
-                                           renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s), writes: writes, readVector: [])
+                                           renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s), writes: w, readVector: [])
+                let numbers = Array(w.keys)
                 group.addTask { [pool] in
                     do {
                         let c = try await pool.client(for: s)
                         var req = req
-                        // A share too large for one message is sent ahead in pieces; the
-                        // test-and-write then names it, and the server swaps it in whole.
-                        for n in numbers where shares[n].count >= Self.stageThreshold {
-                            let id = SecureRandom.bytes(StagedShare.idSize)
-                            try await Self.stage(shares[n], to: c, si: si, writeEnabler: req.writeEnabler, share: n, id: id, timeout: timeout)
-                            req.writes[n] = ShareWrite(tests: req.writes[n]!.tests, staged: StagedShare(id: id, length: UInt64(shares[n].count)))
-                        }
+                        try await prepare?(c, &req)
                         return (s, numbers, .success(try await c.call(req, timeout: timeout).ok))
                     } catch { return (s, numbers, .failure(error)) }
                 }
@@ -385,6 +398,5 @@ public final class MutableFileClient: Sendable {
             }
             return out
         }
-        return results
     }
 }

@@ -53,36 +53,11 @@ extension MutableFileClient {
             }
         }
         // Swap the staged shares in: one test-and-write per server.
-        let si = cap.storageIndex
-        let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
-        let timeout = max(30, 4 * coding.stallTimeout)
-        var outcome = WriteOutcome()
-        let byServer = Dictionary(grouping: staged, by: \.server)
-        let results = await withTaskGroup(of: (ServerRef, [Int], Result<Bool, Error>).self) { group in
-            for (s, targets) in byServer {
-                var writes: [Int: ShareWrite] = [:]
-                for t in targets {
-                    writes[t.share] = ShareWrite(tests: [Self.test(s, t.share, existing: existing)], staged: StagedShare(id: t.id, length: length))
-                }
-                let req = SlotWriteRequest(storageIndex: si, writeEnabler: TahoeHash.sskWriteEnabler(writekey: cap.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)),
-                                           renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s), writes: writes, readVector: [])
-                group.addTask { [pool] in
-                    do { return (s, targets.map(\.share), .success(try await pool.client(for: s).call(req, timeout: timeout).ok)) }
-                    catch { return (s, targets.map(\.share), .failure(error)) }
-                }
-            }
-            var out: [(ServerRef, [Int], Result<Bool, Error>)] = []
-            for await r in group { out.append(r) }
-            return out
+        var writes: [ServerRef: [Int: ShareWrite]] = [:]
+        for t in staged {
+            writes[t.server, default: [:]][t.share] = ShareWrite(tests: [Self.test(t.server, t.share, existing: existing)], staged: StagedShare(id: t.id, length: length))
         }
-        for (s, numbers, r) in results {
-            switch r {
-            case .success(true): for n in numbers { outcome.placement[n, default: []].append(s.nodeID) }
-            case .success(false): outcome.conflicts.append(s)
-            case let .failure(err):
-                if err.errorClass == .denied { outcome.refused.append("\(s.nickname): \(err)") } else { outcome.failed.append((s, err)) }
-            }
-        }
+        let outcome = await commit(cap, writes)
         return try finishPublish(cap, sequenceNumber: sequenceNumber, outcome)
     }
 
@@ -527,41 +502,17 @@ extension MutableFileClient {
         let dataCount = MDMFShare.shareDataCount(needed: k, segmentSize: first.segmentSize, dataLength: first.dataLength)
 
         // One test-and-write per server: the old checkstring must still be there.
-        let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
-        var outcome = WriteOutcome()
-        let byServer = Dictionary(grouping: checked, by: \.held.server)
-        let results = await withTaskGroup(of: (ServerRef, [Int], Result<Bool, Error>).self) { group in
-            for (s, mine) in byServer {
-                var writes: [Int: ShareWrite] = [:]
-                for c in mine {
-                    let i = c.held.number
-                    let head = shares[i].serializedHead(dataCount: dataCount, treeCount: treeBytes)
-                    let blocks = Array(rows[(i * rowSize)..<(i * rowSize + rowLength)])
-                    let nodes = changedTree[i].nodes.sorted { $0.key < $1.key }.map { WriteVector(offset: c.layout.treeAt + UInt64($0.key * 32), data: $0.value) }
-                    writes[i] = ShareWrite(tests: [Self.test(s, i, existing: heads)],
-                                           writes: [WriteVector(offset: 0, data: head),
-                                                    WriteVector(offset: c.layout.dataAt + UInt64(s0 * stride), data: blocks)] + nodes)
-                }
-                let req = SlotWriteRequest(storageIndex: si, writeEnabler: TahoeHash.sskWriteEnabler(writekey: cap.writekey!, serverID: containerNodeID(publicKey: s.permutationSeed)),
-                                           renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s), writes: writes, readVector: [])
-                let numbers = mine.map(\.held.number)
-                group.addTask { [pool] in
-                    do { return (s, numbers, .success(try await pool.client(for: s).call(req, timeout: timeout).ok)) }
-                    catch { return (s, numbers, .failure(error)) }
-                }
-            }
-            var out: [(ServerRef, [Int], Result<Bool, Error>)] = []
-            for await r in group { out.append(r) }
-            return out
+        var writes: [ServerRef: [Int: ShareWrite]] = [:]
+        for c in checked {
+            let i = c.held.number
+            let head = shares[i].serializedHead(dataCount: dataCount, treeCount: treeBytes)
+            let blocks = Array(rows[(i * rowSize)..<(i * rowSize + rowLength)])
+            let nodes = changedTree[i].nodes.sorted { $0.key < $1.key }.map { WriteVector(offset: c.layout.treeAt + UInt64($0.key * 32), data: $0.value) }
+            writes[c.held.server, default: [:]][i] = ShareWrite(tests: [Self.test(c.held.server, i, existing: heads)],
+                                                               writes: [WriteVector(offset: 0, data: head),
+                                                                        WriteVector(offset: c.layout.dataAt + UInt64(s0 * stride), data: blocks)] + nodes)
         }
-        for (s, numbers, r) in results {
-            switch r {
-            case .success(true): for num in numbers { outcome.placement[num, default: []].append(s.nodeID) }
-            case .success(false): outcome.conflicts.append(s)
-            case let .failure(err):
-                if err.errorClass == .denied { outcome.refused.append("\(s.nickname): \(err)") } else { outcome.failed.append((s, err)) }
-            }
-        }
+        let outcome = await commit(cap, writes)
         return try finishPublish(cap, sequenceNumber: first.sequenceNumber + 1, outcome)
     }
 }

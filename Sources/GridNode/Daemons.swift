@@ -169,8 +169,17 @@ public enum StorageNode {
             t.resume()
             expirer = t
         }
+        // Staged data of a writer that died half way is dropped after an hour.
+        let janitor = DispatchSource.makeTimerSource(queue: .global())
+        janitor.schedule(deadline: .now() + 600, repeating: 600)
+        janitor.setEventHandler {
+            let n = backend.dropStaleStaging(olderThan: 3600)
+            if n > 0 { logger.info("dropped \(n) staged share(s) no writer finished within an hour") }
+        }
+        janitor.resume()
         let sig = CurrentProcess.waitForTerminationSignal()
         logger.info("signal \(sig): shutting down")
+        janitor.cancel()
         expirer?.cancel()
         for a in announcers { a.stop() }
         server.stop()  // closing the sessions aborts unfinished uploads

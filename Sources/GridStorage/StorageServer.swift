@@ -599,6 +599,20 @@ public final class StorageBackend: @unchecked Sendable {
         }
     }
 
+    /// Drops staged data no test-and-write has taken for `age` seconds (a writer that
+    /// died half way); returns how many staged shares went.
+    @discardableResult
+    public func dropStaleStaging(olderThan age: UInt64 = 3600) -> Int {
+        let now = clock()
+        var dropped = 0
+        for name in (try? FileSystem.list(stagingDir)) ?? [] {
+            let path = stagingDir + "/" + name
+            guard let st = try? FileSystem.status(path), st.modified + age < now else { continue }
+            if (try? FileSystem.remove(path)) != nil { dropped += 1 }
+        }
+        return dropped
+    }
+
     // MARK: Slot journal
 
     func journalPath(_ si: [UInt8], _ n: Int) -> String { "\(journalDir)/\(siString(si))-\(n)" }

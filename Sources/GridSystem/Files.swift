@@ -29,11 +29,14 @@ public struct FileStatus: Sendable, Equatable {
     public let size: UInt64
     /// Permission bits (e.g. 0o600).
     public let permissions: UInt32
+    /// Last modification, Unix seconds.
+    public let modified: UInt64
 
     init(_ st: stat) {
         kind = FileKind(mode: st.st_mode)
         size = UInt64(max(0, st.st_size))
         permissions = UInt32(st.st_mode) & 0o7777
+        modified = UInt64(max(0, st.st_mtim.tv_sec))
     }
 }
 

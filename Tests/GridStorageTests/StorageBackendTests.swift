@@ -327,6 +327,35 @@ final class StorageBackendTests: XCTestCase {
         XCTAssertNil(SlotJournal(decoding: SlotJournal(target: "index.sqlite", extents: [], newSize: 0).encoded()))
     }
 
+    /// Staged data becomes the share whole when a test-and-write names it; data staged by a
+    /// writer that never finished is dropped after an hour, and a failed test drops it too.
+    func testStagedSharesAreSwappedInWholeOrDropped() throws {
+        let b = try backend()
+        let id = [UInt8](repeating: 4, count: 16), other = [UInt8](repeating: 5, count: 16)
+        let data = pseudoRandom(3 << 20, seed: 8)
+        for at in stride(from: 0, to: data.count, by: 1 << 20) {
+            try b.slotStage(si: si, writeEnabler: we, share: 0, id: id, offset: UInt64(at), data: Array(data[at..<(at + (1 << 20))]))
+        }
+        // Nothing is visible until the test-and-write.
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [], readv: [0..<10]), [:])
+        XCTAssertThrowsError(try write(b, [0: SlotUpdate(staged: (id: other, length: 10))]), "an id nothing was staged under")
+        XCTAssertTrue(try write(b, [0: SlotUpdate(tests: [SlotTest(0..<1, .equal, [])], staged: (id: id, length: UInt64(data.count)))]).0)
+        XCTAssertEqual(try b.slotReadv(si: si, shares: [0], readv: [0..<UInt64(data.count)])[0]?.first, Array(data.prefix(b.config.maxReadLength)))
+        XCTAssertEqual(try FileSystem.list(b.stagingDir), [], "the staged file became the share")
+        // A failed test drops the request's staged data.
+        try b.slotStage(si: si, writeEnabler: we, share: 0, id: other, offset: 0, data: [1, 2, 3])
+        XCTAssertFalse(try write(b, [0: SlotUpdate(tests: [SlotTest(0..<1, .equal, [])], staged: (id: other, length: 3))]).0)
+        XCTAssertEqual(try FileSystem.list(b.stagingDir), [])
+        // The wrong write enabler cannot stage for an existing slot.
+        XCTAssertThrowsError(try b.slotStage(si: si, writeEnabler: [UInt8](repeating: 9, count: 32), share: 0, id: id, offset: 0, data: [1]))
+        // Abandoned staged data goes after an hour (file times are real: so is the clock here).
+        clock.now.withLock { $0 = wallClockSeconds() }
+        try b.slotStage(si: si, writeEnabler: we, share: 1, id: id, offset: 0, data: [1])
+        XCTAssertEqual(b.dropStaleStaging(olderThan: 3600), 0)
+        clock.advance(3601)
+        XCTAssertEqual(b.dropStaleStaging(olderThan: 3600), 1)
+    }
+
     func testNewLengthGrowsBeforeAndShrinksAfter() throws {
         let b = try backend()
         _ = try write(b, [0: SlotUpdate(writes: [(offset: 0, data: [1, 2, 3, 4, 5, 6])])])

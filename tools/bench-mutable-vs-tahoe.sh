@@ -10,7 +10,11 @@
 #     overwrite, and Tahoe's MDMF `tahoe put --mutable --format=MDMF` and `tahoe get`.
 #     Every upload is of fresh random bytes (no deduplication).
 #
-#   tools/bench-mutable-vs-tahoe.sh [ROUNDS]     # default 5
+#  3. with GIB=1: a 1 GiB MDMF file through grid: create, download (compared), and 1 MiB
+#     written at 500 MiB with `grid update --offset` (only the segments it touches are
+#     sent), ROUNDS times; then that range read back and compared.
+#
+#   tools/bench-mutable-vs-tahoe.sh [ROUNDS]     # default 5; GIB=1 adds part 3
 #
 # Prints the medians and the ratios the issue asks for (MDMF vs grid's immutable path,
 # grid vs Tahoe). Needs the Tahoe venv ($TAHOE_VENV, else /work/.venv-tahoe, else
@@ -84,6 +88,21 @@ for r in $(seq "$ROUNDS"); do
   fi
 done
 
+if [ "${GIB:-0}" = 1 ]; then
+  echo "== 1 GiB MDMF (grid)" >&2
+  rm -f "$work/big" "$work/out"
+  head -c $((1 << 30)) /dev/urandom > "$work/gig"
+  head -c $((1 << 20)) /dev/urandom > "$work/mib"
+  t gib-create "$GRID" upload --mutable "$work/gig"
+  g=$(tail -1 "$work/last.out")
+  t gib-down "$GRID" download "$g" -o "$work/out"
+  cmp -s "$work/gig" "$work/out" || { echo "1 GiB MDMF download differs" >&2; exit 1; }
+  rm -f "$work/out"
+  for r in $(seq "$ROUNDS"); do t gib-patch "$GRID" update --offset $((500 << 20)) "$g" "$work/mib"; done
+  "$GRID" download --offset $((500 << 20)) --length $((1 << 20)) "$g" -o "$work/back"
+  cmp -s "$work/mib" "$work/back" || { echo "the 1 MiB written at 500 MiB does not read back" >&2; exit 1; }
+fi
+
 python3 - "$times" <<'PY'
 import statistics, sys
 rows = {}
@@ -103,4 +122,8 @@ for name, key in (("grid immutable upload", "grid-imm-up"), ("grid immutable dow
     print(f"  {name:26} {mb/med[key]:8.1f}   ({med[key]:.2f} s, {n[key]} runs)")
 print(f"MDMF vs immutable: write {med['grid-imm-up']/med['grid-mdmf-create']*100:.0f}%, read {med['grid-imm-down']/med['grid-mdmf-down']*100:.0f}%")
 print(f"grid MDMF vs Tahoe MDMF: write {med['tahoe-mdmf-create']/med['grid-mdmf-create']:.1f}x, read {med['tahoe-mdmf-down']/med['grid-mdmf-down']:.1f}x")
+if "gib-create" in med:
+    gb = (1 << 30) / 1e6
+    print(f"1 GiB MDMF: create {med['gib-create']:.1f} s ({gb/med['gib-create']:.0f} MB/s), download {med['gib-down']:.1f} s ({gb/med['gib-down']:.0f} MB/s), "
+          f"1 MiB update at 500 MiB: median {med['gib-patch']*1000:.0f} ms of {n['gib-patch']} (min {min(rows['gib-patch'])*1000:.0f}, max {max(rows['gib-patch'])*1000:.0f})")
 PY

@@ -85,8 +85,18 @@ public final class MutableFileClient: Sendable {
     }
 
     /// The newest version of the file, checked; with its sequence number.
+    /// Every share is read whole (SDMF has one segment); shares that fail their checks are
+    /// reported to their servers as corrupt.
     public func read(_ cap: MutableCapability) async throws -> (data: [UInt8], sequenceNumber: UInt64) {
         let held = try await fetch(cap.storageIndex, servers: try await servers(cap))
+        for h in held {
+            do { _ = try CheckedMutableShare(cap, h.bytes, number: h.number) } catch {
+                let failure = ShareFailure(error)
+                if failure.isCorrupt {
+                    try? await h.client.adviseCorruptShare(mutable: true, storageIndex: cap.storageIndex, share: h.number, reason: "\(failure)")
+                }
+            }
+        }
         return try decode(cap, held)
     }
 

@@ -64,20 +64,38 @@ extension Checker {
         var (held, unanswered) = await mutableCensus(si, servers: servers)
         var corrupt: [(share: Int, server: String, reason: String)] = []
         if verify {
-            // Every share read whole and checked; what fails is set aside and reported.
+            // Every share checked (SDMF read whole; MDMF checked where it lies, a batch of
+            // blocks at a time, two shares at once); what fails is set aside, and corrupt
+            // shares are reported.
             let holders = Array(Set(held.map(\.server)))
-            let whole = try await MutableFileClient(pool: pool, settings: settings, coding: coding).fetch(si, servers: holders)
+            let mc = MutableFileClient(pool: pool, settings: settings, coding: coding)
+            let fetched = cap.format == .sdmf ? try await mc.fetch(si, servers: holders) : await mc.fetchHeads(si, servers: holders)
+            let results = await withTaskGroup(of: (Held, Result<VersionID, ShareFailure>).self) { group in
+                var out: [(Held, Result<VersionID, ShareFailure>)] = []
+                for (i, h) in fetched.enumerated() {
+                    if i >= 2, let r = await group.next() { out.append(r) }
+                    group.addTask {
+                        do {
+                            let v = cap.format == .sdmf ? try CheckedMutableShare(cap, h.bytes, number: h.number).version
+                                : try await mc.verifyMDMFShare(cap, h)
+                            return (h, .success(v))
+                        } catch { return (h, .failure(ShareFailure(error))) }
+                    }
+                }
+                for await r in group { out.append(r) }
+                return out
+            }
             var checked: [MutableHolding] = []
-            for h in whole {
-                do {
-                    let c = try CheckedMutableShare(cap, h.bytes, number: h.number)
+            for (h, r) in results {
+                switch r {
+                case let .success(v):
                     let sum = MutableShareHeader.summary(h.bytes)
-                    checked.append(MutableHolding(server: h.server, number: h.number, version: c.version,
-                                                  needed: sum?.needed ?? 0, total: sum?.total ?? 0))
-                } catch {
-                    let why = "\(ShareFailure(error))"
-                    corrupt.append((h.number, h.server.nodeID, why))
-                    try? await h.client.adviseCorruptShare(mutable: true, storageIndex: si, share: h.number, reason: why)
+                    checked.append(MutableHolding(server: h.server, number: h.number, version: v, needed: sum?.needed ?? 0, total: sum?.total ?? 0))
+                case let .failure(f) where f.isCorrupt:
+                    corrupt.append((h.number, h.server.nodeID, "\(f)"))
+                    try? await h.client.adviseCorruptShare(mutable: true, storageIndex: si, share: h.number, reason: "\(f)")
+                case .failure:
+                    break  // its server went away: the share counts as missing
                 }
             }
             held = checked
@@ -135,6 +153,7 @@ extension Repairer {
         let mc = MutableFileClient(pool: pool, settings: settings, coding: coding)
         let known = await pool.waitForServers(enough: settings.encoding.total, minimum: settings.encoding.needed, settle: 0.5)
         let servers = permutedServers(known, storageIndex: cap.storageIndex)
+        if cap.format == .mdmf { return try await repairMDMF(cap, before: before, mc: mc, servers: servers) }
         let held = try await mc.fetch(cap.storageIndex, servers: servers)
         let shares = held.map { (number: $0.number, bytes: $0.bytes) }
         let version: DecodedVersion
@@ -153,8 +172,20 @@ extension Repairer {
         guard let key else { throw GridError(.corrupt, "no good share of the file's version carries a usable signing key") }
         let rebuilt = try MutableShareRebuilder.shares(of: version, format: cap.format, privateKey: key, simdPath: coding.simdPath)
 
-        // Where to write: over every stale or corrupt copy (in place); then each share
-        // number with no good copy left goes to a server holding nothing of the file.
+        let target = Self.repairTargets(held: held, good: good, total: version.total, servers: servers)
+        let outcome = await mc.write(cap, rebuilt, target: target, existing: held)
+        if !outcome.conflicts.isEmpty {
+            throw GridError(.conflict, "the file changed while it was being repaired (servers \(Set(outcome.conflicts.map(\.nickname)).sorted().joined(separator: ", "))); run the repair again")
+        }
+        let after = try await checker.check(cap, verify: true)
+        return RepairResult(before: before, after: after, placed: outcome.placement)
+    }
+}
+
+extension Repairer {
+    /// Where a repair writes: over every stale or corrupt copy (in place); then each share
+    /// number with no good copy left goes to a server holding nothing of the file.
+    static func repairTargets(held: [Held], good: [Held], total: Int, servers: [ServerRef]) -> [Int: [ServerRef]] {
         var target: [Int: [ServerRef]] = [:]
         for h in held where !good.contains(where: { $0.server == h.server && $0.number == h.number }) {
             target[h.number, default: []].append(h.server)
@@ -162,12 +193,51 @@ extension Repairer {
         let covered = Set(good.map(\.number)).union(target.keys)
         var empty = servers.filter { s in !held.contains { $0.server == s } }
         var next = 0
-        for m in 0..<version.total where !covered.contains(m) {
+        for m in 0..<total where !covered.contains(m) {
             let s = empty.isEmpty ? servers[next % servers.count] : empty.removeFirst()
             next += 1
             target[m] = [s]
         }
-        let outcome = await mc.write(cap, rebuilt, target: target, existing: held)
+        return target
+    }
+
+    /// MDMF repair without holding the file or its shares in memory: the version is read
+    /// (k shares, streamed) into a spool file, with each segment's salt; then only the
+    /// shares to repair are encoded again from it (same salts, same signature: the same
+    /// shares byte for byte, their root checked against the version's before anything is
+    /// committed), staged on their servers and swapped in.
+    func repairMDMF(_ cap: MutableCapability, before: CheckResult, mc: MutableFileClient, servers: [ServerRef]) async throws -> RepairResult {
+        let heads = await mc.fetchHeads(cap.storageIndex, servers: servers)
+        let goodPairs = Set(before.shares.flatMap { n, ids in ids.map { "\(n)@\($0)" } })
+        let good = heads.filter { goodPairs.contains("\($0.number)@\($0.server.nodeID)") }
+        guard let ref = good.first, let (head, _) = try? MutableKeys.checkedHead(cap, ref.bytes, number: ref.number) else {
+            throw GridError(.corrupt, "no good share of the file's version is left to repair it from")
+        }
+        let key = try MutableKeys.decryptPrivateKey(head.encryptedPrivateKey, for: cap)
+        let g = MDMFShare.geometry(needed: head.needed, segmentSize: head.segmentSize, dataLength: head.dataLength)
+        let spool = try FileSystem.anonymousFile()
+        var salts = [[UInt8]](repeating: [], count: g.segments)
+        var written: UInt64 = 0
+        let read = try await mc.readMDMF(cap, salt: { salts[$0] = $1 }) { bytes in
+            try spool.write(at: written, bytes)
+            written += UInt64(bytes.count)
+        }
+        guard read.sequenceNumber == head.sequenceNumber, written == head.dataLength, salts.allSatisfy({ $0.count == MDMFShare.saltSize }) else {
+            throw GridError(.conflict, "the file changed while it was being repaired; run the repair again")
+        }
+        let source = try FileSource(file: spool, name: "repair spool")
+        let target = Self.repairTargets(held: heads, good: good, total: head.total, servers: servers)
+        let targets = target.flatMap { n, ss in ss.map { MutableFileClient.StagedTarget(server: $0, share: n, id: SecureRandom.bytes(StagedShare.idSize)) } }
+        let streamed = try await mc.stream(source, key: key, sequenceNumber: head.sequenceNumber, salts: salts, signature: head.signature, to: targets)
+        guard streamed.rootHash == head.rootHash else {
+            throw GridError(.corrupt, "the version encoded again does not give its signed root hash; it cannot be repaired this way")
+        }
+        var writes: [ServerRef: [Int: ShareWrite]] = [:]
+        for t in streamed.staged {
+            writes[t.server, default: [:]][t.share] = ShareWrite(tests: [MutableFileClient.test(t.server, t.share, existing: heads)],
+                                                                 staged: StagedShare(id: t.id, length: streamed.length))
+        }
+        let outcome = await mc.commit(cap, writes)
         if !outcome.conflicts.isEmpty {
             throw GridError(.conflict, "the file changed while it was being repaired (servers \(Set(outcome.conflicts.map(\.nickname)).sorted().joined(separator: ", "))); run the repair again")
         }

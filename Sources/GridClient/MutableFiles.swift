@@ -55,9 +55,7 @@ public final class MutableFileClient: Sendable {
         var key: RSAPrivateKey?
         var keyError: Error?
         for h in heads {
-            guard let (head, _) = try? MDMFShare.parseHead(h.bytes),
-                  (try? MutableKeys.checkSigned(cap, number: h.number, total: head.total, verificationKey: head.verificationKey,
-                                                signature: head.signature, signedPrefix: head.signedPrefix)) != nil else { continue }
+            guard let (head, _) = try? MutableKeys.checkedHead(cap, h.bytes, number: h.number) else { continue }
             newest = max(newest ?? 0, head.sequenceNumber)
             if key == nil {
                 do { key = try MutableKeys.decryptPrivateKey(head.encryptedPrivateKey, for: cap) } catch { keyError = error }
@@ -70,7 +68,7 @@ public final class MutableFileClient: Sendable {
         }
         guard newest < UInt64.max else { throw GridError(.corrupt, "the file's sequence number is at its limit") }
         guard let key else { throw keyError ?? GridError(.corrupt, "no share carries a usable signing key") }
-        if case let .source(src) = change {
+        if case let .source(src) = change, src.size / UInt64(settings.encoding.needed) >= UInt64(Self.stageThreshold) {
             return try await publishStreaming(src, key: key, sequenceNumber: newest + 1, existing: heads)
         }
         var current: [UInt8]?

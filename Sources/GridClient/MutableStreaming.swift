@@ -38,7 +38,7 @@ extension MutableFileClient {
         let servers = try await self.servers(cap)
         let target = Self.targets(count: e.total, servers: servers, existing: existing)
         var all = target.flatMap { n, ss in ss.map { StagedTarget(server: $0, share: n, id: SecureRandom.bytes(StagedShare.idSize)) } }
-        var (staged, signature, length) = try await stream(source, key: key, sequenceNumber: sequenceNumber, salts: salts, signature: nil, to: all)
+        var (staged, signature, length, _) = try await stream(source, key: key, sequenceNumber: sequenceNumber, salts: salts, signature: nil, to: all)
         // A share whose every server failed on the way goes to a server that has not failed
         // (holding nothing of this file where possible): encoded again for those shares only.
         let failedServers = Set(all.map(\.server)).subtracting(staged.map(\.server))
@@ -65,7 +65,7 @@ extension MutableFileClient {
     /// targets fully staged (a server that fails is dropped from the rest of the stream),
     /// the signature and the share length.
     func stream(_ source: RandomAccessSource & Sendable, key: RSAPrivateKey, sequenceNumber: UInt64, salts: [[UInt8]],
-                signature: [UInt8]?, to targets: [StagedTarget]) async throws -> (staged: Set<StagedTarget>, signature: [UInt8], length: UInt64) {
+                signature: [UInt8]?, to targets: [StagedTarget]) async throws -> (staged: Set<StagedTarget>, signature: [UInt8], length: UInt64, rootHash: [UInt8]) {
         let e = settings.encoding
         let enc = try MDMFStreamEncoder(privateKey: key, sequenceNumber: sequenceNumber, needed: e.needed, total: e.total,
                                         dataLength: source.size, salts: salts, simdPath: coding.simdPath)
@@ -160,7 +160,7 @@ extension MutableFileClient {
         let treeSize = signed.trees[0].count
         let trees = signed.trees.flatMap { $0 }
         drop(await start(alive.map { t in (t, treeAt, (t.share * treeSize)..<((t.share + 1) * treeSize)) }, from: trees).value)
-        return (alive, signed.shares[0].signature, treeAt + UInt64(signed.trees[0].count))
+        return (alive, signed.shares[0].signature, treeAt + UInt64(signed.trees[0].count), signed.shares[0].rootHash)
     }
 }
 
@@ -189,6 +189,7 @@ extension MutableFileClient {
     /// aside (and reported to its server) and another share of the version read instead.
     /// `write` gets the plaintext in order. Returns the file's size and sequence number.
     public func readMDMF(_ cap: MutableCapability, offset: UInt64 = 0, length: UInt64? = nil,
+                         salt: ((Int, [UInt8]) -> Void)? = nil,
                          write: (UnsafeRawBufferPointer) throws -> Void) async throws -> (size: UInt64, sequenceNumber: UInt64) {
         guard cap.format == .mdmf, let readkey = cap.readkey else {
             throw GridError(.usage, "reading needs an MDMF read or write capability")
@@ -197,10 +198,7 @@ extension MutableFileClient {
         let timeout = 4 * coding.stallTimeout
         let servers = try await servers(cap)
         let heads: [ShareSource] = await fetchHeads(si, servers: servers).compactMap { h in
-            guard let (head, layout) = try? MDMFShare.parseHead(h.bytes),
-                  (try? MutableKeys.checkSigned(cap, number: h.number, total: head.total, verificationKey: head.verificationKey,
-                                                signature: head.signature, signedPrefix: head.signedPrefix)) != nil
-            else { return nil }
+            guard let (head, layout) = try? MutableKeys.checkedHead(cap, h.bytes, number: h.number) else { return nil }
             return ShareSource(server: h.server, client: h.client, number: h.number, head: head, layout: layout)
         }
         let byVersion: [VersionID: [ShareSource]] = Dictionary(grouping: heads) { (h: ShareSource) in
@@ -353,8 +351,9 @@ extension MutableFileClient {
                 let segLen = last ? Int(size) - i * segSize : segSize
                 let blocks = chosen.map { s in (number: s.number, block: Array(data[s.number]![(at + MDMFShare.saltSize)..<(at + MDMFShare.saltSize + blockSize)])) }
                 var plain = try rebuildSegment(blocks.sorted { $0.number < $1.number }, rs: rs, blockSize: blockSize, length: segLen, simdPath: coding.simdPath)
-                let salt = Array(data[chosen[0].number]![at..<(at + MDMFShare.saltSize)])
-                let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: salt, readkey: readkey))
+                let segmentSalt = Array(data[chosen[0].number]![at..<(at + MDMFShare.saltSize)])
+                salt?(i, segmentSalt)
+                let aes = try AESCTR(key: TahoeHash.sskDataKey(iv: segmentSalt, readkey: readkey))
                 plain.withUnsafeMutableBytes { aes.apply(in: $0) }
                 // Only the part of the segment inside the range.
                 let segStart = UInt64(i * segSize)
@@ -411,9 +410,7 @@ extension MutableFileClient {
         let heads = await fetchHeads(si, servers: servers)
         var checked: [(held: Held, head: MDMFShare, layout: MDMFShare.Layout)] = []
         for h in heads {
-            guard let (head, layout) = try? MDMFShare.parseHead(h.bytes),
-                  (try? MutableKeys.checkSigned(cap, number: h.number, total: head.total, verificationKey: head.verificationKey,
-                                                signature: head.signature, signedPrefix: head.signedPrefix)) != nil else { return nil }
+            guard let (head, layout) = try? MutableKeys.checkedHead(cap, h.bytes, number: h.number) else { return nil }
             checked.append((h, head, layout))
         }
         // Every share held must be of one version, and all N share numbers present.
@@ -514,5 +511,58 @@ extension MutableFileClient {
         }
         let outcome = await commit(cap, writes)
         return try finishPublish(cap, sequenceNumber: first.sequenceNumber + 1, outcome)
+    }
+}
+
+// MARK: Verifying one MDMF share
+
+extension MutableFileClient {
+    /// Checks one MDMF share where it lies, without holding it whole: its head (`h.bytes`:
+    /// parsed, signature and key), its block hash tree (every node, and its root through
+    /// the share's chain to the signed root), then every block in batches against the
+    /// tree. Returns the share's version; throws a `ShareFailure` (corrupt, with the part
+    /// and segment, or unavailable when the server stops answering).
+    func verifyMDMFShare(_ cap: MutableCapability, _ h: Held) async throws -> VersionID {
+        let si = cap.storageIndex
+        let timeout = 4 * coding.stallTimeout
+        let (head, layout) = try MutableKeys.checkedHead(cap, h.bytes, number: h.number)
+        func read(_ from: UInt64, _ count: UInt64) async throws -> [UInt8] {
+            let got: [UInt8]?
+            do {
+                got = try await h.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [h.number],
+                                                              readVector: [ReadVector(offset: from, length: count)]), timeout: timeout).reads[h.number]?.first
+            } catch { throw ShareFailure.unavailable("\(h.server.nickname): \(error)") }
+            guard let got, got.count == Int(count) else {
+                throw ShareFailure.corrupt(.length, "the share ends before byte \(from + count), where its offsets say it goes")
+            }
+            return got
+        }
+        let raw = try await read(layout.treeAt, layout.end - layout.treeAt)
+        let nodes = (0..<(raw.count / 32)).map { Array(raw[($0 * 32)..<($0 * 32 + 32)]) }
+        let g = MDMFShare.geometry(needed: head.needed, segmentSize: head.segmentSize, dataLength: head.dataLength)
+        let padded = (nodes.count + 1) / 2
+        let tree = HashTree(leaves: Array(nodes[(padded - 1)...].prefix(max(1, g.segments))))
+        guard tree.nodes == nodes else { throw ShareFailure.corrupt(.blockHashTree, "the block hash tree's nodes do not hash to each other") }
+        guard HashTree.rootFromLeaf(leafNode: HashTree.paddedCount(head.total) - 1 + h.number, leafHash: tree.root,
+                                    hashes: head.shareHashChain) == head.rootHash else {
+            throw ShareFailure.corrupt(.shareHashChain, "share hash chain does not lead to the signed root hash")
+        }
+        let stride = MDMFShare.saltSize + g.blockSize
+        let batch = max(1, (4 << 20) / stride)
+        var seg = 0
+        while seg < g.segments {
+            let end = min(g.segments, seg + batch)
+            let to = end == g.segments ? MDMFShare.shareDataCount(needed: head.needed, segmentSize: head.segmentSize, dataLength: head.dataLength) : end * stride
+            let data = try await read(layout.dataAt + UInt64(seg * stride), UInt64(to - seg * stride))
+            for i in seg..<end {
+                let at = (i - seg) * stride
+                let len = MDMFShare.saltSize + (i == g.segments - 1 ? g.tailBlockSize : g.blockSize)
+                guard data[at..<(at + len)].withUnsafeBytes({ TahoeHash.blockHash($0) }) == nodes[padded - 1 + i] else {
+                    throw ShareFailure.corrupt(.block(segment: i), "block \(i) (or its salt) does not match the block hash tree")
+                }
+            }
+            seg = end
+        }
+        return VersionID(sequenceNumber: head.sequenceNumber, rootHash: head.rootHash)
     }
 }

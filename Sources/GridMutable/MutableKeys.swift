@@ -46,6 +46,16 @@ public enum MutableKeys {
         }
     }
 
+    /// An MDMF share's head (its first 2167 bytes: all but blocks and tree), parsed and its
+    /// signature and key checked against the capability: what a streaming reader, an
+    /// updater and a partial update trust before reading further.
+    public static func checkedHead(_ cap: MutableCapability, _ bytes: [UInt8], number: Int) throws -> (share: MDMFShare, layout: MDMFShare.Layout) {
+        let (head, layout) = try MDMFShare.parseHead(bytes)
+        try checkSigned(cap, number: number, total: head.total, verificationKey: head.verificationKey,
+                        signature: head.signature, signedPrefix: head.signedPrefix)
+        return (head, layout)
+    }
+
     /// The newest version (by sequence number, then root hash) with `needed` distinct good
     /// shares: the shares to rebuild it from, lowest numbers first; or the error naming
     /// every share's failure.

@@ -23,24 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 source tools/tahoe-side.sh
-[ -d /dev/shm ] && export TMPDIR=${TMPDIR:-/dev/shm}
-work=$(mktemp -d "${TMPDIR:-/tmp}/grid-mut-bench.XXXXXX")
-cleanup() {
-  "$REF/stop-grid.sh" "$work/tahoe" >/dev/null 2>&1 || true
-  "$GRID" local-grid stop --dir "$work/grid" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-TAHOE="$TAHOE_VENV/bin/tahoe"
-if ! "$REF/start-grid.sh" "$work/tahoe" 10 >&2; then
-  "$REF/stop-grid.sh" "$work/tahoe" >&2 || true
-  "$REF/start-grid.sh" "$work/tahoe" 10 >&2
-fi
-"$GRID" local-grid start --dir "$work/grid" --reserved-space 0 >&2
-export GRID_NODE_DIR=$work/grid/client
+start_both_grids grid-mut-bench
 "$GRID" client fill-key-pool --size $((ROUNDS + 4)) >&2
-WEB=http://127.0.0.1:$(( ${TAHOE_BASE_PORT:-47100} + 500 ))
-tahoe() { "$TAHOE" -d "$work/tahoe/client" "$@"; }
 times="$work/times.txt"; : > "$times"
 # t NAME CMD...: runs CMD (its output kept in $work/last.out), appends "NAME seconds" to
 # the times file.

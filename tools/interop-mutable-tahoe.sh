@@ -18,23 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/tahoe-side.sh
-[ -d /dev/shm ] && export TMPDIR=${TMPDIR:-/dev/shm}
-work=$(mktemp -d "${TMPDIR:-/tmp}/grid-interop.XXXXXX")
-cleanup() {
-  "$REF/stop-grid.sh" "$work/tahoe" >/dev/null 2>&1 || true
-  "$GRID" local-grid stop --dir "$work/grid" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-TAHOE="$TAHOE_VENV/bin/tahoe"
-# Tahoe first: it needs fixed ports (TAHOE_BASE_PORT..+10); grid's daemons take free ones.
-if ! "$REF/start-grid.sh" "$work/tahoe" 10 >&2; then
-  "$REF/stop-grid.sh" "$work/tahoe" >&2 || true
-  "$REF/start-grid.sh" "$work/tahoe" 10 >&2
-fi
-"$GRID" local-grid start --dir "$work/grid" --reserved-space 0 >&2
-export GRID_NODE_DIR=$work/grid/client
-tahoe() { "$TAHOE" -d "$work/tahoe/client" "$@"; }
+start_both_grids grid-interop
 
 si_of() { "$GRID" caps --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["storage_index"])'; }
 ro_of() { "$GRID" caps --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["read"])'; }

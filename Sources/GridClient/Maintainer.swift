@@ -303,16 +303,9 @@ public final class Maintainer: Sendable {
                 report.problems.append(.init(capability: capText, level: still ? .critical : .warning,
                     what: "repaired: placed \(r.placed.values.map(\.count).reduce(0, +)) share(s); now \(r.after.verdict.rawValue), \(r.after.shares.count) of \(v.total) shares, happiness \(r.after.happiness)"
                         + (still ? "; STILL below the repair threshold" : "")))
-                try log.record(run: report.run, .init(
-                    capability: capText, action: "repair", verdict: r.after.verdict.rawValue, shares: r.after.shares.count,
-                    servers: r.after.servers, happiness: r.after.happiness,
-                    corrupt: r.before.corrupt.map { "\($0.share)@\($0.server)" }.joined(separator: ","),
-                    placed: r.placed.sorted { $0.key < $1.key }.map { "\($0.key)@" + $0.value.joined(separator: "+") }.joined(separator: ",")),
-                    verified: false, at: clock())
+                try recordRepair(r, capText, run: report.run, verified: false)
             } catch {
-                report.repairFailed += 1
-                report.problems.append(.init(capability: capText, level: .critical, what: "repair failed: \(error)"))
-                try log.record(run: report.run, .init(capability: capText, action: "repair", verdict: "failed", error: "\(error)"), verified: false, at: clock())
+                try recordRepairFailure(error, capText, &report)
             }
         }
 
@@ -450,15 +443,9 @@ public final class Maintainer: Sendable {
                         report.repaired += rr.placed.isEmpty ? 0 : 1
                         report.problems.append(.init(capability: capText, level: rr.after.verdict == .healthy ? .warning : .critical,
                             what: "repaired: placed \(rr.placed.values.map(\.count).reduce(0, +)) share(s); now \(rr.after.verdict.rawValue), \(rr.after.shares.count) of \(rr.after.total) shares, happiness \(rr.after.happiness)"))
-                        try log.record(run: report.run, .init(
-                            capability: capText, action: "repair", verdict: rr.after.verdict.rawValue, shares: rr.after.shares.count,
-                            servers: rr.after.servers, happiness: rr.after.happiness,
-                            placed: rr.placed.sorted { $0.key < $1.key }.map { "\($0.key)@" + $0.value.joined(separator: "+") }.joined(separator: ",")),
-                            verified: true, at: clock())
+                        try recordRepair(rr, capText, run: report.run, verified: true)
                     } catch {
-                        report.repairFailed += 1
-                        report.problems.append(.init(capability: capText, level: .critical, what: "repair failed: \(error)"))
-                        try log.record(run: report.run, .init(capability: capText, action: "repair", verdict: "failed", error: "\(error)"), verified: false, at: clock())
+                        try recordRepairFailure(error, capText, &report)
                     }
                 } else if r.verdict != .healthy {
                     report.problems.append(.init(capability: capText, level: .warning,
@@ -469,6 +456,23 @@ public final class Maintainer: Sendable {
                 try log.record(run: report.run, .init(capability: capText, action: "census", verdict: "failed", error: "\(error)"), verified: false, at: clock())
             }
         }
+    }
+
+    /// Records a repair in the maintenance log.
+    func recordRepair(_ r: RepairResult, _ capText: String, run: Int64, verified: Bool) throws {
+        try log.record(run: run, .init(
+            capability: capText, action: "repair", verdict: r.after.verdict.rawValue, shares: r.after.shares.count,
+            servers: r.after.servers, happiness: r.after.happiness,
+            corrupt: r.before.corrupt.map { "\($0.share)@\($0.server)" }.joined(separator: ","),
+            placed: r.placed.sorted { $0.key < $1.key }.map { "\($0.key)@" + $0.value.joined(separator: "+") }.joined(separator: ",")),
+            verified: verified, at: clock())
+    }
+
+    /// Counts, reports and records a repair that failed.
+    func recordRepairFailure(_ error: Error, _ capText: String, _ report: inout MaintainReport) throws {
+        report.repairFailed += 1
+        report.problems.append(.init(capability: capText, level: .critical, what: "repair failed: \(error)"))
+        try log.record(run: report.run, .init(capability: capText, action: "repair", verdict: "failed", error: "\(error)"), verified: false, at: clock())
     }
 
     /// Sleeps as long as it takes for `bytes` read since `t0` to stay under the rate limit.

@@ -6,6 +6,7 @@ import CEpoll
 #if canImport(Glibc)
 import Glibc
 import GridSystem
+import Synchronization
 #endif
 
 // Linux epoll event bits (<sys/epoll.h>; the Swift Glibc module does not export them).
@@ -361,11 +362,37 @@ public func canConnect(host: String = "127.0.0.1", port: UInt16) -> Bool {
 }
 
 /// A TCP port on `host` that is free now (for configs written before a daemon starts).
+/// A port free now on `host`, for a daemon that is created now and started a little later
+/// and must keep its port across restarts. It is chosen below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), so that no outgoing connection made in between (by
+/// this or any process) can take it as its local port; the kernel's own choice (port 0)
+/// only when that range leaves no room. A port is never handed out twice by one process
+/// (the kernel may offer a port just closed again, and two daemons created one after the
+/// other would then both be given it).
 public func pickFreePort(host: String) throws -> UInt16 {
-    let (fd, port) = try listenSocket(host: host == "localhost" ? "127.0.0.1" : host, port: 0)
-    Glibc.close(fd)
-    return port
+    let h = host == "localhost" ? "127.0.0.1" : host
+    let range = (try? FileSystem.readFile("/proc/sys/net/ipv4/ip_local_port_range", maxSize: 64))
+        .flatMap { $0 }.map { String(decoding: $0, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) } }
+    let ephemeralLow = range?.first ?? 32768
+    if ephemeralLow > 12_000 {
+        for _ in 0..<64 {
+            let candidate = UInt16(Int.random(in: 10_000..<ephemeralLow))
+            guard portsHandedOut.withLock({ !$0.contains(candidate) }),
+                  let (fd, port) = try? listenSocket(host: h, port: candidate) else { continue }
+            Glibc.close(fd)
+            portsHandedOut.withLock { _ = $0.insert(port) }
+            return port
+        }
+    }
+    for _ in 0..<64 {
+        let (fd, port) = try listenSocket(host: h, port: 0)
+        Glibc.close(fd)
+        if portsHandedOut.withLock({ $0.insert(port).inserted }) { return port }
+    }
+    throw WireError(.unreachable, "no free port on \(host) that this process has not handed out already")
 }
+
+private let portsHandedOut = Mutex<Set<UInt16>>([])
 
 /// A listening socket on host:port (port 0 picks a free one).
 func listenSocket(host: String, port: UInt16, backlog: Int32 = 1024) throws -> (Int32, UInt16) {

@@ -68,7 +68,9 @@ for fmt in sdmf mdmf; do
     n=$(copy_shares "$si" "$work/grid/storage*/storage/shares" "${tahoe_disks[@]}")
     tahoe get "$cap" "$work/out" 2>/dev/null; same "$work/$name" "$work/out" "$what ($n shares) read by tahoe get (write cap)"
     tahoe get "$ro" "$work/out" 2>/dev/null; same "$work/$name" "$work/out" "$what read by tahoe get (read-only cap)"
-    tahoe check --verify "$cap" | grep -q "Healthy" || { echo "FAIL: tahoe check --verify of $what:" >&2; tahoe check --verify "$cap" >&2; exit 1; }
+    # (the whole report is read before grep looks: grep -q would close the pipe early)
+    report=$(tahoe check --verify "$cap" 2>&1) || true
+    grep -q "Summary: Healthy" <<< "$report" || { echo "FAIL: tahoe check --verify of $what: $report" >&2; exit 1; }
     echo "ok: $what: tahoe check --verify says healthy"
     "$GRID" update "$cap" "$work/${name}2" > /dev/null
     copy_shares "$si" "$work/grid/storage*/storage/shares" "${tahoe_disks[@]}" > /dev/null
@@ -77,7 +79,8 @@ for fmt in sdmf mdmf; do
       "$GRID" update --offset 131000 "$cap" "$work/patch" > /dev/null
       copy_shares "$si" "$work/grid/storage*/storage/shares" "${tahoe_disks[@]}" > /dev/null
       tahoe get "$ro" "$work/out" 2>/dev/null; same "$work/multi2-patched" "$work/out" "$what after grid update --offset 131000, read by tahoe get"
-      tahoe check --verify "$cap" | grep -q "Healthy" || { echo "FAIL: tahoe check --verify after the partial update" >&2; exit 1; }
+      report=$(tahoe check --verify "$cap" 2>&1) || true
+      grep -q "Summary: Healthy" <<< "$report" || { echo "FAIL: tahoe check --verify after the partial update: $report" >&2; exit 1; }
       echo "ok: $what: tahoe check --verify says healthy after the partial update"
     fi
   done

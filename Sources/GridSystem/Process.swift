@@ -103,6 +103,15 @@ public enum CurrentProcess {
         return String(cString: v)
     }
 
+    /// Ends the process with `code` once its work is done: output flushed, then `_exit`,
+    /// without running global destructors while event-loop and worker threads may still
+    /// be using what they would tear down (that race made a finished command crash with
+    /// SIGSEGV now and then).
+    public static func exitNow(_ code: Int32) -> Never {
+        fflush(nil)  // every C stream (Swift's print goes through stdout's buffer)
+        _exit(code)
+    }
+
     /// Ends this process at once, as `kill -9` would (crash tests' failpoints).
     public static func killSelf() -> Never {
         kill(getpid(), SIGKILL)

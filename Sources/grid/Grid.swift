@@ -8,9 +8,24 @@ import GridSystem
 
 @main
 struct Grid: ParsableCommand {
+    /// ArgumentParser's main, except for the very end: the process leaves with `_exit`
+    /// (CurrentProcess.exitNow) once the command has finished, so that no global
+    /// destructor runs under a thread still at work.
     static func main() {
         CurrentProcess.keepBlockBuffersOnHeap()
-        Grid.main(nil)
+        var code: Int32 = 0
+        do {
+            var command = try parseAsRoot(nil)
+            try command.run()
+        } catch {
+            let exit = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if !message.isEmpty {
+                if exit == .success { FileHandleStdout.write(message + "\n") } else { FileHandleStderr.write(message + "\n") }
+            }
+            code = exit.rawValue
+        }
+        CurrentProcess.exitNow(code)
     }
 
     static let configuration = CommandConfiguration(

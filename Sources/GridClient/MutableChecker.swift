@@ -30,29 +30,14 @@ extension Checker {
 
     /// What every server holds of the mutable file at `si`: each share's header.
     func mutableCensus(_ si: [UInt8], servers: [ServerRef]) async -> (held: [MutableHolding], unanswered: [ServerRef]) {
-        let timeout = max(3, 2 * coding.stallTimeout)
-        return await withTaskGroup(of: (ServerRef, [MutableHolding]?).self) { group in
-            for s in servers {
-                group.addTask { [pool] in
-                    guard let c = try? await pool.client(for: s),
-                          let reads = try? await c.call(SlotReadRequest(storageIndex: si, shareNumbers: [],
-                                                                        readVector: [ReadVector(offset: 0, length: UInt64(SDMFShare.signedPrefixLength))]),
-                                                        timeout: timeout).reads
-                    else { return (s, nil) }
-                    return (s, reads.compactMap { n, r in
-                        guard let h = r.first.flatMap(MutableShareHeader.summary) else { return nil }
-                        return MutableHolding(server: s, number: n, version: VersionID(sequenceNumber: h.sequenceNumber, rootHash: h.rootHash),
-                                              needed: h.needed, total: h.total)
-                    })
-                }
-            }
-            var held: [MutableHolding] = []
-            var unanswered: [ServerRef] = []
-            for await (s, h) in group {
-                if let h { held += h } else { unanswered.append(s) }
-            }
-            return (held, unanswered)
+        let (prefixes, unanswered) = await MutableFileClient(pool: pool, settings: settings, coding: coding)
+            .readPrefixes(si, servers: servers, length: SDMFShare.signedPrefixLength, timeout: max(3, 2 * coding.stallTimeout))
+        let held = prefixes.compactMap { p -> MutableHolding? in
+            guard let h = MutableShareHeader.summary(p.bytes) else { return nil }
+            return MutableHolding(server: p.server, number: p.number, version: VersionID(sequenceNumber: h.sequenceNumber, rootHash: h.rootHash),
+                                  needed: h.needed, total: h.total)
         }
+        return (held, unanswered)
     }
 
     public func check(_ cap: MutableCapability, verify: Bool = false, addLease: Bool = false) async throws -> CheckResult {

@@ -213,34 +213,26 @@ public final class MutableFileClient: Sendable {
     /// Every share every server holds of `si`, whole (read in pieces of at most `maxChunk`).
     func fetch(_ si: [UInt8], servers: [ServerRef]) async throws -> [Held] {
         let timeout = 4 * coding.stallTimeout
-        return await withTaskGroup(of: [Held].self) { group in
-            for s in servers {
-                group.addTask { [pool] in
-                    guard let c = try? await pool.client(for: s),
-                          let first = try? await c.call(SlotReadRequest(storageIndex: si, shareNumbers: [],
-                                                                         readVector: [ReadVector(offset: 0, length: UInt64(maxChunk))]),
-                                                        timeout: timeout).reads
-                    else { return [] }
-                    var out: [Held] = []
-                    for (n, reads) in first {
-                        guard var bytes = reads.first else { continue }
-                        // A share longer than one read: its end is in its header.
-                        let end = MutableShareHeader.declaredLength(bytes)
-                        while bytes.count == maxChunk || (end.map { UInt64(bytes.count) < $0 } ?? false) {
-                            let want = min(UInt64(maxChunk), (end ?? UInt64(bytes.count + maxChunk)) - UInt64(bytes.count))
-                            guard want > 0, let more = try? await c.call(
-                                SlotReadRequest(storageIndex: si, shareNumbers: [n],
-                                                readVector: [ReadVector(offset: UInt64(bytes.count), length: want)]), timeout: timeout).reads[n]?.first,
-                                  !more.isEmpty else { break }
-                            bytes += more
-                        }
-                        out.append(Held(server: s, client: c, number: n, bytes: bytes))
+        let first = await readPrefixes(si, servers: servers, length: maxChunk, timeout: timeout).held
+        return await withTaskGroup(of: Held.self) { group in
+            for h in first {
+                group.addTask {
+                    var bytes = h.bytes
+                    // A share longer than one read: its end is in its header.
+                    let end = MutableShareHeader.declaredLength(bytes)
+                    while bytes.count == maxChunk || (end.map { UInt64(bytes.count) < $0 } ?? false) {
+                        let want = min(UInt64(maxChunk), (end ?? UInt64(bytes.count + maxChunk)) - UInt64(bytes.count))
+                        guard want > 0, let more = try? await h.client.call(
+                            SlotReadRequest(storageIndex: si, shareNumbers: [h.number],
+                                            readVector: [ReadVector(offset: UInt64(bytes.count), length: want)]), timeout: timeout).reads[h.number]?.first,
+                              !more.isEmpty else { break }
+                        bytes += more
                     }
-                    return out
+                    return Held(server: h.server, client: h.client, number: h.number, bytes: bytes)
                 }
             }
             var all: [Held] = []
-            for await h in group { all += h }
+            for await h in group { all.append(h) }
             return all
         }
     }

@@ -370,20 +370,28 @@ extension MutableFileClient {
     /// The first 2167 bytes (an MDMF share's head: everything but its blocks and tree) of
     /// every share every server holds of `si`, unchecked.
     func fetchHeads(_ si: [UInt8], servers: [ServerRef]) async -> [Held] {
-        let timeout = 4 * coding.stallTimeout
-        return await withTaskGroup(of: [Held].self) { group in
+        await readPrefixes(si, servers: servers, length: MDMFShare.shareDataOffset, timeout: 4 * coding.stallTimeout).held
+    }
+
+    /// The first `length` bytes of every share every server holds of `si` (one slot_readv
+    /// per server, all at once), unchecked; and the servers that did not answer.
+    func readPrefixes(_ si: [UInt8], servers: [ServerRef], length: Int, timeout: Double) async -> (held: [Held], unanswered: [ServerRef]) {
+        await withTaskGroup(of: (ServerRef, [Held]?).self) { group in
             for s in servers {
                 group.addTask { [pool] in
                     guard let c = try? await pool.client(for: s),
                           let reads = try? await c.call(SlotReadRequest(storageIndex: si, shareNumbers: [],
-                                                                        readVector: [ReadVector(offset: 0, length: UInt64(MDMFShare.shareDataOffset))]),
-                                                        timeout: timeout).reads else { return [] }
-                    return reads.compactMap { n, r in r.first.map { Held(server: s, client: c, number: n, bytes: $0) } }
+                                                                        readVector: [ReadVector(offset: 0, length: UInt64(length))]),
+                                                        timeout: timeout).reads else { return (s, nil) }
+                    return (s, reads.compactMap { n, r in r.first.map { Held(server: s, client: c, number: n, bytes: $0) } })
                 }
             }
-            var all: [Held] = []
-            for await h in group { all += h }
-            return all
+            var held: [Held] = []
+            var unanswered: [ServerRef] = []
+            for await (s, h) in group {
+                if let h { held += h } else { unanswered.append(s) }
+            }
+            return (held, unanswered)
         }
     }
 }

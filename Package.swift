@@ -59,6 +59,9 @@ let package = Package(
         .target(name: "GridImmutable", dependencies: ["GridCodec", "GridCrypto", "GridFormat", "GridSystem"]),
         // Mutable files (SDMF, MDMF): encrypt, encode, hash and sign; the shares' bytes.
         .target(name: "GridMutable", dependencies: ["GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridSystem"]),
+        // Directories: Tahoe's packed dirnode entries (names, caps, encrypted write caps,
+        // metadata as Python's json.dumps writes it).
+        .target(name: "GridDirectory", dependencies: ["GridFormat", "GridCrypto", "GridSystem"]),
         // The client: server selection, streaming upload and download through a live grid.
         .target(name: "GridClient", dependencies: [
             "GridImmutable", "GridMutable", "GridCodec", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
@@ -82,6 +85,7 @@ let package = Package(
         .testTarget(name: "GridCodecTests", dependencies: ["GridCodec", "GridTestSupport"]),
         .testTarget(name: "GridCryptoTests", dependencies: ["GridCrypto", "GridTestSupport"]),
         .testTarget(name: "GridFormatTests", dependencies: ["GridFormat", "GridSystem", "GridTestSupport"]),
+        .testTarget(name: "GridDirectoryTests", dependencies: ["GridDirectory", "GridFormat", "GridCrypto", "GridSystem", "GridImmutable", "GridTestSupport"]),
         .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridMutableTests", dependencies: ["GridMutable", "GridImmutable", "GridFormat", "GridCrypto", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridCLITests", dependencies: ["GridTestSupport"]),

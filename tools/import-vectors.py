@@ -14,7 +14,7 @@ import json, os, shutil, sys
 src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..", "shared", "vectors")
 dst = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 os.makedirs(dst, exist_ok=True)
-for name in ["zfec.json", "hashtree.json", "hashutil.json", "chk.json", "sdmf.json", "mdmf.json"]:
+for name in ["zfec.json", "hashtree.json", "hashutil.json", "chk.json", "sdmf.json", "mdmf.json", "dirnode.json"]:
     shutil.copy(os.path.join(src, "tahoe-ref", name), os.path.join(dst, name))
 
 import yaml  # PyYAML, only needed when re-importing

@@ -99,29 +99,3 @@ public struct MutableCapability: Equatable, Sendable {
         self.init(format: format, access: access, key: key, fingerprint: fp)
     }
 }
-
-/// Any file capability: immutable (URI:LIT, URI:CHK, URI:CHK-Verifier) or mutable
-/// (URI:SSK…, URI:MDMF… and their -RO and -Verifier forms).
-public enum AnyCapability: Sendable, CustomStringConvertible {
-    case immutable(Capability)
-    case mutable(MutableCapability)
-
-    public init(parsing raw: String) throws {
-        let s = String(raw.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
-        if s.hasPrefix("URI:SSK") || s.hasPrefix("URI:MDMF") { self = .mutable(try MutableCapability(parsing: s)) }
-        else { self = .immutable(try Capability(parsing: s)) }
-    }
-
-    public var description: String {
-        switch self {
-        case let .immutable(c): return c.description
-        case let .mutable(m): return m.string
-        }
-    }
-
-    /// The file's size when the capability says it (immutable files); nil for mutable files.
-    public var fileSize: UInt64? {
-        if case let .immutable(c) = self { return c.fileSize }
-        return nil
-    }
-}

@@ -45,6 +45,7 @@ struct Check: ParsableCommand {
                 switch cap {
                 case let .immutable(c): return try await checker.check(c, verify: verify, addLease: addLease)
                 case let .mutable(m): return try await checker.check(m, verify: verify, addLease: addLease)
+                case .directory, .unknown: throw GridError(.internal, "forEachFile passes only files")
                 }
             }
             FileHandleStdout.write((json ? jsonLine(r) : text(r)) + "\n")
@@ -89,7 +90,8 @@ struct Check: ParsableCommand {
 /// the worst verdict (0 healthy, 1 degraded, 2 unrecoverable: the Nagios convention).
 func forEachFile(_ capabilities: [String], nodeDir: String?, _ body: (ClientSession, AnyCapability) throws -> Verdict) throws {
     let worst = try reportingErrors { () -> Verdict in
-        let caps = try capabilities.map { try AnyCapability(parsing: $0) }
+        // A directory is checked as the file holding its entries (deep-check walks its children).
+        let caps = try capabilities.map { try AnyCapability(parsing: $0).storedFile }
         let session = try ClientSession(nodeDirectory: nodeDir)
         defer { session.pool.shutdown() }
         var worst = Verdict.healthy

@@ -40,6 +40,7 @@ struct Repair: ParsableCommand {
                 switch cap {
                 case let .immutable(c): return try await repairer.repair(c, verify: verify)
                 case let .mutable(m): return try await repairer.repair(m)
+                case .directory, .unknown: throw GridError(.internal, "forEachFile passes only files")
                 }
             }
             let v = r.after.verdict

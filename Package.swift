@@ -67,6 +67,11 @@ let package = Package(
             "GridImmutable", "GridMutable", "GridCodec", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
             "GridDatabase",
         ]),
+        // The client library (Tahoe's IClient/nodemaker): files and directories by
+        // capability or path, aliases; the CLI (and the web gateway) call it.
+        .target(name: "GridFilesystem", dependencies: [
+            "GridClient", "GridDirectory", "GridNode", "GridImmutable", "GridMutable", "GridFormat", "GridCrypto", "GridSystem",
+        ]),
         // One launcher of local grids (an introducer and N storage daemons on 127.0.0.1)
         // for `grid demo`, `grid bench grid`, `grid local-grid` and the integration tests.
         .target(name: "GridLocalGrid", dependencies: ["GridNode", "GridClient", "GridProtocol", "GridWire", "GridSystem"]),
@@ -75,7 +80,7 @@ let package = Package(
             name: "grid",
             dependencies: [
                 "GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridNode", "GridWire", "GridProtocol",
-                "GridIntroducer", "GridStorage", "GridClient", "GridSystem", "GridLocalGrid",
+                "GridIntroducer", "GridStorage", "GridClient", "GridSystem", "GridLocalGrid", "GridFilesystem", "GridDirectory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

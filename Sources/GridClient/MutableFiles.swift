@@ -47,7 +47,7 @@ public final class MutableFileClient: Sendable {
     /// MDMF: only the shares' heads are read (each server's checkstring and the signing
     /// key are in them), and the current contents only when the change needs them, k
     /// shares streamed; the new version is written streaming too.
-    func updateOnceMDMF(_ cap: MutableCapability, _ change: Change) async throws -> WriteResult {
+    func updateOnceMDMF(_ cap: MutableCapability, _ change: Change, firstAttempt: Bool) async throws -> WriteResult {
         // A write inside the file changes only its segments, in place, when it can.
         if case let .write(offset, bytes) = change, let r = try await updateInPlaceMDMF(cap, offset: offset, bytes: bytes) { return r }
         let heads = await fetchHeads(cap.storageIndex, servers: try await servers(cap))
@@ -72,14 +72,19 @@ public final class MutableFileClient: Sendable {
             return try await publishStreaming(src, key: key, sequenceNumber: newest + 1, existing: heads)
         }
         var current: [UInt8]?
-        if case .write = change {
+        var needsCurrent = false
+        switch change {
+        case .write, .modify: needsCurrent = true
+        case .replace, .source: break
+        }
+        if needsCurrent {
             // All or nothing: a read that fails half way must not become the base of a write
             // (a file changed under the read is a conflict: the change is made again).
             var out: [UInt8] = []
             _ = try await readMDMF(cap) { out.append(contentsOf: $0) }
             current = out
         }
-        return try await publish(try change.apply(to: current), key: key, format: .mdmf, sequenceNumber: newest + 1, existing: heads)
+        return try await publish(try change.apply(to: current, firstAttempt: firstAttempt), key: key, format: .mdmf, sequenceNumber: newest + 1, existing: heads)
     }
 
     /// The newest version of the file, checked; with its sequence number.
@@ -108,9 +113,13 @@ public final class MutableFileClient: Sendable {
         /// New contents read from a source as they are written (MDMF streams them; SDMF,
         /// one segment, reads them whole).
         case source(any RandomAccessSource & Sendable)
+        /// New contents computed from the current ones (a directory's change: made again
+        /// on the winner's version after a conflict, so no writer's change is lost). The
+        /// closure is told whether this is the first attempt.
+        case modify(@Sendable (_ current: [UInt8], _ firstAttempt: Bool) throws -> [UInt8])
 
         /// The new contents from the current ones (nil: no version could be read).
-        func apply(to current: [UInt8]?) throws -> [UInt8] {
+        func apply(to current: [UInt8]?, firstAttempt: Bool = true) throws -> [UInt8] {
             switch self {
             case let .replace(data): return data
             case let .source(src):
@@ -125,6 +134,11 @@ public final class MutableFileClient: Sendable {
                     }
                 }
                 return out
+            case let .modify(body):
+                guard let current else {
+                    throw GridError(.unavailable, "no version of the file could be read to change")
+                }
+                return try body(current, firstAttempt)
             case let .write(offset, bytes):
                 guard var data = current else {
                     throw GridError(.unavailable, "no version of the file could be read to write into; only a whole replacement can be written now")
@@ -157,21 +171,22 @@ public final class MutableFileClient: Sendable {
         var attempt = 0
         while true {
             do {
-                var r = try await updateOnce(cap, change)
+                var r = try await updateOnce(cap, change, firstAttempt: attempt == 0)
                 r.retries = attempt
                 return r
             } catch let e as GridError where e.errorClass == .conflict && attempt < retries {
                 attempt += 1
                 // 25 ms, 50 ms, 100 ms ... each times a random factor in 0.5..1.5, so two
                 // writers that collided do not collide again in step.
-                let delay = 0.025 * Double(1 << min(attempt - 1, 8)) * Double.random(in: 0.5...1.5)
+                // At most ~1 s, so a busy directory's writers keep taking turns.
+                let delay = min(0.025 * Double(1 << min(attempt - 1, 8)), 0.8) * Double.random(in: 0.5...1.5)
                 try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
             }
         }
     }
 
-    func updateOnce(_ cap: MutableCapability, _ change: Change) async throws -> WriteResult {
-        if cap.format == .mdmf { return try await updateOnceMDMF(cap, change) }
+    func updateOnce(_ cap: MutableCapability, _ change: Change, firstAttempt: Bool) async throws -> WriteResult {
+        if cap.format == .mdmf { return try await updateOnceMDMF(cap, change, firstAttempt: firstAttempt) }
         let held = try await fetch(cap.storageIndex, servers: try await servers(cap))
         // Every share that passes its checks, whatever its version: the newest sequence number
         // seen decides the next one, so a version left unrecoverable by a crashed or racing
@@ -183,7 +198,7 @@ public final class MutableFileClient: Sendable {
         }
         guard newest < UInt64.max else { throw GridError(.corrupt, "the file's sequence number is at its limit") }
         let current = try? decode(cap, held)
-        let data = try change.apply(to: current?.data)
+        let data = try change.apply(to: current?.data, firstAttempt: firstAttempt)
         var key: RSAPrivateKey?
         var keyError: Error?
         for (_, c) in checked {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import GridClient
+import GridFilesystem
 import GridFormat
 import GridImmutable
 import GridNode
@@ -247,6 +248,7 @@ struct Upload: ParsableCommand {
             """)
 
     @Argument(help: "The file to upload, or - for stdin.") var file: String
+    @Argument(help: "Where to link it on the grid (ALIAS:path or DIRCAP/path; missing directories are made). Optional.") var destination: String?
     @Flag(help: "Make a mutable file (its write capability is printed; `grid update` replaces its contents).") var mutable = false
     @Option(help: "Mutable file format: mdmf (segmented, the default) or sdmf (one segment, Tahoe's older default).") var format: String = "mdmf"
     @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
@@ -255,35 +257,27 @@ struct Upload: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let source = try uploadSource(file)
-            let session = try ClientSession(nodeDirectory: nodeDir)
-            defer { session.pool.shutdown() }
+            let dest = try destination.map { try GridPath(parsing: $0) }
+            let (file, json) = (self.file, self.json)
             if mutable {
-                guard let f = MutableFormat(rawValue: format.lowercased()) else { throw GridError(.usage, "--format must be mdmf or sdmf, not '\(format)'") }
-                let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
-                let key = KeyPool(directory: ClientNode.keyPoolPath(directory: session.directory)).take()
-                let r: MutableFileClient.WriteResult
-                if f == .mdmf && source.size >= UInt64(MutableFileClient.stageThreshold) {
-                    // Large MDMF: read, encoded and sent a batch of segments at a time.
-                    guard source.size <= MutableFileClient.maxStreamingSize else {
-                        throw GridError(.usage, "mutable files are limited to \(humanBytes(MutableFileClient.maxStreamingSize)) (this one is \(humanBytes(source.size)))")
-                    }
-                    let box = UncheckedBox(source)
-                    r = try blockingAwait { try await client.createMDMF(source: box.value, privateKey: key) }
-                } else {
-                    let data = try readWhole(source)
-                    r = try blockingAwait { try await client.create(data, format: f, privateKey: key) }
+                let f = try parseFormat(format)
+                let box = UncheckedBox(source)
+                let r = try withFilesystem(nodeDir) { fs in
+                    let r = try await fs.createMutableFile(box.value, format: f, name: file)
+                    if let dest { try await fs.link(at: dest, .mutable(r.capability)) }
+                    return r
                 }
-                refillKeyPoolInBackground(session.directory)
-                try Catalog(path: ClientNode.catalogPath(directory: session.directory)).add([(.mutable(r.capability), source.size, file)])
+                refillKeyPoolInBackground(ClientNode.resolveDirectory(nodeDir))
                 writeMutableResult(r, json: json)
                 return
             }
             let bar = ProgressBar()
-            let uploader = Uploader(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
             let box = UncheckedBox(source)
-            let r = try blockingAwait { try await uploader.upload(source: box.value) { bar.update($0) } }
-            // Remember it: `grid list`, and later `grid maintain`, walk the catalog.
-            try Catalog(path: ClientNode.catalogPath(directory: session.directory)).add(r.capability, name: file)
+            let r = try withFilesystem(nodeDir) { fs in
+                let r = try await fs.upload(box.value, name: file) { bar.update($0) }
+                if let dest { try await fs.link(at: dest, .immutable(r.capability)) }
+                return r
+            }
             bar.finish()
             if json {
                 var out: [String: Any] = [
@@ -295,6 +289,7 @@ struct Upload: ParsableCommand {
                     "shares": Dictionary(uniqueKeysWithValues: r.placement.map { ("\($0.key)", $0.value) }),
                 ]
                 if case let .chk(c) = r.capability { out["storage_index"] = Base32.encode(c.storageIndex) }
+                if let dest { out["path"] = dest.text }
                 FileHandleStdout.write(jsonString(out) + "\n")
             } else {
                 FileHandleStdout.write(r.capability.description + "\n")
@@ -323,7 +318,7 @@ struct Download: ParsableCommand {
             \(ExitStatus.help)
             """)
 
-    @Argument(help: "The capability (URI:CHK:..., URI:LIT:..., or a mutable file's URI:MDMF:..., URI:SSK:... and their -RO forms).") var capability: String
+    @Argument(help: "The capability (URI:CHK:..., URI:LIT:..., a mutable file's URI:MDMF:..., URI:SSK:... and their -RO forms), or a path: ALIAS:a/b, URI:DIR2:.../a/b.") var capability: String
     @Option(name: .shortAndLong, help: "Write the file here instead of stdout.") var output: String?
     @Option(help: "First byte to fetch.") var offset: UInt64 = 0
     @Option(help: "Number of bytes to fetch (default: to the end).") var length: UInt64?
@@ -332,26 +327,28 @@ struct Download: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            if let mcap = try? MutableCapability(parsing: capability) { return try downloadMutable(mcap) }
-            let cap = try Capability(parsing: capability)
-            let session = try ClientSession(nodeDirectory: nodeDir)
-            defer { session.pool.shutdown() }
+            let path = try GridPath(parsing: capability)
             let bar = ProgressBar()
-            let downloader = Downloader(pool: session.pool, coding: try codingOptionsFromEnvironment())
             let (off, len) = (offset, length)
-            let r: DownloadResult
+            let r: GridFilesystem.Downloaded
             do {
                 r = try withOutputSink(output) { sink in
                     let box = UncheckedBox(sink)
-                    return try blockingAwait { try await downloader.download(cap, to: box.value, offset: off, length: len) { bar.update($0) } }
+                    return try withFilesystem(nodeDir) { fs in
+                        let cap = try await fs.resolve(path).capability
+                        return try await fs.download(cap, to: box.value, offset: off, length: len) { bar.update($0) }
+                    }
                 }
             } catch {
                 bar.finish()
                 throw error
             }
             bar.finish()
-            if json {
-                let out: [String: Any] = [
+            guard json else { return }
+            let out: [String: Any]
+            switch r {
+            case let .immutable(r):
+                out = [
                     "size": r.fileSize, "bytes": r.bytesWritten, "seconds": r.seconds,
                     "shares": Dictionary(uniqueKeysWithValues: r.sharesUsed.map { ("\($0.key)", $0.value) }),
                     "servers": r.nicknames,
@@ -360,43 +357,10 @@ struct Download: ParsableCommand {
                     },
                     "corruption_reports": r.corruptionReports,
                 ]
-                let text = jsonString(out) + "\n"
-                if output == nil || output == "-" { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
+            case let .mutable(size, bytes, seq, format, seconds):
+                out = ["size": size, "bytes": bytes, "sequence_number": seq, "format": format.rawValue, "seconds": seconds]
             }
-        }
-    }
-}
-
-extension Download {
-    /// A mutable file: the newest version, checked, then the byte range asked for.
-    func downloadMutable(_ cap: MutableCapability) throws {
-        let session = try ClientSession(nodeDirectory: nodeDir)
-        defer { session.pool.shutdown() }
-        let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
-        let t0 = monotonicNow()
-        let (size, seq, written) = try withOutputSink(output) { sink -> (UInt64, UInt64, UInt64) in
-            let (offset, length) = (self.offset, self.length)
-            if cap.format == .mdmf {
-                // Streamed: only the segments holding the range, from k shares.
-                let box = UncheckedBox(sink)
-                let count = Atomic<UInt64>(0)
-                let r = try blockingAwait {
-                    try await client.readMDMF(cap, offset: offset, length: length) { bytes in
-                        try box.value.write(bytes)
-                        count.add(UInt64(bytes.count), ordering: .relaxed)
-                    }
-                }
-                return (r.size, r.sequenceNumber, count.load(ordering: .relaxed))
-            }
-            let got = try blockingAwait { try await client.read(cap) }
-            let start = Int(min(UInt64(got.data.count), offset))
-            let end = length.map { Int(min(UInt64(got.data.count), UInt64(start) + $0)) } ?? got.data.count
-            try got.data[start..<end].withUnsafeBytes { try sink.write($0) }
-            return (UInt64(got.data.count), got.sequenceNumber, UInt64(end - start))
-        }
-        if json {
-            let text = jsonString(["size": size, "bytes": written, "sequence_number": seq,
-                                   "format": cap.format.rawValue, "seconds": monotonicNow() - t0] as [String: Any]) + "\n"
+            let text = jsonString(out) + "\n"
             if output == nil || output == "-" { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
         }
     }

@@ -8,31 +8,8 @@ import XCTest
 
 /// `grid client create`, `grid upload` and `grid download` as a user runs them.
 final class ClientCLITests: XCTestCase {
-    /// Runs `grid ARGS` with `stdin`; returns (status, stdout, stderr).
     func run(_ args: [String], stdin: [UInt8]? = nil, env: [String: String] = [:]) throws -> (Int32, [UInt8], String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: gridExecutable())
-        p.arguments = args
-        var e = ProcessInfo.processInfo.environment
-        for (k, v) in env { e[k] = v }
-        p.environment = e
-        let out = Pipe(), err = Pipe(), inp = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = inp
-        try p.run()
-        let writer = Thread {
-            if let stdin { inp.fileHandleForWriting.write(Data(stdin)) }
-            try? inp.fileHandleForWriting.close()
-        }
-        writer.start()
-        let errData = UnsafeBox<Data>(Data())
-        let errReader = Thread { errData.value = err.fileHandleForReading.readDataToEndOfFile() }
-        errReader.start()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        while errReader.isExecuting || !errReader.isFinished { usleep(1000) }
-        return (p.terminationStatus, Array(o), String(decoding: errData.value, as: UTF8.self))
+        try runGridCLI(args, stdin: stdin, env: env)
     }
 
     func testUploadDownloadFromTheCommandLine() throws {

@@ -80,6 +80,8 @@ func readManifest(_ path: String) throws -> [String] {
     guard let bytes = try FileSystem.readFile(path, maxSize: 256 << 20) else {
         throw GridError(.notFound, "no manifest file \(path)")
     }
+    // One capability per line, or Tahoe's manifest lines (`CAP PATH`: the capability first).
     return String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         .filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        .map { String($0.split(separator: " ", maxSplits: 1).first ?? "") }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GridClient
+import GridFilesystem
 import GridFormat
 import GridNode
 import GridSystem
@@ -46,7 +47,8 @@ struct Maintain: ParsableCommand {
 
     @Option(name: .customLong("node-dir"), help: "The client node directory.") var nodeDir: String?
     @Option(help: "Also maintain the capabilities in FILE (one per line).") var manifest: String?
-    @Flag(name: .customLong("no-catalog"), help: "Maintain only the --manifest capabilities.") var noCatalog = false
+    @Flag(name: .customLong("no-catalog"), help: "Maintain only the --manifest capabilities (and the aliases' trees).") var noCatalog = false
+    @Flag(name: .customLong("no-aliases"), help: "Do not walk the trees of the aliases.") var noAliases = false
     @Flag(name: .customLong("no-renew"), help: "Do not add or renew leases (nor warn of leases about to expire).") var noRenew = false
     @Flag(name: .customLong("no-repair"), help: "Report files below the threshold; do not repair them.") var noRepair = false
     @Option(name: .customLong("verify-period"), help: "Verify every file at least once per this long (0: never).") var verifyPeriod = "30d"
@@ -119,15 +121,34 @@ struct Maintain: ParsableCommand {
         }
         if let manifest {
             for text in try readManifest(manifest) {
-                let cap = try AnyCapability(parsing: text)
+                // A directory is kept alive as the file holding its entries.
+                let cap = try AnyCapability(parsing: text).storedFile
                 if seen.insert(cap.description).inserted { files.append((cap.description, cap.fileSize ?? 0)) }
             }
-        } else if noCatalog {
-            throw GridError(.usage, "--no-catalog needs --manifest FILE")
+        } else if noCatalog && noAliases {
+            throw GridError(.usage, "--no-catalog needs --manifest FILE or the aliases")
         }
 
-        let pool = try ServerPool(introducers: settings.introducers, cachePath: ClientNode.serverCachePath(directory: dir))
-        defer { pool.shutdown() }
+        let fs = try GridFilesystem(nodeDirectory: dir, coding: try codingOptionsFromEnvironment())
+        defer { fs.shutdown() }
+        let pool = fs.pool
+        if !noAliases {
+            // Everything reachable from every alias, each object once.
+            let aliases = try fs.aliases()
+            let reached = Locked<[(capability: String, size: UInt64)]>([])
+            let unreadable = Locked<[String]>([])
+            for (name, _) in aliases.entries {
+                let root = AnyCapability.directory(try aliases.directory(name))
+                try blockingAwait {
+                    try await fs.walk(root, visit: { r in
+                        let cap = r.capability.storedFile
+                        if !cap.isUnknown { reached.value.append((cap.description, cap.fileSize ?? 0)) }
+                    }, failed: { path, error in unreadable.value.append("\(name):\(path.joined(separator: "/")): \(error)") })
+                }
+            }
+            for f in reached.value where seen.insert(f.capability).inserted { files.append(f) }
+            for u in unreadable.value { FileHandleStderr.write("grid maintain: cannot read directory \(u); its own file is still checked\n") }
+        }
         let maintainer = Maintainer(pool: pool, settings: settings, coding: try codingOptionsFromEnvironment(), log: log, options: opts)
         let verbose = !quiet && !json && isatty(2) != 0
         let box = UncheckedBox(files)

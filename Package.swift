@@ -70,7 +70,7 @@ let package = Package(
         // The client library (Tahoe's IClient/nodemaker): files and directories by
         // capability or path, aliases; the CLI (and the web gateway) call it.
         .target(name: "GridFilesystem", dependencies: [
-            "GridClient", "GridDirectory", "GridNode", "GridImmutable", "GridMutable", "GridFormat", "GridCrypto", "GridSystem",
+            "GridClient", "GridDirectory", "GridNode", "GridImmutable", "GridMutable", "GridFormat", "GridCrypto", "GridSystem", "GridDatabase",
         ]),
         // One launcher of local grids (an introducer and N storage daemons on 127.0.0.1)
         // for `grid demo`, `grid bench grid`, `grid local-grid` and the integration tests.
@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridIntegrationTests", dependencies: [
             "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridTestSupport",
-            "GridClient", "GridImmutable", "GridMutable", "GridSystem", "GridLocalGrid", "GridNode",
+            "GridClient", "GridImmutable", "GridMutable", "GridSystem", "GridLocalGrid", "GridNode", "GridDatabase",
         ]),
         .testTarget(name: "GridFuzzTests", dependencies: ["GridStorage", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridSystem",
                                                          "GridFormat", "GridMutable"]),

@@ -31,13 +31,17 @@ public final class Database: @unchecked Sendable {
         case int(Int64)
         case blob([UInt8])
         case text(String)
+        case double(Double)
         case null
     }
 
-    public init(path: String) throws {
+    /// Opens (creating) a database; `readOnly` opens an existing one for reading only and
+    /// changes nothing in it (no journal-mode switch), e.g. to watch another process's.
+    public init(path: String, readOnly: Bool = false) throws {
         self.path = path
         var handle: OpaquePointer?
-        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        let flags = readOnly ? SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &handle, flags, nil)
         guard rc == SQLITE_OK, let h = handle else {
             let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "error \(rc)"
             if let h = handle { sqlite3_close(h) }
@@ -45,6 +49,7 @@ public final class Database: @unchecked Sendable {
         }
         db = h
         sqlite3_busy_timeout(db, 5000)
+        if readOnly { return }
         try exec("PRAGMA journal_mode=WAL")
         try exec("PRAGMA synchronous=NORMAL")
     }
@@ -98,6 +103,7 @@ public final class Database: @unchecked Sendable {
             case let .int(v): sqlite3_bind_int64(s, idx, v)
             case let .blob(b): _ = b.withUnsafeBytes { sqlite3_bind_blob(s, idx, $0.baseAddress, Int32(b.count), grid_sqlite_transient()) }
             case let .text(t): sqlite3_bind_text(s, idx, t, -1, grid_sqlite_transient())
+            case let .double(d): sqlite3_bind_double(s, idx, d)
             case .null: sqlite3_bind_null(s, idx)
             }
         }
@@ -110,6 +116,7 @@ public final class Database: @unchecked Sendable {
             for c in 0..<sqlite3_column_count(s) {
                 switch sqlite3_column_type(s, c) {
                 case SQLITE_INTEGER: row.append(.int(sqlite3_column_int64(s, c)))
+                case SQLITE_FLOAT: row.append(.double(sqlite3_column_double(s, c)))
                 case SQLITE_TEXT: row.append(.text(sqlite3_column_text(s, c).map { String(cString: $0) } ?? ""))
                 case SQLITE_BLOB:
                     let n = Int(sqlite3_column_bytes(s, c))
@@ -142,7 +149,16 @@ public final class Database: @unchecked Sendable {
 }
 
 extension Database.Value {
-    public var int: Int64? { if case let .int(v) = self { return v }; return nil }
+    public var int: Int64? {
+        if case let .int(v) = self { return v }
+        if case let .double(d) = self, d.isFinite, abs(d) < 9e18 { return Int64(d) }
+        return nil
+    }
+    public var double: Double? {
+        if case let .double(d) = self { return d }
+        if case let .int(v) = self { return Double(v) }
+        return nil
+    }
     public var blob: [UInt8]? { if case let .blob(b) = self { return b }; return nil }
     public var text: String? { if case let .text(t) = self { return t }; return nil }
 }

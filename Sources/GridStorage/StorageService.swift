@@ -96,12 +96,20 @@ public final class StorageService: RPCService, @unchecked Sendable {
                 let alloc = try backend.allocate(si: req.storageIndex, renewSecret: req.renewSecret, cancelSecret: req.cancelSecret,
                                                  shares: req.shareNumbers, allocatedSize: req.allocatedSize)
                 var handles: [Int: UInt64] = [:]
-                writersBySession.withLock { all in
+                let orphaned = writersBySession.withLock { all -> Bool in
+                    // The peer vanished while this request was handled (sessionEnded may
+                    // already have run): nobody will write or abort these, so abort now.
+                    if session.isEnded { return true }
                     for (n, w) in alloc.writers {
                         let h = nextHandle.add(1, ordering: .relaxed).oldValue
                         all[session.id, default: [:]][h] = w
                         handles[n] = h
                     }
+                    return false
+                }
+                if orphaned {
+                    for w in alloc.writers.values { w.abort() }
+                    throw WireError(.connectionLost, "the connection closed while its allocation was made")
                 }
                 return AllocateResponse(alreadyHave: alloc.alreadyHave, writers: handles, inProgress: alloc.inProgress)
             }

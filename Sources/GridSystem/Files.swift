@@ -31,12 +31,33 @@ public struct FileStatus: Sendable, Equatable {
     public let permissions: UInt32
     /// Last modification, Unix seconds.
     public let modified: UInt64
+    /// The whole st_mode (type and permission bits), st_ino, st_dev, st_uid, st_gid.
+    public let mode: UInt32
+    public let inode: UInt64
+    public let device: UInt64
+    public let uid: UInt32
+    public let gid: UInt32
+    /// Modification and status-change times: seconds and nanoseconds.
+    public let mtime: (seconds: Int64, nanoseconds: Int64)
+    public let ctime: (seconds: Int64, nanoseconds: Int64)
 
     init(_ st: stat) {
         kind = FileKind(mode: st.st_mode)
         size = UInt64(max(0, st.st_size))
         permissions = UInt32(st.st_mode) & 0o7777
         modified = UInt64(max(0, st.st_mtim.tv_sec))
+        mode = UInt32(st.st_mode)
+        inode = UInt64(st.st_ino)
+        device = UInt64(st.st_dev)
+        uid = UInt32(st.st_uid)
+        gid = UInt32(st.st_gid)
+        mtime = (Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec))
+        ctime = (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec))
+    }
+
+    public static func == (a: FileStatus, b: FileStatus) -> Bool {
+        a.kind == b.kind && a.size == b.size && a.mode == b.mode && a.inode == b.inode && a.device == b.device
+            && a.mtime == b.mtime && a.ctime == b.ctime && a.uid == b.uid && a.gid == b.gid
     }
 }
 
@@ -220,6 +241,40 @@ public enum FileSystem {
     /// rmdir(2) of a directory that may be non-empty or gone: true when it was removed.
     @discardableResult
     public static func removeDirectoryIfEmpty(_ path: String) -> Bool { rmdir(path) == 0 }
+
+    /// Sets a path's access and modification times (nanoseconds kept), not following a
+    /// symlink.
+    public static func setTimes(_ path: String, modified: (seconds: Int64, nanoseconds: Int64)) throws {
+        var times = [timespec(tv_sec: Int(modified.seconds), tv_nsec: Int(modified.nanoseconds)),
+                     timespec(tv_sec: Int(modified.seconds), tv_nsec: Int(modified.nanoseconds))]
+        _ = try systemCall("set times of", path) { utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW) }
+    }
+
+    /// chmod(2) of a path's permission bits.
+    public static func setPermissions(_ path: String, _ permissions: UInt32) throws {
+        _ = try systemCall("chmod", path) { chmod(path, mode_t(permissions & 0o7777)) }
+    }
+
+    /// symlink(2): a link at `path` pointing at `target`.
+    public static func makeSymlink(_ path: String, target: String) throws {
+        _ = try systemCall("symlink", path) { symlink(target, path) }
+    }
+
+    /// readlink(2): where a symlink points (at most 64 KiB).
+    public static func readSymlink(_ path: String) throws -> String {
+        var buf = [CChar](repeating: 0, count: 65536)
+        let n = try systemCall("readlink", path) { readlink(path, &buf, buf.count) }
+        return String(decoding: buf[0..<Int(n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The absolute form of a path (relative to the current directory; not resolved).
+    public static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        var buf = [CChar](repeating: 0, count: 4096)
+        guard getcwd(&buf, buf.count) != nil else { return path }
+        let cwd = String(cString: buf)
+        return path == "." ? cwd : cwd + "/" + path
+    }
 
     /// The names in a directory (not "." and ".."); empty when it does not exist.
     public static func list(_ path: String) throws -> [String] {

@@ -33,6 +33,12 @@ public final class RPCSession: @unchecked Sendable {
     public let id: UInt64
     public let peer: String
     weak var server: RPCServer?
+    let endedFlag = Atomic<Bool>(false)
+
+    /// Whether the connection is gone: set before the service's `sessionEnded` is called,
+    /// so a request still being handled when the peer vanished can tell (a resource it
+    /// would tie to the session must then be released at once).
+    public var isEnded: Bool { endedFlag.load(ordering: .acquiring) }
 
     init(id: UInt64, peer: String, server: RPCServer) {
         self.id = id
@@ -187,6 +193,7 @@ public final class RPCServer: @unchecked Sendable {
             }
             conn.onClose = { [weak self] (_: WireError?) in
                 guard let self, let sc = self.connections.removeValue(forKey: id) else { return }
+                sc.session.endedFlag.store(true, ordering: .releasing)
                 if let service = sc.service {
                     let session = sc.session
                     self.workers.submit { service.sessionEnded(session) }

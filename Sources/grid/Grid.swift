@@ -37,7 +37,7 @@ struct Grid: ParsableCommand {
             Environment: GRID_SIMD=portable|ssse3|avx2|gfni forces a Reed-Solomon kernel \
             (default: the fastest this CPU supports).
             """,
-        subcommands: [Upload.self, Download.self, Update.self, Caps.self, CreateAlias.self, AddAlias.self, ListAliases.self, Ls.self, Mkdir.self, Cp.self, Ln.self, Mv.self, Rm.self, Manifest.self, Stats.self, DeepCheck.self, Check.self, Repair.self, Maintain.self, List.self, CatalogCommand.self, ClientCommand.self, Demo.self, LocalGridCommand.self, IntroducerCommand.self,
+        subcommands: [Upload.self, Download.self, Update.self, Caps.self, CreateAlias.self, AddAlias.self, ListAliases.self, Ls.self, Mkdir.self, Cp.self, Ln.self, Mv.self, Rm.self, Manifest.self, Stats.self, DeepCheck.self, Backup.self, Restore.self, Check.self, Repair.self, Maintain.self, List.self, CatalogCommand.self, ClientCommand.self, Demo.self, LocalGridCommand.self, IntroducerCommand.self,
                       StorageCommand.self, Debug.self, Bench.self])
 }
 

@@ -398,7 +398,17 @@ public final class MutableFileClient: Sendable {
                         let c = try await pool.client(for: s)
                         var req = req
                         try await prepare?(c, &req)
-                        return (s, numbers, .success(try await c.call(req, timeout: timeout).ok))
+                        do {
+                            return (s, numbers, .success(try await c.call(req, timeout: timeout).ok))
+                        } catch let e where e.errorClass == .denied {
+                            // Shares moved here from another server (Tahoe's, or another grid
+                            // server's) keep the write enabler of the server that first stored
+                            // them: derive it for that server's id, as only a writekey holder can.
+                            let owners = Set(try await c.call(SlotOwnersRequest(storageIndex: si), timeout: timeout).owners.values)
+                            guard owners.count == 1, let owner = owners.first, owner != containerNodeID(publicKey: s.permutationSeed) else { throw e }
+                            req.writeEnabler = TahoeHash.sskWriteEnabler(writekey: cap.writekey!, serverID: owner)
+                            return (s, numbers, .success(try await c.call(req, timeout: timeout).ok))
+                        }
                     } catch { return (s, numbers, .failure(error)) }
                 }
             }

@@ -19,6 +19,7 @@ public enum StorageMethod: UInt16, Sendable, CaseIterable {
     case slotTestvAndReadvAndWritev = 13
     case censusBatch = 14
     case slotStage = 15
+    case slotWriteEnablerOwners = 16
 }
 
 public let storageServiceName = "storage"
@@ -517,6 +518,36 @@ public struct StagedShare: Equatable, Sendable {
 }
 
 /// One piece of a share's next contents (bytes `offset..<offset+data.count` of its data),
+/// Who recorded the write enabler of each mutable share a server holds of a storage index:
+/// the 20-byte id in its container. A share moved from another server (Tahoe's, or
+/// another grid server's) keeps that server's write enabler, and a writer holding the
+/// writekey derives the enabler for the recorded id instead of this server's. Not secret:
+/// the enabler itself is derived from the writekey.
+public struct SlotOwnersRequest: StorageRequest {
+    public typealias Response = SlotOwnersResponse
+    public static let method = StorageMethod.slotWriteEnablerOwners
+    public var storageIndex: [UInt8]
+    public init(storageIndex: [UInt8]) { self.storageIndex = storageIndex }
+    public func encode(to w: inout WireWriter) { w.fixed(storageIndex) }
+    public init(from r: inout WireReader) throws { storageIndex = try readSI(&r) }
+}
+
+public struct SlotOwnersResponse: WireMessage, Equatable {
+    /// Share number → the 20-byte id that recorded its write enabler.
+    public var owners: [Int: [UInt8]]
+    public init(owners: [Int: [UInt8]]) { self.owners = owners }
+    public func encode(to w: inout WireWriter) {
+        w.list(owners.sorted { $0.key < $1.key }) { w, e in w.u8(UInt8(e.key)); w.fixed(e.value) }
+    }
+    public init(from r: inout WireReader) throws {
+        var o: [Int: [UInt8]] = [:]
+        for (n, id) in try r.list("owners", minElementSize: 21, max: 256, { r in (try readShareNumber(&r), try r.fixed(20, "node id")) }) {
+            o[n] = id
+        }
+        owners = o
+    }
+}
+
 /// kept by the server apart from the share until a test-and-write names the staging id.
 /// Lets a share larger than one message be replaced all or nothing.
 public struct SlotStageRequest: StorageRequest {

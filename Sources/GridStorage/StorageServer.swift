@@ -429,6 +429,12 @@ public final class StorageBackend: @unchecked Sendable {
         return try chosen.mapValues { c in try readv.map { try c.read($0) } }
     }
 
+    /// Share number → the id that recorded its write enabler, for each mutable share held.
+    public func slotWriteEnablerOwners(si: [UInt8]) throws -> [Int: [UInt8]] {
+        try checkSI(si)
+        return try lock(si).withLock { _ in try loadSlot(si).mapValues { $0.container.writeEnablerNodeID } }
+    }
+
     public func slotReadv(si: [UInt8], shares: [Int], readv: [Range<UInt64>]) throws -> [Int: [[UInt8]]] {
         try checkSI(si)
         return try lock(si).withLock { _ in try read(try loadSlot(si), shares: shares, readv) }

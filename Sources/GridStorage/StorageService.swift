@@ -191,6 +191,11 @@ public final class StorageService: RPCService, @unchecked Sendable {
                 return SlotWriteResponse(ok: ok, reads: reads)
             }
 
+        case .slotWriteEnablerOwners:
+            return try serve(SlotOwnersRequest.self, &r) { req in
+                SlotOwnersResponse(owners: try backend.slotWriteEnablerOwners(si: req.storageIndex))
+            }
+
         case .slotStage:
             return try serve(SlotStageRequest.self, &r) { req in
                 try backend.slotStage(si: req.storageIndex, writeEnabler: req.writeEnabler, share: req.shareNumber,

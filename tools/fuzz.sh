@@ -7,7 +7,7 @@
 # The fuzzer is Tests/GridFuzzTests (structure-aware: typed requests of every method with
 # offsets and lengths near 2^64, 2^63, 2^32, huge and empty vectors, edge share numbers,
 # then damaged bytes; straight to every message decoder, the frame parser and the SDMF and
-# MDMF share parsers and checkers too). The
+# MDMF share parsers and checkers, the directory unpacker, entry decoder and JSON parser too). The
 # test suite runs it for 20,000 requests; a trap anywhere fails the run. Builds with
 # coverage into .build-fuzz/ (kept apart from the normal build).
 set -euo pipefail
@@ -27,6 +27,7 @@ echo "line coverage of the request-handling code after this run:"
 "$(dirname "$(readlink -f "$(command -v swift)")")/llvm-cov" report "$bin" -instr-profile="$codecov/default.profdata" \
   Sources/GridStorage Sources/GridProtocol Sources/GridIntroducer/Introducer.swift \
   Sources/GridWire/WireCoding.swift Sources/GridWire/Frame.swift \
-  Sources/GridFormat/SDMFShare.swift Sources/GridFormat/MDMFShare.swift Sources/GridMutable 2>/dev/null \
-  | awk '/Sources|GridStorage|GridProtocol|GridIntroducer|GridWire|GridFormat|GridMutable|TOTAL/ { printf "  %-40s %5s lines, %4s missed, %s covered\n", $1, $8, $9, $10 }' \
+  Sources/GridFormat/SDMFShare.swift Sources/GridFormat/MDMFShare.swift Sources/GridMutable Sources/GridDirectory \
+  Sources/GridFormat/AnyCapability.swift Sources/GridFormat/DirectoryCapability.swift 2>/dev/null \
+  | awk '/Sources|GridStorage|GridProtocol|GridIntroducer|GridWire|GridFormat|GridMutable|GridDirectory|TOTAL/ { printf "  %-40s %5s lines, %4s missed, %s covered\n", $1, $8, $9, $10 }' \
   | sed 's|.*/Sources/|Sources/|'

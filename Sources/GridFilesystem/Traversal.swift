@@ -28,44 +28,53 @@ extension GridFilesystem {
             try await visit(Reached(path: [], capability: root))
             return
         }
-        var queue: [(DirectoryCapability, [String])] = [(rootDir, [])]
-        try await withThrowingTaskGroup(of: (DirectoryCapability, [String], Result<DirectoryContents, Error>).self) { group in
+        var queue: [Pending] = [Pending(dir: rootDir, path: [])]
+        try await withThrowingTaskGroup(of: DirectoryRead.self) { group in
             var inFlight = 0
-            func startReads() {
+            while true {
                 while inFlight < Self.traversalParallelism, !queue.isEmpty {
-                    let (d, p) = queue.removeFirst()
+                    let next = queue.removeFirst()
                     inFlight += 1
                     group.addTask {
-                        do { return (d, p, .success(try await self.contents(of: d))) } catch { return (d, p, .failure(error)) }
+                        do { return DirectoryRead(pending: next, contents: try await self.contents(of: next.dir), error: nil) }
+                        catch { return DirectoryRead(pending: next, contents: nil, error: error) }
                     }
                 }
-            }
-            startReads()
-            while let (dir, path, result) = try await group.next() {
+                guard let read = try await group.next() else { break }
                 inFlight -= 1
-                switch result {
-                case let .failure(e):
-                    failed(path, e)
-                    try await visit(Reached(path: path, capability: .directory(dir)))
-                case let .success(contents):
-                    try await visit(Reached(path: path, capability: .directory(dir), children: contents.count,
-                                            directoryBytes: (try? contents.pack().count)))
-                    var subdirs: [(DirectoryCapability, [String])] = []
-                    for e in try contents.entries() {
-                        let childPath = path + [e.name]
-                        if !e.capability.isUnknown, let v = e.capability.verifier?.string {
-                            if found.contains(v) { continue }
-                            found.insert(v)
-                        }
-                        if case let .directory(d) = e.capability { subdirs.append((d, childPath)) }
-                        else { try await visit(Reached(path: childPath, capability: e.capability)) }
-                    }
-                    // Depth first: the children go ahead of what waits, so the queue stays short.
-                    queue.insert(contentsOf: subdirs, at: 0)
+                let path = read.pending.path
+                guard let contents = read.contents else {
+                    failed(path, read.error ?? GridError(.internal, "no contents and no error"))
+                    try await visit(Reached(path: path, capability: .directory(read.pending.dir)))
+                    continue
                 }
-                startReads()
+                try await visit(Reached(path: path, capability: .directory(read.pending.dir), children: contents.count,
+                                        directoryBytes: (try? contents.pack().count)))
+                var subdirs: [Pending] = []
+                for e in try contents.entries() {
+                    let childPath = path + [e.name]
+                    if !e.capability.isUnknown, let v = e.capability.verifier?.string {
+                        if found.contains(v) { continue }
+                        found.insert(v)
+                    }
+                    if case let .directory(d) = e.capability { subdirs.append(Pending(dir: d, path: childPath)) }
+                    else { try await visit(Reached(path: childPath, capability: e.capability)) }
+                }
+                // Depth first: the children go ahead of what waits, so the queue stays short.
+                queue.insert(contentsOf: subdirs, at: 0)
             }
         }
+    }
+
+    struct Pending: Sendable {
+        let dir: DirectoryCapability
+        let path: [String]
+    }
+
+    struct DirectoryRead: Sendable {
+        let pending: Pending
+        let contents: DirectoryContents?
+        let error: (any Error)?
     }
 
     /// Tahoe's deep stats.

@@ -1,6 +1,7 @@
 import Foundation
 import GridCrypto
 import GridFormat
+import GridDirectory
 import GridMutable
 import GridIntroducer
 import GridProtocol
@@ -65,7 +66,19 @@ final class ServiceFuzzer {
         let sdmf = try SDMFEncoder.encode(Array(repeating: 5, count: 200), privateKey: key, sequenceNumber: 1, needed: 3, total: 5)
         let mdmf = try MDMFEncoder.encode(Array(repeating: 6, count: 300), privateKey: key, sequenceNumber: 1, needed: 3, total: 5)
         mutableSamples = [(sdmf.capability, sdmf.shares[1].serialized()), (mdmf.capability, mdmf.shares[1].serialized())]
+        // A mutable directory's packed children (every child kind, metadata of every JSON type).
+        var dir = DirectoryContents(mutable: true, writekey: sdmf.capability.writekey)
+        let children: [AnyCapability] = [.immutable(.lit(LITCapability(data: Array("hi".utf8)))), .mutable(sdmf.capability),
+                                         .mutable(mdmf.capability.readOnly!), .directory(DirectoryCapability(mutable: sdmf.capability)),
+                                         .unknown(UnknownCapability(writeString: "x-future:w", readString: "ro.x-future:r"))]
+        for (i, c) in children.enumerated() {
+            dir.set(DirectoryEntry(name: "child-\(i)-é", capability: c, metadata: try JSONValue.parse(
+                #"{"ctime": 1.5e9, "n": [1, -0, null, true, "\u00e9\ud83d\ude00"], "tahoe": {"linkcrtime": 1700000000.123456}}"#)))
+        }
+        directorySample = (try dir.pack(), sdmf.capability.writekey!)
     }
+
+    let directorySample: (packed: [UInt8], writekey: [UInt8])
 
     // MARK: Values that break arithmetic
 
@@ -137,6 +150,8 @@ final class ServiceFuzzer {
                 CensusBatchRequest.Entry(storageIndex: si(), renewSecret: secret(), cancelSecret: secret())
             }
             return (.censusBatch, CensusBatchRequest(renew: chance(0.5), entries: entries).encoded())
+        case .slotWriteEnablerOwners:
+            return (.slotWriteEnablerOwners, SlotOwnersRequest(storageIndex: si()).encoded())
         case .slotStage:
             return (.slotStage, SlotStageRequest(storageIndex: si(), writeEnabler: chance(0.9) ? secrets[0] : secret(), shareNumber: shareNumber(),
                                                  stagingID: pick(stagingIDs), offset: chance(0.7) ? UInt64(small(3000)) : u64(),
@@ -287,6 +302,7 @@ final class ServiceFuzzer {
             { _ = try Hello(parsing: $0) },
             { _ = try CensusBatchRequest(decoding: $0) }, { _ = try CensusBatchResponse(decoding: $0) },
             { _ = try SlotStageRequest(decoding: $0) },
+            { _ = try SlotOwnersRequest(decoding: $0) }, { _ = try SlotOwnersResponse(decoding: $0) },
             { b in
                 var p = FrameParser(maxFrameLength: 1 << 16)
                 b.withUnsafeBytes { p.append($0) }
@@ -308,6 +324,17 @@ final class ServiceFuzzer {
         var journal = Self.sampleJournal
         damage(&journal)
         if let j = SlotJournal(decoding: journal) { _ = j.encoded() }
+        // A damaged directory: the unpacker, each entry's decoder, the packer and the JSON parser.
+        var packed = directorySample.packed
+        damage(&packed)
+        for (mutable, key) in [(true, Optional(directorySample.writekey)), (true, nil), (false, nil)] {
+            if let d = try? DirectoryContents.unpack(packed, mutable: mutable, writekey: key) {
+                for e in (try? d.entries()) ?? [] { _ = e.metadata.pythonText; _ = e.capability.readString }
+                _ = try? d.pack()
+            }
+        }
+        _ = try? JSONValue.parse(Array(packed.prefix(400)))
+        _ = AnyCapability.fromEntry(write: String(decoding: packed.prefix(120), as: UTF8.self), read: nil, deepImmutable: chance(0.5))
         if sample.cap.format == .sdmf { _ = try? SDMFDecoder(capability: sample.cap).check(share, number: 1) }
         else { _ = try? MDMFDecoder(capability: sample.cap).check(share, number: 1) }
     }

@@ -116,13 +116,15 @@ note grid-backup-3-uploaded "$(python3 -c 'import json,sys; print(json.load(open
 t tahoe-backup-3 tahoe backup "$work/tree-t" b:bk
 note tahoe-backup-3-report "\"$(head -1 "$work/last.out" | tr -s ' ')\""
 
+cp "$times" "${TIMES_OUT:-/tmp/bench-dirs-times.txt}"
 python3 - "$times" "$N" "$TREE" <<'PY'
 import statistics, sys
 rows, notes = {}, {}
 for line in open(sys.argv[1]):
     k, v = line.split(" ", 1)
-    try: rows.setdefault(k, []).append(float(v))
-    except ValueError: notes[k] = v.strip()
+    try: x = float(v)
+    except ValueError: notes[k] = v.strip(); continue
+    rows.setdefault(k, []).append(x)
 med = {k: statistics.median(v) for k, v in rows.items()}
 n, tree = sys.argv[2], sys.argv[3]
 one = lambda k: int(rows[k][0])

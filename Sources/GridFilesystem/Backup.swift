@@ -210,21 +210,12 @@ extension GridFilesystem {
                 report.value.filesSkipped += 1
             }
         }
-        try await withThrowingTaskGroup(of: DirectoryEntry?.self) { group in
-            var next = 0
-            func start() {
-                guard next < files.count else { return }
-                let (name, st) = files[next]
-                next += 1
-                group.addTask { try await self.backupFile(path + "/" + name, name: name, st, db: db, options: options, report: report) }
-            }
-            for _ in 0..<Self.copyParallelism { start() }
-            while let e = try await group.next() {
-                if let e { entries.append(e) }
-                progress?(report.value)
-                start()
-            }
-        }
+        try await concurrently(files, limit: Self.copyParallelism, { (name: String, st: FileStatus) in
+            try await self.backupFile(path + "/" + name, name: name, st, db: db, options: options, report: report)
+        }, done: { (e: DirectoryEntry?) in
+            if let e { entries.append(e) }
+            progress?(report.value)
+        })
         for (name, _) in dirs {
             let sub = try await backupDirectory(path + "/" + name, db: db, options: options, report: report, progress: progress)
             // The directory's own metadata, as Tahoe records it (stat after its contents were read).
@@ -315,21 +306,10 @@ extension GridFilesystem {
         func mode(_ e: DirectoryEntry) -> UInt32? { e.metadata["st_mode"]?.intValue.map { UInt32(truncatingIfNeeded: $0) } }
         func isSymlink(_ e: DirectoryEntry) -> Bool { (mode(e) ?? 0) & UInt32(S_IFMT) == UInt32(S_IFLNK) }
         let files = entries.filter { !$0.capability.isDirectory && !$0.capability.isUnknown && !isSymlink($0) }
-        try await withThrowingTaskGroup(of: UInt64.self) { group in
-            var next = 0
-            func start() {
-                guard next < files.count else { return }
-                let e = files[next]
-                next += 1
-                group.addTask { try await self.downloadToFile(e.capability, path: local + "/" + Self.localName(e.name)) }
-            }
-            for _ in 0..<Self.copyParallelism { start() }
-            while let n = try await group.next() {
-                report.value.files += 1
-                report.value.bytes += n
-                progress?(report.value)
-                start()
-            }
+        try await downloadFiles(files, into: local) { n in
+            report.value.files += 1
+            report.value.bytes += n
+            progress?(report.value)
         }
         for e in entries {
             let p = local + "/" + Self.localName(e.name)

@@ -55,26 +55,15 @@ extension GridFilesystem {
         }
         // Files, a few at a time.
         var children: [(name: String, capability: AnyCapability, metadata: JSONValue?)] = []
-        try await withThrowingTaskGroup(of: (String, AnyCapability, UInt64).self) { group in
-            var next = 0
-            func start() {
-                guard next < files.count else { return }
-                let name = files[next]
-                next += 1
-                group.addTask {
-                    let (cap, size) = try await self.uploadLocalFile(local + "/" + name)
-                    return (name, cap, size)
-                }
-            }
-            for _ in 0..<Self.copyParallelism { start() }
-            while let (name, cap, size) = try await group.next() {
-                children.append((name, cap, nil))
-                stats.value.files += 1
-                stats.value.bytes += size
-                progress?(stats.value)
-                start()
-            }
-        }
+        try await concurrently(files, limit: Self.copyParallelism, { name in
+            let (cap, size) = try await self.uploadLocalFile(local + "/" + name)
+            return (name, cap, size)
+        }, done: { (name: String, cap: AnyCapability, size: UInt64) in
+            children.append((name, cap, nil))
+            stats.value.files += 1
+            stats.value.bytes += size
+            progress?(stats.value)
+        })
         // Subdirectories: entered when they exist there already, else made whole.
         for name in dirs {
             let into: DirectoryCapability?
@@ -128,21 +117,10 @@ extension GridFilesystem {
         try FileSystem.makeDirectories(local, permissions: 0o755)
         let entries = try await contents(of: dir).entries()
         let files = entries.filter { if case .immutable = $0.capability { return true }; if case .mutable = $0.capability { return true }; return false }
-        try await withThrowingTaskGroup(of: UInt64.self) { group in
-            var next = 0
-            func start() {
-                guard next < files.count else { return }
-                let e = files[next]
-                next += 1
-                group.addTask { try await self.downloadToFile(e.capability, path: local + "/" + Self.localName(e.name)) }
-            }
-            for _ in 0..<Self.copyParallelism { start() }
-            while let bytes = try await group.next() {
-                stats.value.files += 1
-                stats.value.bytes += bytes
-                progress?(stats.value)
-                start()
-            }
+        try await downloadFiles(files, into: local) { bytes in
+            stats.value.files += 1
+            stats.value.bytes += bytes
+            progress?(stats.value)
         }
         for e in entries {
             switch e.capability {
@@ -153,6 +131,13 @@ extension GridFilesystem {
             }
         }
         stats.value.directories += 1
+    }
+
+    /// Downloads each file entry into `local` (under its local name), a few at a time.
+    func downloadFiles(_ files: [DirectoryEntry], into local: String, done: (UInt64) throws -> Void) async throws {
+        try await concurrently(files, limit: Self.copyParallelism, { e in
+            try await self.downloadToFile(e.capability, path: local + "/" + Self.localName(e.name))
+        }, done: done)
     }
 
     /// A child's name as a local file name: names that cannot be one are refused.
@@ -172,6 +157,29 @@ extension GridFilesystem {
             }
         }
         return try await createDirectory(format: format, entries: entries)
+    }
+}
+
+/// Runs `body` on every item, at most `limit` at a time; `done` sees each result as it
+/// arrives, on the calling task (so it may change the caller's state). The first error
+/// thrown stops the rest.
+func concurrently<T: Sendable, R: Sendable>(_ items: [T], limit: Int, _ body: @escaping @Sendable (T) async throws -> R,
+                                            done: (R) throws -> Void) async throws {
+    try await withThrowingTaskGroup(of: R.self) { group in
+        var next = 0
+        while next < min(limit, items.count) {
+            let item = items[next]
+            next += 1
+            group.addTask { try await body(item) }
+        }
+        while let r = try await group.next() {
+            try done(r)
+            if next < items.count {
+                let item = items[next]
+                next += 1
+                group.addTask { try await body(item) }
+            }
+        }
     }
 }
 

@@ -314,6 +314,33 @@ public final class GridFilesystem: Sendable {
         return try await link(parent, [(name, cap, metadata)], replace: replace).values.first ?? true
     }
 
+    /// Links `cap` at `p`; when `p` names an existing directory, inside it as `name` (what
+    /// `ln` and `cp` do), deciding within the one write to `p`'s parent (no extra read).
+    /// Returns where it was linked and whether the name was new there.
+    public func link(at p: GridPath, _ cap: AnyCapability, orInsideAs name: String?) async throws -> (path: GridPath, created: Bool) {
+        guard let (parentPath, last) = p.parent else {
+            guard let name, case let .directory(d) = try root(p) else { throw GridError(.usage, "\(p.text) names a root; give a name inside it") }
+            return (p.appending(name), try await link(d, [(name, cap, nil)]).values.first ?? true)
+        }
+        try Self.checkName(last)
+        let parent = try await ensureDirectory(parentPath)
+        let created = Locked(true)
+        do {
+            try await modify(parent) { c, _ in
+                let old = try c.entry(named: last)
+                if let old, name != nil, case let .directory(d) = old.capability { throw LinkInside(directory: d) }
+                c.set(DirectoryEntry(name: last, capability: cap, metadata: Self.linkMetadata(old: old?.metadata, new: nil, now: Self.now())))
+                created.value = old == nil
+            }
+            return (p, created.value)
+        } catch let inside as LinkInside {
+            return (p.appending(name!), try await link(inside.directory, [(name!, cap, nil)]).values.first ?? true)
+        }
+    }
+
+    /// Thrown out of a change to say the name is a directory to link into instead.
+    struct LinkInside: Error { let directory: DirectoryCapability }
+
     /// Removes the name at `p` (the child itself stays on the grid); returns what it named.
     @discardableResult
     public func unlink(_ p: GridPath) async throws -> DirectoryEntry {
@@ -385,8 +412,10 @@ public final class GridFilesystem: Sendable {
 }
 
 /// Reads a source whole (at most 1 GiB).
-func readWhole(_ source: any RandomAccessSource) throws -> [UInt8] {
-    guard source.size <= 1 << 30 else { throw GridError(.usage, "\(source.size) bytes is more than can be held in memory here (1 GiB)") }
+public func readWhole(_ source: any RandomAccessSource) throws -> [UInt8] {
+    guard source.size <= 1 << 30 else {
+        throw GridError(.usage, "\(source.size) bytes is more than is held in memory (1 GiB) for an SDMF file or an --offset write; make large files MDMF (the default) and replace them whole")
+    }
     var out = [UInt8](repeating: 0, count: Int(source.size))
     var at = 0
     try out.withUnsafeMutableBytes { buf in

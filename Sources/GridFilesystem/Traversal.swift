@@ -250,26 +250,16 @@ extension GridFilesystem {
             report.value = rep
         })
         let work = individual.value
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var next = 0
-            func start() {
-                guard next < work.count else { return }
-                let (path, cap) = work[next]
-                next += 1
-                group.addTask {
-                    do {
-                        let res = try await self.check(cap, verify: verify, addLease: addLease)
-                        await record(DeepCheckItem(path: path, capability: cap.string, verdict: res.verdict.rawValue, sharesFound: res.shares.count,
-                                                   needed: res.needed, total: res.total), res.verdict)
-                    } catch {
-                        await record(DeepCheckItem(path: path, capability: cap.string, verdict: "unrecoverable", sharesFound: 0,
-                                                   needed: 0, total: 0, problem: "\(error)"), .unrecoverable)
-                    }
-                }
+        try await concurrently(work, limit: Self.traversalParallelism, { (path: String, cap: AnyCapability) in
+            do {
+                let res = try await self.check(cap, verify: verify, addLease: addLease)
+                await record(DeepCheckItem(path: path, capability: cap.string, verdict: res.verdict.rawValue, sharesFound: res.shares.count,
+                                           needed: res.needed, total: res.total), res.verdict)
+            } catch {
+                await record(DeepCheckItem(path: path, capability: cap.string, verdict: "unrecoverable", sharesFound: 0,
+                                           needed: 0, total: 0, problem: "\(error)"), .unrecoverable)
             }
-            for _ in 0..<Self.traversalParallelism { start() }
-            while try await group.next() != nil { start() }
-        }
+        }, done: { _ in })
         await flush()
         return report.value
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GridClient
+import GridFilesystem
 import GridFormat
 import GridNode
 import GridSystem
@@ -24,9 +25,7 @@ struct List: ParsableCommand {
             _ = try ClientNode.load(directory: dir)  // a client node, or a clear error
             let entries = try Catalog(path: ClientNode.catalogPath(directory: dir)).entries()
             if json {
-                FileHandleStdout.write(jsonString(entries.map {
-                    ["cap": $0.capability, "size": $0.size, "name": $0.name, "added": $0.added] as [String: Any]
-                }) + "\n")
+                try printJSON(entries.map(Reports.CatalogEntry.init))
             } else {
                 for e in entries {
                     let when = Date(timeIntervalSince1970: Double(e.added)).formatted(.iso8601)

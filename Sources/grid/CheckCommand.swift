@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GridClient
+import GridFilesystem
 import GridFormat
 import GridSystem
 
@@ -39,16 +40,9 @@ struct Check: ParsableCommand {
 
     func run() throws {
         try forEachFile(capabilities, nodeDir: nodeDir) { session, cap in
-            let checker = Checker(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
             let (verify, addLease) = (self.verify, self.addLease)
-            let r = try blockingAwait {
-                switch cap {
-                case let .immutable(c): return try await checker.check(c, verify: verify, addLease: addLease)
-                case let .mutable(m): return try await checker.check(m, verify: verify, addLease: addLease)
-                case .directory, .unknown: throw GridError(.internal, "forEachFile passes only files")
-                }
-            }
-            FileHandleStdout.write((json ? jsonLine(r) : text(r)) + "\n")
+            let r = try blockingAwait { try await session.check(cap, verify: verify, addLease: addLease) }
+            FileHandleStdout.write((json ? try jsonLine(r) : text(r)) + "\n")
             return r.verdict
         }
     }
@@ -70,30 +64,17 @@ struct Check: ParsableCommand {
         return lines.joined(separator: "\n")
     }
 
-    func jsonLine(_ r: CheckResult) -> String {
-        var out: [String: Any] = [
-            "cap": r.capability, "verdict": r.verdict.rawValue, "needed": r.needed, "total": r.total, "happy": r.happy,
-            "shares_found": r.shares.count, "servers": r.servers, "happiness": r.happiness,
-            "shares": Dictionary(uniqueKeysWithValues: r.shares.map { ("\($0.key)", $0.value) }),
-            "missing": (0..<r.total).filter { r.shares[$0] == nil }, "unanswered": r.unanswered, "nicknames": r.nicknames,
-            "corrupt": r.corrupt.map { ["share": $0.share, "server": $0.server, "reason": $0.reason] },
-        ]
-        if !r.storageIndex.isEmpty { out["storage_index"] = Base32.encode(r.storageIndex) }
-        if let d = r.decoded { out["ciphertext_verified"] = d }
-        if let seq = r.sequenceNumber { out["sequence_number"] = seq; out["stale_shares"] = r.staleShares }
-        if addLease { out["leases_renewed"] = r.leasesRenewed }
-        return jsonString(out)
-    }
+    func jsonLine(_ r: CheckResult) throws -> String { try jsonText(Reports.Check(r, addLease: addLease)) }
 }
 
 /// Runs `body` for each capability with one client session; the exit status is that of
 /// the worst verdict (0 healthy, 1 degraded, 2 unrecoverable: the Nagios convention).
-func forEachFile(_ capabilities: [String], nodeDir: String?, _ body: (ClientSession, AnyCapability) throws -> Verdict) throws {
+func forEachFile(_ capabilities: [String], nodeDir: String?, _ body: (GridFilesystem, AnyCapability) throws -> Verdict) throws {
     let worst = try reportingErrors { () -> Verdict in
         // A directory is checked as the file holding its entries (deep-check walks its children).
-        let caps = try capabilities.map { try AnyCapability(parsing: $0).storedFile }
-        let session = try ClientSession(nodeDirectory: nodeDir)
-        defer { session.pool.shutdown() }
+        let caps = try capabilities.map { try AnyCapability(parsing: $0) }
+        let session = try GridFilesystem(nodeDirectory: nodeDir, coding: try codingOptionsFromEnvironment())
+        defer { session.shutdown() }
         var worst = Verdict.healthy
         for cap in caps {
             let v = try body(session, cap)

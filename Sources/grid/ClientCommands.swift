@@ -183,23 +183,16 @@ func humanSeconds(_ s: Double) -> String {
     return t >= 3600 ? "\(t / 3600)h\(t / 60 % 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
 }
 
+/// Codable results as one line of JSON (the encoder `printJSON` uses).
+func jsonText<T: Encodable>(_ value: T) throws -> String {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try e.encode(value), as: UTF8.self)
+}
+
 func jsonString(_ object: Any) -> String {
     let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
-}
-
-/// A client session: the node's settings and a live server pool.
-struct ClientSession {
-    let settings: ClientSettings
-    let pool: ServerPool
-    let directory: String
-
-    init(nodeDirectory: String?) throws {
-        let dir = ClientNode.resolveDirectory(nodeDirectory)
-        directory = dir
-        settings = try ClientNode.load(directory: dir)
-        pool = try ServerPool(introducers: settings.introducers, cachePath: ClientNode.serverCachePath(directory: dir))
-    }
 }
 
 /// What `grid upload` reads: a regular file in place; stdin (`-`), a pipe, a FIFO, a
@@ -264,37 +257,35 @@ struct Upload: ParsableCommand {
                 let box = UncheckedBox(source)
                 let r = try withFilesystem(nodeDir) { fs in
                     let r = try await fs.createMutableFile(box.value, format: f, name: file)
-                    if let dest { try await fs.link(at: dest, .mutable(r.capability)) }
+                    if let dest { try await linkUploaded(fs, .mutable(r.capability), at: dest) }
                     return r
                 }
                 refillKeyPoolInBackground(ClientNode.resolveDirectory(nodeDir))
-                writeMutableResult(r, json: json)
+                try writeMutableResult(r, json: json, path: dest?.text)
                 return
             }
             let bar = ProgressBar()
             let box = UncheckedBox(source)
             let r = try withFilesystem(nodeDir) { fs in
                 let r = try await fs.upload(box.value, name: file) { bar.update($0) }
-                if let dest { try await fs.link(at: dest, .immutable(r.capability)) }
+                if let dest { try await linkUploaded(fs, .immutable(r.capability), at: dest) }
                 return r
             }
             bar.finish()
             if json {
-                var out: [String: Any] = [
-                    "cap": r.capability.description, "size": r.size, "happiness": r.happiness,
-                    "shares_already_present": r.sharesAlreadyPresent, "shares_written_by_others": r.sharesWrittenByOthers,
-                    "bytes_sent": r.bytesSent,
-                    "timings": ["hash": r.hashSeconds, "push": r.pushSeconds, "total": r.totalSeconds],
-                    "servers": r.nicknames,
-                    "shares": Dictionary(uniqueKeysWithValues: r.placement.map { ("\($0.key)", $0.value) }),
-                ]
-                if case let .chk(c) = r.capability { out["storage_index"] = Base32.encode(c.storageIndex) }
-                if let dest { out["path"] = dest.text }
-                FileHandleStdout.write(jsonString(out) + "\n")
+                try printJSON(Reports.Upload(r, path: dest?.text))
             } else {
                 FileHandleStdout.write(r.capability.description + "\n")
             }
         }
+    }
+}
+
+/// Links what was just uploaded; when that fails the capability is in the error (and in
+/// the catalog), so the upload is not lost.
+func linkUploaded(_ fs: GridFilesystem, _ cap: AnyCapability, at dest: GridPath) async throws {
+    do { try await fs.link(at: dest, cap) } catch {
+        throw GridError(error.errorClass, "uploaded as \(cap.string) (recorded in the catalog), but not linked at \(dest.text): \(error)")
     }
 }
 
@@ -345,22 +336,7 @@ struct Download: ParsableCommand {
             }
             bar.finish()
             guard json else { return }
-            let out: [String: Any]
-            switch r {
-            case let .immutable(r):
-                out = [
-                    "size": r.fileSize, "bytes": r.bytesWritten, "seconds": r.seconds,
-                    "shares": Dictionary(uniqueKeysWithValues: r.sharesUsed.map { ("\($0.key)", $0.value) }),
-                    "servers": r.nicknames,
-                    "bad_shares": r.badShares.map {
-                        ["share": $0.share, "server": $0.server, "class": $0.failure.errorClass.rawValue, "reason": "\($0.failure)"]
-                    },
-                    "corruption_reports": r.corruptionReports,
-                ]
-            case let .mutable(size, bytes, seq, format, seconds):
-                out = ["size": size, "bytes": bytes, "sequence_number": seq, "format": format.rawValue, "seconds": seconds]
-            }
-            let text = jsonString(out) + "\n"
+            let text = try jsonText(Reports.Download(r)) + "\n"
             if output == nil || output == "-" { FileHandleStderr.write(text) } else { FileHandleStdout.write(text) }
         }
     }
@@ -388,36 +364,8 @@ func withOutputSink<T>(_ output: String?, _ body: (FileDescriptorSink) throws ->
     }
 }
 
-/// The whole of an upload source, for mutable files (encoded in memory).
-func readWhole(_ source: FileSource) throws -> [UInt8] {
-    guard source.size <= 1 << 30 else {
-        throw GridError(.usage, "\(humanBytes(source.size)) is more than this command holds in memory (1 GiB): an SDMF file or an --offset write; "
-            + "make large files MDMF (the default) and replace them whole")
-    }
-    var out = [UInt8](repeating: 0, count: Int(source.size))
-    var at = 0
-    try out.withUnsafeMutableBytes { buf in
-        while at < buf.count {
-            let n = try source.read(at: UInt64(at), into: UnsafeMutableRawBufferPointer(rebasing: buf[at...]))
-            if n == 0 { break }
-            at += n
-        }
-    }
-    guard at == out.count else { throw GridError(.io, "\(source.path) ended after \(at) of \(out.count) bytes") }
-    return out
-}
-
-func writeMutableResult(_ r: MutableFileClient.WriteResult, json: Bool) {
-    if json {
-        FileHandleStdout.write(jsonString([
-            "cap": r.capability.string, "readonly_cap": r.capability.readOnly?.string ?? "", "verify_cap": r.capability.verifier.string,
-            "format": r.capability.format.rawValue, "sequence_number": r.sequenceNumber, "storage_index": Base32.encode(r.capability.storageIndex),
-            "shares": Dictionary(uniqueKeysWithValues: r.placement.map { ("\($0.key)", $0.value) }),
-            "conflicts_retried": r.retries,
-        ] as [String: Any]) + "\n")
-    } else {
-        FileHandleStdout.write(r.capability.string + "\n")
-    }
+func writeMutableResult(_ r: MutableFileClient.WriteResult, json: Bool, path: String? = nil) throws {
+    if json { try printJSON(Reports.MutableWrite(r, path: path)) } else { FileHandleStdout.write(r.capability.string + "\n") }
 }
 
 struct Update: ParsableCommand {
@@ -447,7 +395,7 @@ struct Update: ParsableCommand {
             \(ExitStatus.help)
             """)
 
-    @Argument(help: "The mutable file's write capability.") var capability: String
+    @Argument(help: "The mutable file's write capability, or its path (ALIAS:notes).") var capability: String
     @Argument(help: "The new contents, or - for stdin.") var file: String
     @Option(help: "Write FILE's bytes from this offset of the file instead of replacing it.") var offset: UInt64?
     @Option(help: "How many times to make the change again after another writer's conflicting write.") var retries: Int = 5
@@ -456,17 +404,21 @@ struct Update: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let cap = try MutableCapability(parsing: capability)
             guard retries >= 0 else { throw GridError(.usage, "--retries must be 0 or more") }
-            let source = try uploadSource(file)
-            // A new whole version of an MDMF file streams from the file; the rest is read first.
-            let change: MutableFileClient.Change = try offset.map { .write(offset: $0, bytes: try readWhole(source)) }
-                ?? (cap.format == .mdmf ? .source(source) : .replace(try readWhole(source)))
-            let session = try ClientSession(nodeDirectory: nodeDir)
-            defer { session.pool.shutdown() }
-            let client = MutableFileClient(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment())
-            let r = try blockingAwait { try await client.update(cap, change, retries: retries) }
-            if json { writeMutableResult(r, json: true) } else {
+            let path = try GridPath(parsing: capability)
+            let box = UncheckedBox(try uploadSource(file))
+            let (offset, retries) = (self.offset, self.retries)
+            let r = try withFilesystem(nodeDir) { fs in
+                guard case let .mutable(cap) = try await fs.resolve(path).capability else {
+                    throw GridError(.usage, "\(path.text) is not a mutable file; only mutable files (URI:MDMF..., URI:SSK...) take new versions")
+                }
+                let source = box.value
+                // A new whole version of an MDMF file streams from the file; the rest is read first.
+                let change: MutableFileClient.Change = try offset.map { .write(offset: $0, bytes: try readWhole(source)) }
+                    ?? (cap.format == .mdmf ? .source(source) : .replace(try readWhole(source)))
+                return try await fs.mutableFiles.update(cap, change, retries: retries)
+            }
+            if json { try writeMutableResult(r, json: true) } else {
                 let again = r.retries == 0 ? "" : " (after \(r.retries) conflict\(r.retries == 1 ? "" : "s") with another writer)"
                 FileHandleStdout.write("version \(r.sequenceNumber) written\(again)\n")
             }
@@ -492,23 +444,9 @@ struct Caps: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            var out: [(String, String)] = []
-            if let m = try? MutableCapability(parsing: capability) {
-                if m.access == .write { out.append(("write", m.string)) }
-                if let ro = m.readOnly { out.append(("read", ro.string)) }
-                out.append(("verify", m.verifier.string))
-                out.append(("storage_index", Base32.encode(m.storageIndex)))
-            } else {
-                switch try Capability(parsing: capability) {
-                case let .lit(l): out.append(("read", l.string))
-                case let .chk(c): out += [("read", c.string), ("verify", c.verifier.string), ("storage_index", Base32.encode(c.storageIndex))]
-                case let .chkVerifier(v): out += [("verify", v.string), ("storage_index", Base32.encode(v.storageIndex))]
-                }
-            }
-            if json {
-                FileHandleStdout.write(jsonString(Dictionary(uniqueKeysWithValues: out)) + "\n")
-            } else {
-                for (k, v) in out { FileHandleStdout.write("\(k): \(v)\n") }
+            let r = Reports.Caps(try AnyCapability(parsing: capability))
+            if json { try printJSON(r) } else {
+                for (k, v) in r.lines { FileHandleStdout.write("\(k): \(v)\n") }
             }
         }
     }

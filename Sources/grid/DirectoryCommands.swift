@@ -10,8 +10,9 @@ import GridSystem
 
 /// The one encoder of JSON results (Codable types; keys sorted so output is stable).
 func printJSON<T: Encodable>(_ value: T, pretty: Bool = false) throws {
+    if !pretty { FileHandleStdout.write(try jsonText(value) + "\n"); return }
     let e = JSONEncoder()
-    e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+    e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
     FileHandleStdout.write(String(decoding: try e.encode(value), as: UTF8.self) + "\n")
 }
 
@@ -305,9 +306,7 @@ struct Ln: ParsableCommand {
             let (from, to, json) = (self.from, self.to, self.json)
             try withFilesystem(nodeDir) { fs in
                 let src = try await fs.resolve(try GridPath(parsing: from))
-                var dest = try GridPath(parsing: to)
-                if let d = try? await fs.resolve(dest), case .directory = d.capability, let name = src.name { dest = dest.appending(name) }
-                let created = try await fs.link(at: dest, src.capability)
+                let (dest, created) = try await fs.link(at: try GridPath(parsing: to), src.capability, orInsideAs: src.name)
                 if json { try printJSON(LinkResult(path: dest.text, capability: src.capability.string, created: created)) }
                 else { FileHandleStdout.write("\(dest.text) \(created ? "linked" : "replaced")\n") }
             }

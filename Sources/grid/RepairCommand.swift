@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GridClient
+import GridFilesystem
 import GridFormat
 import GridSystem
 
@@ -34,23 +35,12 @@ struct Repair: ParsableCommand {
 
     func run() throws {
         try forEachFile(capabilities, nodeDir: nodeDir) { session, cap in
-            let repairer = Repairer(checker: Checker(pool: session.pool, settings: session.settings, coding: try codingOptionsFromEnvironment()))
             let verify = !noVerify
-            let r = try blockingAwait {
-                switch cap {
-                case let .immutable(c): return try await repairer.repair(c, verify: verify)
-                case let .mutable(m): return try await repairer.repair(m)
-                case .directory, .unknown: throw GridError(.internal, "forEachFile passes only files")
-                }
-            }
+            let r = try blockingAwait { try await session.repair(cap, verify: verify) }
             let v = r.after.verdict
             let placed = r.placed.keys.sorted()
             if json {
-                FileHandleStdout.write(jsonString([
-                    "cap": cap.description, "before": r.before.verdict.rawValue, "after": v.rawValue,
-                    "placed": Dictionary(uniqueKeysWithValues: r.placed.map { ("\($0.key)", $0.value) }),
-                    "shares_found_after": r.after.shares.count, "happiness_after": r.after.happiness,
-                ]) + "\n")
+                try printJSON(Reports.Repair(cap.description, r))
             } else if placed.isEmpty {
                 FileHandleStdout.write("\(cap.description.prefix(60))…: \(r.before.verdict.rawValue), nothing to place\n")
             } else {

@@ -279,6 +279,7 @@ final class ServiceFuzzer {
             case .bucketRead: _ = try BucketReadResponse(decoding: reply)
             case .slotReadv: _ = try SlotReadResults(decoding: reply)
             case .slotTestvAndReadvAndWritev: _ = try SlotWriteResponse(decoding: reply)
+            case .slotWriteEnablerOwners: _ = try SlotOwnersResponse(decoding: reply)
             default: _ = try EmptyMessage(decoding: reply)
             }
         } catch {

@@ -208,6 +208,23 @@ public final class MutableFileClient: Sendable {
         return try await publish(data, key: key, format: cap.format, sequenceNumber: newest + 1, existing: held)
     }
 
+    /// The newest version the servers say they hold, from each share's first bytes only
+    /// (a cheap census: nothing is checked, so it only tells whether a version already
+    /// read and checked is still the newest): its sequence number, root hash and how many
+    /// distinct shares of it answered; nil when no server holds a share. When two versions
+    /// share the newest sequence number, the one with more shares.
+    public func newestVersion(_ cap: MutableCapability) async throws -> (sequenceNumber: UInt64, rootHash: [UInt8], shares: Int, needed: Int)? {
+        let held = await readPrefixes(cap.storageIndex, servers: try await servers(cap), length: 128, timeout: 4 * coding.stallTimeout).held
+        var versions: [String: (seq: UInt64, root: [UInt8], needed: Int, shares: Set<Int>)] = [:]
+        for h in held {
+            guard let v = MutableShareHeader.summary(h.bytes), v.format == cap.format else { continue }
+            let key = "\(v.sequenceNumber)/\(v.rootHash)/\(v.needed)"
+            versions[key, default: (v.sequenceNumber, v.rootHash, v.needed, [])].shares.insert(h.number)
+        }
+        guard let best = versions.values.max(by: { ($0.seq, $0.shares.count) < ($1.seq, $1.shares.count) }) else { return nil }
+        return (best.seq, best.root, best.shares.count, best.needed)
+    }
+
     // MARK: Internals
 
     func servers(_ cap: MutableCapability) async throws -> [ServerRef] {

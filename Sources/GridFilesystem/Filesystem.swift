@@ -137,8 +137,30 @@ public final class GridFilesystem: Sendable {
     /// A directory's children, read and checked (every block and signature) from the grid.
     public func contents(of dir: DirectoryCapability) async throws -> DirectoryContents {
         guard !dir.isVerifyOnly else { throw GridError(.usage, "a verify capability can check a directory but not list it; give its read capability") }
+        if case let .mutable(m) = dir.file, let newest = try await mutableFiles.newestVersion(m) {
+            // A cheap census first: the version cached is still the newest, so no fetch.
+            let cache = DirectoryCache(nodeDirectory: nodeDirectory)
+            if newest.needed >= 1, newest.shares >= newest.needed,
+               let data = cache.lookup(m.storageIndex, sequenceNumber: newest.sequenceNumber, rootHash: newest.rootHash) {
+                return try DirectoryContents.unpack(data, mutable: true, writekey: dir.writekey)
+            }
+            let (data, seq) = try await readMutable(m)
+            if seq == newest.sequenceNumber { cache.store(m.storageIndex, sequenceNumber: seq, rootHash: newest.rootHash, data: data) }
+            return try DirectoryContents.unpack(data, mutable: true, writekey: dir.writekey)
+        }
         let data = try await read(dir.fileCapability, limit: Self.maxDirectoryBytes)
         return try DirectoryContents.unpack(data, mutable: dir.isMutable, writekey: dir.writekey)
+    }
+
+    /// A mutable file's newest version, whole, checked, with its sequence number.
+    func readMutable(_ m: MutableCapability) async throws -> ([UInt8], UInt64) {
+        if m.format == .mdmf {
+            let out = Locked<[UInt8]>([])
+            let r = try await mutableFiles.readMDMF(m) { bytes in out.value.append(contentsOf: bytes) }
+            return (out.value, r.sequenceNumber)
+        }
+        let r = try await mutableFiles.read(m)
+        return (r.data, r.sequenceNumber)
     }
 
     /// Creates a mutable directory holding `entries` (SDMF, Tahoe's default, or MDMF).

@@ -166,6 +166,8 @@ final class CLITests: XCTestCase {
             ["storage"], ["storage", "create"], ["storage", "run"], ["storage", "reindex"],
             ["debug"], ["debug", "encode"], ["debug", "decode"], ["debug", "dump-share"],
             ["bench"], ["bench", "codec"], ["bench", "chk"], ["bench", "grid"], ["bench", "maintain"], ["bench", "connections"], ["bench", "stall"],
+            ["create-alias"], ["add-alias"], ["list-aliases"], ["ls"], ["mkdir"], ["cp"], ["ln"], ["mv"], ["rm"], ["unlink"],
+            ["manifest"], ["stats"], ["deep-check"], ["backup"], ["restore"],
         ]
         for c in commands {
             let r = try grid(c + ["--help"])

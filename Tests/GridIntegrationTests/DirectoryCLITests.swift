@@ -1,4 +1,5 @@
 import Foundation
+import GridCrypto
 import GridTestSupport
 import GridSystem
 import XCTest
@@ -153,6 +154,39 @@ final class DirectoryCLITests: XCTestCase {
         try grid("cp", "-r", "home:backup/tree/d2", "home:copy")
         let a = try grid("ls", "--uri", "home:backup/tree/d2"), b = try grid("ls", "--uri", "home:copy/d2")
         XCTAssertEqual(a.split(separator: "\n").filter { !$0.contains("URI:DIR2") }, b.split(separator: "\n").filter { !$0.contains("URI:DIR2") })
+    }
+
+    /// A directory read once is not fetched again while it is the newest version (a
+    /// census of share headers says so); a change by another client is seen at once.
+    func testDirectoryCacheFollowsVersions() throws {
+        try grid("create-alias", "home")
+        let src = grid.root + "/many"
+        for i in 0..<40 { try write(src + "/n\(i).txt", Array("x\(i)".utf8)) }
+        try grid("cp", "-r", src, "home:")
+        XCTAssertEqual(try grid("ls", "home:many").split(separator: "\n").count, 40)
+        let info = try JSONSerialization.jsonObject(with: Data(try grid("ls", "--json", "home:").utf8)) as! [Any]
+        let dircap = (((info[1] as! [String: Any])["children"] as! [String: [Any]])["many"]![1] as! [String: Any])["rw_uri"] as! String
+        let caps = try JSONSerialization.jsonObject(with: Data(try grid("caps", "--json", dircap).utf8)) as! [String: String]
+        let cacheFile = node + "/private/dircache/" + caps["storage_index"]!
+        XCTAssertTrue(FileSystem.exists(cacheFile), "kept after the first read")
+        XCTAssertEqual(try FileSystem.status(cacheFile)?.permissions, 0o600)
+        // Proof the cache is what a second read uses: the same version's header over other
+        // (empty) contents, with their hash, is believed.
+        let original = try Array(Data(contentsOf: URL(fileURLWithPath: cacheFile)))
+        try Data(Array(original[0..<40]) + SHA256.hash([])).write(to: URL(fileURLWithPath: cacheFile))
+        XCTAssertEqual(try grid("ls", "home:many"), "")
+        // A cache file that fails its hash is ignored.
+        try Data(Array(original[0..<40]) + [UInt8](repeating: 0, count: 32) + [1, 2, 3]).write(to: URL(fileURLWithPath: cacheFile))
+        XCTAssertEqual(try grid("ls", "home:many").split(separator: "\n").count, 40)
+        // Another client node changes the directory: the next read here sees it.
+        let other = grid.root + "/other-client"
+        var (st, _, err) = try runGridCLI(["client", "create", other, "--introducer", grid.address.description])
+        XCTAssertEqual(st, 0, err)
+        (st, _, err) = try runGridCLI(["ln", "URI:LIT:nbswy3dpbi", dircap + "/added-elsewhere"], env: ["GRID_NODE_DIR": other])
+        XCTAssertEqual(st, 0, err)
+        let after = try grid("ls", "home:many").split(separator: "\n")
+        XCTAssertEqual(after.count, 41)
+        XCTAssertTrue(after.contains("added-elsewhere"))
     }
 
     /// Eight writers adding 25 names each to one directory at once: every name is there.

@@ -48,6 +48,7 @@ final class MessageTests: XCTestCase {
                                       5: ShareWrite(newLength: nil),
                                       7: ShareWrite(tests: [], staged: StagedShare(id: [UInt8](repeating: 3, count: 16), length: 1 << 30))],
                              readVector: [ReadVector(offset: 1, length: 1)]),
+            SlotOwnersRequest(storageIndex: si),
             SlotStageRequest(storageIndex: si, writeEnabler: renew, shareNumber: 7, stagingID: [UInt8](repeating: 3, count: 16),
                              offset: 8 << 20, data: [1, 2, 3]),
         ]
@@ -75,6 +76,10 @@ final class MessageTests: XCTestCase {
         _ = try roundTrip(CensusBatchResponse(holdings: [.init(shares: [1: 10, 2: 10], leaseExpiration: 99), .init(shares: [:], leaseExpiration: 0)]))
         _ = try roundTrip(SlotReadResults([0: [[1, 2], []], 3: [[7]]]))
         _ = try roundTrip(SlotWriteResponse(ok: false, reads: [1: [[5]]]))
+        _ = try roundTrip(SlotOwnersResponse(owners: [0: [UInt8](repeating: 7, count: 20), 9: [UInt8](repeating: 8, count: 20)]))
+        // As docs/protocol.md gives it: list<(u8 share, fixed[20] id)>.
+        XCTAssertEqual(SlotOwnersResponse(owners: [2: [UInt8](repeating: 1, count: 20)]).encoded(), [0, 0, 0, 1, 2] + [UInt8](repeating: 1, count: 20))
+        XCTAssertThrowsError(try SlotOwnersResponse(decoding: [0, 0, 0, 1, 2] + [UInt8](repeating: 1, count: 19)))
         _ = try roundTrip(EmptyMessage())
         // bucket_read's reply is the bytes themselves, to the end of the message.
         XCTAssertEqual(BucketReadResponse(data: [1, 2, 3]).encoded(), [1, 2, 3])

@@ -204,10 +204,10 @@ extension GridFilesystem {
                 let target = try FileSystem.readSymlink(p)
                 let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: MemorySource(Array(target.utf8)))
                 entries.append(DirectoryEntry(name: name, capability: .immutable(r.capability), metadata: Self.localMetadata(st)))
-                report.value.symlinks += 1
+                report.mutate { $0.symlinks += 1 }
             default:
-                report.value.skipped.append(p)
-                report.value.filesSkipped += 1
+                report.mutate { $0.skipped.append(p) }
+                report.mutate { $0.filesSkipped += 1 }
             }
         }
         try await concurrently(files, limit: Self.copyParallelism, { (name: String, st: FileStatus) in
@@ -224,13 +224,13 @@ extension GridFilesystem {
         }
         let hash = BackupDB.dirhash(entries.map { ($0.name, $0.capability.string, $0.metadata.pythonText) })
         if let known = try db.directory(hash), case let .directory(d)? = try? AnyCapability(parsing: known) {
-            report.value.directoriesReused += 1
+            report.mutate { $0.directoriesReused += 1 }
             progress?(report.value)
             return d
         }
         let cap = try await createImmutableDirectory(entries: entries)
         try db.didCreateDirectory(hash, cap: cap.string)
-        report.value.directoriesCreated += 1
+        report.mutate { $0.directoriesCreated += 1 }
         progress?(report.value)
         return cap
     }
@@ -240,13 +240,13 @@ extension GridFilesystem {
         let metadata = Self.localMetadata(st)
         let known = try db.lookup(path: path, size: st.size, mtime: st.mtime.seconds, ctime: st.ctime.seconds)
         if let known, known.unchanged, !options.ignoreTimestamps, let cap = try? AnyCapability(parsing: known.cap) {
-            report.value.filesReused += 1
+            report.mutate { $0.filesReused += 1 }
             return DirectoryEntry(name: name, capability: cap, metadata: metadata)
         }
         let file: FileDescriptor
         do { file = try FileDescriptor(path: path) } catch {
-            report.value.skipped.append(path)
-            report.value.filesSkipped += 1
+            report.mutate { $0.skipped.append(path) }
+            report.mutate { $0.filesSkipped += 1 }
             return nil
         }
         let source = try FileSource(file: file, name: path)
@@ -254,14 +254,14 @@ extension GridFilesystem {
         // Timestamps changed, bytes did not (chmod, touch): the same capability, new metadata.
         if let known, known.sha256 == sha, let cap = try? AnyCapability(parsing: known.cap) {
             try db.didUpload(path: path, size: st.size, mtime: st.mtime.seconds, ctime: st.ctime.seconds, cap: known.cap, sha256: sha)
-            report.value.filesReused += 1
-            report.value.filesUnchangedByHash += 1
+            report.mutate { $0.filesReused += 1 }
+            report.mutate { $0.filesUnchangedByHash += 1 }
             return DirectoryEntry(name: name, capability: cap, metadata: metadata)
         }
         let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: source)
         try db.didUpload(path: path, size: st.size, mtime: st.mtime.seconds, ctime: st.ctime.seconds, cap: r.capability.description, sha256: sha)
-        report.value.filesUploaded += 1
-        report.value.bytesUploaded += r.size
+        report.mutate { $0.filesUploaded += 1 }
+        report.mutate { $0.bytesUploaded += r.size }
         return DirectoryEntry(name: name, capability: .immutable(r.capability), metadata: metadata)
     }
 
@@ -307,8 +307,8 @@ extension GridFilesystem {
         func isSymlink(_ e: DirectoryEntry) -> Bool { (mode(e) ?? 0) & UInt32(S_IFMT) == UInt32(S_IFLNK) }
         let files = entries.filter { !$0.capability.isDirectory && !$0.capability.isUnknown && !isSymlink($0) }
         try await downloadFiles(files, into: local) { n in
-            report.value.files += 1
-            report.value.bytes += n
+            report.mutate { $0.files += 1 }
+            report.mutate { $0.bytes += n }
             progress?(report.value)
         }
         for e in entries {
@@ -316,13 +316,13 @@ extension GridFilesystem {
             if isSymlink(e) {
                 let target = String(decoding: try await read(e.capability, limit: 1 << 20), as: UTF8.self)
                 try FileSystem.makeSymlink(p, target: target)
-                report.value.symlinks += 1
+                report.mutate { $0.symlinks += 1 }
             } else if case let .directory(d) = e.capability {
                 try FileSystem.makeDirectories(p, permissions: 0o755)
                 try await restoreDirectory(d, to: p, report: report, progress: progress)
-                report.value.directories += 1
+                report.mutate { $0.directories += 1 }
             } else if e.capability.isUnknown {
-                report.value.skipped.append(p)
+                report.mutate { $0.skipped.append(p) }
                 continue
             }
             // Mode and mtime, once the contents are in place (a directory's mtime last).

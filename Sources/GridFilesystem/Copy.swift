@@ -50,7 +50,7 @@ extension GridFilesystem {
             switch st.kind {
             case .regular: files.append(name)
             case .directory: dirs.append(name)
-            default: stats.value.skipped.append(path)
+            default: stats.mutate { $0.skipped.append(path) }
             }
         }
         // Files, a few at a time.
@@ -60,8 +60,8 @@ extension GridFilesystem {
             return (name, cap, size)
         }, done: { (name: String, cap: AnyCapability, size: UInt64) in
             children.append((name, cap, nil))
-            stats.value.files += 1
-            stats.value.bytes += size
+            stats.mutate { $0.files += 1 }
+            stats.mutate { $0.bytes += size }
             progress?(stats.value)
         })
         // Subdirectories: entered when they exist there already, else made whole.
@@ -71,7 +71,7 @@ extension GridFilesystem {
             let sub = try await copyIn(local + "/" + name, into: into, format: format, stats: stats, progress: progress)
             if into == nil { children.append((name, .directory(sub), nil)) }
         }
-        stats.value.directories += 1
+        stats.mutate { $0.directories += 1 }
         progress?(stats.value)
         try? catalog.add(children.compactMap { c in
             guard case let .immutable(cap) = c.capability else { return nil }
@@ -118,19 +118,19 @@ extension GridFilesystem {
         let entries = try await contents(of: dir).entries()
         let files = entries.filter { if case .immutable = $0.capability { return true }; if case .mutable = $0.capability { return true }; return false }
         try await downloadFiles(files, into: local) { bytes in
-            stats.value.files += 1
-            stats.value.bytes += bytes
+            stats.mutate { $0.files += 1 }
+            stats.mutate { $0.bytes += bytes }
             progress?(stats.value)
         }
         for e in entries {
             switch e.capability {
             case let .directory(d):
                 try await copyOut(d, to: local + "/" + Self.localName(e.name), stats: stats, progress: progress)
-            case .unknown: stats.value.skipped.append(local + "/" + e.name)
+            case .unknown: stats.mutate { $0.skipped.append(local + "/" + e.name) }
             default: break
             }
         }
-        stats.value.directories += 1
+        stats.mutate { $0.directories += 1 }
     }
 
     /// Downloads each file entry into `local` (under its local name), a few at a time.

@@ -11,8 +11,8 @@ import GridSystem
 /// fetched again. A cached file that fails its hash is ignored and replaced.
 struct DirectoryCache: Sendable {
     let directory: String
-    /// Directories smaller than this are not worth a file; larger ones than the limit are not kept.
-    static let minimumBytes = 4096
+    /// Every directory up to the limit is kept (a small one saves its read, a large one much more).
+    static let minimumBytes = 0
     static let maximumBytes = 256 << 20
 
     init(nodeDirectory: String) { directory = nodeDirectory + "/private/dircache" }

@@ -460,6 +460,12 @@ public final class Locked<T>: @unchecked Sendable {
         get { lock.lock(); defer { lock.unlock() }; return _value }
         set { lock.lock(); _value = newValue; lock.unlock() }
     }
+    /// Changes the value under the lock (a read-modify-write no other task can split).
+    public func mutate<R>(_ body: (inout T) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&_value)
+    }
 }
 
 final class Counter: @unchecked Sendable {

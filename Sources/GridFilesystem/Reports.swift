@@ -187,3 +187,73 @@ public enum Reports {
         public init(_ e: Catalog.Entry) { (cap, size, name, added) = (e.capability, e.size, e.name, e.added) }
     }
 }
+
+extension Reports {
+    /// `grid maintain --json`: one run.
+    public struct MaintainRun: Codable, Sendable {
+        public struct Problem: Codable, Sendable {
+            public var cap: String
+            public var level: String
+            public var what: String
+        }
+        public var run: Int64
+        public var status: String
+        public var exit_code: Int
+        public var files: Int
+        public var checked: Int
+        public var healthy: Int
+        public var degraded: Int
+        public var unrecoverable: Int
+        public var waiting_on_grace: Int
+        public var leases_renewed: Int
+        public var verified: Int
+        public var verified_bytes: UInt64
+        public var corrupt_shares: Int
+        public var repaired: Int
+        public var repair_failed: Int
+        public var bytes_read: UInt64
+        public var coverage: Double
+        public var servers_answered: Int
+        public var servers_silent: [String]
+        public var seconds: Double
+        public var phase_seconds: [String: Double]
+        public var problems: [Problem]
+        public var earliest_lease_expiry: UInt64?
+
+        public init(_ r: MaintainReport) {
+            (run, status, exit_code, files, checked) = (r.run, r.status.rawValue, r.exitCode, r.files, r.censused)
+            (healthy, degraded, unrecoverable, waiting_on_grace) = (r.healthy, r.degraded, r.unrecoverable, r.waitingOnGrace)
+            (leases_renewed, verified, verified_bytes, corrupt_shares) = (r.leasesRenewed, r.verified, r.verifiedBytes, r.corruptShares)
+            (repaired, repair_failed, bytes_read, coverage) = (r.repaired, r.repairFailed, r.bytesRead, r.coverage)
+            (servers_answered, servers_silent, seconds, phase_seconds) = (r.serversAnswered, r.serversSilent, r.seconds, r.phases)
+            problems = r.problems.map { Problem(cap: $0.capability, level: $0.level == .critical ? "critical" : "warning", what: $0.what) }
+            earliest_lease_expiry = r.earliestLease
+        }
+    }
+
+    /// `grid maintain --report --json`: the history and what needs attention.
+    public struct MaintainHistory: Codable, Sendable {
+        public struct Run: Codable, Sendable {
+            public var id: Int64
+            public var started: UInt64
+            public var finished: UInt64
+            public var status: String
+            public var exit_code: Int
+            public var summary: String
+        }
+        public struct Attention: Codable, Sendable {
+            public var cap: String
+            public var verdict: String
+            public var last_checked: UInt64
+        }
+        public var runs: [Run]
+        public var files: [String: Int]
+        public var attention: [Attention]
+
+        public init(runs: [MaintenanceLog.Run], files: [String: Int], attention: [MaintenanceLog.FileState]) {
+            self.runs = runs.map { Run(id: $0.id, started: $0.started, finished: $0.finished ?? 0, status: $0.status, exit_code: $0.exitCode, summary: $0.summary) }
+            self.files = files
+            self.attention = attention.map { Attention(cap: $0.capability, verdict: $0.verdict ?? "", last_checked: $0.lastChecked ?? 0) }
+        }
+    }
+}

@@ -136,7 +136,7 @@ extension GridFilesystem {
 
     public func deepStats(_ root: AnyCapability) async throws -> DeepStats {
         let stats = Locked(DeepStats())
-        try await walk(root) { r in stats.value.add(r) }
+        try await walk(root) { r in stats.mutate { $0.add(r) } }
         return stats.value
     }
 
@@ -189,24 +189,27 @@ extension GridFilesystem {
         let pending = Locked<[(String, CHKCapability)]>([])
         @Sendable func record(_ item: DeepCheckItem, _ v: Verdict) async {
             var item = item
+            var repaired = false
             if v != .healthy && repair {
-                report.value.repairsAttempted += 1
                 if let cap = try? AnyCapability(parsing: item.capability), let r = try? await self.repair(cap, verify: verify) {
                     item.afterRepair = r.after.verdict.rawValue
-                    if r.after.verdict == .healthy { report.value.repairsSucceeded += 1 }
+                    repaired = r.after.verdict == .healthy
                 } else {
                     item.afterRepair = v.rawValue
                 }
             }
-            var rep = report.value
-            rep.checked += 1
-            switch v {
-            case .healthy: rep.healthy += 1
-            case .degraded: rep.degraded += 1
-            case .unrecoverable: rep.unrecoverable += 1
+            let done = item
+            report.mutate { rep in
+                if v != .healthy && repair { rep.repairsAttempted += 1 }
+                if repaired { rep.repairsSucceeded += 1 }
+                rep.checked += 1
+                switch v {
+                case .healthy: rep.healthy += 1
+                case .degraded: rep.degraded += 1
+                case .unrecoverable: rep.unrecoverable += 1
+                }
+                if v != .healthy { rep.unhealthy.append(done) }
             }
-            if v != .healthy { rep.unhealthy.append(item) }
-            report.value = rep
             each(item)
         }
         @Sendable func flush() async {
@@ -244,10 +247,10 @@ extension GridFilesystem {
                 individual.value.append((path, r.capability))
             }
         }, failed: { path, error in
-            var rep = report.value
-            rep.unhealthy.append(DeepCheckItem(path: path.joined(separator: "/"), capability: "", verdict: "unrecoverable", sharesFound: 0,
-                                               needed: 0, total: 0, problem: "cannot read this directory: \(error)"))
-            report.value = rep
+            report.mutate {
+                $0.unhealthy.append(DeepCheckItem(path: path.joined(separator: "/"), capability: "", verdict: "unrecoverable", sharesFound: 0,
+                                                  needed: 0, total: 0, problem: "cannot read this directory: \(error)"))
+            }
         })
         let work = individual.value
         try await concurrently(work, limit: Self.traversalParallelism, { (path: String, cap: AnyCapability) in

@@ -159,7 +159,7 @@ struct Maintain: ParsableCommand {
         }
         if verbose { FileHandleStderr.write("\r\u{1b}[K") }
         if let metricsFile { try writeMetrics(metricsFile, r, exitCode: r.exitCode, at: wallClockSeconds()) }
-        FileHandleStdout.write((json ? jsonText(r, opts) : text(r, opts)) + "\n")
+        FileHandleStdout.write((json ? try runJSON(r) : text(r, opts)) + "\n")
         return r.exitCode
     }
 
@@ -183,18 +183,7 @@ struct Maintain: ParsableCommand {
         return lines.joined(separator: "\n")
     }
 
-    func jsonText(_ r: MaintainReport, _ o: MaintainOptions) -> String {
-        var out: [String: Any] = [
-            "run": r.run, "status": r.status.rawValue, "exit_code": r.exitCode, "files": r.files, "checked": r.censused,
-            "healthy": r.healthy, "degraded": r.degraded, "unrecoverable": r.unrecoverable, "waiting_on_grace": r.waitingOnGrace,
-            "leases_renewed": r.leasesRenewed, "verified": r.verified, "verified_bytes": r.verifiedBytes,
-            "corrupt_shares": r.corruptShares, "repaired": r.repaired, "repair_failed": r.repairFailed, "bytes_read": r.bytesRead,
-            "coverage": r.coverage, "servers_answered": r.serversAnswered, "servers_silent": r.serversSilent, "seconds": r.seconds, "phase_seconds": r.phases,
-            "problems": r.problems.map { ["cap": $0.capability, "level": $0.level == .critical ? "critical" : "warning", "what": $0.what] },
-        ]
-        if let e = r.earliestLease { out["earliest_lease_expiry"] = e }
-        return jsonString(out)
-    }
+    func runJSON(_ r: MaintainReport) throws -> String { try jsonText(Reports.MaintainRun(r)) }
 
     func writeMetrics(_ path: String, _ r: MaintainReport?, exitCode: Int, at time: UInt64) throws {
         var m: [(String, String, String)] = [
@@ -240,12 +229,7 @@ struct Maintain: ParsableCommand {
         let byVerdict = Dictionary(grouping: files, by: { $0.verdict ?? "never checked" }).mapValues(\.count)
         let attention = files.filter { $0.verdict != nil && $0.verdict != "healthy" }
         if json {
-            FileHandleStdout.write(jsonString([
-                "runs": runs.map { ["id": $0.id, "started": $0.started, "finished": $0.finished ?? 0, "status": $0.status,
-                                    "exit_code": $0.exitCode, "summary": $0.summary] as [String: Any] },
-                "files": byVerdict,
-                "attention": attention.map { ["cap": $0.capability, "verdict": $0.verdict ?? "", "last_checked": $0.lastChecked ?? 0] as [String: Any] },
-            ]) + "\n")
+            try printJSON(Reports.MaintainHistory(runs: runs, files: byVerdict, attention: attention))
         } else {
             var lines = ["files: " + byVerdict.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")]
             for r in runs {

@@ -51,6 +51,8 @@ public struct DirectoryContents: Sendable {
     }
 
     public var count: Int { items.count }
+    /// How many packed bytes these contents were unpacked from (0 for new contents).
+    public private(set) var unpackedByteCount = 0
     public var isEmpty: Bool { items.isEmpty }
     public var names: [String] { items.map(\.name) }
 
@@ -79,6 +81,7 @@ public struct DirectoryContents: Sendable {
             out.items.append(Item(name: name, key: key, packed: entry, entry: nil))
         }
         if !sorted { out.items.sort { $0.key < $1.key } }
+        out.unpackedByteCount = data.count
         return out
     }
 

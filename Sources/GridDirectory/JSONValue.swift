@@ -1,3 +1,4 @@
+import Foundation
 import GridSystem
 
 /// A JSON value that keeps what Tahoe's metadata needs kept: object keys in their order,
@@ -180,7 +181,7 @@ public enum JSONValue: Equatable, Sendable, Codable {
             exponent = Int(text[text.index(after: e)...]) ?? 0
             text = String(text[..<e])
         }
-        var digits = text.replacingAll(".", with: "")
+        var digits = text.replacingOccurrences(of: ".", with: "")
         let point = (text.firstIndex(of: ".").map { text.distance(from: text.startIndex, to: $0) } ?? text.count)
         // Value = 0.digits × 10^(point + exponent), with leading zeros removed.
         var decimalPoint = point + exponent
@@ -368,13 +369,5 @@ public enum JSONValue: Equatable, Sendable, Codable {
             // Lone surrogates (Python allows them) become U+FFFD.
             return String(decoding: units, as: UTF16.self)
         }
-    }
-}
-
-extension String {
-    func replacingAll(_ a: Character, with b: String) -> String {
-        var out = ""
-        for c in self { if c == a { out += b } else { out.append(c) } }
-        return out
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import GridFormat
 import GridSystem
 
@@ -92,7 +93,7 @@ public struct GridPath: Equatable, Sendable, CustomStringConvertible {
     /// Parses a grid path (Tahoe's `get_alias`). Local paths are never grid paths here:
     /// callers decide with `isGridPath` first where both are possible.
     public init(parsing raw: String, defaultAlias: String = Aliases.defaultAlias) throws {
-        let s = raw.trimmingCharacters(" ")
+        let s = raw.trimmingCharacters(in: CharacterSet(charactersIn: " "))
         var rest: Substring
         if s.hasPrefix("URI:") || s.hasPrefix("ro.URI:") || s.hasPrefix("imm.URI:") {
             if let r = s.range(of: ":./") {
@@ -136,14 +137,5 @@ public struct GridPath: Equatable, Sendable, CustomStringConvertible {
         var p = self
         p.components.append(name)
         return p
-    }
-}
-
-extension String {
-    func trimmingCharacters(_ c: Character) -> String {
-        var s = Substring(self)
-        while s.first == c { s.removeFirst() }
-        while s.last == c { s.removeLast() }
-        return String(s)
     }
 }

@@ -336,7 +336,8 @@ extension GridFilesystem {
 }
 
 extension String {
-    func trimmingSlashesAtEnd() -> String {
+    /// The path without trailing slashes ("/" stays "/").
+    public func trimmingSlashesAtEnd() -> String {
         var s = Substring(self)
         while s.count > 1 && s.last == "/" { s.removeLast() }
         return String(s)

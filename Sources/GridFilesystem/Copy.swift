@@ -1,3 +1,4 @@
+import Foundation
 import GridClient
 import GridDirectory
 import GridFormat
@@ -142,7 +143,7 @@ extension GridFilesystem {
 
     /// A child's name as a local file name: names that cannot be one are refused.
     static func localName(_ name: String) -> String {
-        name == "." || name == ".." || name.contains("/") || name.contains("\0") ? "_" + name.replacingOccurrences("/", "_") : name
+        name == "." || name == ".." || name.contains("/") || name.contains("\0") ? "_" + name.replacingOccurrences(of: "/", with: "_") : name
     }
 
     /// Copies a grid directory to a new grid directory: files linked by capability
@@ -180,13 +181,5 @@ func concurrently<T: Sendable, R: Sendable>(_ items: [T], limit: Int, _ body: @e
                 group.addTask { try await body(item) }
             }
         }
-    }
-}
-
-extension String {
-    func replacingOccurrences(_ a: Character, _ b: String) -> String {
-        var out = ""
-        for c in self { if c == a { out += b } else { out.append(c) } }
-        return out
     }
 }

@@ -82,10 +82,10 @@ public final class GridFilesystem: Sendable {
             let t0 = monotonicNow()
             if m.access == .verify { throw GridError(.usage, "a verify capability cannot read the file; give its read capability") }
             if m.format == .mdmf {
-                let count = Counter()
+                let count = Locked<UInt64>(0)
                 let r = try await mutableFiles.readMDMF(m, offset: offset, length: length) { bytes in
                     try sink.write(bytes)
-                    count.add(UInt64(bytes.count))
+                    count.mutate { $0 += UInt64(bytes.count) }
                 }
                 return .mutable(size: r.size, bytes: count.value, sequenceNumber: r.sequenceNumber, format: .mdmf, seconds: monotonicNow() - t0)
             }
@@ -106,7 +106,7 @@ public final class GridFilesystem: Sendable {
     public func read(_ cap: AnyCapability, limit: UInt64) async throws -> [UInt8] {
         if let size = cap.fileSize, size > limit { throw GridError(.usage, "\(size) bytes is more than \(limit) allowed here") }
         let sink = MemoryPlaintextSink()
-        _ = try await download(cap, to: UncheckedSink(sink))
+        _ = try await download(cap, to: sink)
         guard UInt64(sink.bytes.count) <= limit else { throw GridError(.usage, "\(sink.bytes.count) bytes is more than \(limit) allowed here") }
         return sink.bytes
     }
@@ -466,18 +466,4 @@ public final class Locked<T>: @unchecked Sendable {
         defer { lock.unlock() }
         return try body(&_value)
     }
-}
-
-final class Counter: @unchecked Sendable {
-    let lock = NSLock()
-    var v: UInt64 = 0
-    func add(_ n: UInt64) { lock.lock(); v += n; lock.unlock() }
-    var value: UInt64 { lock.lock(); defer { lock.unlock() }; return v }
-}
-
-/// A sink used by one download at a time.
-final class UncheckedSink: PlaintextSink, @unchecked Sendable {
-    let inner: PlaintextSink
-    init(_ s: PlaintextSink) { inner = s }
-    func write(_ bytes: UnsafeRawBufferPointer) throws { try inner.write(bytes) }
 }

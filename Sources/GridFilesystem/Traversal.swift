@@ -49,7 +49,7 @@ extension GridFilesystem {
                     continue
                 }
                 try await visit(Reached(path: path, capability: .directory(read.pending.dir), children: contents.count,
-                                        directoryBytes: (try? contents.pack().count)))
+                                        directoryBytes: contents.unpackedByteCount))
                 var subdirs: [Pending] = []
                 for e in try contents.entries() {
                     let childPath = path + [e.name]

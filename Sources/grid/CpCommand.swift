@@ -50,7 +50,7 @@ struct Cp: ParsableCommand {
 
         var name: String? {
             switch self {
-            case let .localFile(p), let .localDirectory(p): return p.trimmingSlashes().split(separator: "/").last.map(String.init)
+            case let .localFile(p), let .localDirectory(p): return p.trimmingSlashesAtEnd().split(separator: "/").last.map(String.init)
             case let .gridFile(_, n), let .gridDirectory(_, n): return n
             }
         }
@@ -183,19 +183,13 @@ struct Cp: ParsableCommand {
                 return total
             }
             if showProgress { FileHandleStderr.write("\r\u{1B}[K") }
+            // Every new grid directory took a key from the pool.
+            if stats.directories > 0 { refillKeyPoolInBackground(dir) }
             if json { try printJSON(stats) }
             else if verbose || !stats.skipped.isEmpty {
                 FileHandleStderr.write("copied \(stats.files) files (\(humanBytes(stats.bytes))), \(stats.directories) directories\n")
                 for s in stats.skipped { FileHandleStderr.write("skipped (not a file or directory): \(s)\n") }
             }
         }
-    }
-}
-
-extension String {
-    func trimmingSlashes() -> String {
-        var s = Substring(self)
-        while s.count > 1 && s.last == "/" { s.removeLast() }
-        return String(s)
     }
 }

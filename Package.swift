@@ -42,8 +42,13 @@ let package = Package(
         .target(name: "GridCrypto", dependencies: ["COpenSSL", "GridSystem"]),
         // Tahoe formats: base32, netstrings, hash trees, UEB, share layout, caps.
         .target(name: "GridFormat", dependencies: ["GridCrypto", "GridSystem"]),
-        // Length-prefixed binary RPC over TLS 1.3 on POSIX sockets (epoll).
-        .target(name: "GridWire", dependencies: ["COpenSSL", "CEpoll", "GridCrypto", "GridFormat", "GridSystem"]),
+        // Counters, gauges and histograms in Prometheus's text format.
+        .target(name: "GridMetrics", dependencies: []),
+        // The transport (TCP, TLS 1.3, epoll event loop, listeners) and the length-prefixed
+        // binary RPC on it.
+        .target(name: "GridWire", dependencies: ["COpenSSL", "CEpoll", "GridCrypto", "GridFormat", "GridSystem", "GridMetrics"]),
+        // A small strict HTTP/1.1 server on GridWire's event loop and transport.
+        .target(name: "GridHTTP", dependencies: ["GridWire", "GridMetrics", "GridSystem"]),
         // Message schemas of the storage and introducer services, and typed clients.
         .target(name: "GridProtocol", dependencies: ["GridWire", "GridFormat", "GridCrypto", "GridSystem"]),
         // The storage server: share store, leases (SQLite index), expirer, the RPC service.
@@ -53,6 +58,7 @@ let package = Package(
         // Node directories, grid.conf, and the storage and introducer daemons.
         .target(name: "GridNode", dependencies: [
             "GridStorage", "GridIntroducer", "GridClient", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
+            "GridHTTP", "GridMetrics",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // CHK immutable encoding and decoding (offline; the client streams through it).
@@ -72,6 +78,10 @@ let package = Package(
         .target(name: "GridFilesystem", dependencies: [
             "GridClient", "GridDirectory", "GridNode", "GridImmutable", "GridMutable", "GridFormat", "GridCrypto", "GridSystem", "GridDatabase",
         ]),
+        // The web gateway: Tahoe's web API and a status page over GridFilesystem, on GridHTTP.
+        .target(name: "GridGateway", dependencies: [
+            "GridHTTP", "GridFilesystem", "GridClient", "GridDirectory", "GridFormat", "GridImmutable", "GridMutable", "GridMetrics", "GridSystem",
+        ]),
         // One launcher of local grids (an introducer and N storage daemons on 127.0.0.1)
         // for `grid demo`, `grid bench grid`, `grid local-grid` and the integration tests.
         .target(name: "GridLocalGrid", dependencies: ["GridNode", "GridClient", "GridProtocol", "GridWire", "GridSystem"]),
@@ -81,6 +91,7 @@ let package = Package(
             dependencies: [
                 "GridImmutable", "GridCodec", "GridCrypto", "GridFormat", "GridNode", "GridWire", "GridProtocol",
                 "GridIntroducer", "GridStorage", "GridClient", "GridSystem", "GridLocalGrid", "GridFilesystem", "GridDirectory",
+                "GridGateway", "GridHTTP", "GridMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

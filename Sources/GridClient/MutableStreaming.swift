@@ -190,6 +190,7 @@ extension MutableFileClient {
     /// `write` gets the plaintext in order. Returns the file's size and sequence number.
     public func readMDMF(_ cap: MutableCapability, offset: UInt64 = 0, length: UInt64? = nil,
                          salt: ((Int, [UInt8]) -> Void)? = nil,
+                         sized: ((UInt64) throws -> Void)? = nil,
                          write: (UnsafeRawBufferPointer) throws -> Void) async throws -> (size: UInt64, sequenceNumber: UInt64) {
         guard cap.format == .mdmf, let readkey = cap.readkey else {
             throw GridError(.usage, "reading needs an MDMF read or write capability")
@@ -211,6 +212,7 @@ extension MutableFileClient {
         guard let version = byVersion.keys.sorted(by: >).first(where: recoverable) else {
             // Nothing recoverable from the heads: the whole-share path names every failure.
             let r = try await read(cap)
+            try sized?(UInt64(r.data.count))
             let start = Int(min(UInt64(r.data.count), offset))
             let end = length.map { Int(min(UInt64(r.data.count), UInt64(start) + $0)) } ?? r.data.count
             try r.data[start..<end].withUnsafeBytes { try write($0) }
@@ -229,6 +231,7 @@ extension MutableFileClient {
         let first = candidates[0].head
         let (k, n) = (first.needed, first.total)
         let size = first.dataLength
+        try sized?(size)
         let g = MDMFShare.geometry(needed: k, segmentSize: first.segmentSize, dataLength: size)
         let segSize = Int(first.segmentSize)
         let stride = MDMFShare.saltSize + g.blockSize

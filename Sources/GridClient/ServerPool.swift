@@ -101,6 +101,29 @@ public final class ServerPool: @unchecked Sendable {
     let rpcConfig: RPCClientConfig
     let connections = Mutex<[String: Task<StorageClient, Error>]>([:])
     let opened = Mutex<[StorageClient]>([])
+    /// Node id → what is known of this client's connection to it (for status pages).
+    let links = Mutex<[String: LinkRecord]>([:])
+    let keeping = Mutex<Task<Void, Never>?>(nil)
+
+    struct LinkRecord {
+        var connectedSince: Double?
+        var disconnectedSince: Double?
+        var lastError: String?
+        var client: StorageClient?
+    }
+
+    /// One known server as a status page shows it.
+    public struct ServerStatus: Sendable {
+        public var server: ServerRef
+        public var connected: Bool
+        /// Wall-clock seconds since 1970: when the current connection opened, or when the
+        /// last one closed (nil: never tried).
+        public var since: Double?
+        /// When the last bytes came from it (nil: never).
+        public var lastReceived: Double?
+        public var lastError: String?
+        public var client: StorageClient?
+    }
 
     /// Where the last confirmed server list is kept between runs (nil: nowhere), and
     /// what it held when read (not rewritten, and not synced to disk again, if unchanged).
@@ -224,9 +247,11 @@ public final class ServerPool: @unchecked Sendable {
                             service: storageServiceName, tls: tls, config: rpcConfig)
                         let c = StorageClient(rpc)
                         self.opened.withLock { $0.append(c) }
+                        self.linkOpened(server.nodeID, c)
                         return c
                     } catch { lastError = error }
                 }
+                self.linkFailed(server.nodeID, lastError)
                 throw lastError
             }
             c[server.nodeID] = t
@@ -243,9 +268,64 @@ public final class ServerPool: @unchecked Sendable {
         return try await client(for: server)
     }
 
+    func linkOpened(_ id: String, _ c: StorageClient) {
+        let now = Date().timeIntervalSince1970
+        links.withLock { $0[id] = LinkRecord(connectedSince: now, disconnectedSince: nil, lastError: nil, client: c) }
+        Task { [weak self] in
+            let reason = await c.rpc.waitClosed()
+            self?.links.withLock { l in
+                guard l[id]?.client?.rpc === c.rpc else { return }
+                l[id] = LinkRecord(connectedSince: nil, disconnectedSince: Date().timeIntervalSince1970, lastError: reason.message, client: nil)
+            }
+        }
+    }
+
+    func linkFailed(_ id: String, _ e: Error) {
+        links.withLock { l in
+            if l[id]?.client != nil { return }
+            let since = l[id]?.disconnectedSince ?? Date().timeIntervalSince1970
+            l[id] = LinkRecord(connectedSince: nil, disconnectedSince: since, lastError: "\(e)", client: nil)
+        }
+    }
+
+    /// Every known server and this client's connection to it.
+    public func statuses() -> [ServerStatus] {
+        let l = links.withLock { $0 }
+        return servers.sorted { ($0.nickname, $0.nodeID) < ($1.nickname, $1.nodeID) }.map { s in
+            let r = l[s.nodeID]
+            let open = r?.client.map { !$0.rpc.isClosed } ?? false
+            let ms = r?.client?.rpc.lastReceivedMillis.load(ordering: .relaxed) ?? 0
+            return ServerStatus(server: s, connected: open, since: open ? r?.connectedSince : r?.disconnectedSince,
+                                lastReceived: ms > 0 ? Double(ms) / 1000 : nil, lastError: open ? nil : r?.lastError,
+                                client: open ? r?.client : nil)
+        }
+    }
+
+    /// Keeps a connection open to every known server (a long-running client such as the
+    /// gateway, whose status page shows who is reachable): every `interval` seconds, each
+    /// server without one is tried again.
+    public func keepConnected(interval: Double = 5) {
+        keeping.withLock { t in
+            guard t == nil else { return }
+            t = Task { [weak self] in
+                while !Task.isCancelled {
+                    guard let self else { return }
+                    let open = self.links.withLock { $0.compactMapValues { $0.client.map { !$0.rpc.isClosed } } }
+                    await withTaskGroup(of: Void.self) { g in
+                        for s in self.servers where open[s.nodeID] != true {
+                            g.addTask { _ = try? await self.client(for: s) }
+                        }
+                    }
+                    try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+                }
+            }
+        }
+    }
+
     /// Closes every connection and the introducer subscription (saving the server list
     /// first, when there is a cache and the introducer's list arrived).
     public func shutdown() {
+        keeping.withLock { $0?.cancel(); $0 = nil }
         let confirmed = subscribers.compactMap(\.confirmedSigned).flatMap { $0 }
         if let cachePath, !confirmed.isEmpty {
             let bytes = SubscribeResponse(announcements: confirmed).encoded()

@@ -90,6 +90,13 @@ public struct GridPath: Equatable, Sendable, CustomStringConvertible {
 
     public var description: String { text }
 
+    public init(root: Root, components: [String]) throws {
+        self.root = root
+        self.components = components.filter { !$0.isEmpty && $0 != "." }
+        if self.components.contains("..") { throw GridError(.usage, "'..' is not allowed in a grid path") }
+        if self.components.contains(where: { $0.contains("/") }) { throw GridError(.usage, "a name in a grid path cannot contain '/'") }
+    }
+
     /// Parses a grid path (Tahoe's `get_alias`). Local paths are never grid paths here:
     /// callers decide with `isGridPath` first where both are possible.
     public init(parsing raw: String, defaultAlias: String = Aliases.defaultAlias) throws {

@@ -164,8 +164,8 @@ extension GridFilesystem {
 /// Runs `body` on every item, at most `limit` at a time; `done` sees each result as it
 /// arrives, on the calling task (so it may change the caller's state). The first error
 /// thrown stops the rest.
-func concurrently<T: Sendable, R: Sendable>(_ items: [T], limit: Int, _ body: @escaping @Sendable (T) async throws -> R,
-                                            done: (R) throws -> Void) async throws {
+public func concurrently<T: Sendable, R: Sendable>(_ items: [T], limit: Int, _ body: @escaping @Sendable (T) async throws -> R,
+                                            done: (R) throws -> Void = { _ in }) async throws {
     try await withThrowingTaskGroup(of: R.self) { group in
         var next = 0
         while next < min(limit, items.count) {

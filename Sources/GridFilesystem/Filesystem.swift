@@ -73,23 +73,28 @@ public final class GridFilesystem: Sendable {
     }
 
     /// Writes bytes [offset, offset+length) of a file to `sink`, every block checked.
+    /// `sized` is told the file's size before the first byte is written (a web response's
+    /// headers need it); what it throws ends the download.
     public func download(_ cap: AnyCapability, to sink: PlaintextSink, offset: UInt64 = 0, length: UInt64? = nil,
+                         sized: ((UInt64) throws -> Void)? = nil,
                          progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> Downloaded {
         switch cap {
         case let .immutable(c):
+            try sized?(c.fileSize)
             return .immutable(try await Downloader(pool: pool, coding: coding).download(c, to: sink, offset: offset, length: length, progress: progress))
         case let .mutable(m):
             let t0 = monotonicNow()
             if m.access == .verify { throw GridError(.usage, "a verify capability cannot read the file; give its read capability") }
             if m.format == .mdmf {
                 let count = Locked<UInt64>(0)
-                let r = try await mutableFiles.readMDMF(m, offset: offset, length: length) { bytes in
+                let r = try await mutableFiles.readMDMF(m, offset: offset, length: length, sized: sized) { bytes in
                     try sink.write(bytes)
                     count.mutate { $0 += UInt64(bytes.count) }
                 }
                 return .mutable(size: r.size, bytes: count.value, sequenceNumber: r.sequenceNumber, format: .mdmf, seconds: monotonicNow() - t0)
             }
             let got = try await mutableFiles.read(m)
+            try sized?(UInt64(got.data.count))
             let start = Int(min(UInt64(got.data.count), offset))
             let end = length.map { Int(min(UInt64(got.data.count), UInt64(start) + $0)) } ?? got.data.count
             try got.data[start..<end].withUnsafeBytes { try sink.write($0) }

@@ -112,7 +112,7 @@ extension GridFilesystem {
             return (lo, hi)
         }
 
-        mutating func add(_ r: Reached) {
+        public mutating func add(_ r: Reached) {
             switch r.capability {
             case .unknown: countUnknown += 1
             case .directory:

@@ -46,6 +46,11 @@ public final class IntroducerService: RPCService, @unchecked Sendable {
         state.withLock { s in s.entries.mapValues(\.announcement) }
     }
 
+    public func methodName(_ method: UInt16) -> String { IntroducerMethod(rawValue: method).map { "\($0)" } ?? "unknown" }
+
+    /// Announcements held and subscribers connected now (metrics).
+    public var counts: (announcements: Int, subscribers: Int) { state.withLock { ($0.entries.count, $0.subscribers.count) } }
+
     public func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8] {
         guard let m = IntroducerMethod(rawValue: method) else {
             throw WireError(.unknownMethod, "the introducer has no method \(method)")

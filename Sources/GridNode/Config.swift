@@ -153,12 +153,12 @@ extension NodeConfig {
     /// The sections and keys each kind of node reads; anything else is a mistake (a typo
     /// would otherwise be ignored silently and its default used).
     public static let schema: [NodeKind: [String: Set<String>]] = [
-        .storage: ["node": ["type", "nickname", "listen", "location"],
+        .storage: ["node": ["type", "nickname", "listen", "location", "metrics"],
                    "storage": ["reserved_space", "lease_duration", "expire", "expire_interval", "announce_interval"],
                    "introducer": ["address"]],
-        .introducer: ["node": ["type", "nickname", "listen", "location"], "introducer": ["expiry"]],
-        .client: ["node": ["type", "nickname"], "introducer": ["address"],
-                  "client": ["needed", "happy", "total", "segment_size"]],
+        .introducer: ["node": ["type", "nickname", "listen", "location", "metrics"], "introducer": ["expiry"]],
+        .client: ["node": ["type", "nickname", "metrics"], "introducer": ["address"],
+                  "client": ["needed", "happy", "total", "segment_size"], "gateway": ["listen", "allow_remote"]],
     ]
 
     /// Refuses sections and keys a node of `kind` does not read, naming file and line.

@@ -1,7 +1,9 @@
 import Dispatch
 import GridCrypto
 import GridFormat
+import GridHTTP
 import GridIntroducer
+import GridMetrics
 import GridProtocol
 import GridStorage
 import GridSystem
@@ -18,6 +20,21 @@ func openDaemonNode(_ directory: String, _ kind: NodeKind) throws -> (NodeConfig
     let config = try NodeConfig.load(directory: directory, expecting: kind)
     let lock = try NodeLock(directory: directory)
     return (config, lock, try NodeIdentity.loadOrCreate(path: directory + "/private/node.key"))
+}
+
+/// Starts the `/metrics` endpoint when `[node] metrics = host:port` is set (off otherwise).
+/// It listens where it is told; the samples use loopback (metrics are not secret, but
+/// nothing needs them exposed further than the scraper).
+public func startMetricsEndpoint(_ config: NodeConfig, registry: MetricsRegistry, kind: String, loop: EventLoop, logger: Logger) throws -> HTTPServer? {
+    guard let addr = config["node", "metrics"], !addr.isEmpty else { return nil }
+    let (host, port) = try splitHostPort(addr)
+    var hc = HTTPServerConfig()
+    hc.handlerThreads = 2
+    hc.maxConcurrentRequests = 8
+    let server = HTTPServer(loop: loop, handler: MetricsEndpoint(registry: registry, version: gridVersion, kind: kind), config: hc)
+    let bound = try server.listen(host: host, port: port)
+    logger.info("metrics at http://\(joinHostPort(host, bound))/metrics")
+    return server
 }
 
 /// The 20-byte id this server writes into mutable containers (GridProtocol's `containerNodeID`).
@@ -66,13 +83,22 @@ public enum IntroducerNode {
         let expiry = try parseDuration(config["introducer", "expiry"] ?? "300s")
         let loop = try EventLoop(name: "introducer-loop")
         let service = IntroducerService(secret: secret, expiry: expiry, log: { logger.info("\($0)") })
+        let metrics = MetricsRegistry()
         var rpcConfig = RPCServerConfig()
         rpcConfig.logRefusal = { logger.warning("\($0)") }
+        rpcConfig.metrics = metrics
+        metrics.collect {
+            let c = service.counts
+            return [MetricsRegistry.Sample("grid_introducer_announcements", help: "Storage servers announced and not expired.", value: Double(c.announcements)),
+                    MetricsRegistry.Sample("grid_introducer_subscribers", help: "Clients subscribed now.", value: Double(c.subscribers))]
+        }
         let server = try RPCServer(identity: identity, services: [service], loop: loop, config: rpcConfig)
         let bound = try server.listen(host: host, port: port)
         logger.info("introducer \(identity.nodeID) listening on \(host):\(bound)")
+        let metricsServer = try startMetricsEndpoint(config, registry: metrics, kind: "introducer", loop: loop, logger: logger)
         let sig = CurrentProcess.waitForTerminationSignal()
         logger.info("signal \(sig): shutting down")
+        metricsServer?.stop()
         server.stop()
         loop.shutdown()
     }
@@ -141,8 +167,35 @@ public enum StorageNode {
             logger.notice("finished or undid \(backend.recoveredJournals) mutable share change(s) a crash interrupted")
         }
         let loop = try EventLoop(name: "storage-loop")
-        let server = try RPCServer(identity: identity, services: [StorageService(backend: backend, applicationVersion: gridVersion)], loop: loop)
+        let metrics = MetricsRegistry()
+        var rpcConfig = RPCServerConfig()
+        rpcConfig.metrics = metrics
+        let reserved = sc.reservedSpace
+        metrics.collect {
+            let st = try? backend.stats()
+            let leases = try? backend.leaseStats()
+            let disk = backend.diskTotals()
+            let space = backend.space()
+            var out = [
+                MetricsRegistry.Sample("grid_storage_shares", help: "Shares stored, by kind.", labels: [("kind", "immutable")], value: Double(st?.immutableShares ?? 0)),
+                MetricsRegistry.Sample("grid_storage_shares", help: "Shares stored, by kind.", labels: [("kind", "mutable")], value: Double(st?.mutableShares ?? 0)),
+                MetricsRegistry.Sample("grid_storage_share_bytes", help: "Bytes of the share files stored.", value: Double(st?.usedBytes ?? 0)),
+                MetricsRegistry.Sample("grid_storage_immutable_written_bytes_total", .counter, help: "Share data bytes written by immutable bucket writers since start.",
+                                       value: Double(backend.immutableBytesWritten.load(ordering: .relaxed))),
+                MetricsRegistry.Sample("grid_storage_disk_total_bytes", help: "Size of the filesystem holding the shares.", value: Double(disk.total)),
+                MetricsRegistry.Sample("grid_storage_disk_free_bytes", help: "Bytes the filesystem has free for this server.", value: Double(disk.free)),
+                MetricsRegistry.Sample("grid_storage_disk_available_bytes", help: "Bytes this server accepts: free minus reserved minus open allocations.", value: Double(space.available)),
+                MetricsRegistry.Sample("grid_storage_reserved_bytes", help: "Space kept free (reserved_space).", value: Double(reserved)),
+                MetricsRegistry.Sample("grid_storage_leases", help: "Leases held.", value: Double(leases?.count ?? 0)),
+            ]
+            if let e = leases?.earliestExpiry {
+                out.append(MetricsRegistry.Sample("grid_storage_lease_earliest_expiry_seconds", help: "When the first lease expires (Unix time).", value: Double(e)))
+            }
+            return out
+        }
+        let server = try RPCServer(identity: identity, services: [StorageService(backend: backend, applicationVersion: gridVersion)], loop: loop, config: rpcConfig)
         let bound = try server.listen(host: host, port: port)
+        let metricsServer = try startMetricsEndpoint(config, registry: metrics, kind: "storage", loop: loop, logger: logger)
         let location = config["node", "location"] ?? "\(host):\(bound)"
         logger.info("storage server \(identity.nodeID) (\(nickname)) listening on \(host):\(bound), reserved space \(sc.reservedSpace) bytes")
         let tls = try TLSContext.client()
@@ -182,6 +235,7 @@ public enum StorageNode {
         janitor.cancel()
         expirer?.cancel()
         for a in announcers { a.stop() }
+        metricsServer?.stop()
         server.stop()  // closing the sessions aborts unfinished uploads
         loop.shutdown()
     }

@@ -38,6 +38,8 @@ public enum CrashPoint: String, Sendable {
 /// Thread-safe; the RPC service calls it from several worker threads.
 public final class StorageBackend: @unchecked Sendable {
     public let config: StorageConfig
+    /// Share data bytes written by immutable bucket writers since start (metrics).
+    public let immutableBytesWritten = Atomic<UInt64>(0)
     /// The 20-byte id this node writes into mutable containers (write-enabler owner, lease node id).
     public let containerNodeID: [UInt8]
     let root: String
@@ -822,6 +824,18 @@ public final class StorageBackend: @unchecked Sendable {
         public var usedBytes: UInt64
     }
 
+    /// Leases in the index and the earliest expiry among them (Unix time; nil: none).
+    public func leaseStats() throws -> (count: UInt64, earliestExpiry: UInt64?) {
+        let rows = try db.lock.withLock { _ in try db.query("SELECT COUNT(*), MIN(expiration) FROM leases") }
+        guard let r = rows.first else { return (0, nil) }
+        return (UInt64(r[0].int ?? 0), r[1].int.map { UInt64($0) })
+    }
+
+    /// The filesystem holding the shares: its size and what it has free for us.
+    public func diskTotals() -> (total: UInt64, free: UInt64) {
+        ((try? FileSystem.totalSpace(root)) ?? 0, (try? FileSystem.availableSpace(root)) ?? 0)
+    }
+
     public func stats() throws -> Stats {
         let rows = try db.lock.withLock { _ in
             try db.query("SELECT mutable, COUNT(*), COALESCE(SUM(size), 0) FROM shares GROUP BY mutable")
@@ -894,6 +908,7 @@ public final class BucketWriter: @unchecked Sendable {
                 throw error
             }
             unflushed += UInt64(data.count)
+            backend.immutableBytesWritten.add(UInt64(data.count), ordering: .relaxed)
             if unflushed >= 4 << 20 {
                 file.startWriteback()  // the whole file: cheap for pages already under way
                 unflushed = 0

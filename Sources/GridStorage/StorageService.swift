@@ -39,6 +39,8 @@ public final class StorageService: RPCService, @unchecked Sendable {
         for w in open.values { w.abort() }
     }
 
+    public func methodName(_ method: UInt16) -> String { StorageMethod(rawValue: method).map { "\($0)" } ?? "unknown" }
+
     public func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8] {
         try handle(method: method, frameBody: body, offset: 0, session: session)
     }

@@ -410,6 +410,12 @@ public enum FileSystem {
         return UInt64(s.f_bavail) * UInt64(s.f_frsize)
     }
 
+    /// The size of the filesystem holding `path`.
+    public static func totalSpace(_ path: String) throws -> UInt64 {
+        let s = try fileSystemStatus(path)
+        return UInt64(s.f_blocks) * UInt64(s.f_frsize)
+    }
+
     /// The filesystem's allocation unit for `path` (files take whole blocks).
     public static func blockSize(_ path: String) throws -> UInt64 { max(512, UInt64(try fileSystemStatus(path).f_bsize)) }
 

@@ -17,26 +17,36 @@ let epollHup: UInt32 = 0x010
 let epollRdHup: UInt32 = 0x2000
 let epollErr = epollErrBit | epollHup | epollRdHup
 
+/// Bytes received and sent by a set of connections.
+public final class ByteMeter: Sendable {
+    public let received = Atomic<UInt64>(0)
+    public let sent = Atomic<UInt64>(0)
+    public let open = Atomic<Int>(0)
+    public init() {}
+}
+
 /// A C string held in a fixed buffer.
 func cString(_ buf: [CChar]) -> String {
     String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
-/// One TLS connection on a non-blocking socket, driven by an EventLoop. Loop thread only.
+/// The transport: one byte stream on a non-blocking socket, TLS or plain TCP, driven by
+/// an EventLoop. Loop thread only. It knows nothing of what the bytes mean: the RPC's
+/// frames (`FramedStream`) and HTTP (GridHTTP) are layers on top of it.
 ///
 /// States: TCP connecting (clients) → TLS handshake → open → closed. Clients check
-/// the server's key against the pinned one when the handshake ends, before any frame.
-final class Connection: EventHandler, @unchecked Sendable {
+/// the server's key against the pinned one when the handshake ends, before any byte.
+/// Plain connections (`tls: nil`, for HTTP on loopback) have no handshake.
+public final class Connection: EventHandler, @unchecked Sendable {
     enum State { case connecting, handshaking, open, closed }
 
     let loop: EventLoop
     let fd: Int32
-    let ssl: OpaquePointer
+    let ssl: OpaquePointer?
     let isClient: Bool
     let expectedKey: Ed25519PublicKey?
-    let peerName: String
+    public let peerName: String
     private(set) var state: State
-    var parser = FrameParser()
     var out: [UInt8] = []
     var outStart = 0
     var readPaused = false
@@ -47,31 +57,47 @@ final class Connection: EventHandler, @unchecked Sendable {
 
     /// Called once when the connection is ready for frames (after the pin check).
     var onOpen: (() -> Void)?
-    /// Called for each frame received.
-    var onFrame: ((Frame) -> Void)?
+    /// Called with the bytes received (valid only during the call), unless paused.
+    public var onData: ((UnsafeRawBufferPointer) -> Void)?
+    /// Called when what is queued falls to `lowWater` bytes or below (for writers that wait on it).
+    public var onDrained: (() -> Void)?
+    public var lowWater = 0
     /// Called once when the connection closes, with the reason (nil: closed by us, cleanly).
-    var onClose: ((WireError?) -> Void)?
+    public var onClose: ((WireError?) -> Void)?
+    /// Counts the bytes received and sent (after TLS), for metrics; shared by a server's connections.
+    public var meter: ByteMeter?
 
-    init(loop: EventLoop, fd: Int32, tls: TLSContext, isClient: Bool, connecting: Bool,
+    init(loop: EventLoop, fd: Int32, tls: TLSContext?, isClient: Bool, connecting: Bool,
          expectedKey: Ed25519PublicKey?, peerName: String) throws {
         self.loop = loop
         self.fd = fd
         self.isClient = isClient
         self.expectedKey = expectedKey
         self.peerName = peerName
-        ssl = try tls.makeSSL(fd: fd)
-        state = connecting ? .connecting : .handshaking
+        ssl = try tls.map { try $0.makeSSL(fd: fd) }
+        state = connecting ? .connecting : (tls == nil ? .open : .handshaking)
+    }
+
+    /// A plain TCP connection accepted by a `TCPListener` (HTTP), open at once.
+    public static func acceptedPlain(loop: EventLoop, fd: Int32, peerName: String) -> Connection {
+        // Cannot throw without TLS.
+        try! Connection(loop: loop, fd: fd, tls: nil, isClient: false, connecting: false, expectedKey: nil, peerName: peerName)
     }
 
     deinit {
-        SSL_free(ssl)
+        if let ssl { SSL_free(ssl) }
     }
+
+    public var isOpen: Bool { state == .open }
+    /// Bytes queued and not yet taken by the socket.
+    public var pendingOutput: Int { out.count - outStart }
 
     /// Registers with the loop and starts connecting or handshaking. `handshakeTimeout`
     /// bounds how long a connection may take to become open.
-    func start(handshakeTimeout: Double) {
+    public func start(handshakeTimeout: Double) {
         registeredEvents = state == .connecting ? epollOut : epollIn
         loop.register(fd, self, events: registeredEvents | epollErr)
+        if state == .open { return }
         handshakeTimer = loop.schedule(after: handshakeTimeout) { [weak self] in
             guard let self, self.state != .open else { return }
             self.close(WireError(.timeout, "connection to \(self.peerName) timed out before it was ready"))
@@ -95,6 +121,14 @@ final class Connection: EventHandler, @unchecked Sendable {
                 close(WireError(.unreachable, "cannot connect to \(peerName): \(String(cString: strerror(err == 0 ? ECONNREFUSED : err)))"))
                 return
             }
+            if ssl == nil {
+                state = .open
+                if let t = handshakeTimer { loop.cancel(t); handshakeTimer = nil }
+                setEvents(epollIn | (out.count > outStart ? epollOut : 0))
+                onOpen?()
+                onOpen = nil
+                return
+            }
             state = .handshaking
             handshake()
         case .handshaking:
@@ -108,6 +142,7 @@ final class Connection: EventHandler, @unchecked Sendable {
     }
 
     func handshake() {
+        guard let ssl else { return }
         ERR_clear_error()
         let r = SSL_do_handshake(ssl)
         if r == 1 {
@@ -142,27 +177,28 @@ final class Connection: EventHandler, @unchecked Sendable {
         return WireError(.connectionLost, e.message)
     }
 
-    /// Reads everything OpenSSL and the socket have, delivering frames, unless paused.
+    /// Reads everything OpenSSL and the socket have, handing it to `onData`, unless paused.
     func readAvailable() {
         guard state == .open else { return }
         let buf = loop.readBuffer
         while state == .open && !readPaused {
+            guard let ssl else {
+                let (n, e) = retryingInterrupts { Glibc.read(fd, buf.baseAddress, buf.count) }
+                if n > 0 {
+                    received(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+                    continue
+                }
+                if n == 0 {
+                    close(WireError(.connectionLost, "\(peerName) closed the connection"))
+                } else if e != EAGAIN && e != EWOULDBLOCK {
+                    close(WireError(.connectionLost, "connection to \(peerName) lost: \(String(cString: strerror(e)))"))
+                }
+                return
+            }
             ERR_clear_error()
             let n = SSL_read(ssl, buf.baseAddress, Int32(buf.count))
             if n > 0 {
-                lastReceived = monotonicNow()
-                parser.append(UnsafeRawBufferPointer(rebasing: buf[0..<Int(n)]))
-                do {
-                    while state == .open, let frame = try parser.next() { onFrame?(frame) }
-                } catch let e as WireError {
-                    // Tell the peer why, then hang up: the stream cannot be resynchronised.
-                    sendNow(Frame.error(id: 0, e))
-                    close(e)
-                    return
-                } catch {
-                    close(WireError(.badFrame, "\(error)"))
-                    return
-                }
+                received(UnsafeRawBufferPointer(rebasing: buf[0..<Int(n)]))
                 continue
             }
             let err = SSL_get_error(ssl, n)
@@ -182,29 +218,31 @@ final class Connection: EventHandler, @unchecked Sendable {
         }
     }
 
+    private func received(_ bytes: UnsafeRawBufferPointer) {
+        lastReceived = monotonicNow()
+        meter?.received.add(UInt64(bytes.count), ordering: .relaxed)
+        onData?(bytes)
+    }
+
     /// Stops reading (backpressure) until `resumeReading`.
-    func pauseReading() {
+    public func pauseReading() {
         guard !readPaused else { return }
         readPaused = true
         setEvents(registeredEvents & ~epollIn)
     }
 
-    func resumeReading() {
+    public func resumeReading() {
         guard readPaused, state == .open else { return }
         readPaused = false
         setEvents(registeredEvents | epollIn)
         readAvailable()  // OpenSSL may hold decrypted bytes the socket will not signal again
     }
 
-    func send(_ frame: Frame) {
-        guard state != .closed else { return }
-        out += frame.encoded()
-        if state == .open { flush() }
-    }
+    /// Sends bytes. When nothing is queued they go straight to the socket from `bytes`
+    /// (no copy); only what the socket does not take is queued.
+    public func send(_ bytes: [UInt8]) { send(encoded: bytes) }
 
-    /// Sends an already-encoded frame. When nothing is queued it goes straight to
-    /// SSL_write from `bytes` (no copy); only what the socket does not take is queued.
-    func send(encoded bytes: [UInt8]) {
+    public func send(encoded bytes: [UInt8]) {
         guard state != .closed else { return }
         if state != .open || outStart < out.count {
             out += bytes
@@ -214,9 +252,10 @@ final class Connection: EventHandler, @unchecked Sendable {
         let (written, stop) = bytes.withUnsafeBytes { tlsWrite($0) }
         switch stop {
         case .done:
+            onDrained?()
             return
         case .failed:
-            close(opensslFailure("cannot write to \(peerName)"))
+            close(writeFailure())
         case .wantWrite, .wantRead:
             // SSL_write must be retried with the same bytes: queue the rest for flush().
             out.removeAll(keepingCapacity: true)
@@ -231,6 +270,17 @@ final class Connection: EventHandler, @unchecked Sendable {
     /// Writes as much of `bytes` as TLS takes now; returns how much and why it stopped.
     func tlsWrite(_ bytes: UnsafeRawBufferPointer) -> (Int, WriteStop) {
         var done = 0
+        defer { meter?.sent.add(UInt64(done), ordering: .relaxed) }
+        guard let ssl else {
+            while done < bytes.count {
+                let (n, e) = retryingInterrupts { Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done) }
+                if n > 0 { done += n; continue }
+                if e == EAGAIN || e == EWOULDBLOCK { return (done, .wantWrite) }
+                lastWriteErrno = e
+                return (done, .failed)
+            }
+            return (done, .done)
+        }
         while done < bytes.count {
             ERR_clear_error()
             let n = SSL_write(ssl, bytes.baseAddress! + done, Int32(min(bytes.count - done, 1 << 20)))
@@ -247,9 +297,16 @@ final class Connection: EventHandler, @unchecked Sendable {
         return (done, .done)
     }
 
+    var lastWriteErrno: Int32 = 0
+
+    func writeFailure() -> WireError {
+        if ssl == nil { return WireError(.connectionLost, "cannot write to \(peerName): \(String(cString: strerror(lastWriteErrno)))") }
+        return opensslFailure("cannot write to \(peerName)")
+    }
+
     /// Best-effort immediate write (used just before closing).
-    func sendNow(_ frame: Frame) {
-        out += frame.encoded()
+    public func sendNow(_ bytes: [UInt8]) {
+        out += bytes
         flush()
     }
 
@@ -262,33 +319,36 @@ final class Connection: EventHandler, @unchecked Sendable {
                 break
             case .wantWrite:
                 setEvents(registeredEvents | epollOut)
+                if written > 0 && out.count - outStart <= lowWater { onDrained?() }
                 return
             case .wantRead:
                 setEvents(registeredEvents | epollIn)
                 return
             case .failed:
-                close(opensslFailure("cannot write to \(peerName)"))
+                close(writeFailure())
                 return
             }
         }
         out.removeAll(keepingCapacity: out.capacity <= 1 << 16)
         outStart = 0
         if registeredEvents & epollOut != 0 { setEvents(registeredEvents & ~epollOut) }
+        onDrained?()
     }
 
-    func close(_ reason: WireError?) {
+    public func close(_ reason: WireError?) {
         guard state != .closed else { return }
         let wasOpen = state == .open
         state = .closed
         if let t = handshakeTimer { loop.cancel(t) }
-        if wasOpen {
+        if wasOpen, let ssl {
             ERR_clear_error()
             SSL_shutdown(ssl)
         }
         loop.unregister(fd)
         Glibc.close(fd)
         out = []
-        onFrame = nil
+        onData = nil
+        onDrained = nil
         onOpen = nil
         let cb = onClose
         onClose = nil

@@ -81,11 +81,11 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Calls `action` on the loop thread after `seconds`; returns an id for `cancel`.
     @discardableResult
-    func schedule(after seconds: Double, _ action: @escaping () -> Void) -> UInt64 {
+    public func schedule(after seconds: Double, _ action: @escaping () -> Void) -> UInt64 {
         timers.add(deadline: monotonicNow() + seconds, action)
     }
 
-    func cancel(_ timer: UInt64) { timers.cancel(timer) }
+    public func cancel(_ timer: UInt64) { timers.cancel(timer) }
 
     func run() {
         threadStarted.signal()

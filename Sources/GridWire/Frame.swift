@@ -155,3 +155,33 @@ public struct Hello: Equatable, Sendable {
         return v >= max(minVersion, Self.minVersion) ? v : nil
     }
 }
+
+// MARK: RPC framing on a transport
+
+extension Connection {
+    func send(_ frame: Frame) { send(encoded: frame.encoded()) }
+    /// Best-effort immediate write of a frame (used just before closing).
+    func sendNow(_ frame: Frame) { sendNow(frame.encoded()) }
+}
+
+/// The RPC's framing over a `Connection`'s byte stream: frames parsed as bytes arrive.
+/// A stream that does not parse cannot be resynchronised: the peer is told why
+/// (an ERROR frame) and the connection is closed.
+final class FrameReceiver {
+    var parser = FrameParser()
+    var onFrame: ((Frame) -> Void)?
+
+    init(_ conn: Connection) {
+        conn.onData = { [self, unowned conn] bytes in
+            self.parser.append(bytes)
+            do {
+                while conn.isOpen, let frame = try self.parser.next() { self.onFrame?(frame) }
+            } catch let e as WireError {
+                conn.sendNow(Frame.error(id: 0, e))
+                conn.close(e)
+            } catch {
+                conn.close(WireError(.badFrame, "\(error)"))
+            }
+        }
+    }
+}

@@ -1,3 +1,4 @@
+import GridMetrics
 import Foundation
 import GridCrypto
 import Synchronization
@@ -20,9 +21,14 @@ public protocol RPCService: AnyObject, Sendable {
     func handle(method: UInt16, frameBody: [UInt8], offset: Int, session: RPCSession) throws -> [UInt8]
     /// The session's connection is gone; release what it held (e.g. abort open bucket writers).
     func sessionEnded(_ session: RPCSession)
+    /// The name of a method, for metrics labels.
+    func methodName(_ method: UInt16) -> String
 }
 
 extension RPCService {
+    /// Unknown by default: a label must never take values a client chooses.
+    public func methodName(_ method: UInt16) -> String { "unknown" }
+
     public func handle(method: UInt16, frameBody: [UInt8], offset: Int, session: RPCSession) throws -> [UInt8] {
         try handle(method: method, body: Array(frameBody[offset...]), session: session)
     }
@@ -71,6 +77,8 @@ public struct RPCServerConfig: Sendable {
     public var workerThreads = 4
     /// Told of each connection refused at HELLO (peer and reason; never a secret).
     public var logRefusal: (@Sendable (String) -> Void)?
+    /// Where requests, errors, latencies, bytes and connections are counted (nil: nowhere).
+    public var metrics: MetricsRegistry?
     public init() {}
 }
 
@@ -83,7 +91,6 @@ public final class RPCServer: @unchecked Sendable {
     let workers: WorkerPool
     public private(set) var port: UInt16 = 0
     public let identity: NodeIdentity
-    var listenFD: Int32 = -1
     // Loop-thread state.
     var connections: [UInt64: ServerConn] = [:]
     var nextSession: UInt64 = 1
@@ -99,11 +106,7 @@ public final class RPCServer: @unchecked Sendable {
         }
     }
 
-    final class Listener: EventHandler {
-        weak var server: RPCServer?
-        func handleEvents(_ events: UInt32) { server?.acceptAll() }
-    }
-    let listener = Listener()
+    let listener: TCPListener
 
     public init(identity: NodeIdentity, services: [RPCService], loop: EventLoop, config: RPCServerConfig = RPCServerConfig()) throws {
         self.identity = identity
@@ -114,22 +117,32 @@ public final class RPCServer: @unchecked Sendable {
         for s in services { map[s.serviceName] = s }
         self.services = map
         workers = WorkerPool(threads: config.workerThreads, name: "grid-worker")
+        listener = TCPListener(loop: loop)
+        if let m = config.metrics {
+            let meter = self.meter
+            m.declare("grid_rpc_requests_total", .counter, help: "RPC requests answered, by service and method.")
+            m.declare("grid_rpc_errors_total", .counter, help: "RPC requests answered with an error, by service, method and error code.")
+            m.declare("grid_rpc_request_duration_seconds", .histogram, help: "Time from a request's arrival to its reply, by service and method.")
+            m.collect {
+                [MetricsRegistry.Sample("grid_rpc_received_bytes_total", .counter, help: "Bytes received on RPC connections (after TLS).",
+                                        value: Double(meter.received.load(ordering: .relaxed))),
+                 MetricsRegistry.Sample("grid_rpc_sent_bytes_total", .counter, help: "Bytes sent on RPC connections (before TLS).",
+                                        value: Double(meter.sent.load(ordering: .relaxed))),
+                 MetricsRegistry.Sample("grid_rpc_open_connections", help: "RPC connections open now.",
+                                        value: Double(meter.open.load(ordering: .relaxed)))]
+            }
+        }
     }
+
+    /// Bytes and connections of every connection this server accepted.
+    public let meter = ByteMeter()
 
     /// Starts listening; returns the bound port.
     @discardableResult
     public func listen(host: String, port: UInt16) throws -> UInt16 {
-        let (fd, bound) = try listenSocket(host: host, port: port)
-        listenFD = fd
+        let bound = try listener.listen(host: host, port: port) { [weak self] fd, peer in self?.accepted(fd, peer: peer) }
         self.port = bound
-        listener.server = self
-        let done = DispatchSemaphore(value: 0)
-        loop.execute { [self] in
-            loop.register(fd, listener, events: epollIn)
-            scheduleIdleCheck()
-            done.signal()
-        }
-        done.wait()
+        loop.execute { [self] in scheduleIdleCheck() }
         return bound
     }
 
@@ -137,11 +150,7 @@ public final class RPCServer: @unchecked Sendable {
     public func stop() {
         let done = DispatchSemaphore(value: 0)
         loop.execute { [self] in
-            if listenFD >= 0 {
-                loop.unregister(listenFD)
-                close(listenFD)
-                listenFD = -1
-            }
+            listener.close()
             for c in connections.values { c.conn.close(nil) }
             done.signal()
         }
@@ -151,7 +160,7 @@ public final class RPCServer: @unchecked Sendable {
 
     func scheduleIdleCheck() {
         loop.schedule(after: min(30, config.idleTimeout / 2)) { [weak self] in
-            guard let self, self.listenFD >= 0 else { return }
+            guard let self, self.listener.isListening else { return }
             let now = monotonicNow()
             for c in self.connections.values where now - c.conn.lastReceived > self.config.idleTimeout {
                 c.conn.close(WireError(.timeout, "idle for \(Int(self.config.idleTimeout)) s"))
@@ -160,47 +169,36 @@ public final class RPCServer: @unchecked Sendable {
         }
     }
 
-    func acceptAll() {
-        while true {
-            var ss = sockaddr_storage()
-            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let (fd, _) = retryingInterrupts {
-                withUnsafeMutablePointer(to: &ss) {
-                    accept(listenFD, UnsafeMutableRawPointer($0).assumingMemoryBound(to: sockaddr.self), &len)
-                }
-            }
-            if fd < 0 { return }  // EAGAIN, or out of descriptors: try again on the next event
-            if connections.count >= config.maxConnections {
-                close(fd)
-                continue
-            }
-            setNonBlocking(fd)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            setSocketOptions(fd)
-            let peer = describe(&ss)
-            guard let conn = try? Connection(loop: loop, fd: fd, tls: tls, isClient: false, connecting: false,
-                                             expectedKey: nil, peerName: peer) else {
-                close(fd)
-                continue
-            }
-            let id = nextSession
-            nextSession += 1
-            let sc = ServerConn(conn: conn, session: RPCSession(id: id, peer: peer, server: self))
-            connections[id] = sc
-            conn.onFrame = { [weak self, weak sc] (frame: Frame) in
-                guard let self, let sc else { return }
-                self.received(frame, on: sc)
-            }
-            conn.onClose = { [weak self] (_: WireError?) in
-                guard let self, let sc = self.connections.removeValue(forKey: id) else { return }
-                sc.session.endedFlag.store(true, ordering: .releasing)
-                if let service = sc.service {
-                    let session = sc.session
-                    self.workers.submit { service.sessionEnded(session) }
-                }
-            }
-            conn.start(handshakeTimeout: config.handshakeTimeout)
+    func accepted(_ fd: Int32, peer: String) {
+        if connections.count >= config.maxConnections {
+            close(fd)
+            return
         }
+        guard let conn = try? Connection(loop: loop, fd: fd, tls: tls, isClient: false, connecting: false,
+                                         expectedKey: nil, peerName: peer) else {
+            close(fd)
+            return
+        }
+        let id = nextSession
+        nextSession += 1
+        conn.meter = meter
+        meter.open.add(1, ordering: .relaxed)
+        let sc = ServerConn(conn: conn, session: RPCSession(id: id, peer: peer, server: self))
+        connections[id] = sc
+        FrameReceiver(conn).onFrame = { [weak self, weak sc] (frame: Frame) in
+            guard let self, let sc else { return }
+            self.received(frame, on: sc)
+        }
+        conn.onClose = { [weak self, meter] (_: WireError?) in
+            meter.open.subtract(1, ordering: .relaxed)
+            guard let self, let sc = self.connections.removeValue(forKey: id) else { return }
+            sc.session.endedFlag.store(true, ordering: .releasing)
+            if let service = sc.service {
+                let session = sc.session
+                self.workers.submit { service.sessionEnded(session) }
+            }
+        }
+        conn.start(handshakeTimeout: config.handshakeTimeout)
     }
 
     func received(_ frame: Frame, on sc: ServerConn) {
@@ -248,14 +246,26 @@ public final class RPCServer: @unchecked Sendable {
             sc.inFlight += 1
             if sc.inFlight >= config.maxInFlightPerConnection { conn.pauseReading() }
             let box = UncheckedBox(sc)
+            let metrics = config.metrics
+            let started = monotonicNow()
             workers.submit { [loop] in
                 let reply: Frame
+                var failure: WireError?
                 do {
                     reply = Frame(.response, id: id, body: try service.handle(method: method, frameBody: body, offset: 2, session: session))
                 } catch let e as WireError {
                     reply = Frame.error(id: id, e)
+                    failure = e
                 } catch {
-                    reply = Frame.error(id: id, WireError(.internal, "\(error)"))
+                    let e = WireError(.internal, "\(error)")
+                    reply = Frame.error(id: id, e)
+                    failure = e
+                }
+                if let metrics {
+                    let labels = [("service", service.serviceName), ("method", service.methodName(method))]
+                    metrics.add("grid_rpc_requests_total", labels: labels)
+                    metrics.observe("grid_rpc_request_duration_seconds", monotonicNow() - started, labels: labels)
+                    if let failure { metrics.add("grid_rpc_errors_total", labels: labels + [("code", "\(failure.code)")]) }
                 }
                 loop.execute {
                     let sc = box.value
@@ -288,16 +298,6 @@ public final class RPCServer: @unchecked Sendable {
         }
     }
 
-    func describe(_ ss: inout sockaddr_storage) -> String {
-        var host = [CChar](repeating: 0, count: 64)
-        var serv = [CChar](repeating: 0, count: 16)
-        let len = socklen_t(ss.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &ss) {
-            getnameinfo(UnsafeRawPointer($0).assumingMemoryBound(to: sockaddr.self), len, &host, 64, &serv, 16,
-                        NI_NUMERICHOST | NI_NUMERICSERV)
-        }
-        return "\(cString(host)):\(cString(serv))"
-    }
 }
 
 /// An encoded frame handed to the loop thread, which patches in the request id.
@@ -339,6 +339,10 @@ public final class RPCClient: @unchecked Sendable {
     var closedReason: WireError?
     let closedFlag = Atomic<Bool>(false)
     var onNotify: (@Sendable (UInt16, [UInt8]) -> Void)?
+    /// Wall-clock time (ms since 1970) of the last frame received, for status pages.
+    public let lastReceivedMillis = Atomic<Int64>(0)
+    var pings: [UInt32: CheckedContinuation<Void, Error>] = [:]
+    var nextPing: UInt32 = 1
 
     init(loop: EventLoop, peer: String, serverKey: Ed25519PublicKey, config: RPCClientConfig) {
         self.loop = loop
@@ -372,7 +376,8 @@ public final class RPCClient: @unchecked Sendable {
                 client.conn = conn
                 var settled = false
                 conn.onOpen = { conn.send(Frame(.hello, body: hello.encoded())) }
-                conn.onFrame = { frame in
+                let frames = FrameReceiver(conn)
+                frames.onFrame = { frame in
                     guard !settled else { return }
                     switch frame.type {
                     case .helloOK:
@@ -383,7 +388,7 @@ public final class RPCClient: @unchecked Sendable {
                             return
                         }
                         settled = true
-                        conn.onFrame = { client.received($0) }
+                        frames.onFrame = { client.received($0) }
                         client.schedulePing()
                         cont.resume()
                     case .error:
@@ -485,7 +490,30 @@ public final class RPCClient: @unchecked Sendable {
         }
     }
 
+    /// One PING answered by a PONG: the round-trip time in seconds (Tahoe's
+    /// `measure_peer_response_time`), at most `timeout`.
+    public func measureRoundTrip(timeout: Double = 5) async throws -> Double {
+        let start = monotonicNow()
+        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, Error>) in
+            loop.execute { [self] in
+                guard let conn, conn.isOpen else {
+                    cont.resume(throwing: closedReason ?? WireError(.connectionLost, "connection to \(peer) is closed"))
+                    return
+                }
+                let id = nextPing
+                nextPing = nextPing == UInt32.max ? 1 : nextPing + 1
+                pings[id] = cont
+                loop.schedule(after: timeout) { [self] in
+                    pings.removeValue(forKey: id)?.resume(throwing: WireError(.timeout, "\(peer) did not answer a ping within \(timeout) s"))
+                }
+                conn.send(Frame(.ping, id: id))
+            }
+        }
+        return monotonicNow() - start
+    }
+
     func received(_ frame: Frame) {
+        lastReceivedMillis.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
         switch frame.type {
         case .response, .error:
             guard let (cont, timer) = pending.removeValue(forKey: frame.id) else {
@@ -500,7 +528,7 @@ public final class RPCClient: @unchecked Sendable {
         case .ping:
             conn?.send(Frame(.pong, id: frame.id))
         case .pong:
-            break
+            if frame.id != 0 { pings.removeValue(forKey: frame.id)?.resume() }
         default:
             conn?.close(WireError(.badFrame, "unexpected frame \(frame.type) from \(peer)"))
         }
@@ -527,6 +555,8 @@ public final class RPCClient: @unchecked Sendable {
             cont(.failure(reason))
         }
         pending.removeAll()
+        for (_, p) in pings { p.resume(throwing: reason) }
+        pings.removeAll()
         for w in closeWaiters { w.resume(returning: reason) }
         closeWaiters.removeAll()
         conn = nil

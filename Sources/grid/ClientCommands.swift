@@ -327,7 +327,7 @@ struct Download: ParsableCommand {
                     let box = UncheckedBox(sink)
                     return try withFilesystem(nodeDir) { fs in
                         let cap = try await fs.resolve(path).capability
-                        return try await fs.download(cap, to: box.value, offset: off, length: len) { bar.update($0) }
+                        return try await fs.download(cap, to: box.value, offset: off, length: len, progress: { bar.update($0) })
                     }
                 }
             } catch {

@@ -4,6 +4,7 @@ import GridClient
 import GridCodec
 import GridFormat
 import GridImmutable
+import GridNode
 import GridSystem
 
 @main
@@ -15,6 +16,7 @@ struct Grid: ParsableCommand {
         CurrentProcess.keepBlockBuffersOnHeap()
         var code: Int32 = 0
         do {
+            try checkHelpTopic()
             var command = try parseAsRoot(nil)
             try command.run()
         } catch {
@@ -28,6 +30,23 @@ struct Grid: ParsableCommand {
         CurrentProcess.exitNow(code)
     }
 
+    /// `grid help NAME...` for a command that does not exist is a usage error (exit 64),
+    /// not the root help with success.
+    static func checkHelpTopic() throws {
+        let args = Array(CommandLine.arguments.dropFirst())
+        guard args.first == "help", args.count > 1 else { return }
+        var level: [ParsableCommand.Type] = configuration.subcommands
+        var walked: [String] = []
+        for name in args.dropFirst() where !name.hasPrefix("-") {
+            guard let next = level.first(where: { $0._commandName == name }) else {
+                let known = level.map { $0._commandName }.sorted().joined(separator: ", ")
+                throw ValidationError("no command '\((walked + [name]).joined(separator: " "))'" + (known.isEmpty ? "" : "; commands here: \(known)"))
+            }
+            walked.append(name)
+            level = next.configuration.subcommands
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "grid",
         abstract: "An erasure-coded, encrypted storage grid compatible with Tahoe-LAFS 1.20 formats.",
@@ -37,7 +56,8 @@ struct Grid: ParsableCommand {
             Environment: GRID_SIMD=portable|ssse3|avx2|gfni forces a Reed-Solomon kernel \
             (default: the fastest this CPU supports).
             """,
-        subcommands: [Upload.self, Download.self, Update.self, Caps.self, CreateAlias.self, AddAlias.self, ListAliases.self, Ls.self, Mkdir.self, Cp.self, Ln.self, Mv.self, Rm.self, Manifest.self, Stats.self, DeepCheck.self, Backup.self, Restore.self, Check.self, Repair.self, Maintain.self, List.self, CatalogCommand.self, ClientCommand.self, Demo.self, LocalGridCommand.self, IntroducerCommand.self,
+        version: gridVersion,
+        subcommands: [Upload.self, Download.self, Update.self, Caps.self, CreateAlias.self, AddAlias.self, ListAliases.self, Ls.self, Mkdir.self, Cp.self, Ln.self, Mv.self, Rm.self, Manifest.self, Stats.self, DeepCheck.self, Backup.self, Restore.self, Check.self, Repair.self, Maintain.self, List.self, CatalogCommand.self, ClientCommand.self, Demo.self, LocalGridCommand.self, GatewayCommand.self, StatusCommand.self, IntroducerCommand.self,
                       StorageCommand.self, Debug.self, Bench.self])
 }
 

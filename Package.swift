@@ -105,6 +105,7 @@ let package = Package(
         .testTarget(name: "GridImmutableTests", dependencies: ["GridImmutable", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridMutableTests", dependencies: ["GridMutable", "GridImmutable", "GridFormat", "GridCrypto", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridCLITests", dependencies: ["GridTestSupport"]),
+        .testTarget(name: "GridHTTPTests", dependencies: ["GridHTTP", "GridWire", "GridMetrics", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridWireTests", dependencies: ["GridWire", "GridSystem", "GridTestSupport"]),
         .testTarget(name: "GridIntegrationTests", dependencies: [
             "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridTestSupport",

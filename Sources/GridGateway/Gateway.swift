@@ -253,12 +253,15 @@ public final class Gateway: HTTPHandler, Sendable {
                     }
                     let end = min(b ?? size - 1, size - 1)
                     headers.append(("Content-Range", "bytes \(a)-\(end)/\(size)"))
-                    try resp.startBlocking(status: 206, headers: headers, contentLength: end - a + 1)
+                    sink.pendingHead = (206, headers, end - a + 1)
                 case .whole:
-                    try resp.startBlocking(status: 200, headers: headers, contentLength: size)
+                    sink.pendingHead = (200, headers, size)
                 }
-                if isHead { throw HeadOnly() }
+                // The head goes out with the first checked bytes: a file whose shares cannot
+                // be found is still answered with an error status, not a truncated 200.
+                if isHead { try sink.sendHead(); throw HeadOnly() }
             }, progress: { p in transfer.progress(p.done) })
+            try sink.sendHead()  // an empty body
             transfers.end(transfer, status: "done")
             metrics?.add("grid_gateway_downloaded_bytes_total", Double(sink.written.value))
         } catch is HeadOnly {
@@ -269,6 +272,10 @@ public final class Gateway: HTTPHandler, Sendable {
             if let w = error as? WebError, w.status == 416, !resp.isStarted {
                 await resp.send(status: 416, headers: w.headers, body: Array((w.message + "\n").utf8))
                 return
+            }
+            // Tahoe answers a file whose shares cannot be found or rebuilt with 410 Gone.
+            if let c = error as? ClassifiedError, [.notFound, .unavailable, .corrupt].contains(c.errorClass), !resp.isStarted {
+                throw WebError(410, "NoSharesError: " + Self.describe(error).1.replacingOccurrences(of: "NotEnoughSharesError: ", with: ""))
             }
             throw error
         }
@@ -520,8 +527,18 @@ struct WebError: Error, CustomStringConvertible {
 final class ResponseSink: PlaintextSink, @unchecked Sendable {
     let response: HTTPResponse
     let written = Locked<UInt64>(0)
+    /// The response's status, headers and length, sent before the first bytes.
+    var pendingHead: (Int, [(String, String)], UInt64)?
     init(_ r: HTTPResponse) { response = r }
+
+    func sendHead() throws {
+        guard let (status, headers, length) = pendingHead else { return }
+        pendingHead = nil
+        try response.startBlocking(status: status, headers: headers, contentLength: length)
+    }
+
     func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try sendHead()
         try response.writeBlocking(bytes)
         written.mutate { $0 += UInt64(bytes.count) }
     }

@@ -110,7 +110,7 @@ public struct HTTPRequestParser: Sendable {
     public mutating func next() throws -> Event? {
         switch state {
         case .head:
-            guard let end = findHeadEnd() else {
+            guard let end = try findHeadEnd() else {
                 if buffered > limits.maxHeadBytes { throw HTTPParseError(431, "request headers larger than \(limits.maxHeadBytes) bytes") }
                 return nil
             }
@@ -197,11 +197,14 @@ public struct HTTPRequestParser: Sendable {
         return nil
     }
 
-    func findHeadEnd() -> Int? {
+    /// Where the head ends (its CRLF CRLF), or nil while incomplete. A line feed without
+    /// its carriage return is refused at once rather than waited on.
+    func findHeadEnd() throws -> Int? {
         let limit = min(buffer.count, start + limits.maxHeadBytes + 4)
         var i = start
-        while i + 3 < limit {
-            if buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 { return i }
+        while i < limit {
+            if buffer[i] == 10 && (i == start || buffer[i - 1] != 13) { throw HTTPParseError(400, "bare LF in the request head") }
+            if i + 3 < limit && buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 { return i }
             i += 1
         }
         return nil

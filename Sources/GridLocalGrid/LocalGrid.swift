@@ -27,6 +27,13 @@ public final class DaemonProcess: @unchecked Sendable {
         return UInt16(line.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "") ?? 0
     }
 
+    /// The port of its /metrics endpoint (0: none configured).
+    public var metricsPort: UInt16 {
+        let conf = (try? readSecretFile(directory + "/grid.conf")) ?? ""
+        let line = conf.split(separator: "\n").first { $0.hasPrefix("metrics") } ?? ""
+        return UInt16(line.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "") ?? 0
+    }
+
     public var isRunning: Bool { process?.isRunning ?? false }
     public var pid: Int32? { process?.processIdentifier }
 
@@ -124,6 +131,8 @@ public final class LocalGrid: @unchecked Sendable {
         public var announceInterval: String?
         /// Other `[storage]` settings for every server (e.g. lease_duration, expire).
         public var storageSettings: [String: String] = [:]
+        /// Give the introducer and every server a /metrics endpoint on a free loopback port.
+        public var metrics = false
         public init(servers: Int = 10, encoding: ClientEncoding = ClientEncoding()) {
             self.servers = servers
             self.encoding = encoding
@@ -150,6 +159,7 @@ public final class LocalGrid: @unchecked Sendable {
         } else {
             address = try IntroducerNode.create(directory: introDir, host: "127.0.0.1", port: nil, location: nil)
             if let e = options.introducerExpiry { try Self.setConfig(introDir, "expiry", e) }
+            if options.metrics { try Self.addNodeSetting(introDir, "metrics", "127.0.0.1:\(try pickFreePort(host: "127.0.0.1"))") }
         }
         introducer = DaemonProcess(kind: "introducer", directory: introDir)
         for i in 0..<options.servers {
@@ -159,6 +169,7 @@ public final class LocalGrid: @unchecked Sendable {
                                            host: "127.0.0.1", port: nil, location: nil, reservedSpace: options.reservedSpace)
                 if let a = options.announceInterval { try Self.setConfig(dir, "announce_interval", a) }
                 for (k, v) in options.storageSettings.sorted(by: { $0.key < $1.key }) { try Self.setConfig(dir, k, v) }
+                if options.metrics { try Self.addNodeSetting(dir, "metrics", "127.0.0.1:\(try pickFreePort(host: "127.0.0.1"))") }
             }
             servers.append(DaemonProcess(kind: "storage", directory: dir))
         }
@@ -187,6 +198,16 @@ public final class LocalGrid: @unchecked Sendable {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
             line.hasPrefix(key + " =") ? "\(key) = \(value)" : String(line)
         }
+        try writeSecretFile(path, lines.joined(separator: "\n"))
+    }
+
+    /// Adds `key = value` to the [node] section of the grid.conf in `directory`.
+    public static func addNodeSetting(_ directory: String, _ key: String, _ value: String) throws {
+        let path = directory + "/grid.conf"
+        let text = try readSecretFile(path) ?? ""
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard let i = lines.firstIndex(of: "[node]") else { throw GridError(.corrupt, "\(path) has no [node] section") }
+        lines.insert("\(key) = \(value)", at: i + 1)
         try writeSecretFile(path, lines.joined(separator: "\n"))
     }
 

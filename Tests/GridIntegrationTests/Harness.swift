@@ -64,8 +64,9 @@ final class TestGrid: @unchecked Sendable {
     var address: IntroducerAddress { grid.address }
 
     init(servers n: Int, reserved: String = "0", introducerExpiry: String? = nil, announceInterval: String? = nil,
-         storage: [String: String] = [:]) throws {
+         storage: [String: String] = [:], metrics: Bool = false) throws {
         var options = LocalGrid.Options(servers: n)
+        options.metrics = metrics
         options.reservedSpace = reserved
         options.nicknamePrefix = "server"
         options.introducerExpiry = introducerExpiry

@@ -287,7 +287,7 @@ final class RawTLSClient: @unchecked Sendable {
                     c.conn = conn
                     var done = false
                     conn.onOpen = { done = true; cont.resume() }
-                    conn.onFrame = { _ in }
+                    FrameReceiver(conn).onFrame = { _ in }
                     conn.onClose = { e in
                         c.closed.signal()
                         if !done { done = true; cont.resume(throwing: e ?? WireError(.connectionLost, "closed")) }

@@ -112,7 +112,7 @@ let package = Package(
             "GridClient", "GridImmutable", "GridMutable", "GridSystem", "GridLocalGrid", "GridNode", "GridDatabase",
         ]),
         .testTarget(name: "GridFuzzTests", dependencies: ["GridStorage", "GridIntroducer", "GridProtocol", "GridWire", "GridCrypto", "GridSystem",
-                                                         "GridFormat", "GridMutable", "GridDirectory"]),
+                                                         "GridFormat", "GridMutable", "GridDirectory", "GridHTTP", "GridTestSupport"]),
         .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridWire", "GridCrypto"]),
         .testTarget(name: "GridClientTests", dependencies: ["GridClient", "GridProtocol", "GridCrypto", "GridSystem"]),
         .testTarget(name: "GridStorageTests", dependencies: ["GridStorage", "GridProtocol", "GridWire", "GridFormat", "GridSystem", "GridDatabase", "GridTestSupport"]),

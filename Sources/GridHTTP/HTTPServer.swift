@@ -107,6 +107,7 @@ public final class HTTPServer: @unchecked Sendable {
         let hc = HTTPConnection(server: self, conn: conn)
         connections[ObjectIdentifier(hc)] = hc
         conn.onData = { [unowned hc] bytes in hc.received(bytes) }
+        conn.onReadEOF = { [unowned hc] in hc.peerFinishedSending() }
         conn.onClose = { [weak self, meter] reason in
             meter.open.subtract(1, ordering: .relaxed)
             guard let self else { return }
@@ -139,6 +140,8 @@ final class HTTPConnection {
     var parser: HTTPRequestParser
     var exchange: Exchange?
     var closing = false
+    /// The client shut down its sending side: answer what was asked, then close.
+    var peerDone = false
     /// When the current request's first byte came (head timeout) or the last response ended (idle).
     var phaseStart = monotonicNow()
     var lastProgress = monotonicNow()
@@ -155,6 +158,17 @@ final class HTTPConnection {
         if exchange == nil && parser.isIdle { phaseStart = lastProgress }
         parser.append(bytes)
         pump()
+    }
+
+    /// Returns whether to keep the connection for the response in progress.
+    func peerFinishedSending() -> Bool {
+        peerDone = true
+        if let ex = exchange {
+            if !ex.bodyEnded { ex.deliverError(HTTPParseError(400, "the client stopped sending in the middle of the body")) }
+            return true
+        }
+        pump()
+        return exchange != nil
     }
 
     /// Moves parser events along: a new request's head, or body bytes to a handler with room.
@@ -223,7 +237,7 @@ final class HTTPConnection {
         server.record(method: ex.head.method, status: ex.status, seconds: monotonicNow() - ex.started)
         exchange = nil
         // A body the handler did not read to its end leaves the stream unframed: close.
-        let reusable = ex.head.keepAlive && ex.keepAlive && parser.isDone
+        let reusable = ex.head.keepAlive && ex.keepAlive && parser.isDone && !peerDone
         if !reusable {
             closeWhenWritten()
             return

@@ -64,6 +64,11 @@ public final class Connection: EventHandler, @unchecked Sendable {
     public var lowWater = 0
     /// Called once when the connection closes, with the reason (nil: closed by us, cleanly).
     public var onClose: ((WireError?) -> Void)?
+    /// Plain connections: called when the peer has shut down its sending side. Returning
+    /// true keeps the connection open for writing (an HTTP client that half-closes after
+    /// its request still gets the response); otherwise it closes.
+    public var onReadEOF: (() -> Bool)?
+    var readEOF = false
     /// Counts the bytes received and sent (after TLS), for metrics; shared by a server's connections.
     public var meter: ByteMeter?
 
@@ -189,7 +194,13 @@ public final class Connection: EventHandler, @unchecked Sendable {
                     continue
                 }
                 if n == 0 {
-                    close(WireError(.connectionLost, "\(peerName) closed the connection"))
+                    if let keep = onReadEOF, keep() {
+                        readEOF = true
+                        readPaused = true
+                        setEvents(registeredEvents & ~epollIn)
+                    } else {
+                        close(WireError(.connectionLost, "\(peerName) closed the connection"))
+                    }
                 } else if e != EAGAIN && e != EWOULDBLOCK {
                     close(WireError(.connectionLost, "connection to \(peerName) lost: \(String(cString: strerror(e)))"))
                 }
@@ -232,7 +243,7 @@ public final class Connection: EventHandler, @unchecked Sendable {
     }
 
     public func resumeReading() {
-        guard readPaused, state == .open else { return }
+        guard readPaused, state == .open, !readEOF else { return }
         readPaused = false
         setEvents(registeredEvents | epollIn)
         readAvailable()  // OpenSSL may hold decrypted bytes the socket will not signal again
@@ -349,6 +360,7 @@ public final class Connection: EventHandler, @unchecked Sendable {
         out = []
         onData = nil
         onDrained = nil
+        onReadEOF = nil
         onOpen = nil
         let cb = onClose
         onClose = nil

@@ -60,8 +60,8 @@ struct GatewayCommand: ParsableCommand {
             defer { fs.shutdown() }
             fs.pool.keepConnected()
             let logger = makeLogger("gateway")
-            let loop = try EventLoop(name: "gateway-loop")
-            defer { loop.shutdown() }
+            // One event loop for both: the client's RPC connections to the servers and the HTTP clients.
+            let loop = fs.pool.loop
             let registry = MetricsRegistry()
             var hc = HTTPServerConfig()
             hc.metrics = registry

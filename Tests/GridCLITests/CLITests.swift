@@ -185,6 +185,43 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("12-byte"), r.stdout)
         let top = try grid(["--help"])
         XCTAssertTrue(top.stdout.contains("Exit status"))
+        // What a newcomer types first.
+        let version = try grid(["--version"])
+        XCTAssertEqual(version.status, 0, version.stderr)
+        XCTAssertTrue(version.stdout.hasPrefix("grid/"), version.stdout)
+        let known = try grid(["help", "upload"])
+        XCTAssertEqual(known.status, 0, known.stderr)
+        XCTAssertTrue(known.stdout.contains("capability"), known.stdout)
+        for missing in [["help", "nonexist"], ["help", "storage", "nonexist"]] {
+            let r = try grid(missing)
+            XCTAssertEqual(r.status, 64, "\(missing): \(r.stdout)")
+            XCTAssertTrue(r.stderr.contains("no command '\(missing.dropFirst().joined(separator: " "))'"), r.stderr)
+        }
+    }
+
+    /// tools/install.sh into a staging root: the binary where the systemd units expect it
+    /// (and the units rewritten to point at it), the state directory, and a binary that runs.
+    func testInstallScriptInAFreshDirectory() throws {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.path
+        let stage = dir.path + "/stage"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [repo + "/tools/install.sh", "--root", stage, "--binary", gridBinary().path, "--systemd", "--prefix", "/opt/grid"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, text)
+        let installed = stage + "/opt/grid/bin/grid"
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: installed), text)
+        let r = try runProcess(installed, ["--version"])
+        XCTAssertTrue(r.hasPrefix("grid/"), r)
+        let unit = try String(contentsOfFile: stage + "/etc/systemd/system/grid-storage@.service", encoding: .utf8)
+        XCTAssertTrue(unit.contains("ExecStart=/opt/grid/bin/grid storage run"), unit)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: stage + "/etc/systemd/system/grid-gateway.service"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: stage + "/var/lib/grid"))
     }
 
     func testBenchCodecJSON() throws {
@@ -349,4 +386,17 @@ final class ConfigCLITests: XCTestCase {
         let ok = try grid(["storage", "create", dir + "/s", "--introducer", addr, "--listen", "0.0.0.0", "--location", "storage.example:4001", "--port", "4001"])
         XCTAssertEqual(ok.status, 0, ok.stderr)
     }
+}
+
+/// Runs an executable; returns its stdout.
+func runProcess(_ path: String, _ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    try p.run()
+    let d = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: d, as: UTF8.self)
 }

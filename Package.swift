@@ -81,6 +81,7 @@ let package = Package(
         // The web gateway: Tahoe's web API and a status page over GridFilesystem, on GridHTTP.
         .target(name: "GridGateway", dependencies: [
             "GridHTTP", "GridFilesystem", "GridClient", "GridDirectory", "GridFormat", "GridImmutable", "GridMutable", "GridMetrics", "GridSystem",
+            "GridProtocol", "GridCrypto",
         ]),
         // One launcher of local grids (an introducer and N storage daemons on 127.0.0.1)
         // for `grid demo`, `grid bench grid`, `grid local-grid` and the integration tests.

@@ -110,6 +110,8 @@ public final class ServerPool: @unchecked Sendable {
         var disconnectedSince: Double?
         var lastError: String?
         var client: StorageClient?
+        /// The server's own answer to get_version (its software version, its space now).
+        var version: StorageVersion?
     }
 
     /// One known server as a status page shows it.
@@ -123,6 +125,8 @@ public final class ServerPool: @unchecked Sendable {
         public var lastReceived: Double?
         public var lastError: String?
         public var client: StorageClient?
+        /// What it said of itself when this connection opened (software version, space).
+        public var version: StorageVersion?
     }
 
     /// Where the last confirmed server list is kept between runs (nil: nowhere), and
@@ -272,6 +276,10 @@ public final class ServerPool: @unchecked Sendable {
         let now = Date().timeIntervalSince1970
         links.withLock { $0[id] = LinkRecord(connectedSince: now, disconnectedSince: nil, lastError: nil, client: c) }
         Task { [weak self] in
+            guard let v = try? await c.getVersion() else { return }
+            self?.links.withLock { l in if l[id]?.client?.rpc === c.rpc { l[id]?.version = v } }
+        }
+        Task { [weak self] in
             let reason = await c.rpc.waitClosed()
             self?.links.withLock { l in
                 guard l[id]?.client?.rpc === c.rpc else { return }
@@ -297,7 +305,7 @@ public final class ServerPool: @unchecked Sendable {
             let ms = r?.client?.rpc.lastReceivedMillis.load(ordering: .relaxed) ?? 0
             return ServerStatus(server: s, connected: open, since: open ? r?.connectedSince : r?.disconnectedSince,
                                 lastReceived: ms > 0 ? Double(ms) / 1000 : nil, lastError: open ? nil : r?.lastError,
-                                client: open ? r?.client : nil)
+                                client: open ? r?.client : nil, version: r?.version)
         }
     }
 

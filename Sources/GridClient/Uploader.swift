@@ -26,7 +26,18 @@ public final class Uploader: Sendable {
 
     var parameters: EncodingParameters { settings.encoding.parameters }
 
-    public func upload(source: RandomAccessSource & Sendable, progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> UploadResult {
+    /// The hasher of the convergent key for a file of `size` bytes (update it with every
+    /// byte, in order; `finalize()` is the key `upload(source:convergenceKey:)` takes).
+    public func convergenceHasher(forSize size: UInt64) throws -> TaggedHasher {
+        let encoder = try CHKEncoder(parameters: parameters, threads: 1, simdPath: coding.simdPath)
+        return TahoeHash.convergenceHasher(secret: settings.convergenceSecret, k: parameters.needed, n: parameters.total,
+                                           segmentSize: encoder.segmentSize(forSize: size))
+    }
+
+    /// `convergenceKey`: the key when the caller already computed it (`convergenceHasher`
+    /// over the same bytes, e.g. while they arrived), which saves the first pass.
+    public func upload(source: RandomAccessSource & Sendable, convergenceKey known: [UInt8]? = nil,
+                       progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> UploadResult {
         let start = monotonicNow()
         let encoder = try CHKEncoder(parameters: parameters, threads: coding.threads, simdPath: coding.simdPath)
         let size = source.size
@@ -39,8 +50,11 @@ public final class Uploader: Sendable {
         let n = parameters.total, happy = parameters.happy
         let secret = settings.convergenceSecret
         let box = UncheckedBox(encoder)
-        let key = try await onThread("grid-hash") {
-            try box.value.convergenceKey(source: source, secret: secret)
+        let key: [UInt8]
+        if let known {
+            key = known
+        } else {
+            key = try await onThread("grid-hash") { try box.value.convergenceKey(source: source, secret: secret) }
         }
         progress?(TransferProgress(phase: .hashing, done: size, total: size))
         let hashSeconds = monotonicNow() - start

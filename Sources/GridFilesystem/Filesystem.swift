@@ -43,9 +43,9 @@ public final class GridFilesystem: Sendable {
     // MARK: Files
 
     /// Uploads an immutable file (CHK, or LIT for ≤ 55 bytes) and records it in the catalog.
-    public func upload(_ source: any RandomAccessSource & Sendable, name: String,
+    public func upload(_ source: any RandomAccessSource & Sendable, name: String, convergenceKey: [UInt8]? = nil,
                        progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> UploadResult {
-        let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: source, progress: progress)
+        let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: source, convergenceKey: convergenceKey, progress: progress)
         try catalog.add(r.capability, name: name)
         return r
     }
@@ -64,6 +64,11 @@ public final class GridFilesystem: Sendable {
         }
         try catalog.add([(.mutable(r.capability), source.size, name)])
         return r
+    }
+
+    /// The hasher of an immutable file's convergent key, for bytes hashed as they arrive.
+    public func convergenceHasher(forSize size: UInt64) throws -> TaggedHasher {
+        try Uploader(pool: pool, settings: settings, coding: coding).convergenceHasher(forSize: size)
     }
 
     /// What a download did.

@@ -108,7 +108,12 @@ public struct DirectoryCapability: Equatable, Sendable, CustomStringConvertible 
             throw GridError(.usage, "bad capability: '\(shown)' is not a directory capability (URI:DIR2…)")
         }
         let inner = f + s.dropFirst(d.count)
-        switch try AnyCapability(parsing: inner) {
+        let parsed: AnyCapability
+        do { parsed = try AnyCapability(parsing: inner) } catch let e as GridError {
+            // Name what the user gave: a directory, not the file capability inside it.
+            throw GridError(e.errorClass, e.message.replacing(String(f.dropLast()), with: String(d.dropLast())))
+        }
+        switch parsed {
         case let .mutable(m): self.init(.mutable(m))
         case let .immutable(.chk(c)): self.init(.chk(c))
         case let .immutable(.chkVerifier(v)): self.init(.chkVerifier(v))

@@ -1,5 +1,6 @@
 import Foundation
 import GridClient
+import GridCrypto
 import GridDirectory
 import GridFilesystem
 import GridFormat
@@ -340,10 +341,13 @@ public final class Gateway: HTTPHandler, Sendable {
 
     /// The request body in an unlinked temporary file (convergent encryption reads a file
     /// twice, so a stream is spooled; memory stays bounded whatever the size).
-    func spool(_ req: HTTPRequest) async throws -> FileSource {
+    func spool(_ req: HTTPRequest, hasher: TaggedHasher? = nil) async throws -> FileSource {
         let file = try FileSystem.anonymousFile(in: fs.nodeDirectory)
         while let chunk = try await req.readBody() {
-            try chunk.withUnsafeBytes { try file.write($0) }
+            try chunk.withUnsafeBytes { b in
+                try file.write(b)
+                hasher?.update(b)
+            }
         }
         return try FileSource(file: file, name: "the request body")
     }
@@ -354,7 +358,12 @@ public final class Gateway: HTTPHandler, Sendable {
         let mutable = Self.boolArgument(req, "mutable") || format == "SDMF" || format == "MDMF"
         if let f = format, !["CHK", "SDMF", "MDMF"].contains(f) { throw WebError(400, "Unknown format: \(f) (CHK, SDMF or MDMF)") }
         if format == "CHK" && Self.boolArgument(req, "mutable") { throw WebError(400, "format=CHK is immutable; mutable=true needs SDMF or MDMF") }
-        let source = try await spool(req)
+        // With the length known, the convergent key is hashed as the bytes arrive: the
+        // upload then makes one pass over the spooled file instead of two.
+        let length = req.head.contentLength ?? 0
+        let hasher = !mutable && length > UInt64(Capability.literalThreshold) ? try fs.convergenceHasher(forSize: length) : nil
+        let source = try await spool(req, hasher: hasher)
+        let key = hasher.flatMap { source.size == length ? $0.finalize() : nil }
         let transfer = transfers.begin(kind: mutable ? "publish" : "upload", size: source.size, storageIndex: nil)
         do {
             let cap: AnyCapability
@@ -362,7 +371,7 @@ public final class Gateway: HTTPHandler, Sendable {
                 let r = try await fs.createMutableFile(source, format: format == "MDMF" ? .mdmf : .sdmf, name: name)
                 cap = .mutable(r.capability)
             } else {
-                let r = try await fs.upload(source, name: name, progress: { p in transfer.progress(p.done, phase: p.phase.rawValue) })
+                let r = try await fs.upload(source, name: name, convergenceKey: key, progress: { p in transfer.progress(p.done, phase: p.phase.rawValue) })
                 cap = .immutable(r.capability)
             }
             transfer.storageIndex(cap.storageIndex)

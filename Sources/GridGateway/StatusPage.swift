@@ -5,6 +5,7 @@ import GridFilesystem
 import GridFormat
 import GridHTTP
 import GridImmutable
+import GridProtocol
 import GridSystem
 
 /// HTML text: everything that came from the network (nicknames are chosen by strangers,
@@ -88,9 +89,9 @@ extension Gateway {
                 return .object([
                     ("nodeid", .string(s.server.nodeID)),
                     ("connection_status", .string(s.connected ? "Connected to \(a.addresses.first ?? "?") via tcp" : "Disconnected" + (s.lastError.map { ": \($0)" } ?? ""))),
-                    ("available_space", .int(Int(clamping: a.availableSpace))),
+                    ("available_space", .int(Int(clamping: s.version?.availableSpace ?? a.availableSpace))),
                     ("nickname", .string(a.nickname)),
-                    ("version", .string("grid-protocol/\(a.protocolVersion)")),
+                    ("version", .string(s.version?.applicationVersion ?? "grid-protocol/\(a.protocolVersion)")),
                     ("last_received_data", s.lastReceived.map { .double($0) } ?? .null),
                 ])
             }
@@ -111,8 +112,8 @@ extension Gateway {
             rows += """
                 <tr class="server" data-nodeid="\(HTML.escape(s.server.nodeID))" data-status="\(s.connected ? "connected" : "disconnected")">\
                 <td>\(HTML.escape(a.nickname))</td><td class="mono">\(HTML.escape(s.server.nodeID))</td><td>\(state)</td>\
-                <td>\(HTML.escape(Page.ago(s.lastReceived, now: now)))</td><td>grid-protocol/\(a.protocolVersion)</td>\
-                <td>\(HTML.escape(Page.bytes(a.availableSpace)))</td><td class="mono">\(HTML.escape(a.addresses.joined(separator: " ")))</td></tr>
+                <td>\(HTML.escape(Page.ago(s.lastReceived, now: now)))</td><td>\(HTML.escape(s.version?.applicationVersion ?? "protocol \(a.protocolVersion)"))</td>\
+                <td>\(HTML.escape(Page.bytes(s.version?.availableSpace ?? a.availableSpace)))</td><td class="mono">\(HTML.escape(a.addresses.joined(separator: " ")))</td></tr>
 
                 """
         }

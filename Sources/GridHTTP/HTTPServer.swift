@@ -384,11 +384,17 @@ final class Exchange: @unchecked Sendable {
     /// Loop thread: the next body chunk for a waiting reader.
     func read(_ cont: CheckedContinuation<[UInt8]?, Error>) {
         if chunkStart < chunks.count {
+            // Taken out of the queue (not just skipped): a reader that is always one chunk
+            // behind must not keep every chunk it has read alive.
             let c = chunks[chunkStart]
+            chunks[chunkStart] = []
             chunkStart += 1
             queuedBytes -= c.count
             if chunkStart == chunks.count {
                 chunks.removeAll(keepingCapacity: true)
+                chunkStart = 0
+            } else if chunkStart >= 64 {
+                chunks.removeFirst(chunkStart)
                 chunkStart = 0
             }
             cont.resume(returning: c)

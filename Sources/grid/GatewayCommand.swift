@@ -138,7 +138,9 @@ struct StatusCommand: ParsableCommand {
                                           available_space: a.availableSpace, version: "grid-protocol/\(a.protocolVersion)", error: nil)
                             do {
                                 let c = try await fs.pool.client(for: s)
-                                _ = try await c.rpc.measureRoundTrip()  // the first may include the connection's warm-up
+                                let v = try await c.getVersion()  // also warms the connection up
+                                row.version = v.applicationVersion
+                                row.available_space = v.availableSpace
                                 row.rtt_ms = (try await c.rpc.measureRoundTrip()) * 1000
                                 row.connected = true
                             } catch {

@@ -1,4 +1,5 @@
 import GridCrypto
+import GridSystem
 import GridTestSupport
 import XCTest
 
@@ -237,5 +238,20 @@ final class CapabilityTests: XCTestCase {
         }
         XCTAssertEqual(try Capability(parsing: "URI:LIT:"), .lit(LITCapability(data: [])))
         XCTAssertEqual(try Capability(parsing: "  URI:LIT:ly\n"), .lit(LITCapability(data: [0x5e])))
+    }
+}
+
+final class DirectoryCapabilityErrorTests: XCTestCase {
+    /// A damaged directory capability is named as what the user typed, not as the file
+    /// capability inside it.
+    func testErrorsNameTheDirectoryKind() {
+        for (bad, kind) in [("URI:DIR2:abc", "URI:DIR2"), ("URI:DIR2-MDMF-RO:x:y:z", "URI:DIR2-MDMF-RO"), ("URI:DIR2-CHK:a", "URI:DIR2-CHK")] {
+            XCTAssertThrowsError(try AnyCapability(parsing: bad)) { e in
+                let text = "\(e)"
+                XCTAssertTrue(text.contains(kind), text)
+                XCTAssertFalse(text.contains("URI:SSK") || text.contains("URI:MDMF") || text.contains("URI:CHK:"), text)
+                XCTAssertEqual((e as? ClassifiedError)?.errorClass, .usage)
+            }
+        }
     }
 }

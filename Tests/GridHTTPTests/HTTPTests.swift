@@ -27,6 +27,10 @@ struct EchoHandler: HTTPHandler {
                     for b in c { sum = sum &* 31 &+ UInt64(b) }
                 }
                 await resp.send(status: 200, text: "\(n) \(sum)")
+            case "/discard":
+                var n = 0
+                while let c = try await req.readBody() { n += c.count }
+                await resp.send(status: 200, text: "\(n)")
             case "/bytes":
                 let n = Int(req.argument("n") ?? "0") ?? 0
                 let chunked = req.argument("chunked") == "1"
@@ -273,6 +277,26 @@ final class HTTPServerTests: XCTestCase {
         XCTAssertEqual(c.response()?.status, 503)
         XCTAssertEqual(a.response()?.text, "late\n")
         XCTAssertEqual(b.response()?.text, "late\n")
+    }
+
+    /// Regression: a reader always a chunk behind kept every chunk it had read (a 1 GiB
+    /// PUT held 1 GiB). The body streams through in bounded memory.
+    func testAStreamedBodyIsNotRetained() throws {
+        func residentBytes() -> Int {
+            let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+        }
+        try start()
+        let c = try RawHTTPClient(port: server.port)
+        let block = [UInt8](repeating: 7, count: 1 << 20)
+        let total = 96 << 20
+        let before = residentBytes()
+        c.send("PUT /discard HTTP/1.1\r\nHost: x\r\nContent-Length: \(total)\r\n\r\n")
+        for _ in 0..<(total >> 20) { c.send(block) }
+        XCTAssertEqual(c.response()?.text, "\(total)\n")
+        let grown = residentBytes() - before
+        XCTAssertLessThan(grown, 32 << 20, "the server kept \(grown >> 20) MiB of a \(total >> 20) MiB body")
     }
 
     /// A body far larger than the server's buffers streams through: the handler sees

@@ -24,9 +24,13 @@ public final class Gateway: HTTPHandler, Sendable {
     static let maxSmallBody = 64 << 20
     public static let version = "grid-gateway/1"
 
-    public init(fs: GridFilesystem, metrics: MetricsRegistry? = nil) {
+    /// Told one line per upload and download (sizes and times; never a capability).
+    let log: (@Sendable (String) -> Void)?
+
+    public init(fs: GridFilesystem, metrics: MetricsRegistry? = nil, log: (@Sendable (String) -> Void)? = nil) {
         self.fs = fs
         self.metrics = metrics
+        self.log = log
         if let metrics {
             metrics.declare("grid_gateway_uploaded_bytes_total", .counter, help: "File bytes uploaded through the gateway.")
             metrics.declare("grid_gateway_downloaded_bytes_total", .counter, help: "File bytes sent to clients by the gateway.")
@@ -362,8 +366,10 @@ public final class Gateway: HTTPHandler, Sendable {
         // upload then makes one pass over the spooled file instead of two.
         let length = req.head.contentLength ?? 0
         let hasher = !mutable && length > UInt64(Capability.literalThreshold) ? try fs.convergenceHasher(forSize: length) : nil
+        let t0 = monotonicNow()
         let source = try await spool(req, hasher: hasher)
         let key = hasher.flatMap { source.size == length ? $0.finalize() : nil }
+        let received = monotonicNow() - t0
         let transfer = transfers.begin(kind: mutable ? "publish" : "upload", size: source.size, storageIndex: nil)
         do {
             let cap: AnyCapability
@@ -377,6 +383,8 @@ public final class Gateway: HTTPHandler, Sendable {
             transfer.storageIndex(cap.storageIndex)
             transfers.end(transfer, status: "done")
             metrics?.add("grid_gateway_uploaded_bytes_total", Double(source.size))
+            log?(String(format: "%@ of %llu bytes: received in %.2f s, stored in %.2f s", mutable ? "mutable upload" : "upload",
+                        source.size, received, monotonicNow() - t0 - received))
             return cap
         } catch {
             transfers.end(transfer, status: "failed: \(Self.describe(error).1)")

@@ -75,7 +75,7 @@ public struct HTTPRequestParser: Sendable {
     public private(set) var head: HTTPRequestHead?
     var bodyReceived: UInt64 = 0
     /// Bytes of a body at most handed out per event.
-    public var maxEventBytes = 256 << 10
+    public var maxEventBytes = 1 << 20
 
     public init(limits: HTTPLimits = HTTPLimits()) { self.limits = limits }
 

@@ -16,7 +16,7 @@ public struct HTTPServerConfig: Sendable {
     /// A transfer that moves no byte in either direction for this long is cut off.
     public var stallTimeout = 120.0
     /// Request body bytes buffered for a handler before the socket stops being read.
-    public var bodyBufferBytes = 1 << 20
+    public var bodyBufferBytes = 4 << 20
     /// Response bytes queued before a handler's write waits.
     public var outputHighWater = 1 << 20
     /// Threads the handlers run on (a handler may block one in a synchronous write).
@@ -108,6 +108,7 @@ public final class HTTPServer: @unchecked Sendable {
         connections[ObjectIdentifier(hc)] = hc
         conn.onData = { [unowned hc] bytes in hc.received(bytes) }
         conn.onReadEOF = { [unowned hc] in hc.peerFinishedSending() }
+        conn.onReadBatchEnd = { [unowned hc] in hc.pump() }
         conn.onClose = { [weak self, meter] reason in
             meter.open.subtract(1, ordering: .relaxed)
             guard let self else { return }
@@ -157,7 +158,9 @@ final class HTTPConnection {
         lastProgress = monotonicNow()
         if exchange == nil && parser.isIdle { phaseStart = lastProgress }
         parser.append(bytes)
-        pump()
+        // Body bytes are handed on in batches (at the end of a burst of reads, or each
+        // MiB): fewer, larger pieces for the handler; a head is parsed at once.
+        if exchange == nil || parser.buffered >= 1 << 20 { pump() }
     }
 
     /// Returns whether to keep the connection for the response in progress.

@@ -68,6 +68,9 @@ public final class Connection: EventHandler, @unchecked Sendable {
     /// true keeps the connection open for writing (an HTTP client that half-closes after
     /// its request still gets the response); otherwise it closes.
     public var onReadEOF: (() -> Bool)?
+    /// Called when a burst of reads has taken everything the socket had (it would block):
+    /// a reader that batches what `onData` gave it handles the batch here.
+    public var onReadBatchEnd: (() -> Void)?
     var readEOF = false
     /// Counts the bytes received and sent (after TLS), for metrics; shared by a server's connections.
     public var meter: ByteMeter?
@@ -201,7 +204,9 @@ public final class Connection: EventHandler, @unchecked Sendable {
                     } else {
                         close(WireError(.connectionLost, "\(peerName) closed the connection"))
                     }
-                } else if e != EAGAIN && e != EWOULDBLOCK {
+                } else if e == EAGAIN || e == EWOULDBLOCK {
+                    onReadBatchEnd?()
+                } else {
                     close(WireError(.connectionLost, "connection to \(peerName) lost: \(String(cString: strerror(e)))"))
                 }
                 return
@@ -215,6 +220,7 @@ public final class Connection: EventHandler, @unchecked Sendable {
             let err = SSL_get_error(ssl, n)
             switch err {
             case SSL_ERROR_WANT_READ:
+                onReadBatchEnd?()
                 return
             case SSL_ERROR_WANT_WRITE:
                 setEvents(registeredEvents | epollOut)
@@ -361,6 +367,7 @@ public final class Connection: EventHandler, @unchecked Sendable {
         onData = nil
         onDrained = nil
         onReadEOF = nil
+        onReadBatchEnd = nil
         onOpen = nil
         let cb = onClose
         onClose = nil

@@ -65,7 +65,7 @@ struct GatewayCommand: ParsableCommand {
             let registry = MetricsRegistry()
             var hc = HTTPServerConfig()
             hc.metrics = registry
-            let server = HTTPServer(loop: loop, handler: Gateway(fs: fs, metrics: registry), config: hc)
+            let server = HTTPServer(loop: loop, handler: Gateway(fs: fs, metrics: registry, log: { logger.info("\($0)") }), config: hc)
             let bound = try server.listen(host: host, port: port)
             let url = "http://\(joinHostPort(host, bound))/"
             try FileSystem.writeFileAtomically(dir + "/node.url", Array((url + "\n").utf8), permissions: 0o644)

@@ -23,7 +23,7 @@ for _ in $(seq 100); do
   n=$(curl -s "${URL}?t=json" | "$PY" -c 'import json,sys; print(sum(s["connection_status"].startswith("Connected") for s in json.load(sys.stdin)["servers"]))' 2>/dev/null || echo 0)
   [ "$n" -ge 10 ] && break; sleep 0.2
 done
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); SIMD: $("$GRID" bench codec --json --shapes 3:7 --shards 4096 --reps 1 --min-time 0.001 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0]["path"])' 2>/dev/null || echo ?)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); CPU features: $(grep -o -w 'gfni\|avx512f\|avx2\|sha_ni\|vaes' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "gateway $URL, $n servers connected"
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -31,9 +31,17 @@ size=$((128 << 20))
 : > "$work/cli_up"; : > "$work/gw_up"; : > "$work/cli_down"; : > "$work/gw_down"
 for r in $(seq "$rounds"); do
   head -c $size /dev/urandom > "$work/a.bin"; head -c $size /dev/urandom > "$work/b.bin"
-  t0=$(now); cap=$("$GRID" upload "$work/a.bin" | tail -1); t1=$(now)
-  gcap=$(curl -s -T "$work/b.bin" "${URL}uri"); t2=$(now)
-  echo "$t1 - $t0" | bc >> "$work/cli_up"; echo "$t2 - $t1" | bc >> "$work/gw_up"
+  # Alternate which goes first: the second upload of a pair runs while the servers
+  # still write back the first one's shares.
+  if [ $((r % 2)) = 1 ]; then
+    t0=$(now); cap=$("$GRID" upload "$work/a.bin" | tail -1); t1=$(now)
+    gcap=$(curl -s -T "$work/b.bin" "${URL}uri"); t2=$(now)
+    echo "$t1 - $t0" | bc >> "$work/cli_up"; echo "$t2 - $t1" | bc >> "$work/gw_up"
+  else
+    t0=$(now); gcap=$(curl -s -T "$work/b.bin" "${URL}uri"); t1=$(now)
+    cap=$("$GRID" upload "$work/a.bin" | tail -1); t2=$(now)
+    echo "$t1 - $t0" | bc >> "$work/gw_up"; echo "$t2 - $t1" | bc >> "$work/cli_up"
+  fi
   t0=$(now); "$GRID" download "$cap" -o "$work/a.out"; t1=$(now)
   curl -s -o "$work/b.out" "${URL}uri/$gcap"; t2=$(now)
   echo "$t1 - $t0" | bc >> "$work/cli_down"; echo "$t2 - $t1" | bc >> "$work/gw_down"
@@ -72,5 +80,6 @@ if [ "${GIB:-1}" != 0 ]; then
   curl -s "${URL}uri/$gcap" | cmp - "$work/g.bin" && same=identical || same=DIFFERENT
   get_rss=$(awk '/VmHWM/ {print $2}' /proc/$GWPID/status)
   echo
-  echo "1 GiB through the gateway: peak RSS after the PUT $((put_rss / 1024)) MiB, after the GET $((get_rss / 1024)) MiB (bytes $same)"
+  echo "1 GiB through the gateway: peak RSS (VmHWM, the whole run so far) after the PUT $((put_rss / 1024)) MiB, after the GET $((get_rss / 1024)) MiB (bytes $same)"
+  grep -E "upload of" "$work/gateway.log" | tail -3 | sed 's/^/  gateway log: /' 
 fi

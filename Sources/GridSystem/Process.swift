@@ -58,6 +58,15 @@ public enum CurrentProcess {
         #endif
     }
 
+    /// At most `n` malloc arenas. A process with many threads that each allocate and free
+    /// large buffers (the gateway's handler threads) otherwise keeps one arena's worth of
+    /// freed memory per thread: a 1 GiB GET peaked at 80 MB with glibc's default, 41 MB with 2.
+    public static func limitMallocArenas(_ n: Int32) {
+        #if os(Linux)
+        _ = mallopt(M_ARENA_MAX, n)
+        #endif
+    }
+
     /// Writes to a peer that has gone must be an error (EPIPE), not a signal that kills us.
     public static func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
 

@@ -45,6 +45,7 @@ struct GatewayCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            CurrentProcess.limitMallocArenas(2)
             let dir = ClientNode.resolveDirectory(nodeDir)
             let conf = try NodeConfig.load(directory: dir, expecting: .client)
             let lock = try NodeLock(directory: dir, name: "gateway.lock", busy: "a gateway is already serving \(dir)")

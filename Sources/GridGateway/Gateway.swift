@@ -345,13 +345,16 @@ public final class Gateway: HTTPHandler, Sendable {
 
     /// The request body in an unlinked temporary file (convergent encryption reads a file
     /// twice, so a stream is spooled; memory stays bounded whatever the size).
-    func spool(_ req: HTTPRequest, hasher: TaggedHasher? = nil) async throws -> FileSource {
+    func spool(_ req: HTTPRequest, hasher: TaggedHasher? = nil, transfer: TransferLog.Transfer? = nil) async throws -> FileSource {
         let file = try FileSystem.anonymousFile(in: fs.nodeDirectory)
+        var received: UInt64 = 0
         while let chunk = try await req.readBody() {
             try chunk.withUnsafeBytes { b in
                 try file.write(b)
                 hasher?.update(b)
             }
+            received += UInt64(chunk.count)
+            transfer?.progress(received, phase: "receiving")
         }
         return try FileSource(file: file, name: "the request body")
     }
@@ -367,10 +370,16 @@ public final class Gateway: HTTPHandler, Sendable {
         let length = req.head.contentLength ?? 0
         let hasher = !mutable && length > UInt64(Capability.literalThreshold) ? try fs.convergenceHasher(forSize: length) : nil
         let t0 = monotonicNow()
-        let source = try await spool(req, hasher: hasher)
+        // Shown on the status page from its first byte, with what has arrived so far.
+        let transfer = transfers.begin(kind: mutable ? "publish" : "upload", size: req.head.contentLength, storageIndex: nil)
+        let source: FileSource
+        do { source = try await spool(req, hasher: hasher, transfer: transfer) } catch {
+            transfers.end(transfer, status: "failed: \(Self.describe(error).1)")
+            throw error
+        }
+        transfer.setSize(source.size)
         let key = hasher.flatMap { source.size == length ? $0.finalize() : nil }
         let received = monotonicNow() - t0
-        let transfer = transfers.begin(kind: mutable ? "publish" : "upload", size: source.size, storageIndex: nil)
         do {
             let cap: AnyCapability
             if mutable {

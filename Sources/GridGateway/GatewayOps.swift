@@ -324,7 +324,12 @@ final class TransferLog: Sendable {
     }
 
     func end(_ t: Transfer, status: String) {
-        t.state.mutate { $0.status = status; $0.ended = Date().timeIntervalSince1970; if status == "done", let s = $0.size { $0.done = s } }
+        t.state.mutate {
+            $0.status = status
+            $0.ended = Date().timeIntervalSince1970
+            $0.phase = ""
+            if status == "done", let s = $0.size { $0.done = s }
+        }
         active.mutate { $0[t.id] = nil }
         recent.mutate { r in
             r.insert(t, at: 0)
@@ -343,7 +348,7 @@ final class TransferLog: Sendable {
         ]
         let fraction = s.size.map { $0 == 0 ? 1.0 : Double(s.done) / Double($0) } ?? 0
         if t.kind == "upload" {
-            let hashing = s.phase == "hashing"
+            let hashing = s.phase == "hashing" || s.phase == "receiving"
             fields += [("progress-hash", .double(hashing ? fraction : 1)), ("progress-ciphertext", .double(hashing ? 0 : fraction)),
                        ("progress-encode-push", .double(hashing ? 0 : fraction))]
         } else {

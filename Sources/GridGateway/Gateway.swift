@@ -225,7 +225,6 @@ public final class Gateway: HTTPHandler, Sendable {
     }
 
     struct SizeKnown: Error {}
-    struct HeadOnly: Error {}
 
     /// A file's bytes, all or one `Range`, streamed as they are checked.
     func download(_ req: HTTPRequest, _ resp: HTTPResponse, _ cap: AnyCapability) async throws {
@@ -242,8 +241,10 @@ public final class Gateway: HTTPHandler, Sendable {
             length = b.map { $0 - a + 1 }
         }
         let sink = ResponseSink(resp)
-        let transfer = transfers.begin(kind: "download", size: cap.fileSize, storageIndex: cap.storageIndex)
         let isHead = req.method == "HEAD"
+        // HEAD reads one byte: enough to know the file can be read, and its head is the GET's.
+        if isHead { length = 1 }
+        let transfer = transfers.begin(kind: "download", size: cap.fileSize, storageIndex: cap.storageIndex)
         do {
             _ = try await fs.download(cap, to: sink, offset: offset, length: length, sized: { size in
                 transfer.setSize(size)
@@ -264,13 +265,10 @@ public final class Gateway: HTTPHandler, Sendable {
                 }
                 // The head goes out with the first checked bytes: a file whose shares cannot
                 // be found is still answered with an error status, not a truncated 200.
-                if isHead { try sink.sendHead(); throw HeadOnly() }
             }, progress: { p in transfer.progress(p.done) })
             try sink.sendHead()  // an empty body
             transfers.end(transfer, status: "done")
             metrics?.add("grid_gateway_downloaded_bytes_total", Double(sink.written.value))
-        } catch is HeadOnly {
-            transfers.end(transfer, status: "done")
         } catch {
             transfers.end(transfer, status: "failed: \(Self.describe(error).1)")
             metrics?.add("grid_gateway_downloaded_bytes_total", Double(sink.written.value))

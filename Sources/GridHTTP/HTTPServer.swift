@@ -61,14 +61,7 @@ public final class HTTPServer: @unchecked Sendable {
             let meter = self.meter
             m.declare("grid_http_requests_total", .counter, help: "HTTP requests answered, by method and status code.")
             m.declare("grid_http_request_duration_seconds", .histogram, help: "Time from a request's head to the end of its response, by method.")
-            m.collect {
-                [MetricsRegistry.Sample("grid_http_received_bytes_total", .counter, help: "Bytes received on HTTP connections.",
-                                        value: Double(meter.received.load(ordering: .relaxed))),
-                 MetricsRegistry.Sample("grid_http_sent_bytes_total", .counter, help: "Bytes sent on HTTP connections.",
-                                        value: Double(meter.sent.load(ordering: .relaxed))),
-                 MetricsRegistry.Sample("grid_http_open_connections", help: "HTTP connections open now.",
-                                        value: Double(meter.open.load(ordering: .relaxed)))]
-            }
+            meter.report(to: m, prefix: "grid_http", kind: "HTTP")
         }
     }
 

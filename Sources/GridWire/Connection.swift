@@ -1,3 +1,4 @@
+import GridMetrics
 import COpenSSL
 import GridCrypto
 
@@ -23,6 +24,19 @@ public final class ByteMeter: Sendable {
     public let sent = Atomic<UInt64>(0)
     public let open = Atomic<Int>(0)
     public init() {}
+
+    /// Reports this meter at each scrape as `PREFIX_received_bytes_total`,
+    /// `PREFIX_sent_bytes_total` and `PREFIX_open_connections`.
+    public func report(to m: MetricsRegistry, prefix: String, kind: String) {
+        m.collect { [self] in
+            [MetricsRegistry.Sample("\(prefix)_received_bytes_total", .counter, help: "Bytes received on \(kind) connections.",
+                                    value: Double(received.load(ordering: .relaxed))),
+             MetricsRegistry.Sample("\(prefix)_sent_bytes_total", .counter, help: "Bytes sent on \(kind) connections.",
+                                    value: Double(sent.load(ordering: .relaxed))),
+             MetricsRegistry.Sample("\(prefix)_open_connections", help: "\(kind) connections open now.",
+                                    value: Double(open.load(ordering: .relaxed)))]
+        }
+    }
 }
 
 /// A C string held in a fixed buffer.

@@ -123,14 +123,7 @@ public final class RPCServer: @unchecked Sendable {
             m.declare("grid_rpc_requests_total", .counter, help: "RPC requests answered, by service and method.")
             m.declare("grid_rpc_errors_total", .counter, help: "RPC requests answered with an error, by service, method and error code.")
             m.declare("grid_rpc_request_duration_seconds", .histogram, help: "Time from a request's arrival to its reply, by service and method.")
-            m.collect {
-                [MetricsRegistry.Sample("grid_rpc_received_bytes_total", .counter, help: "Bytes received on RPC connections (after TLS).",
-                                        value: Double(meter.received.load(ordering: .relaxed))),
-                 MetricsRegistry.Sample("grid_rpc_sent_bytes_total", .counter, help: "Bytes sent on RPC connections (before TLS).",
-                                        value: Double(meter.sent.load(ordering: .relaxed))),
-                 MetricsRegistry.Sample("grid_rpc_open_connections", help: "RPC connections open now.",
-                                        value: Double(meter.open.load(ordering: .relaxed)))]
-            }
+            meter.report(to: m, prefix: "grid_rpc", kind: "RPC (inside TLS)")
         }
     }
 

@@ -10,16 +10,7 @@ import XCTest
 /// parses or is refused with a status, whole or split at random places alike; then a
 /// live server is sent a few hundred damaged requests over sockets and must still answer.
 final class HTTPFuzzTests: XCTestCase {
-    struct RNG: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    typealias RNG = SplitMix64
 
     static func generate(_ r: inout RNG) -> [UInt8] {
         func pick<T>(_ a: [T]) -> T { a[Int.random(in: 0..<a.count, using: &r)] }

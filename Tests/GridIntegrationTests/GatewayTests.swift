@@ -168,6 +168,7 @@ final class GatewayTests: XCTestCase {
         XCTAssertEqual(c.request("GET", "/uri/URI:CHK:nonsense")?.status, 400)
         let k = cap.index(cap.startIndex, offsetBy: 8)
         let unknown = cap.replacingCharacters(in: k...k, with: cap[k] == "a" ? "b" : "a")
+        XCTAssertEqual(c.request("HEAD", "/uri/\(unknown)")?.status, 410, "HEAD too says the file cannot be read")
         r = c.request("GET", "/uri/\(unknown)")
         XCTAssertEqual(r?.status, 410, "no shares: Gone")
         XCTAssertTrue(r?.text.hasPrefix("NoSharesError") ?? false, r?.text ?? "")

@@ -302,15 +302,14 @@ public final class Gateway: HTTPHandler, Sendable {
             if path.components.isEmpty {
                 // PUT /uri/$FILECAP: a new version of a mutable file (or bytes at ?offset=).
                 guard case let .mutable(m) = root else { throw WebError(400, "PUT /uri/CAP needs a mutable file's write capability (or a path below a directory)") }
-                let seq = try await overwrite(m, req)
-                _ = seq
+                try await overwrite(m, req)
                 await resp.send(status: 200, text: root.string)
                 return
             }
             // An existing mutable file at the path takes a new version (Tahoe does this).
             if replace != .never, let existing = try? await fs.resolve(path), case let .mutable(m) = existing.capability, m.writekey != nil,
                req.argument("mutable") != "true" {
-                _ = try await overwrite(m, req)
+                try await overwrite(m, req)
                 await resp.send(status: 200, text: existing.capability.string)
                 return
             }
@@ -400,6 +399,7 @@ public final class Gateway: HTTPHandler, Sendable {
     }
 
     /// A new version of a mutable file from the body, whole or at `?offset=`.
+    @discardableResult
     func overwrite(_ m: MutableCapability, _ req: HTTPRequest) async throws -> UInt64 {
         guard m.writekey != nil else { throw WebError(400, "a read-only capability cannot change the file") }
         let source = try await spool(req)

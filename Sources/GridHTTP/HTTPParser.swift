@@ -138,7 +138,7 @@ public struct HTTPRequestParser: Sendable {
             guard !trimmed.isEmpty, trimmed.count <= 15 else { throw HTTPParseError(400, "bad chunk size") }
             var size: UInt64 = 0
             for c in trimmed {
-                guard let d = hexValue(c) else { throw HTTPParseError(400, "bad chunk size") }
+                guard let d = URLCoding.hex(c) else { throw HTTPParseError(400, "bad chunk size") }
                 size = size << 4 | UInt64(d)
             }
             if size == 0 { state = .trailers; return try next() }
@@ -167,15 +167,6 @@ public struct HTTPRequestParser: Sendable {
             }
         case .done:
             return nil
-        }
-    }
-
-    func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 48...57: return c - 48
-        case 65...70: return c - 55
-        case 97...102: return c - 87
-        default: return nil
         }
     }
 

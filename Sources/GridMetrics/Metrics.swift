@@ -35,8 +35,8 @@ public final class MetricsRegistry: Sendable {
         }
     }
 
-    let families = Mutex<[String: Family]>([:])
-    let familyOrder = Mutex<[String]>([])
+    /// The families and the order they were first seen in, under one lock.
+    let families = Mutex<(byName: [String: Family], order: [String])>(([:], []))
     let collectors = Mutex<[@Sendable () -> [Sample]]>([])
 
     public init() {}
@@ -47,9 +47,9 @@ public final class MetricsRegistry: Sendable {
     /// Declares a metric (idempotent). Declared metrics appear in the output at 0.
     public func declare(_ name: String, _ kind: Kind, help: String, buckets: [Double] = latencyBuckets) {
         families.withLock { f in
-            guard f[name] == nil else { return }
-            f[name] = Family(kind: kind, help: help, buckets: kind == .histogram ? buckets : [])
-            familyOrder.withLock { $0.append(name) }
+            guard f.byName[name] == nil else { return }
+            f.byName[name] = Family(kind: kind, help: help, buckets: kind == .histogram ? buckets : [])
+            f.order.append(name)
         }
     }
 
@@ -78,16 +78,16 @@ public final class MetricsRegistry: Sendable {
                         _ change: (inout [Double], [Double]) -> Void) {
         let key = Self.labelText(labels)
         families.withLock { f in
-            if f[name] == nil {
-                f[name] = Family(kind: kind, help: help, buckets: kind == .histogram ? buckets : [])
-                familyOrder.withLock { $0.append(name) }
+            if f.byName[name] == nil {
+                f.byName[name] = Family(kind: kind, help: help, buckets: kind == .histogram ? buckets : [])
+                f.order.append(name)
             }
-            if f[name]!.series[key] == nil {
-                f[name]!.series[key] = Array(repeating: 0, count: kind == .histogram ? f[name]!.buckets.count + 2 : 1)
-                f[name]!.order.append(key)
+            if f.byName[name]!.series[key] == nil {
+                f.byName[name]!.series[key] = Array(repeating: 0, count: kind == .histogram ? f.byName[name]!.buckets.count + 2 : 1)
+                f.byName[name]!.order.append(key)
             }
-            let bounds = f[name]!.buckets
-            change(&f[name]!.series[key]!, bounds)
+            let bounds = f.byName[name]!.buckets
+            change(&f.byName[name]!.series[key]!, bounds)
         }
     }
 
@@ -98,14 +98,13 @@ public final class MetricsRegistry: Sendable {
 
     /// A counter's or gauge's current value (tests, the status page).
     public func value(_ name: String, labels: [(String, String)] = []) -> Double? {
-        families.withLock { $0[name]?.series[Self.labelText(labels)]?.first }
+        families.withLock { $0.byName[name]?.series[Self.labelText(labels)]?.first }
     }
 
     /// The Prometheus text exposition of every metric.
     public func render() -> String {
         var out = ""
-        let names = familyOrder.withLock { $0 }
-        let snapshot = families.withLock { $0 }
+        let (snapshot, names) = families.withLock { ($0.byName, $0.order) }
         for name in names {
             guard let f = snapshot[name] else { continue }
             out += "# HELP \(name) \(Self.escapeHelp(f.help))\n# TYPE \(name) \(f.kind.rawValue)\n"
@@ -150,12 +149,13 @@ public final class MetricsRegistry: Sendable {
         key.isEmpty ? "{\(name)=\"\(value)\"}" : String(key.dropLast()) + ",\(name)=\"\(value)\"}"
     }
 
-    static func escapeLabel(_ s: String) -> String {
+    /// The exposition format's escapes: backslash and newline, and in label values the quote.
+    static func escape(_ s: String, quotes: Bool) -> String {
         var o = ""
         for c in s {
             switch c {
             case "\\": o += "\\\\"
-            case "\"": o += "\\\""
+            case "\"" where quotes: o += "\\\""
             case "\n": o += "\\n"
             default: o.append(c)
             }
@@ -163,9 +163,8 @@ public final class MetricsRegistry: Sendable {
         return o
     }
 
-    static func escapeHelp(_ s: String) -> String {
-        s.replacingBackslashes()
-    }
+    static func escapeLabel(_ s: String) -> String { escape(s, quotes: true) }
+    static func escapeHelp(_ s: String) -> String { escape(s, quotes: false) }
 
     /// A number as Prometheus reads it: integers without a fraction.
     public static func number(_ v: Double) -> String {
@@ -173,19 +172,5 @@ public final class MetricsRegistry: Sendable {
         if v.isInfinite { return v > 0 ? "+Inf" : "-Inf" }
         if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
         return "\(v)"
-    }
-}
-
-extension String {
-    fileprivate func replacingBackslashes() -> String {
-        var o = ""
-        for c in self {
-            switch c {
-            case "\\": o += "\\\\"
-            case "\n": o += "\\n"
-            default: o.append(c)
-            }
-        }
-        return o
     }
 }

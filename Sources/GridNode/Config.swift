@@ -79,6 +79,22 @@ public func listenAddress(_ listen: String, port: UInt16?, location: String?) th
     return (host, p)
 }
 
+/// `[node] location` of a storage server: one host:port, or several separated by commas,
+/// announced in this order (a client tries them in order until one answers). Each must
+/// name a host and a port.
+public func parseLocations(_ text: String) throws -> [String] {
+    let list = text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    guard !list.isEmpty else { throw GridError(.usage, "location is empty: give host:port (several separated by commas)") }
+    for a in list {
+        guard let (h, p) = try? splitHostPort(a) else {
+            throw GridError(.usage, "location \(a) is not host:port (several are separated by commas)")
+        }
+        guard !h.isEmpty, p != 0 else { throw GridError(.usage, "location \(a) needs a host and a non-zero port, e.g. 198.18.0.5:4001") }
+        guard !["0.0.0.0", "::"].contains(h) else { throw GridError(.usage, "location \(a) is not an address clients can reach (it means every interface); name this host") }
+    }
+    return list
+}
+
 /// `[introducer] address`: one introducer address, or several separated by commas (all
 /// are used; Tahoe also allows several).
 public func parseIntroducers(_ text: String) throws -> [IntroducerAddress] {

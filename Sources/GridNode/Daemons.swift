@@ -117,7 +117,7 @@ public enum StorageNode {
         var c = NodeConfig()
         c["node", "nickname"] = nickname ?? "storage-\(identity.nodeID.dropFirst(3).prefix(8))"
         c["node", "listen"] = joinHostPort(host, p)
-        c["node", "location"] = location ?? joinHostPort(host, p)
+        c["node", "location"] = try location.map { try parseLocations($0).joined(separator: ", ") } ?? joinHostPort(host, p)
         c["node", "type"] = NodeKind.storage.rawValue
         c["storage", "reserved_space"] = reservedSpace
         c["storage", "lease_duration"] = "31d"
@@ -156,6 +156,7 @@ public enum StorageNode {
         let introducers = try parseIntroducers(introText)
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
         let nickname = config["node", "nickname"] ?? "storage"
+        let configuredLocations = try config["node", "location"].map(parseLocations)
 
         if let point = CurrentProcess.environment("GRID_CRASH_POINT") {
             guard let p = CrashPoint(rawValue: point) else { throw GridError(.usage, "GRID_CRASH_POINT=\(point) is not a crash point") }
@@ -196,17 +197,24 @@ public enum StorageNode {
         let server = try RPCServer(identity: identity, services: [StorageService(backend: backend, applicationVersion: gridVersion)], loop: loop, config: rpcConfig)
         let bound = try server.listen(host: host, port: port)
         let metricsServer = try startMetricsEndpoint(config, registry: metrics, kind: "storage", loop: loop, logger: logger)
-        let location = config["node", "location"] ?? "\(host):\(bound)"
+        let locations = configuredLocations ?? [joinHostPort(host, bound)]
         logger.info("storage server \(identity.nodeID) (\(nickname)) listening on \(host):\(bound), reserved space \(sc.reservedSpace) bytes")
         let tls = try TLSContext.client()
         let key = identity.key
-        let seq = UncheckedCounter(start: wallClockSeconds() * 1000)
+        // The introducer keeps the announcement with the highest sequence. Starting from
+        // the clock alone, a server whose clock was ahead before a restart would be
+        // ignored until its old announcement expired; the last one sent is kept on disk.
+        let seqPath = directory + "/private/announcement.sequence"
+        let lastSeq = (try? readSecretFile(seqPath)).flatMap { UInt64($0.trimmingWhitespace()) } ?? 0
+        let seq = UncheckedCounter(start: max(wallClockSeconds() * 1000, lastSeq))
         // One announcer per introducer: each keeps this server announced to its own.
         let announcers = introducers.map { introducer in
             Announcer(introducer: introducer, loop: loop, tls: tls, interval: announceInterval,
                       log: { logger.info("\($0)") }) {
-                try Announcement(publicKey: key.publicKey, nickname: nickname, addresses: [location],
-                                 availableSpace: backend.space().available, sequence: seq.next()).signed(with: key)
+                let n = seq.next()
+                try? writeSecretFile(seqPath, "\(n)\n")
+                return try Announcement(publicKey: key.publicKey, nickname: nickname, addresses: locations,
+                                        availableSpace: backend.space().available, sequence: n).signed(with: key)
             }
         }
         var expirer: DispatchSourceTimer?

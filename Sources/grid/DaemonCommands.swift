@@ -86,7 +86,7 @@ struct StorageCreate: ParsableCommand {
     @Option(help: "A name for people to recognise this server by.") var nickname: String?
     @Option(help: "Port to listen on (default: a free port chosen now).") var port: UInt16?
     @Option(help: "Interface to listen on.") var listen: String = "127.0.0.1"
-    @Option(help: "host:port announced to clients, if not the listening one.") var location: String?
+    @Option(help: "host:port announced to clients, if not the listening one; several separated by commas are tried in order (e.g. 198.18.0.5:4001,s1.example.org:4001).") var location: String?
     @Option(name: .customLong("reserved-space"), help: "Disk space to leave free, e.g. 10G (10^9 bytes) or 10GiB.") var reservedSpace: String = "1G"
 
     func run() throws {

@@ -414,7 +414,7 @@ class Workload:
             lines = [l for l in err.splitlines() if l.strip()]
             op["error"] = lines[-1] if lines else ""
             # A failure says so: a documented status and one line (progress lines aside).
-            op["clear"] = p.returncode in DOCUMENTED_EXIT and len([l for l in lines if l.startswith("error")]) <= 1 and bool(lines)
+            op["clear"] = p.returncode in DOCUMENTED_EXIT and len(lines) == 1 and lines[0].startswith("grid: error: ")
         self.rec.add(op)
         return out
 
@@ -860,6 +860,48 @@ def check_all(grid, c, caps, verify, problems, need_healthy=False):
             problems.append(("lost", f"check {'--verify ' if verify else ''}answered for {seen} of {len(chunk)} files: exit {rc}: {err.strip()[-300:]}"))
     return bad if need_healthy else (done, corrupt)
 
+# --------------------------------------------------------------------------- scenarios
+
+def scenario_split_brain(grid, work, faults):
+    """A fixed schedule: client c1 and servers s1-s3 are cut off from everyone else while
+    c1 and c2 each change the same mutable files and directory; then the cut heals. Each
+    side can reach k = 3 servers or more, so both may think their write landed."""
+    side = ["c1", "s1", "s2", "s3"]
+    others = [h for h in grid.net.hosts if h not in side]
+    for h in side:
+        grid.net.block(h, others)
+    faults.note("partition", f"{','.join(side)} | rest (split-brain scenario)")
+    c1, c2 = grid.clients[0], grid.clients[1]
+    small = os.path.join(work.data, "split-small")
+    open(small, "wb").write(b"split brain\n")
+    cap = grid.must(c2, ["upload", small]).strip().splitlines()[-1]
+    def writes(client, idx):
+        me = client[0]
+        for label in ("M", "S"):
+            m = work.mutables[label]
+            path = os.path.join(work.data, f"{me}-{label}-split")
+            open(path, "wb").write(token(me, 1))
+            work.execute(client, ["update", m["cap"], path, "--offset", str(idx * m["stride"])],
+                         dict(client=me, op="region", file=label, seq=1, writer=me))
+        body = work.whole_body(me, 1000 + idx)
+        path = os.path.join(work.data, f"{me}-W-split")
+        open(path, "wb").write(body)
+        digest = hashlib.sha256(body).hexdigest()
+        work.whole["versions"][digest] = (me, 1000 + idx)
+        work.execute(client, ["update", work.whole["cap"], path], dict(client=me, op="whole", seq=1000 + idx, writer=me, digest=digest))
+        name = f"{me}-split"
+        work.names[name] = dict(cap=cap, state="claimed")
+        work.execute(client, ["ln", cap, f"shared:{name}"], dict(client=me, op="add", name=name, cap=cap))
+    ts = [threading.Thread(target=writes, args=(c1, 0)), threading.Thread(target=writes, args=(c2, 1))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for h in side:
+        grid.net.unblock(h)
+
+SCENARIOS = {"split-brain": scenario_split_brain}
+
 # --------------------------------------------------------------------------- main
 
 def summarize(work, faults, problems, extra, grid, seed, seconds, started):
@@ -867,6 +909,10 @@ def summarize(work, faults, problems, extra, grid, seed, seconds, started):
     for o in work.rec.ops:
         k = by.setdefault(o["op"], {"ack": 0, "fail": 0, "unknown": 0})
         k[o["outcome"]] += 1
+    for kind, v in by.items():
+        d = sorted(o["end"] - o["start"] for o in work.rec.ops if o["op"] == kind)
+        v["median_s"] = round(d[len(d) // 2], 2)
+        v["max_s"] = round(d[-1], 2)
     unclear = [o for o in work.rec.ops if o["outcome"] == "fail" and not o.get("clear", True)]
     errors = {}
     for o in work.rec.ops:
@@ -913,6 +959,9 @@ def run(args):
             grid.introducer.stop()
             log("introducer stopped for the whole workload: clients use the servers they know")
         faults = Faults(grid, work, seed, seconds)
+        if args.scenario:
+            SCENARIOS[args.scenario](grid, work, faults)
+            seconds = 0
         deadline = time.time() + seconds
         stop = threading.Event()
         threads = [threading.Thread(target=work.client_loop, args=(i, deadline), daemon=True) for i in range(N_CLIENTS)]
@@ -937,7 +986,7 @@ def run(args):
                 json.dump(dict(rep, ops=work.rec.ops), f, indent=1, default=str)
         status = 0 if rep["lost"] == 0 and rep["wrong"] == 0 and rep["stalls"] == 0 and not rep["unclear_failures"] else 1
     except (TimeoutError, RuntimeError, KeyboardInterrupt) as e:
-        print(f"netgrid: {e}", file=sys.stderr)
+        print(f"netgrid: {e or 'interrupted'}; everything it made is being removed", file=sys.stderr)
         status = 2
     finally:
         signal.alarm(0)
@@ -953,7 +1002,7 @@ def report_text(rep):
     lines = [f"netgrid seed {rep['seed']}: {rep['seconds']:.0f} s workload, 1 introducer{' (down the whole workload)' if rep.get('introducer_down_during_workload') else ''}, {N_SERVERS} storage servers, {N_CLIENTS} clients, each on its own host ({rep['wall_seconds']} s in all)",
              f"operations: {o['ack']} acknowledged, {o['fail']} failed, {o['unknown']} unknown"]
     for k, v in sorted(rep["by_kind"].items()):
-        lines.append(f"  {k:9} {v['ack']:5} ack {v['fail']:4} failed {v['unknown']:3} unknown")
+        lines.append(f"  {k:9} {v['ack']:5} ack {v['fail']:4} failed {v['unknown']:3} unknown   {v['median_s']:6.2f} s median {v['max_s']:7.2f} s max")
     if rep["failures_by_exit"]:
         lines.append("failures by exit status: " + ", ".join(f"{k}: {v}" for k, v in sorted(rep["failures_by_exit"].items())))
     lines.append("faults: " + ", ".join(f"{k} {v}" for k, v in sorted(rep["faults"].items())))
@@ -998,6 +1047,7 @@ def main():
         p.add_argument("--grid-bin", default=os.environ.get("GRID_BIN", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".build", "release", "grid")))
         p.add_argument("--disk-mib", type=int, default=512, help="each server's disk (tmpfs) size")
         p.add_argument("--introducer-down", action="store_true", help="stop the introducer for the whole workload")
+        p.add_argument("--scenario", choices=sorted(SCENARIOS), help="run this fixed fault schedule instead of the random workload")
         p.add_argument("--slack", type=float, default=600, help="seconds allowed beyond the workload for setup and checking")
     sub.add_parser("clean")
     args = ap.parse_args()

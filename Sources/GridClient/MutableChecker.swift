@@ -85,9 +85,10 @@ extension Checker {
             }
             held = checked
         }
-        // The file's version: the newest with k distinct shares (else the newest seen).
+        // The file's version: the preferred one with k distinct shares (else the newest seen).
         let byVersion = Dictionary(grouping: held, by: \.version)
-        let best = byVersion.keys.sorted(by: >).first { v in
+        let distinct = byVersion.mapValues { Set($0.map(\.number)).count }
+        let best = byVersion.keys.sorted(by: { VersionID.preferred($0, shares: distinct[$0]!, over: $1, shares: distinct[$1]!) }).first { v in
             let shares = byVersion[v]!
             return Set(shares.map(\.number)).count >= shares[0].needed
         } ?? byVersion.keys.max()

@@ -293,7 +293,10 @@ public final class MutableFileClient: Sendable {
         if !lost.isEmpty && outcome.conflicts.isEmpty {
             var spare = servers.filter { s in !failedServers.contains(s) && !outcome.placement.values.contains { $0.contains(s.nodeID) } }
             spare += servers.filter { s in !failedServers.contains(s) && !spare.contains(s) }
-            if !spare.isEmpty {
+            // Only when the write can still reach `happy` servers: more shares of a version
+            // that will not be acknowledged would only make readers prefer it.
+            let reachable = Set(outcome.placement.values.flatMap { $0 }).union(spare.map(\.nodeID)).count
+            if !spare.isEmpty && reachable >= e.happy {
                 var second: [Int: [ServerRef]] = [:]
                 for (i, n) in lost.enumerated() { second[n] = [spare[i % spare.count]] }
                 let again = await write(cap, shares, target: second, existing: existing)
@@ -320,6 +323,17 @@ public final class MutableFileClient: Sendable {
         }
         guard placed >= e.needed else {
             throw GridError(.unavailable, "only \(placed) shares of the new version could be written; \(e.needed) are needed to read it"
+                + (outcome.failed.isEmpty ? "" : " (\(Set(outcome.failed.map { "\($0.server.nickname): \($0.error)" }).sorted().prefix(3).joined(separator: "; ")))"))
+        }
+        // Acknowledged only on `happy` servers, as an upload is: two writers cut off from
+        // each other cannot both reach happy > half of the servers, so at most one is told
+        // it succeeded, and readers prefer the version on more shares (VersionID.preferred).
+        var holdings: [String: Set<Int>] = [:]
+        for (n, ids) in outcome.placement { for id in ids { holdings[id, default: []].insert(n) } }
+        let happiness = Placement.happiness(holdings)
+        guard happiness >= e.happy else {
+            throw GridError(.unavailable, "the new version reached only \(happiness) distinct servers, fewer than happy = \(e.happy), so it is not acknowledged "
+                + "(readers may see it or the previous version); write again when more servers can be reached"
                 + (outcome.failed.isEmpty ? "" : " (\(Set(outcome.failed.map { "\($0.server.nickname): \($0.error)" }).sorted().prefix(3).joined(separator: "; ")))"))
         }
         return WriteResult(capability: cap, sequenceNumber: sequenceNumber, placement: outcome.placement.mapValues { Array(Set($0)).sorted() })

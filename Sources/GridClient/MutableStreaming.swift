@@ -52,6 +52,15 @@ extension MutableFileClient {
                 staged.formUnion(try await stream(source, key: key, sequenceNumber: sequenceNumber, salts: salts, signature: signature, to: second).staged)
             }
         }
+        // Staged shares are invisible until swapped in: when they cannot reach `happy`
+        // servers, stop here, having changed nothing (the staging is dropped by the servers).
+        var stagedHoldings: [ServerRef: Set<Int>] = [:]
+        for t in staged { stagedHoldings[t.server, default: []].insert(t.share) }
+        let stagedHappiness = Placement.happiness(stagedHoldings)
+        guard stagedHappiness >= settings.encoding.happy else {
+            throw GridError(.unavailable, "the new version could be sent to only \(stagedHappiness) distinct servers, fewer than happy = \(settings.encoding.happy); "
+                + "the file was not changed. Write again when more servers can be reached")
+        }
         // Swap the staged shares in: one test-and-write per server.
         var writes: [ServerRef: [Int: ShareWrite]] = [:]
         for t in staged {
@@ -209,7 +218,9 @@ extension MutableFileClient {
             let shares = byVersion[v] ?? []
             return !shares.isEmpty && Set(shares.map { $0.number }).count >= shares[0].head.needed
         }
-        guard let version = byVersion.keys.sorted(by: >).first(where: recoverable) else {
+        let distinct = byVersion.mapValues { Set($0.map { $0.number }).count }
+        let preferred = byVersion.keys.sorted { VersionID.preferred($0, shares: distinct[$0]!, over: $1, shares: distinct[$1]!) }
+        guard let version = preferred.first(where: recoverable) else {
             // Nothing recoverable from the heads: the whole-share path names every failure.
             let r = try await read(cap)
             try sized?(UInt64(r.data.count))
@@ -231,7 +242,6 @@ extension MutableFileClient {
         let first = candidates[0].head
         let (k, n) = (first.needed, first.total)
         let size = first.dataLength
-        try sized?(size)
         let g = MDMFShare.geometry(needed: k, segmentSize: first.segmentSize, dataLength: size)
         let segSize = Int(first.segmentSize)
         let stride = MDMFShare.saltSize + g.blockSize
@@ -280,6 +290,9 @@ extension MutableFileClient {
             }
         }
         try await refill()
+        // Told only now: a reader that meets another writer's change before this point
+        // can start again from nothing (Filesystem.download does, a few times).
+        try sized?(size)
 
         let end = length.map { min(size, offset + $0) } ?? size
         guard offset < end else { return (size, version.sequenceNumber) }

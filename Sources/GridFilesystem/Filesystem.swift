@@ -92,11 +92,25 @@ public final class GridFilesystem: Sendable {
             if m.access == .verify { throw GridError(.usage, "a verify capability cannot read the file; give its read capability") }
             if m.format == .mdmf {
                 let count = Locked<UInt64>(0)
-                let r = try await mutableFiles.readMDMF(m, offset: offset, length: length, sized: sized) { bytes in
-                    try sink.write(bytes)
-                    count.mutate { $0 += UInt64(bytes.count) }
+                let told = Locked<Bool>(false)
+                // Another writer replacing the shares while the first k are chosen is a
+                // conflict before anything was told or written: read the new version.
+                var attempt = 0
+                while true {
+                    attempt += 1
+                    do {
+                        let r = try await mutableFiles.readMDMF(m, offset: offset, length: length, sized: { size in
+                            told.mutate { $0 = true }
+                            try sized?(size)
+                        }) { bytes in
+                            try sink.write(bytes)
+                            count.mutate { $0 += UInt64(bytes.count) }
+                        }
+                        return .mutable(size: r.size, bytes: count.value, sequenceNumber: r.sequenceNumber, format: .mdmf, seconds: monotonicNow() - t0)
+                    } catch let e as GridError where e.errorClass == .conflict && !told.value && count.value == 0 && attempt < 4 {
+                        try await Task.sleep(nanoseconds: UInt64(attempt) * 200_000_000)
+                    }
                 }
-                return .mutable(size: r.size, bytes: count.value, sequenceNumber: r.sequenceNumber, format: .mdmf, seconds: monotonicNow() - t0)
             }
             let got = try await mutableFiles.read(m)
             try sized?(UInt64(got.data.count))

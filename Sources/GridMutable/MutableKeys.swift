@@ -56,13 +56,14 @@ public enum MutableKeys {
         return (head, layout)
     }
 
-    /// The newest version (by sequence number, then root hash) with `needed` distinct good
+    /// The newest version (`VersionID.preferred`: sequence number, distinct shares, root hash) with `needed` distinct good
     /// shares: the shares to rebuild it from, lowest numbers first; or the error naming
     /// every share's failure.
     static func newestRecoverable<S>(_ good: [(number: Int, share: S)], version: (S) -> VersionID, needed: (S) -> Int,
                                      failures: [Int: ShareFailure]) throws -> [(key: Int, value: S)] {
         let versions = Dictionary(grouping: good, by: { version($0.share) })
-        for (_, candidates) in versions.sorted(by: { $0.key > $1.key }) {
+        let distinct = versions.mapValues { Set($0.map(\.number)).count }
+        for (_, candidates) in versions.sorted(by: { VersionID.preferred($0.key, shares: distinct[$0.key]!, over: $1.key, shares: distinct[$1.key]!) }) {
             var byNumber: [Int: S] = [:]
             for c in candidates where byNumber[c.number] == nil { byNumber[c.number] = c.share }
             let k = needed(candidates[0].share)

@@ -130,6 +130,20 @@ public struct VersionID: Hashable, Comparable, Sendable {
     }
 }
 
+extension VersionID {
+    /// How readers, writers, checkers and repairers choose among a mutable file's
+    /// recoverable versions: the highest sequence number; among versions with the same one
+    /// (two writers that raced, or were cut off from each other) the one held as more
+    /// distinct shares, since an acknowledged write reached at least `happy` servers and a
+    /// failed one fewer; then the higher root hash (Tahoe's rule), so every client that
+    /// sees the same shares decides alike.
+    public static func preferred(_ a: VersionID, shares aCount: Int, over b: VersionID, shares bCount: Int) -> Bool {
+        if a.sequenceNumber != b.sequenceNumber { return a.sequenceNumber > b.sequenceNumber }
+        if aCount != bCount { return aCount > bCount }
+        return b < a
+    }
+}
+
 /// Calls `body` with stable pointers to each array's bytes.
 func withPointers<R>(_ arrays: [[UInt8]], _ body: ([UnsafePointer<UInt8>]) throws -> R) rethrows -> R {
     var ptrs: [UnsafePointer<UInt8>] = []

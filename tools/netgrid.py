@@ -919,13 +919,24 @@ def summarize(work, faults, problems, extra, grid, seed, seconds, started):
         if o["outcome"] == "fail":
             key = f"exit {o['rc']}"
             errors[key] = errors.get(key, 0) + 1
+    # Reads that returned an older version than one already acknowledged before they began
+    # (allowed: mutable files are not linearizable under partitions; counted, not hidden).
+    stale = 0
+    for o in work.rec.ops:
+        if o["op"] == "read" and o["outcome"] == "ack" and o.get("seen"):
+            for w, seen in o["seen"].items():
+                done = [p["seq"] for p in work.rec.ops if p["op"] == "region" and p["file"] == o["file"] and p["writer"] == w
+                        and p["outcome"] == "ack" and p["end"] < o["start"]]
+                if seen is not None and done and seen < max(done):
+                    stale += 1
+                    break
     lost = sum(1 for p in problems if p[0] == "lost")
     wrong = sum(1 for p in problems if p[0] == "wrong")
     return dict(seed=seed, seconds=seconds, wall_seconds=round(time.time() - started, 1),
                 operations={k: sum(v[k] for v in by.values()) for k in ("ack", "fail", "unknown")},
                 by_kind=by, failures_by_exit=errors, unclear_failures=[dict(op=o["op"], rc=o["rc"], error=o.get("error")) for o in unclear][:10],
                 faults=faults.counts, fault_kinds_unavailable=[k for k in ("partition", "one-way", "clock-skew") if k not in faults.kinds],
-                stalls=work.stalls, lost=lost, wrong=wrong, problems=[f"{a}: {b}" for a, b in problems],
+                stalls=work.stalls, stale_reads=stale, lost=lost, wrong=wrong, problems=[f"{a}: {b}" for a, b in problems],
                 location=grid.location_check, **extra, fault_log=faults.log)
 
 def run(args):
@@ -1010,6 +1021,7 @@ def report_text(rep):
         lines.append("fault kinds this machine cannot make: " + ", ".join(rep["fault_kinds_unavailable"]))
     lines.append(f"s1 announced {', '.join(rep['location']['s1_announced'])}; reached from {', '.join(rep['location']['reached_from'])}")
     lines.append(f"checked: {rep['verified']} files verified, {rep['corrupt_shares']} corrupt shares; after one maintain run (exit {rep['maintain_exit']}) {rep['unhealthy_after_maintain']} unhealthy")
+    lines.append(f"mutable reads that returned an older version than one acknowledged before they began: {rep['stale_reads']}")
     if rep["stalls"]:
         lines.append(f"stalled operations (over {OP_TIMEOUT:.0f} s): {rep['stalls']}")
     for u in rep["unclear_failures"]:

@@ -387,11 +387,14 @@ class Workload:
         n = r.choice([100, 5_000, 40_000])
         return f"{writer}:{seq}\n".encode() + bytes(r.getrandbits(8) for _ in range(n))
 
-    def execute(self, client, argv, op):
+    def timed(self, client, argv, op, killable):
+        """Runs one grid command for `op`: its start, end and exit status; a command over
+        OP_TIMEOUT is killed and counted as a stall. A killable one is what client-kill hits."""
         op["start"] = time.time() - self.t0
         p = self.g.cmd(client, argv)
-        with self.lock:
-            self.current[client[0]] = (p, op)
+        if killable:
+            with self.lock:
+                self.current[client[0]] = (p, op)
         try:
             out, err = p.communicate(timeout=OP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -400,21 +403,27 @@ class Workload:
             op["stalled"] = True
             with self.lock:
                 self.stalls += 1
-        with self.lock:
-            self.current.pop(client[0], None)
+        if killable:
+            with self.lock:
+                self.current.pop(client[0], None)
         op["end"] = time.time() - self.t0
         op["rc"] = p.returncode
+        return out, err
+
+    def execute(self, client, argv, op):
+        out, err = self.timed(client, argv, op, killable=True)
+        rc = op["rc"]
         err = err.decode(errors="replace")
-        if op.get("killed") or op.get("stalled") or p.returncode < 0:
+        if op.get("killed") or op.get("stalled") or rc < 0:
             op["outcome"] = "unknown"
-        elif p.returncode == 0:
+        elif rc == 0:
             op["outcome"] = "ack"
         else:
             op["outcome"] = "fail"
             lines = [l for l in err.splitlines() if l.strip()]
             op["error"] = lines[-1] if lines else ""
-            # A failure says so: a documented status and one line (progress lines aside).
-            op["clear"] = p.returncode in DOCUMENTED_EXIT and len(lines) == 1 and lines[0].startswith("grid: error: ")
+            # A failure says so: a documented status and one line.
+            op["clear"] = rc in DOCUMENTED_EXIT and len(lines) == 1 and lines[0].startswith("grid: error: ")
         self.rec.add(op)
         return out
 
@@ -547,20 +556,10 @@ class Workload:
             self.execute_side(client, ["maintain", "--quiet", "--grace", "0s", "--interval", "1m"], op)
 
     def execute_side(self, client, argv, op):
-        op["start"] = time.time() - self.t0
-        p = self.g.cmd(client, argv)
-        try:
-            _, err = p.communicate(timeout=OP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            _, err = p.communicate()
-            op["stalled"] = True
-            with self.lock:
-                self.stalls += 1
-        op["end"] = time.time() - self.t0
-        op["rc"] = p.returncode
+        _, err = self.timed(client, argv, op, killable=False)
+        rc = op["rc"]
         # maintain's exit status is Nagios-style (0 ok, 1 warning, 2 critical): a report, not a failure.
-        op["outcome"] = "ack" if p.returncode in (0, 1, 2) else ("unknown" if p.returncode < 0 else "fail")
+        op["outcome"] = "unknown" if rc < 0 or op.get("stalled") else ("ack" if rc in (0, 1, 2) else "fail")
         if op["outcome"] == "fail":
             op["error"] = err.decode(errors="replace").strip().splitlines()[-1:]
         self.rec.add(op)

@@ -726,13 +726,23 @@ def check(grid, work):
     ops = work.rec.ops
     # 1. Every acknowledged upload downloads byte for byte.
     acked = [o for o in ops if o["op"] == "upload" and o["outcome"] == "ack"]
-    for o in acked:
-        out_path = os.path.join(work.data, "check-dl")
-        rc, _, err = grid.run(c, ["download", o["cap"], "-o", out_path], timeout=OP_TIMEOUT)
-        if rc != 0:
-            problems.append(("lost", f"acknowledged upload {o['cap'][:40]}… ({o['size']} B by {o['client']}): download exit {rc}: {err.strip()}"))
-        elif hashlib.sha256(open(out_path, "rb").read()).hexdigest() != o["digest"]:
-            problems.append(("wrong", f"acknowledged upload {o['cap'][:40]}… downloads other bytes"))
+    found = []
+    def fetch(i):
+        # Each client host downloads every third file: three at a time.
+        client = grid.clients[i]
+        for o in acked[i::len(grid.clients)]:
+            out_path = os.path.join(work.data, f"check-dl-{i}")
+            rc, _, err = grid.run(client, ["download", o["cap"], "-o", out_path], timeout=OP_TIMEOUT)
+            if rc != 0:
+                found.append(("lost", f"acknowledged upload {o['cap'][:40]}… ({o['size']} B by {o['client']}): download exit {rc}: {err.strip()}"))
+            elif hashlib.sha256(open(out_path, "rb").read()).hexdigest() != o["digest"]:
+                found.append(("wrong", f"acknowledged upload {o['cap'][:40]}… downloads other bytes"))
+    ts = [threading.Thread(target=fetch, args=(i,)) for i in range(len(grid.clients))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    problems += found
     # Anything a client downloaded or read wrongly during the run.
     for o in ops:
         if o.get("wrong"):
@@ -954,7 +964,8 @@ def run(args):
     started = time.time()
     log(f"netgrid: seed {seed}, workload {seconds:.0f} s, root {root}, namespaces {grid.tag}-*")
     # The whole run is bounded: setup, workload, healing and the checker.
-    bound = seconds + args.slack
+    # Checking takes longer the more was written: by default as long again as the workload, plus 10 minutes.
+    bound = seconds + (args.slack if args.slack is not None else 600 + seconds)
     def on_alarm(*_):
         raise TimeoutError(f"netgrid: the run exceeded its bound of {bound:.0f} s")
     signal.signal(signal.SIGALRM, on_alarm)
@@ -1059,7 +1070,7 @@ def main():
         p.add_argument("--disk-mib", type=int, default=512, help="each server's disk (tmpfs) size")
         p.add_argument("--introducer-down", action="store_true", help="stop the introducer for the whole workload")
         p.add_argument("--scenario", choices=sorted(SCENARIOS), help="run this fixed fault schedule instead of the random workload")
-        p.add_argument("--slack", type=float, default=600, help="seconds allowed beyond the workload for setup and checking")
+        p.add_argument("--slack", type=float, default=None, help="seconds allowed beyond the workload for setup and checking (default: 600 + the workload's)")
     sub.add_parser("clean")
     args = ap.parse_args()
     if args.cmd == "clean":

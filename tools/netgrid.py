@@ -46,7 +46,7 @@ def log(msg):
     sys.stderr.write(time.strftime("%H:%M:%S ") + msg + "\n")
     sys.stderr.flush()
 
-def sh(*argv, check=True, quiet=False, timeout=60):
+def sh(*argv, check=True, timeout=60):
     r = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
@@ -318,13 +318,6 @@ def token(writer, seq):
     return t + b"." * (REGION - len(t))
 
 INIT = token("init", 0)
-
-def parse_regions(data, stride, writers):
-    out = {}
-    for i, w in enumerate(writers):
-        chunk = data[i * stride:i * stride + REGION]
-        out[w] = chunk
-    return out
 
 def token_seq(chunk, writer):
     if chunk == INIT:

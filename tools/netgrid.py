@@ -538,7 +538,9 @@ class Workload:
                     self.names[name]["state"] = "gone" if op["outcome"] == "ack" else "uncertain"
 
     def maintain_loop(self, deadline):
-        """`grid maintain` on one host (c1) every few seconds, as cron would."""
+        """`grid maintain` on one host (c1) every few seconds, as cron would: with a time
+        budget, as a cron job has (every step in it is bounded, so a run still going at
+        OP_TIMEOUT is a hang, not a long list of repairs)."""
         client = self.g.clients[0]
         r = random.Random(f"{self.seed}-maintain")
         while time.time() < deadline:
@@ -546,7 +548,7 @@ class Workload:
             if time.time() >= deadline:
                 break
             op = dict(client=client[0], op="maintain")
-            self.execute_side(client, ["maintain", "--quiet", "--grace", "0s", "--interval", "1m"], op)
+            self.execute_side(client, ["maintain", "--quiet", "--grace", "0s", "--interval", "1m", "--max-time", "60s"], op)
 
     def execute_side(self, client, argv, op):
         _, err = self.timed(client, argv, op, killable=False)

@@ -129,7 +129,7 @@ public final class Checker: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for (r, why) in corrupt {
                 group.addTask {
-                    try? await r.client.adviseCorruptShare(mutable: false, storageIndex: v.storageIndex, share: r.shareNumber, reason: "\(why)")
+                    try? await r.client.adviseCorruptShare(mutable: false, storageIndex: v.storageIndex, share: r.shareNumber, reason: "\(why)", timeout: 4 * self.coding.stallTimeout)
                 }
             }
         }

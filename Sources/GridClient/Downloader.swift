@@ -83,7 +83,7 @@ public final class Downloader: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for (r, why) in corrupt {
                 group.addTask {
-                    try? await r.client.adviseCorruptShare(mutable: false, storageIndex: si, share: r.shareNumber, reason: "\(why)")
+                    try? await r.client.adviseCorruptShare(mutable: false, storageIndex: si, share: r.shareNumber, reason: "\(why)", timeout: 4 * self.coding.stallTimeout)
                 }
             }
         }

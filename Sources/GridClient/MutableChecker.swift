@@ -40,6 +40,29 @@ extension Checker {
         return (held, unanswered)
     }
 
+    /// Adds (or renews) this client's lease on the mutable file at `si` on every server in
+    /// `holders` (with how many shares each holds) at once, each within the census's own
+    /// bound: a frozen or cut-off server costs one timeout, not one per server in turn (a
+    /// `grid maintain` in the 30-minute soak, seed 47, renewing one server after another
+    /// with the 60 s default call timeout, ran past 180 s). Returns the shares renewed.
+    func renewMutableLeases(_ si: [UInt8], holders: [ServerRef: Int]) async -> Int {
+        let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
+        let (pool, timeout) = (pool, max(3, 2 * coding.stallTimeout))
+        return await withTaskGroup(of: Int.self) { group in
+            for (s, count) in holders {
+                group.addTask {
+                    guard let c = try? await pool.client(for: s) else { return 0 }
+                    let ok = (try? await c.addLease(storageIndex: si, renewSecret: secrets.renew(on: s),
+                                                    cancelSecret: secrets.cancel(on: s), timeout: timeout)) != nil
+                    return ok ? count : 0
+                }
+            }
+            var n = 0
+            for await c in group { n += c }
+            return n
+        }
+    }
+
     public func check(_ cap: MutableCapability, verify: Bool = false, addLease: Bool = false) async throws -> CheckResult {
         let e = settings.encoding
         let known = await pool.waitForServers(enough: e.total, minimum: e.needed, settle: 0.5)
@@ -78,7 +101,7 @@ extension Checker {
                     checked.append(MutableHolding(server: h.server, number: h.number, version: v, needed: sum?.needed ?? 0, total: sum?.total ?? 0))
                 case let .failure(f) where f.isCorrupt:
                     corrupt.append((h.number, h.server.nodeID, "\(f)"))
-                    try? await h.client.adviseCorruptShare(mutable: true, storageIndex: si, share: h.number, reason: "\(f)")
+                    try? await h.client.adviseCorruptShare(mutable: true, storageIndex: si, share: h.number, reason: "\(f)", timeout: 4 * coding.stallTimeout)
                 case .failure:
                     break  // its server went away: the share counts as missing
                 }
@@ -87,8 +110,7 @@ extension Checker {
         }
         // The file's version: the preferred one with k distinct shares (else the newest seen).
         let byVersion = Dictionary(grouping: held, by: \.version)
-        let distinct = byVersion.mapValues { Set($0.map(\.number)).count }
-        let best = byVersion.keys.sorted(by: { VersionID.preferred($0, shares: distinct[$0]!, over: $1, shares: distinct[$1]!) }).first { v in
+        let best = VersionID.inPreferredOrder(byVersion, number: \.number).first { v in
             let shares = byVersion[v]!
             return Set(shares.map(\.number)).count >= shares[0].needed
         } ?? byVersion.keys.max()
@@ -97,16 +119,7 @@ extension Checker {
         var holdings: [ServerRef: Set<Int>] = [:]
         for h in current { holdings[h.server, default: []].insert(h.number) }
         let stale = held.count - current.count
-        var renewed = 0
-        if addLease {
-            let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
-            for s in Set(held.map(\.server)) {
-                if let c = try? await pool.client(for: s),
-                   (try? await c.addLease(storageIndex: si, renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s))) != nil {
-                    renewed += held.filter { $0.server == s }.count
-                }
-            }
-        }
+        let renewed = addLease ? await renewMutableLeases(si, holders: Dictionary(grouping: held, by: \.server).mapValues(\.count)) : 0
         var shares: [Int: [String]] = [:]
         var nicknames: [String: String] = [:]
         for (s, numbers) in holdings {

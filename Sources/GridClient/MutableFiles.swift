@@ -96,7 +96,7 @@ public final class MutableFileClient: Sendable {
             do { _ = try CheckedMutableShare(cap, h.bytes, number: h.number) } catch {
                 let failure = ShareFailure(error)
                 if failure.isCorrupt {
-                    try? await h.client.adviseCorruptShare(mutable: true, storageIndex: cap.storageIndex, share: h.number, reason: "\(failure)")
+                    try? await h.client.adviseCorruptShare(mutable: true, storageIndex: cap.storageIndex, share: h.number, reason: "\(failure)", timeout: 4 * coding.stallTimeout)
                 }
             }
         }

@@ -218,8 +218,7 @@ extension MutableFileClient {
             let shares = byVersion[v] ?? []
             return !shares.isEmpty && Set(shares.map { $0.number }).count >= shares[0].head.needed
         }
-        let distinct = byVersion.mapValues { Set($0.map { $0.number }).count }
-        let preferred = byVersion.keys.sorted { VersionID.preferred($0, shares: distinct[$0]!, over: $1, shares: distinct[$1]!) }
+        let preferred = VersionID.inPreferredOrder(byVersion, number: \.number)
         guard let version = preferred.first(where: recoverable) else {
             // Nothing recoverable from the heads: the whole-share path names every failure.
             let r = try await read(cap)
@@ -275,7 +274,7 @@ extension MutableFileClient {
                 changed = true
                 return
             }
-            try? await s.client.adviseCorruptShare(mutable: true, storageIndex: si, share: s.number, reason: why)
+            try? await s.client.adviseCorruptShare(mutable: true, storageIndex: si, share: s.number, reason: why, timeout: 4 * coding.stallTimeout)
         }
         var chosen: [ShareSource] = []
         var spares = candidates

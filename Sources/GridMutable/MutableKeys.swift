@@ -62,8 +62,7 @@ public enum MutableKeys {
     static func newestRecoverable<S>(_ good: [(number: Int, share: S)], version: (S) -> VersionID, needed: (S) -> Int,
                                      failures: [Int: ShareFailure]) throws -> [(key: Int, value: S)] {
         let versions = Dictionary(grouping: good, by: { version($0.share) })
-        let distinct = versions.mapValues { Set($0.map(\.number)).count }
-        for (_, candidates) in versions.sorted(by: { VersionID.preferred($0.key, shares: distinct[$0.key]!, over: $1.key, shares: distinct[$1.key]!) }) {
+        for candidates in VersionID.inPreferredOrder(versions, number: \.number).map({ versions[$0]! }) {
             var byNumber: [Int: S] = [:]
             for c in candidates where byNumber[c.number] == nil { byNumber[c.number] = c.share }
             let k = needed(candidates[0].share)

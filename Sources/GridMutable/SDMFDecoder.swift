@@ -142,6 +142,13 @@ extension VersionID {
         if aCount != bCount { return aCount > bCount }
         return b < a
     }
+
+    /// The versions of `groups` (each version's shares) most preferred first, counting the
+    /// distinct share numbers `number` gives each.
+    public static func inPreferredOrder<T>(_ groups: [VersionID: [T]], number: (T) -> Int) -> [VersionID] {
+        let distinct = groups.mapValues { Set($0.map(number)).count }
+        return groups.keys.sorted { preferred($0, shares: distinct[$0]!, over: $1, shares: distinct[$1]!) }
+    }
 }
 
 /// Calls `body` with stable pointers to each array's bytes.

@@ -810,8 +810,8 @@ public struct StorageClient: Sendable {
         return got
     }
 
-    public func addLease(storageIndex: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8]) async throws {
-        _ = try await call(AddLeaseRequest(storageIndex: storageIndex, renewSecret: renewSecret, cancelSecret: cancelSecret))
+    public func addLease(storageIndex: [UInt8], renewSecret: [UInt8], cancelSecret: [UInt8], timeout: Double? = nil) async throws {
+        _ = try await call(AddLeaseRequest(storageIndex: storageIndex, renewSecret: renewSecret, cancelSecret: cancelSecret), timeout: timeout)
     }
 
     public func renewLease(storageIndex: [UInt8], renewSecret: [UInt8]) async throws {
@@ -822,8 +822,8 @@ public struct StorageClient: Sendable {
         _ = try await call(CancelLeaseRequest(storageIndex: storageIndex, secret: cancelSecret))
     }
 
-    public func adviseCorruptShare(mutable: Bool, storageIndex: [UInt8], share: Int, reason: String) async throws {
-        _ = try await call(AdviseCorruptShareRequest(mutable: mutable, storageIndex: storageIndex, share: share, reason: reason))
+    public func adviseCorruptShare(mutable: Bool, storageIndex: [UInt8], share: Int, reason: String, timeout: Double? = nil) async throws {
+        _ = try await call(AdviseCorruptShareRequest(mutable: mutable, storageIndex: storageIndex, share: share, reason: reason), timeout: timeout)
     }
 
     public func slotReadv(_ req: SlotReadRequest) async throws -> [Int: [[UInt8]]] { try await call(req).reads }

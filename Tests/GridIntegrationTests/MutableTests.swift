@@ -67,6 +67,36 @@ final class MutableTests: XCTestCase {
         XCTAssertTrue(got.data == v2)
     }
 
+    /// Lease renewal of a mutable file (what `grid maintain` does for each) asks every
+    /// holder at once, each within the census's bound: with three holders stopped
+    /// (SIGSTOP, alive to TCP, silent to everything) it used to wait the call timeout for
+    /// each in turn (20 s here, 60 s by default: a `grid maintain` in the 30-minute soak,
+    /// seed 47, ran past 180 s this way). The bound is only "no long stall".
+    func testMutableLeaseRenewalDoesNotWaitOnStoppedServersInTurn() async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { for s in grid.servers { s.signal(ProcessSignal.resume) }; grid.shutdown() }
+        let (mc, pool) = try client(grid)
+        defer { pool.shutdown() }
+        let known = await pool.waitForServers(count: 10, timeout: 30)
+        XCTAssertEqual(known.count, 10)
+        let created = try await mc.create(pseudoRandom(5000, seed: 81), format: .sdmf)
+        let holders = created.placement.values.reduce(into: [String: Int]()) { acc, ids in for id in ids { acc[id, default: 0] += 1 } }
+        XCTAssertEqual(holders.count, 10, "one share on each server")
+        let byID = Dictionary(uniqueKeysWithValues: known.map { ($0.nodeID, $0) })
+        let checker = Checker(pool: pool, settings: mc.settings, coding: CodingOptions(stallTimeout: 1.0))
+        let si = created.capability.storageIndex
+        let all = Dictionary(uniqueKeysWithValues: holders.map { (byID[$0.key]!, $0.value) })
+        let warm = await checker.renewMutableLeases(si, holders: all)
+        XCTAssertEqual(warm, 10, "every share's lease renewed")
+        for i in [2, 5, 8] { grid.servers[i].signal(ProcessSignal.stop) }
+        let t = monotonicNow()
+        let renewed = await checker.renewMutableLeases(si, holders: all)
+        let seconds = monotonicNow() - t
+        for i in [2, 5, 8] { grid.servers[i].signal(ProcessSignal.resume) }
+        XCTAssertEqual(renewed, 7, "the seven running servers renewed their shares' leases")
+        XCTAssertLessThan(seconds, 15, "renewal waited out the stopped servers one after another")
+    }
+
     /// A write inside an MDMF file changes only the segments it falls in: the other
     /// segments' blocks (and salts) stay byte for byte on every server; the next version
     /// reads back patched. A write past the end (an append) is written whole.

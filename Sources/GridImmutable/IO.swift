@@ -194,18 +194,35 @@ public protocol PlaintextSink: AnyObject {
 /// Writes to a file descriptor (a file or stdout).
 public final class FileDescriptorSink: PlaintextSink {
     let file: FileDescriptor
+    /// For a file to be synced at the end: ask the kernel to start writing back every this
+    /// many bytes, so the disk works while the download does and the final sync finds
+    /// little left (0: never).
+    let writebackEvery: Int
+    private var unflushed = 0
 
-    public init(_ file: FileDescriptor) { self.file = file }
+    public init(_ file: FileDescriptor) {
+        self.file = file
+        writebackEvery = 0
+    }
 
-    /// Creates (or truncates) `path`.
-    public convenience init(path: String) throws {
-        self.init(try FileDescriptor(path: path, .replace, permissions: 0o644))
+    /// Creates (or truncates) `path`, to be synced by `sync()` at the end.
+    public init(path: String) throws {
+        file = try FileDescriptor(path: path, .replace, permissions: 0o644)
+        writebackEvery = 8 << 20
     }
 
     /// Flushes the file to disk (before renaming it into place).
     public func sync() throws { try file.sync() }
 
-    public func write(_ bytes: UnsafeRawBufferPointer) throws { try file.write(bytes) }
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try file.write(bytes)
+        guard writebackEvery > 0 else { return }
+        unflushed += bytes.count
+        if unflushed >= writebackEvery {
+            file.startWriteback()
+            unflushed = 0
+        }
+    }
 }
 
 /// Collects plaintext in memory.

@@ -133,6 +133,9 @@ public final class LocalGrid: @unchecked Sendable {
         public var storageSettings: [String: String] = [:]
         /// Give the introducer and every server a /metrics endpoint on a free loopback port.
         public var metrics = false
+        /// The `location` server i announces, given the port it listens on (default: that
+        /// port on 127.0.0.1); e.g. the address of a delay proxy in front of it.
+        public var announce: (@Sendable (_ server: Int, _ port: UInt16) throws -> String)?
         public init(servers: Int = 10, encoding: ClientEncoding = ClientEncoding()) {
             self.servers = servers
             self.encoding = encoding
@@ -170,6 +173,9 @@ public final class LocalGrid: @unchecked Sendable {
                 if let a = options.announceInterval { try Self.setConfig(dir, "announce_interval", a) }
                 for (k, v) in options.storageSettings.sorted(by: { $0.key < $1.key }) { try Self.setConfig(dir, k, v) }
                 if options.metrics { try Self.addNodeSetting(dir, "metrics", "127.0.0.1:\(try pickFreePort(host: "127.0.0.1"))") }
+                if let announce = options.announce {
+                    try Self.setConfig(dir, "location", try announce(i, DaemonProcess(kind: "storage", directory: dir).port))
+                }
             }
             servers.append(DaemonProcess(kind: "storage", directory: dir))
         }

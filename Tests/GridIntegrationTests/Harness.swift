@@ -64,8 +64,10 @@ final class TestGrid: @unchecked Sendable {
     var address: IntroducerAddress { grid.address }
 
     init(servers n: Int, reserved: String = "0", introducerExpiry: String? = nil, announceInterval: String? = nil,
-         storage: [String: String] = [:], metrics: Bool = false) throws {
+         storage: [String: String] = [:], metrics: Bool = false,
+         announce: (@Sendable (_ server: Int, _ port: UInt16) throws -> String)? = nil) throws {
         var options = LocalGrid.Options(servers: n)
+        options.announce = announce
         options.metrics = metrics
         options.reservedSpace = reserved
         options.nicknamePrefix = "server"

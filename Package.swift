@@ -20,6 +20,8 @@ let package = Package(
     targets: [
         // C: GF(2^8) multiply-accumulate kernels with runtime CPU dispatch.
         .target(name: "CGridSIMD", cSettings: simdFlags),
+        // C: SHA-256 compression of two messages at once (SHA-NI), with a portable path.
+        .target(name: "CGridHash", cSettings: simdFlags),
         // System library: OpenSSL (libcrypto, libssl).
         .systemLibrary(
             name: "COpenSSL", pkgConfig: "openssl",
@@ -39,7 +41,7 @@ let package = Package(
         // Reed-Solomon over GF(2^8), zfec-compatible matrices.
         .target(name: "GridCodec", dependencies: ["CGridSIMD", "GridSystem"]),
         // Hashes, AES-CTR, Ed25519, randomness (OpenSSL).
-        .target(name: "GridCrypto", dependencies: ["COpenSSL", "GridSystem"]),
+        .target(name: "GridCrypto", dependencies: ["COpenSSL", "CGridHash", "GridSystem"]),
         // Tahoe formats: base32, netstrings, hash trees, UEB, share layout, caps.
         .target(name: "GridFormat", dependencies: ["GridCrypto", "GridSystem"]),
         // Counters, gauges and histograms in Prometheus's text format.

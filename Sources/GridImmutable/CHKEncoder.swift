@@ -140,7 +140,11 @@ public final class CHKEncoder {
         for s in 0..<n { try header.withUnsafeBytes { try sink.write(share: s, offset: 0, bytes: $0) } }
 
         let aes = try AESCTR(key: key)
-        let ctWhole = TaggedHasher(tag: TahoeTag.crypttext)
+        // The whole-file and per-segment ciphertext hashes read the same bytes: two lanes
+        // fed together (SHA256Lane), as are the block hashes, two blocks at a time.
+        let ctWhole = TaggedLane(tag: TahoeTag.crypttext)
+        let ctSegment = TaggedLane(tag: TahoeTag.crypttextSegment)
+        let blockLanes = (0..<(n + 1) / 2).map { _ in (TaggedLane(tag: TahoeTag.block), TaggedLane(tag: TahoeTag.block)) }
         var ctLeaves: [[UInt8]] = []
         ctLeaves.reserveCapacity(g.numSegments)
         var blockLeaves = [[[UInt8]]](repeating: [], count: n)
@@ -157,7 +161,7 @@ public final class CHKEncoder {
         let dataPtrs = (0..<k).map { UnsafePointer(segBase + $0 * g.blockSize) }
         let parityShares = Array(k..<n)
         let parityPtrs = (0..<parityCount).map { parBase + $0 * g.blockSize }
-        let results = UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: 2 + n)
+        let results = UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: 1 + n)
         results.initialize(repeating: [])
         defer { results.deinitialize(); results.deallocate() }
 
@@ -181,18 +185,29 @@ public final class CHKEncoder {
                 let p = i < k ? UnsafeRawPointer(segBase + i * blen) : UnsafeRawPointer(parBase + (i - k) * g.blockSize)
                 return UnsafeRawBufferPointer(start: p, count: blen)
             }
-            // Jobs: 0 = whole-file ciphertext hash, 1 = segment hash, 2... = block hashes.
-            // Each job writes only its own slot of `results`.
+            // Jobs: 0 = the whole-file and segment ciphertext hashes; j > 0 = the block
+            // hashes of blocks 2(j-1) and 2(j-1)+1. Each job writes only its own slots
+            // of `results` (0: segment hash; 1 + i: block i's hash) and its own lanes.
             let ctView = UnsafeRawBufferPointer(ct)
-            runJobs(2 + n, threads: threads) { j in
-                switch j {
-                case 0: ctWhole.update(ctView)
-                case 1: results[1] = TahoeHash.tagged(TahoeTag.crypttextSegment, ctView)
-                default: results[j] = TahoeHash.tagged(TahoeTag.block, block(j - 2))
+            runJobs(1 + blockLanes.count, threads: threads) { j in
+                if j == 0 {
+                    TaggedLane.update(ctWhole, ctView, ctSegment, ctView)
+                    results[0] = ctSegment.finalize()
+                    return
+                }
+                let (a, b) = blockLanes[j - 1]
+                let i = 2 * (j - 1)
+                if i + 1 < n {
+                    TaggedLane.update(a, block(i), b, block(i + 1))
+                    results[1 + i] = a.finalize()
+                    results[2 + i] = b.finalize()
+                } else {
+                    a.update(block(i))
+                    results[1 + i] = a.finalize()
                 }
             }
-            ctLeaves.append(results[1])
-            for i in 0..<n { blockLeaves[i].append(results[2 + i]) }
+            ctLeaves.append(results[0])
+            for i in 0..<n { blockLeaves[i].append(results[1 + i]) }
             let dataOffset = layout.dataOffset + UInt64(seg) * UInt64(g.blockSize)
             for i in 0..<n { try sink.write(share: i, offset: dataOffset, bytes: block(i)) }
             progress?(offset + UInt64(len))

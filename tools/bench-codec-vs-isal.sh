@@ -15,7 +15,7 @@ anchors=${ANCHORS:-../shared/anchors}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 gcc -O2 -o "$out/isal_bench" "$anchors/isal_bench.c" -lisal
-swift build -c release --product grid >&2
+swift build -c release --product grid --static-swift-stdlib >&2
 GRID=.build/release/grid
 paths=$("$GRID" bench codec --shapes 1:1 --shards 64 --reps 1 --min-time 0.001 --json | grep -o '"path": "[a-z0-9]*"' | cut -d'"' -f4 | grep -v portable | tr '\n' ',' | sed 's/,$//')
 for r in $(seq "$rounds"); do

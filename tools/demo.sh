@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
-swift build -c release --product grid >&2
+swift build -c release --product grid --static-swift-stdlib >&2
 exec .build/release/grid demo "$@"

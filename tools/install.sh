@@ -30,7 +30,7 @@ if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
 fi
 if [ -z "$binary" ]; then
   tools/deps.sh
-  swift build -c release --product grid >&2
+  swift build -c release --product grid --static-swift-stdlib >&2
   binary=.build/release/grid
 fi
 [ -x "$binary" ] || { echo "install.sh: $binary is not an executable" >&2; exit 66; }

@@ -17,7 +17,7 @@ case "$cmd" in
   *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
 esac
 GRID=$PWD/.build/release/grid
-[ -x "$GRID" ] || { tools/deps.sh; swift build -c release --product grid >&2; }
+[ -x "$GRID" ] || { tools/deps.sh; swift build -c release --product grid --static-swift-stdlib >&2; }
 case "$cmd" in
   start) exec "$GRID" local-grid start --servers "$n" --dir "$dir" ;;
   *) exec "$GRID" local-grid "$cmd" --dir "$dir" ;;

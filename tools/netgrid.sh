@@ -18,7 +18,7 @@ case "${1:-}" in
 esac
 if [ -z "${GRID_BIN:-}" ]; then
   GRID_BIN=$PWD/.build/release/grid
-  [ -x "$GRID_BIN" ] || { tools/deps.sh; swift build -c release --product grid >&2; }
+  [ -x "$GRID_BIN" ] || { tools/deps.sh; swift build -c release --product grid --static-swift-stdlib >&2; }
 fi
 export GRID_BIN
 exec python3 tools/netgrid.py "$@"

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 out=${1:-docs/status-page.png}
 command -v chromium >/dev/null || { echo "needs chromium (apt-get install chromium)" >&2; exit 69; }
 tools/deps.sh
-swift build -c release --product grid >&2
+swift build -c release --product grid --static-swift-stdlib >&2
 GRID=$PWD/.build/release/grid
 work=$(mktemp -d "${TMPDIR:-/tmp}/status-shot.XXXXXX")
 trap 'kill $gw 2>/dev/null || true; "$GRID" local-grid stop --dir "$work/grid" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT

@@ -8,7 +8,7 @@ if [ -z "${TAHOE_VENV:-}" ]; then
   else export TAHOE_VENV=$PWD/.venv-tahoe; [ -x "$TAHOE_VENV/bin/tahoe" ] || "$REF/setup-venv.sh"; fi
 fi
 tools/deps.sh
-swift build -c release --product grid >&2
+swift build -c release --product grid --static-swift-stdlib >&2
 GRID=$PWD/.build/release/grid
 
 # start_both_grids NAME: a Tahoe grid and a grid local grid (10 storage servers each,

@@ -103,7 +103,10 @@ class Direction:
             self.eof = False
             self.ended = True
             if self.dest.can_write_eof() and not self.dest.is_closing():
-                self.dest.write_eof()
+                try:
+                    self.dest.write_eof()
+                except OSError:  # the other side is gone already
+                    self.dest.close()
             self.pair.ended()
 
     def release(self):

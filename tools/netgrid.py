@@ -41,6 +41,11 @@ OP_TIMEOUT = 180.0            # an operation running longer than this is a stall
 REGION = 64                   # bytes of one writer's region in a shared mutable file
 MDMF_STRIDE = 200_000         # writers' regions in different MDMF segments
 SIZES = [40, 3_000, 70_000, 600_000, 2_500_000]   # LIT, one segment, several segments
+# Uploads keep the servers' disks at most this full (share bytes sent, n/k = 10/3 of each
+# file): past it only the small sizes are uploaded, so a long soak does not leave every
+# disk full (only the diskfull fault fills one, for a while) and the final maintain run
+# has room to repair.
+DISK_BUDGET = 0.4
 
 def log(msg):
     sys.stderr.write(time.strftime("%H:%M:%S ") + msg + "\n")
@@ -345,6 +350,8 @@ class Workload:
         self.wholeseq = 0
         self.stalls = 0
         self.writers = [c[0] for c in grid.clients]
+        self.share_bytes = 0        # bytes of shares sent by uploads so far (estimated)
+        self.budget = DISK_BUDGET * N_SERVERS * grid.args.disk_mib * (1 << 20)
         self.data = os.path.join(grid.root, "data")
         os.makedirs(self.data)
 
@@ -431,6 +438,10 @@ class Workload:
             x = r.random()
             if x < 0.28:
                 size = r.choice(SIZES)
+                with self.lock:
+                    if self.share_bytes > self.budget:
+                        size = r.choice([z for z in SIZES if z <= 70_000])
+                    self.share_bytes += size * 10 // 3
                 path = os.path.join(self.data, f"{me}-{n}")
                 blob = random.Random(f"{self.seed}-{me}-{n}").randbytes(size)
                 open(path, "wb").write(blob)
@@ -832,7 +843,11 @@ def check(grid, work):
     # 6. One `grid maintain` run, then every file is healthy (all 10 shares placed: the
     # margin makes this run repair anything short of that, not only what fell to the
     # default threshold).
-    rc, out, err = grid.run(grid.clients[0], ["maintain", "--quiet", "--grace", "0s", "--repair-margin", "6", "--manifest", manifest], timeout=600)
+    try:
+        rc, out, err = grid.run(grid.clients[0], ["maintain", "--quiet", "--grace", "0s", "--repair-margin", "6", "--manifest", manifest], timeout=900)
+    except RuntimeError as e:
+        rc, err = None, str(e)
+        problems.append(("stall", f"the final maintain run did not finish: {e}"))
     maintain_rc = rc
     log(f"check: maintain exit {rc}; census of every file")
     unhealthy = check_all(grid, c, caps, verify=False, problems=problems, need_healthy=True)
@@ -940,7 +955,7 @@ def summarize(work, faults, problems, extra, grid, seed, seconds, started):
                 operations={k: sum(v[k] for v in by.values()) for k in ("ack", "fail", "unknown")},
                 by_kind=by, failures_by_exit=errors, unclear_failures=[dict(op=o["op"], rc=o["rc"], error=o.get("error")) for o in unclear][:10],
                 faults=faults.counts, fault_kinds_unavailable=[k for k in ("partition", "one-way", "clock-skew") if k not in faults.kinds],
-                stalls=work.stalls, stale_reads=stale, lost=lost, wrong=wrong, problems=[f"{a}: {b}" for a, b in problems],
+                stalls=work.stalls + sum(1 for p in problems if p[0] == "stall"), stale_reads=stale, lost=lost, wrong=wrong, problems=[f"{a}: {b}" for a, b in problems],
                 location=grid.location_check, **extra, fault_log=faults.log)
 
 def run(args):

@@ -60,6 +60,9 @@ public final class Downloader: Sendable {
         }
         let decoder = CHKDecoder(capability: chk, shares: readers, simdPath: coding.simdPath, threads: coding.threads,
                                  readahead: readahead)
+        // Each share's header and hash trees take two round trips; fetch them for the shares
+        // the decoder will check first all at once, not one share after another.
+        for case let r as RemoteShareReader in decoder.firstCandidates(chk.needed) { r.startMetadata() }
         let bad = Mutex<[(RemoteShareReader, ShareFailure)]>([])
         decoder.onBadShare = { r, why in
             let remote = r as! RemoteShareReader
@@ -130,6 +133,8 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         let length: Int
         let started = monotonicNow()
         var result: Result<[UInt8], Error>?
+        /// Called (outside the lock) when the result arrives, with the bytes if whole.
+        var onComplete: (@Sendable ([UInt8]?) -> Void)?
         init(length: Int) { self.length = length }
     }
     /// A read unanswered this long means the server is stalled: the share is set aside and
@@ -139,7 +144,8 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     let cond = NSCondition()
     var fetches: [UInt64: Fetch] = [:]
     var cache: [(offset: UInt64, bytes: [UInt8])] = []
-    var metadataLoaded = false
+    /// 0: not asked for; 1: being fetched (other callers wait); 2: fetched or given up.
+    var metadataState = 0
     var cancelled = false
 
     init(server: ServerRef, client: StorageClient, storageIndex: [UInt8], shareNumber: Int, size: UInt64, stallTimeout: Double,
@@ -189,8 +195,11 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     func complete(_ f: Fetch, _ r: Result<[UInt8], Error>) {
         cond.lock()
         f.result = r
+        let then = f.onComplete
+        f.onComplete = nil
         cond.broadcast()
         cond.unlock()
+        then?((try? r.get()).flatMap { $0.count == f.length ? $0 : nil })
     }
 
     func wait(_ f: Fetch) throws -> [UInt8] {
@@ -229,28 +238,83 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
 
     /// The header, then the hash trees, share hashes and UEB in one read: the decoder's
     /// many small reads are then served from memory.
-    func loadMetadata() {
+    /// A share this small is read whole in one request: header, blocks and hash trees
+    /// in one round trip.
+    static let wholeShareLimit: UInt64 = 1 << 20
+    /// Otherwise the header and this many bytes from the end (which hold the hash trees,
+    /// share hashes and UEB of files up to a few hundred segments) are read at once; the
+    /// tail is read again only when it is longer.
+    static let suffixGuess: UInt64 = 64 << 10
+
+    /// Starts fetching the header and the tail (hash trees, share hashes, UEB) without
+    /// waiting, in one round trip where it can (see `wholeShareLimit`, `suffixGuess`): the
+    /// decoder's many small reads are then served from memory. The downloader starts this
+    /// for the first k shares at once; the decoder's first read of a share waits for it
+    /// (`loadMetadata`).
+    func startMetadata() {
         cond.lock()
-        if metadataLoaded {
+        guard metadataState == 0 else {
             cond.unlock()
             return
         }
-        metadataLoaded = true
-        let headFetch = start(0, Int(min(size, 0x44)))
+        metadataState = 1
+        let whole = size <= Self.wholeShareLimit ? start(0, Int(size)) : nil
+        let head = whole == nil ? start(0, Int(min(size, 0x44))) : nil
+        let suffixAt = size - min(size, Self.suffixGuess)
+        let suffix = whole == nil ? start(suffixAt, Int(size - suffixAt)) : nil
         cond.unlock()
-        guard let head = try? wait(headFetch) else { return }
+        if let whole {
+            return watch(whole) { [self] bytes in metadataDone(bytes.map { [(UInt64(0), $0)] } ?? []) }
+        }
+        watch(head!) { [self] headBytes in
+            guard let headBytes, let layout = try? ShareLayout(parsing: headBytes), layout.plaintextHashTreeOffset < size,
+                  size - layout.plaintextHashTreeOffset <= UInt64(64 << 20)
+            else { return metadataDone([]) }
+            let at = layout.plaintextHashTreeOffset
+            watch(suffix!) { [self] suffixBytes in
+                if let suffixBytes, at >= suffixAt {
+                    return metadataDone([(UInt64(0), headBytes), (suffixAt, suffixBytes)])
+                }
+                cond.lock()
+                let tail = cancelled ? nil : start(at, Int(size - at))
+                cond.unlock()
+                guard let tail else { return metadataDone([(UInt64(0), headBytes)]) }
+                watch(tail) { [self] tailBytes in metadataDone([(UInt64(0), headBytes)] + (tailBytes.map { [(at, $0)] } ?? [])) }
+            }
+        }
+    }
+
+    /// Calls `then` once `f` has completed (with its bytes when they are whole).
+    private func watch(_ f: Fetch, then: @escaping @Sendable ([UInt8]?) -> Void) {
         cond.lock()
-        cache.append((0, head))
+        if let r = f.result {
+            cond.unlock()
+            then((try? r.get()).flatMap { $0.count == f.length ? $0 : nil })
+            return
+        }
+        f.onComplete = then
         cond.unlock()
-        guard let layout = try? ShareLayout(parsing: head), layout.plaintextHashTreeOffset < size else { return }
-        let tailLength = size - layout.plaintextHashTreeOffset
-        guard tailLength <= UInt64(64 << 20) else { return }
+    }
+
+    private func metadataDone(_ pieces: [(UInt64, [UInt8])]) {
         cond.lock()
-        let tailFetch = start(layout.plaintextHashTreeOffset, Int(tailLength))
+        if !cancelled { cache += pieces.map { (offset: $0.0, bytes: $0.1) } }
+        metadataState = 2
+        cond.broadcast()
         cond.unlock()
-        guard let tail = try? wait(tailFetch) else { return }
+    }
+
+    /// Waits (at most the stall timeout) for the metadata fetch, starting it if needed.
+    /// On failure or timeout the reads fall through to the server one by one.
+    func loadMetadata() {
+        startMetadata()
+        let deadline = monotonicNow() + stallTimeout
         cond.lock()
-        cache.append((layout.plaintextHashTreeOffset, tail))
+        while metadataState == 1 && !cancelled && !stalled {
+            let left = deadline - monotonicNow()
+            if left <= 0 { break }
+            _ = cond.wait(until: Date(timeIntervalSinceNow: left))
+        }
         cond.unlock()
     }
 

@@ -248,7 +248,7 @@ public final class ServerPool: @unchecked Sendable {
                         let (host, port) = try splitHostPort(addr)
                         let rpc = try await RPCClient.connect(
                             loop: loop, host: host, port: port, serverKey: server.announcement.publicKey,
-                            service: storageServiceName, tls: tls, config: rpcConfig)
+                            service: storageServiceName, tls: tls, config: rpcConfig, pipelineHello: true)
                         let c = StorageClient(rpc)
                         self.opened.withLock { $0.append(c) }
                         self.linkOpened(server.nodeID, c)

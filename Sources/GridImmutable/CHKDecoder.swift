@@ -63,6 +63,13 @@ public final class CHKDecoder {
                   readahead: readahead)
     }
 
+    /// The first reader of each share number in the order they will be tried, up to
+    /// `count`: the ones a network reader should start fetching metadata for at once.
+    public func firstCandidates(_ count: Int) -> [ShareReader] {
+        var seen: Set<Int> = []
+        return Array(candidates.filter { seen.insert($0.shareNumber).inserted }.prefix(count))
+    }
+
     func markBad(_ share: ShareReader, _ why: ShareFailure) {
         if reported.insert(ObjectIdentifier(share)).inserted { onBadShare?(share, why) }
         tried.insert(ObjectIdentifier(share))
@@ -168,9 +175,11 @@ public final class CHKDecoder {
                 let shares = active
                 let validator = validator
                 if readahead > 0 {
+                    // This segment's blocks too: every share's read starts now, not when a
+                    // thread is free to wait for it.
                     let upTo = min(lastSeg, seg + readahead)
-                    for share in shares where seg < upTo {
-                        share.reader.prefetch(((seg + 1)...upTo).map { s in
+                    for share in shares {
+                        share.reader.prefetch((seg...upTo).map { s in
                             (share.blockOffset(s), g.blockLength(s))
                         })
                     }

@@ -345,9 +345,16 @@ public final class RPCClient: @unchecked Sendable {
     }
 
     /// Connects, checks the server's key against `serverKey`, and says HELLO.
+    ///
+    /// With `pipelineHello` the client is returned once the TLS handshake is done and
+    /// HELLO is sent, without waiting a round trip for HELLO_OK: requests follow HELLO in
+    /// the same stream and the server answers them in order. If the server then refuses
+    /// HELLO (no such service, no common version, a wrong secret) the connection closes
+    /// with its reason and every call on it fails with that reason.
     public static func connect(
         loop: EventLoop, host: String, port: UInt16, serverKey: Ed25519PublicKey, service: String,
         secret: [UInt8] = [], tls: TLSContext, config: RPCClientConfig = RPCClientConfig(),
+        pipelineHello: Bool = false,
         onNotify: (@Sendable (UInt16, [UInt8]) -> Void)? = nil
     ) async throws -> RPCClient {
         let peer = "\(host):\(port)"
@@ -368,10 +375,18 @@ public final class RPCClient: @unchecked Sendable {
                 }
                 client.conn = conn
                 var settled = false
-                conn.onOpen = { conn.send(Frame(.hello, body: hello.encoded())) }
+                var answered = false
+                conn.onOpen = {
+                    conn.send(Frame(.hello, body: hello.encoded()))
+                    if pipelineHello {
+                        settled = true
+                        client.schedulePing()
+                        cont.resume()
+                    }
+                }
                 let frames = FrameReceiver(conn)
                 frames.onFrame = { frame in
-                    guard !settled else { return }
+                    guard !answered else { return client.received(frame) }
                     switch frame.type {
                     case .helloOK:
                         // The server's choice must be a version this client speaks.
@@ -380,8 +395,9 @@ public final class RPCClient: @unchecked Sendable {
                             conn.close(WireError(.versionMismatch, "\(peer) chose a protocol version this client does not speak"))
                             return
                         }
+                        answered = true
+                        guard !settled else { return }
                         settled = true
-                        frames.onFrame = { client.received($0) }
                         client.schedulePing()
                         cont.resume()
                     case .error:

@@ -199,6 +199,32 @@ final class RPCTests: XCTestCase {
         ok.close()
     }
 
+    /// A pipelined HELLO: the first call goes out behind it, without waiting for HELLO_OK,
+    /// and is answered; a refused HELLO fails that call with the server's reason.
+    func testPipelinedHello() async throws {
+        for (svc, secret, fragment) in [("nope", [UInt8](), "no 'nope' service"), ("locked", [1], "wrong secret")] {
+            let c = try await RPCClient.connect(loop: loop, host: "127.0.0.1", port: server.port, serverKey: identity.publicKey,
+                                                service: svc, secret: secret, tls: tls, pipelineHello: true)
+            do {
+                _ = try await c.call(1, [1])
+                XCTFail("\(svc) should be refused")
+            } catch let e as WireError {
+                XCTAssertEqual(e.code, .notAuthorized, "\(e)")
+                XCTAssertTrue(e.message.contains(fragment), e.message)
+            }
+            c.close()
+        }
+        let ok = try await RPCClient.connect(loop: loop, host: "127.0.0.1", port: server.port, serverKey: identity.publicKey,
+                                             service: "locked", secret: [9, 9], tls: tls, pipelineHello: true)
+        let big = pseudoRandom(100_000, seed: 5)
+        async let a = ok.call(1, [1])
+        async let b = ok.call(1, big)
+        let (ra, rb) = try await (a, b)
+        XCTAssertEqual(ra, [1])
+        XCTAssertEqual(rb, big)
+        ok.close()
+    }
+
     func testCallTimeout() async throws {
         var cfg = RPCClientConfig()
         cfg.callTimeout = 0.2

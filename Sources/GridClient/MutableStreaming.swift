@@ -6,6 +6,7 @@ import GridMutable
 import GridProtocol
 import GridSystem
 import GridWire
+import Synchronization
 
 /// Large MDMF versions, written as they are encoded: the file is read and encoded in
 /// batches of segments (about 4 MiB of each share at a time, in buffers reused from batch
@@ -178,15 +179,30 @@ extension MutableFileClient {
 extension MutableFileClient {
     /// One share of the version being read: its checked head and, once loaded, its
     /// checked block hash tree.
+    /// Set once by any task, read after they are done.
+    final class SeenFlag: @unchecked Sendable {
+        private let seen = Mutex(false)
+        var value: Bool { seen.withLock { $0 } }
+        func set() { seen.withLock { $0 = true } }
+    }
+
     final class ShareSource: @unchecked Sendable {
         let server: ServerRef
         let client: StorageClient
         let number: Int
         let head: MDMFShare
         let layout: MDMFShare.Layout
+        /// The share's first bytes as read with its head: a small share is all here.
+        let prefix: [UInt8]
         var leaves: [[UInt8]] = []
-        init(server: ServerRef, client: StorageClient, number: Int, head: MDMFShare, layout: MDMFShare.Layout) {
-            (self.server, self.client, self.number, self.head, self.layout) = (server, client, number, head, layout)
+        init(server: ServerRef, client: StorageClient, number: Int, head: MDMFShare, layout: MDMFShare.Layout, prefix: [UInt8]) {
+            (self.server, self.client, self.number, self.head, self.layout, self.prefix) = (server, client, number, head, layout, prefix)
+        }
+
+        /// Bytes [from, to) of the share from what was read with the head, when they are there.
+        func cached(_ from: UInt64, _ to: UInt64) -> [UInt8]? {
+            guard from <= to, to <= UInt64(prefix.count) else { return nil }
+            return Array(prefix[Int(from)..<Int(to)])
         }
     }
 
@@ -209,7 +225,7 @@ extension MutableFileClient {
         let servers = try await servers(cap)
         let heads: [ShareSource] = await fetchHeads(si, servers: servers).compactMap { h in
             guard let (head, layout) = try? MutableKeys.checkedHead(cap, h.bytes, number: h.number) else { return nil }
-            return ShareSource(server: h.server, client: h.client, number: h.number, head: head, layout: layout)
+            return ShareSource(server: h.server, client: h.client, number: h.number, head: head, layout: layout, prefix: h.bytes)
         }
         let byVersion: [VersionID: [ShareSource]] = Dictionary(grouping: heads) { (h: ShareSource) in
             VersionID(sequenceNumber: h.head.sequenceNumber, rootHash: h.head.rootHash)
@@ -246,10 +262,14 @@ extension MutableFileClient {
         let stride = MDMFShare.saltSize + g.blockSize
 
         /// Loads and checks a share's block hash tree; false when it fails (reported).
-        func loadTree(_ s: ShareSource) async -> Bool {
-            guard let nodes = try? await s.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [s.number],
-                                                                        readVector: [ReadVector(offset: s.layout.treeAt, length: s.layout.end - s.layout.treeAt)]),
-                                                        timeout: timeout).reads[s.number]?.first,
+        @Sendable func loadTree(_ s: ShareSource) async -> Bool {
+            var read = s.cached(s.layout.treeAt, s.layout.end)
+            if read == nil {
+                read = try? await s.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [s.number],
+                                                                readVector: [ReadVector(offset: s.layout.treeAt, length: s.layout.end - s.layout.treeAt)]),
+                                                timeout: timeout).reads[s.number]?.first
+            }
+            guard let nodes = read,
                   nodes.count == Int(s.layout.end - s.layout.treeAt), nodes.count % 32 == 0 else { return false }
             let all = (0..<(nodes.count / 32)).map { Array(nodes[($0 * 32)..<($0 * 32 + 32)]) }
             let padded = (all.count + 1) / 2
@@ -263,15 +283,15 @@ extension MutableFileClient {
             s.leaves = Array(all[(padded - 1)..<(padded - 1 + g.segments)])
             return true
         }
-        var changed = false
+        let changed = SeenFlag()
         /// A share that failed a check is corrupt, unless another writer has replaced it
         /// with a newer version meanwhile (then it is only no longer this version's).
-        func report(_ s: ShareSource, _ why: String) async {
+        @Sendable func report(_ s: ShareSource, _ why: String) async {
             let now = try? await s.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [s.number],
                                                                readVector: [ReadVector(offset: 0, length: UInt64(MDMFShare.checkstringLength))]),
                                                timeout: timeout).reads[s.number]?.first
             if let now, now != MutableShareHeader.checkstring(s.head.signedPrefix) {
-                changed = true
+                changed.set()
                 return
             }
             try? await s.client.adviseCorruptShare(mutable: true, storageIndex: si, share: s.number, reason: why, timeout: 4 * coding.stallTimeout)
@@ -281,11 +301,19 @@ extension MutableFileClient {
         func refill() async throws {
             while chosen.count < k {
                 guard !spares.isEmpty else {
-                    if changed { throw GridError(.conflict, "the file changed while it was being read (another writer); read it again") }
+                    if changed.value { throw GridError(.conflict, "the file changed while it was being read (another writer); read it again") }
                     throw GridError(.unavailable, "only \(chosen.count) good shares of the file's version \(version.sequenceNumber) could be read; \(k) are needed")
                 }
-                let s = spares.removeFirst()
-                if await loadTree(s) { chosen.append(s) }
+                // As many trees as shares still needed, all at once (one round trip, not k).
+                let take = Array(spares.prefix(k - chosen.count))
+                spares.removeFirst(take.count)
+                let good = await withTaskGroup(of: (Int, Bool).self) { group -> Set<Int> in
+                    for (i, s) in take.enumerated() { group.addTask { (i, await loadTree(s)) } }
+                    var ok: Set<Int> = []
+                    for await (i, loaded) in group where loaded { ok.insert(i) }
+                    return ok
+                }
+                for (i, s) in take.enumerated() where good.contains(i) { chosen.append(s) }
             }
         }
         try await refill()
@@ -305,6 +333,7 @@ extension MutableFileClient {
             return await withTaskGroup(of: (Int, [UInt8]?).self) { group in
                 for s in sources {
                     group.addTask {
+                        if let r = s.cached(s.layout.dataAt + UInt64(from), s.layout.dataAt + UInt64(to)) { return (s.number, r) }
                         let r = try? await s.client.call(SlotReadRequest(storageIndex: si, shareNumbers: [s.number],
                                                                          readVector: [ReadVector(offset: s.layout.dataAt + UInt64(from), length: UInt64(to - from))]),
                                                          timeout: timeout).reads[s.number]?.first
@@ -385,7 +414,8 @@ extension MutableFileClient {
     /// The first 2167 bytes (an MDMF share's head: everything but its blocks and tree) of
     /// every share every server holds of `si`, unchecked.
     func fetchHeads(_ si: [UInt8], servers: [ServerRef]) async -> [Held] {
-        await readPrefixes(si, servers: servers, length: MDMFShare.shareDataOffset, timeout: 4 * coding.stallTimeout).held
+        // The head, and 16 KiB beyond it: a small file's shares whole, in the same round trip.
+        await readPrefixes(si, servers: servers, length: MDMFShare.shareDataOffset + (16 << 10), timeout: 4 * coding.stallTimeout).held
     }
 
     /// The first `length` bytes of every share every server holds of `si` (one slot_readv

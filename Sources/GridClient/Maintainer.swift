@@ -1,3 +1,4 @@
+import Foundation
 import GridFormat
 import GridImmutable
 import GridSystem
@@ -140,6 +141,10 @@ public final class Maintainer: Sendable {
         let happy = settings.encoding.happy
         let deadline = options.maxTime.map { started + $0 }
         func outOfTime() -> Bool { deadline.map { monotonicNow() >= $0 } ?? false }
+        // How long one file's census, verification or repair may take: what is left of the
+        // budget and 30 s more (10 minutes without a budget). Every call inside has its
+        // own timeout, but a file needs several, one after another; this bounds the sum.
+        func itemLimit() -> Double { deadline.map { max(0, $0 - monotonicNow()) + 30 } ?? 600 }
         func outOfBytes() -> Bool { options.maxBytes.map { report.bytesRead >= $0 } ?? false }
 
         // Parse; literal files hold their data in the capability and need nothing.
@@ -293,7 +298,7 @@ public final class Maintainer: Sendable {
             do {
                 // The census found what is missing; the download checks what it reads (the
                 // scheduled verification finds rot elsewhere).
-                let r = try await repairer.repair(cap, verify: false)
+                let r = try await withTimeLimit(itemLimit(), "repairing \(capText.prefix(40))…") { try await repairer.repair(cap, verify: false) }
                 report.bytesRead += state.size * 2
                 try await pace(bytes: state.size * 2, since: t0)
                 let strength = Self.strength(r.after.shares.reduce(into: [String: Set<Int>]()) { acc, e in for s in e.value { acc[s, default: []].insert(e.key) } })
@@ -328,7 +333,7 @@ public final class Maintainer: Sendable {
                 progress("verify: \(state.capability.prefix(40))…")
                 let t0 = monotonicNow()
                 do {
-                    let r = try await checker.check(cap, verify: true)
+                    let r = try await withTimeLimit(itemLimit(), "verifying \(state.capability.prefix(40))…") { try await checker.check(cap, verify: true) }
                     let read = state.size * UInt64(max(1, r.total)) / UInt64(max(1, r.needed))
                     spent += state.size
                     report.bytesRead += read
@@ -347,7 +352,7 @@ public final class Maintainer: Sendable {
                         // (A bad copy of a share that has a good copy elsewhere is reported
                         // to its server, and counted, but leaves the file healthy.)
                         if options.repair, case .chk = cap {
-                            let rr = try await repairer.repair(cap, verified: r)
+                            let rr = try await withTimeLimit(itemLimit(), "repairing \(state.capability.prefix(40))…") { try await repairer.repair(cap, verified: r) }
                             report.repaired += rr.placed.isEmpty ? 0 : 1
                             report.problems.append(.init(capability: state.capability, level: rr.after.verdict == .unrecoverable ? .critical : .warning,
                                 what: "verify found \(r.corrupt.count) corrupt share(s) (reported to their servers); repaired: now \(rr.after.verdict.rawValue)"))
@@ -373,7 +378,7 @@ public final class Maintainer: Sendable {
             report.coverage = totalBytes == 0 ? 1 : Double(covered) / Double(totalBytes)
         }
         phase("verify")
-        try await maintainMutable(mutableFiles, &report, now: now, outOfTime: outOfTime, progress: progress)
+        try await maintainMutable(mutableFiles, &report, now: now, outOfTime: outOfTime, itemLimit: itemLimit, progress: progress)
         phase("mutable")
         if report.censused < report.files { report.status = .budget }
         report.seconds = monotonicNow() - started
@@ -387,7 +392,7 @@ public final class Maintainer: Sendable {
     /// it was found corrupt, if the write capability is known (servers take mutable shares
     /// only with the file's write enabler).
     func maintainMutable(_ files: [(state: MaintenanceLog.FileState, cap: MutableCapability)], _ report: inout MaintainReport, now: UInt64,
-                         outOfTime: () -> Bool, progress: @Sendable (String) -> Void) async throws {
+                         outOfTime: () -> Bool, itemLimit: () -> Double, progress: @Sendable (String) -> Void) async throws {
         let checker = Checker(pool: pool, settings: settings, coding: coding)
         let repairer = Repairer(checker: checker)
         let ordered = files.sorted { ($0.state.lastChecked ?? 0, $0.state.capability) < ($1.state.lastChecked ?? 0, $1.state.capability) }
@@ -399,7 +404,8 @@ public final class Maintainer: Sendable {
             progress("mutable: \(capText.prefix(40))…")
             let t0 = monotonicNow()
             do {
-                let r = try await checker.check(cap, verify: due, addLease: options.renewLeases)
+                let renew = options.renewLeases
+                let r = try await withTimeLimit(itemLimit(), "checking \(capText.prefix(40))…") { try await checker.check(cap, verify: due, addLease: renew) }
                 report.censused += 1
                 report.leasesRenewed += r.leasesRenewed
                 var holdings: [String: Set<Int>] = [:]
@@ -439,7 +445,7 @@ public final class Maintainer: Sendable {
                         continue
                     }
                     do {
-                        let rr = try await repairer.repair(cap)
+                        let rr = try await withTimeLimit(itemLimit(), "repairing \(capText.prefix(40))…") { try await repairer.repair(cap) }
                         report.repaired += rr.placed.isEmpty ? 0 : 1
                         report.problems.append(.init(capability: capText, level: rr.after.verdict == .healthy ? .warning : .critical,
                             what: "repaired: placed \(rr.placed.values.map(\.count).reduce(0, +)) share(s); now \(rr.after.verdict.rawValue), \(rr.after.shares.count) of \(rr.after.total) shares, happiness \(rr.after.happiness)"))
@@ -488,5 +494,43 @@ public final class Maintainer: Sendable {
             + "\(r.repaired) repaired\(r.repairFailed > 0 ? " (\(r.repairFailed) failed)" : ""); \(r.verified) verified "
             + "(\(r.corruptShares) corrupt shares); coverage \(Int((r.coverage * 100).rounded()))%; "
             + "\(r.leasesRenewed) leases renewed; \(String(format: "%.1f", r.seconds)) s"
+    }
+}
+
+/// The result of `op`, or an `.unavailable` error once `seconds` have passed, whichever
+/// comes first. On time-out `op` is cancelled and left to end on its own: the caller goes
+/// on at once (a cron job's budget is a promise, whatever one server or one file does).
+func withTimeLimit<T: Sendable>(_ seconds: Double, _ what: String, _ op: @escaping @Sendable () async throws -> T) async throws -> T {
+    let race = TimeLimitRace<T>()
+    return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, Error>) in
+        race.lock.lock()
+        race.cont = cont
+        race.tasks = [
+            Task { do { race.finish(.success(try await op())) } catch { race.finish(.failure(error)) } },
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1e9))
+                if !Task.isCancelled {
+                    race.finish(.failure(GridError(.unavailable, "\(what) did not finish within \(Int(seconds)) s; given up for this run")))
+                }
+            },
+        ]
+        race.lock.unlock()
+    }
+}
+
+/// The state `withTimeLimit` shares between its operation, its timer and its caller.
+private final class TimeLimitRace<T: Sendable>: @unchecked Sendable {
+    let lock = NSLock()
+    var cont: CheckedContinuation<T, Error>?
+    var tasks: [Task<Void, Never>] = []
+    func finish(_ r: Result<T, Error>) {
+        lock.lock()
+        let c = cont
+        cont = nil
+        let others = tasks
+        lock.unlock()
+        guard let c else { return }
+        for t in others { t.cancel() }
+        c.resume(with: r)
     }
 }

@@ -100,6 +100,10 @@ public final class ServerPool: @unchecked Sendable {
     let introducers: [IntroducerAddress]
     let rpcConfig: RPCClientConfig
     let connections = Mutex<[String: Task<StorageClient, Error>]>([:])
+    /// The server list as `waitForServers` last saw it, and since when it has been so: a
+    /// list that has not changed since an earlier call is quiet already (a maintain run's
+    /// thousands of calls must not each wait the settle time again).
+    let listSeen = Mutex<(ids: Set<String>, since: Double)>(([], monotonicNow()))
     let opened = Mutex<[StorageClient]>([])
     /// Node id → what is known of this client's connection to it (for status pages).
     let links = Mutex<[String: LinkRecord]>([:])
@@ -217,14 +221,13 @@ public final class ServerPool: @unchecked Sendable {
     /// point waiting for servers that are not there); or at `timeout`.
     public func waitForServers(enough: Int, minimum: Int, settle: Double = 1.5, timeout: Double = 10) async -> [ServerRef] {
         let start = monotonicNow()
-        var lastCount = -1
-        var lastChange = start
         while true {
             let s = servers
             let now = monotonicNow()
-            if s.count != lastCount {
-                lastCount = s.count
-                lastChange = now
+            let ids = Set(s.map(\.nodeID))
+            let lastChange = listSeen.withLock { seen -> Double in
+                if seen.ids != ids { seen = (ids, now) }
+                return seen.since
             }
             let quiet = now - lastChange
             if s.count >= enough || (s.count >= minimum && quiet >= settle)

@@ -136,6 +136,8 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         /// Called (outside the lock) when the result arrives, with the bytes if whole.
         var onComplete: (@Sendable ([UInt8]?) -> Void)?
         init(length: Int) { self.length = length }
+        /// The bytes, when the read succeeded and returned all of them.
+        var wholeBytes: [UInt8]? { (try? result?.get()).flatMap { $0.count == length ? $0 : nil } }
     }
     /// A read unanswered this long means the server is stalled: the share is set aside and
     /// the decoder reads the segment from another.
@@ -199,7 +201,7 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         f.onComplete = nil
         cond.broadcast()
         cond.unlock()
-        then?((try? r.get()).flatMap { $0.count == f.length ? $0 : nil })
+        then?(f.wholeBytes)
     }
 
     func wait(_ f: Fetch) throws -> [UInt8] {
@@ -236,8 +238,6 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         }
     }
 
-    /// The header, then the hash trees, share hashes and UEB in one read: the decoder's
-    /// many small reads are then served from memory.
     /// A share this small is read whole in one request: header, blocks and hash trees
     /// in one round trip.
     static let wholeShareLimit: UInt64 = 1 << 20
@@ -287,9 +287,9 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     /// Calls `then` once `f` has completed (with its bytes when they are whole).
     private func watch(_ f: Fetch, then: @escaping @Sendable ([UInt8]?) -> Void) {
         cond.lock()
-        if let r = f.result {
+        if f.result != nil {
             cond.unlock()
-            then((try? r.get()).flatMap { $0.count == f.length ? $0 : nil })
+            then(f.wholeBytes)
             return
         }
         f.onComplete = then

@@ -6,7 +6,6 @@ import GridMutable
 import GridProtocol
 import GridSystem
 import GridWire
-import Synchronization
 
 /// Large MDMF versions, written as they are encoded: the file is read and encoded in
 /// batches of segments (about 4 MiB of each share at a time, in buffers reused from batch
@@ -179,13 +178,6 @@ extension MutableFileClient {
 extension MutableFileClient {
     /// One share of the version being read: its checked head and, once loaded, its
     /// checked block hash tree.
-    /// Set once by any task, read after they are done.
-    final class SeenFlag: @unchecked Sendable {
-        private let seen = Mutex(false)
-        var value: Bool { seen.withLock { $0 } }
-        func set() { seen.withLock { $0 = true } }
-    }
-
     final class ShareSource: @unchecked Sendable {
         let server: ServerRef
         let client: StorageClient
@@ -283,7 +275,7 @@ extension MutableFileClient {
             s.leaves = Array(all[(padded - 1)..<(padded - 1 + g.segments)])
             return true
         }
-        let changed = SeenFlag()
+        let changed = Locked(false)
         /// A share that failed a check is corrupt, unless another writer has replaced it
         /// with a newer version meanwhile (then it is only no longer this version's).
         @Sendable func report(_ s: ShareSource, _ why: String) async {
@@ -291,7 +283,7 @@ extension MutableFileClient {
                                                                readVector: [ReadVector(offset: 0, length: UInt64(MDMFShare.checkstringLength))]),
                                                timeout: timeout).reads[s.number]?.first
             if let now, now != MutableShareHeader.checkstring(s.head.signedPrefix) {
-                changed.set()
+                changed.value = true
                 return
             }
             try? await s.client.adviseCorruptShare(mutable: true, storageIndex: si, share: s.number, reason: why, timeout: 4 * coding.stallTimeout)

@@ -474,20 +474,3 @@ public func readWhole(_ source: any RandomAccessSource) throws -> [UInt8] {
     guard at == out.count else { throw GridError(.io, "the source ended after \(at) of \(out.count) bytes") }
     return out
 }
-
-/// A value shared with a @Sendable closure that runs one attempt at a time.
-public final class Locked<T>: @unchecked Sendable {
-    let lock = NSLock()
-    var _value: T
-    public init(_ v: T) { _value = v }
-    public var value: T {
-        get { lock.lock(); defer { lock.unlock() }; return _value }
-        set { lock.lock(); _value = newValue; lock.unlock() }
-    }
-    /// Changes the value under the lock (a read-modify-write no other task can split).
-    public func mutate<R>(_ body: (inout T) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&_value)
-    }
-}

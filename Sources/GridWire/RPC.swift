@@ -348,7 +348,7 @@ public final class RPCClient: @unchecked Sendable {
     ///
     /// With `pipelineHello` the client is returned once the TLS handshake is done and
     /// HELLO is sent, without waiting a round trip for HELLO_OK: requests follow HELLO in
-    /// the same stream and the server answers them in order. If the server then refuses
+    /// the same stream, and the server handles HELLO before any frame behind it. If the server then refuses
     /// HELLO (no such service, no common version, a wrong secret) the connection closes
     /// with its reason and every call on it fails with that reason.
     public static func connect(

@@ -7,7 +7,7 @@
 #   tools/netgrid.sh clean      # namespaces and mounts left by a run that was killed -9
 #
 # Uses $GRID_BIN, else .build/release/grid (built if missing). Needs iproute2; nftables
-# (partitions, one-way cuts) and faketime (skewed clocks) when installed; says which
+# (partitions, one-way cuts) when installed (skewed clocks use GRID_CLOCK_OFFSET); says which
 # fault kinds it could not make. Exit: 0 lost or wrong 0; 1 something lost or wrong;
 # 2 the harness failed; 77 no namespaces here (skipped). See docs/operations.md.
 set -euo pipefail

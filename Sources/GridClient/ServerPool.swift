@@ -276,7 +276,7 @@ public final class ServerPool: @unchecked Sendable {
     }
 
     func linkOpened(_ id: String, _ c: StorageClient) {
-        let now = Date().timeIntervalSince1970
+        let now = wallClock()
         links.withLock { $0[id] = LinkRecord(connectedSince: now, disconnectedSince: nil, lastError: nil, client: c) }
         Task { [weak self] in
             guard let v = try? await c.getVersion() else { return }
@@ -286,7 +286,7 @@ public final class ServerPool: @unchecked Sendable {
             let reason = await c.rpc.waitClosed()
             self?.links.withLock { l in
                 guard l[id]?.client?.rpc === c.rpc else { return }
-                l[id] = LinkRecord(connectedSince: nil, disconnectedSince: Date().timeIntervalSince1970, lastError: reason.message, client: nil)
+                l[id] = LinkRecord(connectedSince: nil, disconnectedSince: wallClock(), lastError: reason.message, client: nil)
             }
         }
     }
@@ -294,7 +294,7 @@ public final class ServerPool: @unchecked Sendable {
     func linkFailed(_ id: String, _ e: Error) {
         links.withLock { l in
             if l[id]?.client != nil { return }
-            let since = l[id]?.disconnectedSince ?? Date().timeIntervalSince1970
+            let since = l[id]?.disconnectedSince ?? wallClock()
             l[id] = LinkRecord(connectedSince: nil, disconnectedSince: since, lastError: "\(e)", client: nil)
         }
     }

@@ -61,7 +61,7 @@ public final class BackupDB: @unchecked Sendable {
     }
 
     public func didUpload(path: String, size: UInt64, mtime: Int64, ctime: Int64, cap: String, sha256: String?) throws {
-        let now = Date().timeIntervalSince1970
+        let now = wallClock()
         try db.transaction {
             try db.query("INSERT OR IGNORE INTO caps (filecap) VALUES (?)", [.text(cap)])
             guard let id = try db.query("SELECT fileid FROM caps WHERE filecap = ?", [.text(cap)]).first?.first?.int else {
@@ -79,7 +79,7 @@ public final class BackupDB: @unchecked Sendable {
     }
 
     public func didCreateDirectory(_ dirhash: String, cap: String) throws {
-        let now = Date().timeIntervalSince1970
+        let now = wallClock()
         try db.transaction {
             try db.query("REPLACE INTO directories VALUES (?, ?, ?, ?)", [.text(dirhash), .text(cap), .double(now), .double(now)])
         }
@@ -158,7 +158,7 @@ extension GridFilesystem {
         let archives = try await ensureDirectory(target.appending("Archives"))
         let report = Locked(BackupReport.empty)
         let cap = try await backupDirectory(root, db: db, options: options, report: report, progress: progress)
-        let now = Date()
+        let now = Date(timeIntervalSince1970: wallClock())
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "UTC")

@@ -246,7 +246,7 @@ public final class GridFilesystem: Sendable {
         return md.setting("tahoe", sys)
     }
 
-    public static func now() -> Double { Date().timeIntervalSince1970 }
+    public static func now() -> Double { wallClock() }
 
     /// What may be replaced by a link (Tahoe's `replace=` argument).
     public enum Replace: String, Sendable {

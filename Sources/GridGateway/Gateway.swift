@@ -17,7 +17,7 @@ import GridSystem
 public final class Gateway: HTTPHandler, Sendable {
     public let fs: GridFilesystem
     let metrics: MetricsRegistry?
-    let started = Date().timeIntervalSince1970
+    let started = wallClock()
     let transfers = TransferLog()
     let operations = OperationTable()
     /// The largest body read into memory (JSON children, a capability).

@@ -279,7 +279,7 @@ final class OperationTable: Sendable {
             if t.count >= Self.maxOperations, let oldest = t.filter({ $0.value.finished }).min(by: { $0.value.started < $1.value.started }) {
                 t[oldest.key] = nil
             }
-            t[handle] = State(finished: false, result: .null, started: Date().timeIntervalSince1970)
+            t[handle] = State(finished: false, result: .null, started: wallClock())
             return true
         }
     }
@@ -297,7 +297,7 @@ final class TransferLog: Sendable {
     final class Transfer: Sendable {
         let id: Int
         let kind: String
-        let started = Date().timeIntervalSince1970
+        let started = wallClock()
         let state: Locked<(size: UInt64?, done: UInt64, phase: String, status: String, si: [UInt8]?, ended: Double?)>
         init(id: Int, kind: String, size: UInt64?, si: [UInt8]?) {
             self.id = id
@@ -326,7 +326,7 @@ final class TransferLog: Sendable {
     func end(_ t: Transfer, status: String) {
         t.state.mutate {
             $0.status = status
-            $0.ended = Date().timeIntervalSince1970
+            $0.ended = wallClock()
             $0.phase = ""
             if status == "done", let s = $0.size { $0.done = s }
         }

@@ -82,7 +82,7 @@ extension Gateway {
     func welcome(_ req: HTTPRequest, _ resp: HTTPResponse, t: String) async throws {
         try requireRead(req)
         let statuses = fs.pool.statuses()
-        let now = Date().timeIntervalSince1970
+        let now = wallClock()
         if t == "json" {
             let servers: [JSONValue] = statuses.map { s in
                 let a = s.server.announcement

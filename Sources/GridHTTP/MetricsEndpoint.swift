@@ -1,4 +1,5 @@
 import Foundation
+import GridSystem
 import GridMetrics
 
 /// Serves `GET /metrics` (Prometheus's text format, version 0.0.4) from a registry, with
@@ -8,11 +9,11 @@ public struct MetricsEndpoint: HTTPHandler {
 
     public init(registry: MetricsRegistry, version: String, kind: String) {
         self.registry = registry
-        let started = Date().timeIntervalSince1970
+        let started = wallClock()
         registry.set("grid_build_info", 1, labels: [("version", version), ("kind", kind)],
                      help: "Always 1; the labels say which grid version and kind of node this is.")
         registry.collect {
-            let now = Date().timeIntervalSince1970
+            let now = wallClock()
             return [MetricsRegistry.Sample("grid_process_start_time_seconds", help: "When this process started (Unix time).", value: started),
                     MetricsRegistry.Sample("grid_uptime_seconds", help: "Seconds since this process started.", value: now - started)]
         }

@@ -95,6 +95,7 @@ public enum IntroducerNode {
         let server = try RPCServer(identity: identity, services: [service], loop: loop, config: rpcConfig)
         let bound = try server.listen(host: host, port: port)
         logger.info("introducer \(identity.nodeID) listening on \(host):\(bound)")
+        if WallClock.offset != 0 { logger.warning("wall clock shifted by \(WallClock.offset) s (GRID_CLOCK_OFFSET): for fault testing only") }
         let metricsServer = try startMetricsEndpoint(config, registry: metrics, kind: "introducer", loop: loop, logger: logger)
         let sig = CurrentProcess.waitForTerminationSignal()
         logger.info("signal \(sig): shutting down")
@@ -199,6 +200,7 @@ public enum StorageNode {
         let metricsServer = try startMetricsEndpoint(config, registry: metrics, kind: "storage", loop: loop, logger: logger)
         let locations = configuredLocations ?? [joinHostPort(host, bound)]
         logger.info("storage server \(identity.nodeID) (\(nickname)) listening on \(host):\(bound), reserved space \(sc.reservedSpace) bytes")
+        if WallClock.offset != 0 { logger.warning("wall clock shifted by \(WallClock.offset) s (GRID_CLOCK_OFFSET): for fault testing only") }
         let tls = try TLSContext.client()
         let key = identity.key
         // The introducer keeps the announcement with the highest sequence. Starting from

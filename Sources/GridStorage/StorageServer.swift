@@ -61,7 +61,7 @@ public final class StorageBackend: @unchecked Sendable {
     /// The filesystem's block: a share file takes whole blocks, so space is counted in them.
     let blockSize: UInt64
 
-    public init(config: StorageConfig, containerNodeID: [UInt8], clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }) throws {
+    public init(config: StorageConfig, containerNodeID: [UInt8], clock: @escaping @Sendable () -> UInt64 = { UInt64(wallClock()) }) throws {
         precondition(containerNodeID.count == 20)
         self.config = config
         self.containerNodeID = containerNodeID

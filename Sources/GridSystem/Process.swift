@@ -14,8 +14,34 @@ public func monotonicNow() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
-/// Seconds since the Unix epoch, whole.
-public func wallClockSeconds() -> UInt64 { UInt64(max(0, time(nil))) }
+/// Seconds since the Unix epoch as this process sees it: the system's real-time clock
+/// plus `WallClock.offset`. Every wall-clock read in grid (lease expiry, announcement
+/// sequence numbers, directory timestamps, status pages) goes through here, so a test
+/// can give one daemon a wrong clock without touching the system's.
+public func wallClock() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9 + Double(WallClock.offset)
+}
+
+/// `wallClock()` in whole seconds (0 before the epoch).
+public func wallClockSeconds() -> UInt64 { UInt64(max(0, wallClock().rounded(.down))) }
+
+/// A fault-injection aid: `GRID_CLOCK_OFFSET=<seconds>` (signed, at most ten years either
+/// way) shifts this process's wall clock. The monotonic clock, which every timeout and
+/// timer uses, is not shifted. tools/netgrid.py runs skewed servers with it; a daemon
+/// started with an offset says so in its log.
+public enum WallClock {
+    public static let offset: Int64 = parse(CurrentProcess.environment("GRID_CLOCK_OFFSET"))
+
+    /// The offset `text` names, or 0 when it is absent or not a whole number of seconds
+    /// within ten years.
+    public static func parse(_ text: String?) -> Int64 {
+        guard let text, let v = Int64(text),
+              v.magnitude <= 10 * 366 * 86_400 else { return 0 }
+        return v
+    }
+}
 
 /// Facts about, and settings of, the running process.
 public enum CurrentProcess {

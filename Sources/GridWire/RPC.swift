@@ -522,7 +522,7 @@ public final class RPCClient: @unchecked Sendable {
     }
 
     func received(_ frame: Frame) {
-        lastReceivedMillis.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
+        lastReceivedMillis.store(Int64(wallClock() * 1000), ordering: .relaxed)
         switch frame.type {
         case .response, .error:
             guard let (cont, timer) = pending.removeValue(forKey: frame.id) else {

@@ -138,7 +138,7 @@ final class ProgressBar: @unchecked Sendable {
         guard enabled else { return }
         lock.lock()
         defer { lock.unlock() }
-        let now = Date().timeIntervalSince1970
+        let now = wallClock()
         let start = phaseStart[p.phase.rawValue] ?? now
         if phaseStart[p.phase.rawValue] == nil { phaseStart[p.phase.rawValue] = now }
         guard now - last >= 0.1 || p.done == p.total else { return }

@@ -234,7 +234,7 @@ struct Ls: ParsableCommand {
     func lsTime(_ t: Double) -> String {
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
-        f.dateFormat = Date().timeIntervalSince1970 - t > 6 * 30 * 24 * 3600 ? "MMM dd  yyyy" : "MMM dd HH:mm"
+        f.dateFormat = wallClock() - t > 6 * 30 * 24 * 3600 ? "MMM dd  yyyy" : "MMM dd HH:mm"
         return f.string(from: Date(timeIntervalSince1970: t))
     }
 }

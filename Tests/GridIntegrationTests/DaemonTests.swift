@@ -295,6 +295,33 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(sub.current.values.map(\.nickname), ["server0"], "server1 expired, server0 keeps re-announcing")
     }
 
+    /// Servers whose wall clocks are hours off (GRID_CLOCK_OFFSET; the monotonic clock is
+    /// untouched) keep re-announcing and stay in the set past the introducer's expiry,
+    /// including one restarted 7 hours behind its earlier announcements.
+    func testServersWithSkewedClocksStayAnnounced() async throws {
+        let grid = try TestGrid(servers: 3, introducerExpiry: "2s", announceInterval: "0.4s")
+        defer { grid.shutdown() }
+        let sub = grid.subscriber()
+        defer { sub.stop() }
+        let initial = await sub.waitForServers(3, timeout: 15)
+        XCTAssertEqual(initial.count, 3)
+        for (i, offset) in [(1, "-25200"), (2, "25200")] {
+            XCTAssertEqual(grid.servers[i].stop(SIGTERM), 0)
+            try grid.servers[i].start(environment: ["GRID_CLOCK_OFFSET": offset])
+        }
+        // Three expiry periods: a server whose announcer's timer never fired would be gone.
+        let until = monotonicNow() + 6
+        var minimum = 3
+        while monotonicNow() < until {
+            minimum = min(minimum, sub.current.count)
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        XCTAssertEqual(Set(sub.current.values.map(\.nickname)), ["server0", "server1", "server2"])
+        XCTAssertGreaterThanOrEqual(minimum, 2, "at most the restarting server drops out, briefly")
+        XCTAssertTrue(grid.servers[1].log(tail: 40).contains("wall clock shifted by -25200 s"))
+        XCTAssertFalse(grid.servers[0].log(tail: 40).contains("wall clock shifted"))
+    }
+
     func testIntroducerRestart() async throws {
         let grid = try TestGrid(servers: 2)
         defer { grid.shutdown() }

@@ -58,8 +58,12 @@ let package = Package(
         // The introducer service, the storage servers' announcer and the clients' subscriber.
         .target(name: "GridIntroducer", dependencies: ["GridProtocol", "GridWire", "GridCrypto", "GridSystem"]),
         // Node directories, grid.conf, and the storage and introducer daemons.
+        // The upload helper's service: ciphertext in, shares placed (GridClient's uploader).
+        .target(name: "GridHelper", dependencies: [
+            "GridClient", "GridImmutable", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
+        ]),
         .target(name: "GridNode", dependencies: [
-            "GridStorage", "GridIntroducer", "GridClient", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
+            "GridStorage", "GridIntroducer", "GridClient", "GridHelper", "GridProtocol", "GridWire", "GridCrypto", "GridFormat", "GridSystem",
             "GridHTTP", "GridMetrics",
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -70,12 +70,12 @@ public final class Repairer: Sendable {
         var handles = allocator.handles
         let happy = min(settings.encoding.happy, chk.total)
         if allocator.happiness < happy { handles += await allocator.spread(happy: happy) }
-        let uploader = Uploader(pool: pool, settings: settings, coding: coding)
+        let uploader = Uploader(pool: pool, settings: settings, coding: coding, useHelper: false)
         var placed: [Int: [String]] = [:]
         if !handles.isEmpty {
-            let pushed = try await uploader.pushShares(encoder: encoder, source: source, key: chk.key, handles: handles,
+            let pushed = try await uploader.pushShares(encoder: encoder, source: source, input: .plaintext(key: chk.key), handles: handles,
                                                        holdings: allocator.holdings, happy: 1) { _ in }
-            guard case let .chk(again, _) = pushed.result, again == chk else {
+            guard pushed.uriExtension.hash == chk.uebHash, pushed.uriExtension.size == chk.size else {
                 throw GridError(.internal, "re-encoding gave another capability; the new shares were not kept")
             }
             for h in handles where pushed.failedServers[h.server] == nil {

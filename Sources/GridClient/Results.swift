@@ -29,6 +29,13 @@ public struct UploadResult: Sendable {
     public var hashSeconds: Double
     public var pushSeconds: Double
     public var totalSeconds: Double
+    /// The upload helper (host:port) that encoded and placed the shares; `bytesSent` then
+    /// counts ciphertext sent to it, and `nicknames` is empty (placement holds node ids).
+    public var helper: String? = nil
+    /// Ciphertext bytes the helper held from an interrupted earlier attempt (not sent again).
+    public var resumedFrom: UInt64 = 0
+    /// Why a configured helper was not used (the upload went directly to the servers).
+    public var helperProblem: String? = nil
 }
 
 /// What a download did.

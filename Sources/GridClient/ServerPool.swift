@@ -19,6 +19,9 @@ public struct ClientSettings: Sendable {
     public var convergenceSecret: [UInt8]
     /// The root of this client's lease secrets (renew and cancel).
     public var leaseSecret: [UInt8]
+    /// An upload helper (`[client] helper`): immutable uploads send it ciphertext once and
+    /// it places the shares; unreachable, they go directly to the servers.
+    public var helper: IntroducerAddress?
 
     public init(introducer: IntroducerAddress, encoding: ClientEncoding = ClientEncoding(),
                 convergenceSecret: [UInt8], leaseSecret: [UInt8]) {

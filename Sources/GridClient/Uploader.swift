@@ -20,8 +20,13 @@ public final class Uploader: Sendable {
     /// How long to wait for shares another upload of the same file is writing.
     let othersTimeout = 120.0
 
-    public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, coding: CodingOptions = CodingOptions()) {
-        (self.pool, self.settings, self.window, self.coding) = (pool, settings, window, coding)
+    /// Whether uploads go through `settings.helper` when one is set (a repair never does:
+    /// it re-creates chosen shares, not a whole file).
+    let useHelper: Bool
+
+    public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, coding: CodingOptions = CodingOptions(),
+                useHelper: Bool = true) {
+        (self.pool, self.settings, self.window, self.coding, self.useHelper) = (pool, settings, window, coding, useHelper)
     }
 
     var parameters: EncodingParameters { settings.encoding.parameters }
@@ -47,7 +52,6 @@ public final class Uploader: Sendable {
                                 sharesAlreadyPresent: 0, bytesSent: 0, hashSeconds: 0, pushSeconds: 0,
                                 totalSeconds: monotonicNow() - start)
         }
-        let n = parameters.total, happy = parameters.happy
         let secret = settings.convergenceSecret
         let box = UncheckedBox(encoder)
         let key: [UInt8]
@@ -58,7 +62,97 @@ public final class Uploader: Sendable {
         }
         progress?(TransferProgress(phase: .hashing, done: size, total: size))
         let hashSeconds = monotonicNow() - start
+        var helperProblem: String?
+        if useHelper, let helper = settings.helper {
+            do {
+                let o = try await HelperUpload(helper: helper, pool: pool, parameters: parameters)
+                    .upload(source: source, key: key, progress: progress)
+                var placement: [Int: [String]] = [:]
+                for p in o.response?.placement ?? [] { placement[p.share, default: []].append(p.server) }
+                for sh in placement.keys { placement[sh]!.sort() }
+                let end = monotonicNow()
+                return UploadResult(capability: .chk(o.capability), size: size, placement: placement, nicknames: [:],
+                                    happiness: o.response?.happiness ?? 0,
+                                    sharesAlreadyPresent: o.alreadyStored ? parameters.total : (o.response?.sharesAlreadyPresent ?? 0),
+                                    bytesSent: o.bytesSent, hashSeconds: hashSeconds, pushSeconds: end - start - hashSeconds,
+                                    totalSeconds: end - start, helper: "\(helper.host):\(helper.port)", resumedFrom: o.resumedFrom)
+            } catch let e as GridError where e.errorClass == .corrupt {
+                throw e  // the helper misreported the file: not something to paper over
+            } catch let e as WireError {
+                helperProblem = "the upload helper at \(helper.host):\(helper.port) failed (\(e)); uploaded directly instead"
+            } catch let e as GridError {
+                helperProblem = "the upload helper at \(helper.host):\(helper.port) failed (\(e)); uploaded directly instead"
+            }
+        }
         let si = TahoeHash.storageIndex(forKey: key)
+        let stored = try await store(source: source, storageIndex: si, input: .plaintext(key: key), progress: progress)
+        let cap = CHKCapability(key: key, uebHash: stored.uriExtension.hash, needed: parameters.needed,
+                                total: parameters.total, size: size)
+        let end = monotonicNow()
+        return UploadResult(capability: .chk(cap), size: size, placement: stored.placement, nicknames: stored.nicknames,
+                            happiness: stored.happiness, sharesAlreadyPresent: stored.sharesAlreadyPresent,
+                            sharesWrittenByOthers: stored.sharesWrittenByOthers, bytesSent: stored.bytesSent,
+                            hashSeconds: hashSeconds, pushSeconds: stored.pushSeconds, totalSeconds: end - start,
+                            helperProblem: helperProblem)
+    }
+
+    /// What the encoder reads: plaintext with its key, or ciphertext (an upload helper's
+    /// input; the shares are the same bytes).
+    public enum Input: Sendable {
+        case plaintext(key: [UInt8])
+        case ciphertext
+    }
+
+    /// Where one file's shares ended up.
+    public struct StoredShares: Sendable {
+        public var uriExtension: URIExtension
+        /// Share number → node ids of the servers holding it.
+        public var placement: [Int: [String]]
+        public var nicknames: [String: String]
+        public var happiness: Int
+        public var sharesAlreadyPresent: Int
+        public var sharesWrittenByOthers: Int
+        public var bytesSent: UInt64
+        public var pushSeconds: Double
+    }
+
+    /// Places the shares of a file that is already ciphertext under `storageIndex` (which
+    /// only the key holder can compute): what an upload helper does with what a client sent.
+    public func storeCiphertext(source: RandomAccessSource & Sendable, storageIndex: [UInt8],
+                                progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> StoredShares {
+        guard source.size > UInt64(Capability.literalThreshold) else {
+            throw GridError(.usage, "a file of \(source.size) bytes is a literal capability; it has no shares to store")
+        }
+        return try await store(source: source, storageIndex: storageIndex, input: .ciphertext, progress: progress)
+    }
+
+    /// The URI extension block of a file stored whole already (every share number, on
+    /// servers reaching happiness), read from one of its shares; nil otherwise (also when
+    /// no share answered). Not checked against anything: the caller has no capability.
+    /// An upload helper asks this before taking any ciphertext.
+    public func storedURIExtension(storageIndex si: [UInt8]) async -> [UInt8]? {
+        let known = await pool.waitForServers(enough: parameters.total, minimum: parameters.happy)
+        guard known.count >= parameters.happy else { return nil }
+        let census = await pool.census(storageIndex: si, servers: permutedServers(known, storageIndex: si),
+                                       deadline: max(3, 2 * coding.stallTimeout))
+        let holdings = census.holdings
+        guard Set(holdings.values.flatMap { $0 }).count >= parameters.total,
+              Placement.happiness(holdings) >= parameters.happy else { return nil }
+        let stall = coding.stallTimeout
+        for reader in census.readers(storageIndex: si, stallTimeout: { _ in stall }).prefix(3) {
+            let box = UncheckedBox(reader)
+            if let ueb = try? await onThread("grid-ueb", { try CHKShareValidator.readHeader(box.value).1 }) { return ueb }
+        }
+        return nil
+    }
+
+    /// Census, placement by servers-of-happiness, the encode-and-push pass (and up to two
+    /// more for shares lost on the way), lease renewal of shares already there.
+    func store(source: RandomAccessSource & Sendable, storageIndex si: [UInt8], input: Input,
+               progress: (@Sendable (TransferProgress) -> Void)?) async throws -> StoredShares {
+        let n = parameters.total, happy = parameters.happy
+        let size = source.size
+        let encoder = try CHKEncoder(parameters: parameters, threads: coding.threads, simdPath: coding.simdPath)
         let shareSize = try encoder.shareSize(forSize: size)
 
         // Servers, in this file's permuted order; ask each what it already holds.
@@ -89,15 +183,15 @@ public final class Uploader: Sendable {
         let pushStart = monotonicNow()
         var sent: UInt64 = 0
         var failed: [ServerRef: String] = [:]
-        var result: EncodeResult?
+        var ueb: URIExtension?
         var handles = allocator.handles
         for round in 0..<3 {
             let phase: TransferProgress.Phase = round == 0 ? .uploading : .repairing
-            let pushed = try await pushShares(encoder: encoder, source: source, key: key, handles: handles,
+            let pushed = try await pushShares(encoder: encoder, source: source, input: input, handles: handles,
                                               holdings: allocator.holdings, happy: happy) { done in
                 progress?(TransferProgress(phase: phase, done: done, total: size))
             }
-            if result == nil { result = pushed.result }
+            if ueb == nil { ueb = pushed.uriExtension }
             sent += pushed.bytesSent
             for (s, why) in pushed.failedServers { failed[s] = why }
             allocator.drop(Set(failed.keys))
@@ -118,7 +212,7 @@ public final class Uploader: Sendable {
                     + "and its shares now sit on only \(finalHappiness) distinct servers, fewer than happy = \(happy). "
                     + "Start more servers and upload again.")
         }
-        guard case let .chk(cap, _)? = result else { throw GridError(.internal, "no capability after encoding") }
+        guard let ueb else { throw GridError(.internal, "no URI extension block after encoding") }
         var placement: [Int: [String]] = [:]
         var nicknames: [String: String] = [:]
         for (s, shares) in allocator.holdings {
@@ -131,16 +225,14 @@ public final class Uploader: Sendable {
         if present > 0 {
             _ = await pool.renewLeases(si, census, leaseSecret: settings.leaseSecret, timeout: 4 * coding.stallTimeout)
         }
-        let end = monotonicNow()
-        return UploadResult(capability: .chk(cap), size: size, placement: placement, nicknames: nicknames,
-                            happiness: finalHappiness, sharesAlreadyPresent: present,
-                            sharesWrittenByOthers: allocator.writtenByOthers.count, bytesSent: sent,
-                            hashSeconds: hashSeconds, pushSeconds: end - pushStart, totalSeconds: end - start)
+        return StoredShares(uriExtension: ueb, placement: placement, nicknames: nicknames, happiness: finalHappiness,
+                            sharesAlreadyPresent: present, sharesWrittenByOthers: allocator.writtenByOthers.count,
+                            bytesSent: sent, pushSeconds: monotonicNow() - pushStart)
     }
 
     /// What one push of shares did.
     struct PushResult {
-        var result: EncodeResult
+        var uriExtension: URIExtension
         var bytesSent: UInt64
         /// Servers that failed during the push or at close, with why.
         var failedServers: [ServerRef: String]
@@ -150,13 +242,13 @@ public final class Uploader: Sendable {
     /// the others are computed and dropped, identical bytes by construction), then closes
     /// every bucket that survived. Throws, after aborting every bucket, when the servers
     /// that fail leave fewer than `happy` distinct servers.
-    func pushShares(encoder: CHKEncoder, source: RandomAccessSource & Sendable, key: [UInt8], handles: [BucketHandle],
+    func pushShares(encoder: CHKEncoder, source: RandomAccessSource & Sendable, input: Input, handles: [BucketHandle],
                     holdings: [ServerRef: Set<Int>], happy: Int,
                     progress: @escaping @Sendable (UInt64) -> Void) async throws -> PushResult {
         let sink = NetworkShareSink(handles: handles, window: window, holdings: holdings, happy: happy, stallTimeout: coding.stallTimeout)
-        let r: EncodeResult
+        let r: URIExtension
         do {
-            r = try await encodeAndPush(encoder: encoder, source: source, key: key, sink: sink, progress: progress)
+            r = try await encodeAndPush(encoder: encoder, source: source, input: input, sink: sink, progress: progress)
         } catch {
             // Nothing half-written stays behind: abort every bucket this push opened.
             await abortAll(sink.liveHandles)
@@ -169,14 +261,22 @@ public final class Uploader: Sendable {
             await abortAll(sink.liveHandles)
             throw e
         }
-        return PushResult(result: r, bytesSent: sink.bytesSent, failedServers: failed)
+        return PushResult(uriExtension: r, bytesSent: sink.bytesSent, failedServers: failed)
     }
 
-    func encodeAndPush(encoder: CHKEncoder, source: RandomAccessSource & Sendable, key: [UInt8], sink: NetworkShareSink,
-                       progress: @escaping @Sendable (UInt64) -> Void) async throws -> EncodeResult {
+    func encodeAndPush(encoder: CHKEncoder, source: RandomAccessSource & Sendable, input: Input, sink: NetworkShareSink,
+                       progress: @escaping @Sendable (UInt64) -> Void) async throws -> URIExtension {
         let box = UncheckedBox((encoder, sink))
         return try await onThread("grid-upload") {
-            try box.value.0.encode(source: source, key: key, sink: box.value.1, progress: progress)
+            switch input {
+            case let .plaintext(key):
+                guard case let .chk(_, ueb) = try box.value.0.encode(source: source, key: key, sink: box.value.1, progress: progress) else {
+                    throw GridError(.internal, "a CHK upload encoded as a literal")
+                }
+                return ueb
+            case .ciphertext:
+                return try box.value.0.encodeCiphertext(source: source, sink: box.value.1, progress: progress)
+            }
         }
     }
 

@@ -19,6 +19,12 @@ public enum Reports {
         public var servers: [String: String]
         public var shares: [String: [String]]
         public var path: String?
+        /// The upload helper (host:port) used, when one was.
+        public var helper: String?
+        /// Ciphertext bytes the helper held already from an interrupted upload.
+        public var resumed_from: UInt64?
+        /// Why the configured helper was not used.
+        public var helper_problem: String?
 
         public init(_ r: UploadResult, path: String?) {
             cap = r.capability.description
@@ -32,6 +38,9 @@ public enum Reports {
             servers = r.nicknames
             shares = Dictionary(uniqueKeysWithValues: r.placement.map { ("\($0.key)", $0.value) })
             self.path = path
+            helper = r.helper
+            resumed_from = r.helper == nil ? nil : r.resumedFrom
+            helper_problem = r.helperProblem
         }
     }
 

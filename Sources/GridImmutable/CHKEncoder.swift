@@ -131,6 +131,24 @@ public final class CHKEncoder {
     public func encode(
         source: RandomAccessSource, key: [UInt8], sink: ShareSink, progress: ((UInt64) -> Void)? = nil
     ) throws -> EncodeResult {
+        let ueb = try encodeShares(source: source, aes: try AESCTR(key: key), sink: sink, progress: progress)
+        let cap = CHKCapability(key: key, uebHash: ueb.hash, needed: parameters.needed, total: parameters.total, size: ueb.size)
+        return .chk(cap, ueb)
+    }
+
+    /// Encodes a file that is already ciphertext (an upload helper's input: it never has
+    /// the key). The shares are the same bytes `encode(source:key:)` makes of the
+    /// plaintext; the capability is the key holder's to make, from the returned block's hash.
+    public func encodeCiphertext(
+        source: RandomAccessSource, sink: ShareSink, progress: ((UInt64) -> Void)? = nil
+    ) throws -> URIExtension {
+        try encodeShares(source: source, aes: nil, sink: sink, progress: progress)
+    }
+
+    /// The shares of `source`, encrypted with `aes` on the way (nil: already ciphertext).
+    func encodeShares(
+        source: RandomAccessSource, aes: AESCTR?, sink: ShareSink, progress: ((UInt64) -> Void)?
+    ) throws -> URIExtension {
         let k = parameters.needed
         let n = parameters.total
         let g = try CHKGeometry(size: source.size, k: k, n: n, maxSegmentSize: parameters.maxSegmentSize)
@@ -139,7 +157,6 @@ public final class CHKEncoder {
         let header = layout.header()
         for s in 0..<n { try header.withUnsafeBytes { try sink.write(share: s, offset: 0, bytes: $0) } }
 
-        let aes = try AESCTR(key: key)
         // The whole-file and per-segment ciphertext hashes read the same bytes: two lanes
         // fed together (SHA256Lane), as are the block hashes, two blocks at a time.
         let ctWhole = TaggedLane(tag: TahoeTag.crypttext)
@@ -172,7 +189,7 @@ public final class CHKEncoder {
             let got = try source.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<len]))
             guard got == len else { throw ImmutableError.sourceChanged("source shrank while being read (segment \(seg))") }
             let ct = UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<len])
-            aes.apply(in: ct)
+            aes?.apply(in: ct)
             // The tail's ciphertext is zero-padded to k blocks of equal size.
             if blen * k > len {
                 UnsafeMutableRawBufferPointer(rebasing: segBuf[len..<(blen * k)]).initializeMemory(as: UInt8.self, repeating: 0)
@@ -233,8 +250,7 @@ public final class CHKEncoder {
             try tail.withUnsafeBytes { try sink.write(share: i, offset: layout.plaintextHashTreeOffset, bytes: $0) }
         }
         try sink.finish()
-        let cap = CHKCapability(key: key, uebHash: ueb.hash, needed: k, total: n, size: g.size)
-        return .chk(cap, ueb)
+        return ueb
     }
 }
 
@@ -256,4 +272,45 @@ func runJobs(_ count: Int, threads: Int, _ job: (Int) -> Void) {
 struct UncheckedSendable<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+/// The ciphertext's whole-file hash and the root of its segment hash tree, as a URI
+/// extension block records them, from the ciphertext fed in order one segment at a time
+/// (`CHKGeometry.segmentLength`): what a client of an upload helper checks the helper's
+/// answer against.
+public final class CiphertextHasher {
+    let whole = TaggedLane(tag: TahoeTag.crypttext)
+    let segment = TaggedLane(tag: TahoeTag.crypttextSegment)
+    var leaves: [[UInt8]] = []
+
+    public init() {}
+
+    /// One whole segment of ciphertext, the next in order.
+    public func segment(_ bytes: UnsafeRawBufferPointer) {
+        TaggedLane.update(whole, bytes, segment, bytes)
+        leaves.append(segment.finalize())
+    }
+
+    /// (crypttext_hash, crypttext_root_hash) of the segments fed.
+    public func finalize() -> (whole: [UInt8], root: [UInt8]) { (whole.finalize(), HashTree(leaves: leaves).root) }
+}
+
+/// A plaintext source read as its AES-CTR ciphertext: each read encrypts what it returns
+/// (the counter is seeked to the offset, so reads may come in any order).
+public final class EncryptingSource: RandomAccessSource {
+    let plaintext: RandomAccessSource
+    let aes: AESCTR
+    public var size: UInt64 { plaintext.size }
+
+    public init(_ plaintext: RandomAccessSource, key: [UInt8]) throws {
+        self.plaintext = plaintext
+        aes = try AESCTR(key: key)
+    }
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = try plaintext.read(at: offset, into: buffer)
+        try aes.seek(to: offset)
+        aes.apply(in: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+        return n
+    }
 }

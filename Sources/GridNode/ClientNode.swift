@@ -19,7 +19,7 @@ public enum ClientNode {
     }
 
     public static func create(directory: String, introducer: IntroducerAddress, encoding: ClientEncoding,
-                              nickname: String?) throws {
+                              nickname: String?, helper: IntroducerAddress? = nil) throws {
         try encoding.validate()
         try createNodeDirectory(directory)
         let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
@@ -33,6 +33,7 @@ public enum ClientNode {
         c["client", "happy"] = "\(encoding.happy)"
         c["client", "total"] = "\(encoding.total)"
         c["client", "segment_size"] = "\(encoding.maxSegmentSize)"
+        if let helper { c["client", "helper"] = helper.description }
         try writeSecretFile(
             directory + "/grid.conf",
             c.rendered(header: """
@@ -40,6 +41,7 @@ public enum ClientNode {
                 needed/total: each file becomes `total` shares, any `needed` of which rebuild it
                 happy: an upload succeeds only if its shares sit on at least this many distinct servers
                 segment_size: the largest segment (Tahoe's default is 1 MiB = 1048576); it changes capabilities
+                helper (optional): an upload helper's address; uploads send it ciphertext once instead of n/k times
                 """), permissions: 0o600)
     }
 
@@ -79,6 +81,12 @@ public enum ClientNode {
         var settings = ClientSettings(introducer: introducers[0], encoding: enc,
                                       convergenceSecret: try secret("convergence"), leaseSecret: try secret("lease.secret"))
         settings.moreIntroducers = Array(introducers.dropFirst())
+        if let h = config["client", "helper"], !h.isEmpty {
+            do { settings.helper = try IntroducerAddress(parsing: h) } catch {
+                throw GridError(.usage, "\(directory)/grid.conf: [client] helper is not a helper address (grid://v0-...@host:port/secret, "
+                    + "printed by `grid helper create`): \(error)")
+            }
+        }
         return settings
     }
 }

@@ -152,7 +152,7 @@ func createNodeDirectory(_ dir: String) throws {
 
 /// The kinds of node directory; each daemon runs only on its own kind.
 public enum NodeKind: String, Sendable {
-    case introducer, storage, client
+    case introducer, storage, client, helper
 }
 
 extension NodeConfig {
@@ -174,7 +174,9 @@ extension NodeConfig {
                    "introducer": ["address"]],
         .introducer: ["node": ["type", "nickname", "listen", "location", "metrics"], "introducer": ["expiry"]],
         .client: ["node": ["type", "nickname", "metrics"], "introducer": ["address"],
-                  "client": ["needed", "happy", "total", "segment_size"], "gateway": ["listen", "allow_remote"]],
+                  "client": ["needed", "happy", "total", "segment_size", "helper"], "gateway": ["listen", "allow_remote"]],
+        .helper: ["node": ["type", "nickname", "listen", "location", "metrics"], "introducer": ["address"],
+                  "helper": ["max_encoding", "abandon_after"]],
     ]
 
     /// Refuses sections and keys a node of `kind` does not read, naming file and line.

@@ -1,6 +1,8 @@
 import Dispatch
 import GridCrypto
+import GridClient
 import GridFormat
+import GridHelper
 import GridHTTP
 import GridIntroducer
 import GridMetrics
@@ -260,5 +262,104 @@ final class UncheckedCounter: @unchecked Sendable {
         defer { lock.signal() }
         value += 1
         return value
+    }
+}
+
+// MARK: Upload helper
+
+public enum HelperNode {
+    /// Writes an upload helper's node directory; returns its address (what clients put in
+    /// `[client] helper`).
+    public static func create(directory: String, introducer: IntroducerAddress, nickname: String?, host listen: String,
+                              port: UInt16?, location: String?) throws -> IntroducerAddress {
+        let (host, port) = try listenAddress(listen, port: port, location: location)
+        try createNodeDirectory(directory)
+        let identity = try NodeIdentity.loadOrCreate(path: directory + "/private/node.key")
+        let secret = SecureRandom.bytes(20)
+        try writeSecretFile(directory + "/private/helper.secret", Base32.encode(secret) + "\n")
+        // The helper's leases on what it uploads (clients renew their own with `grid maintain`).
+        try writeSecretFile(directory + "/private/lease.secret", Base32.encode(SecureRandom.bytes(32)) + "\n")
+        let p = try port ?? pickFreePort(host: host)
+        let loc = location ?? joinHostPort(host, p)
+        var c = NodeConfig()
+        c["node", "type"] = NodeKind.helper.rawValue
+        c["node", "nickname"] = nickname ?? "helper-\(identity.nodeID.dropFirst(3).prefix(8))"
+        c["node", "listen"] = joinHostPort(host, p)
+        c["node", "location"] = loc
+        c["introducer", "address"] = introducer.description
+        c["helper", "max_encoding"] = "2"
+        c["helper", "abandon_after"] = "2d"
+        try writeSecretFile(directory + "/grid.conf", c.rendered(header: """
+            grid upload helper node
+            listen: where to accept connections; location: the host:port clients are told
+            max_encoding: files encoded and pushed at once (each takes a core while it runs)
+            abandon_after: delete a partly received upload nobody has touched for this long
+            """), permissions: 0o600)
+        let (h, lp) = try splitHostPort(loc)
+        let addr = IntroducerAddress(publicKey: identity.publicKey, host: h, port: lp, secret: secret)
+        try writeSecretFile(directory + "/private/helper.address", addr.description + "\n")
+        return addr
+    }
+
+    public static func address(directory: String) throws -> IntroducerAddress {
+        guard let s = try readSecretFile(directory + "/private/helper.address") else {
+            throw GridError(.notFound, "\(directory) is not a helper node directory (no private/helper.address)")
+        }
+        return try IntroducerAddress(parsing: s)
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    public static func run(directory: String, logger: Logger) throws {
+        let (config, lock, identity) = try openDaemonNode(directory, .helper)
+        defer { withExtendedLifetime(lock) {} }
+        func secret(_ name: String) throws -> [UInt8] {
+            guard let text = try readSecretFile(directory + "/private/" + name),
+                  let b = Base32.decode(text.trimmingWhitespace()), !b.isEmpty else {
+                throw GridError(.corrupt, "\(directory)/private/\(name) is missing or not base32")
+            }
+            return b
+        }
+        let helperSecret = try secret("helper.secret")
+        guard let intro = config["introducer", "address"] else {
+            throw GridError(.usage, "\(directory)/grid.conf has no [introducer] address")
+        }
+        let introducers = try parseIntroducers(intro)
+        let maxEncoding = Int(config["helper", "max_encoding"] ?? "2") ?? 0
+        guard maxEncoding >= 1, maxEncoding <= 64 else {
+            throw GridError(.usage, "\(directory)/grid.conf: [helper] max_encoding must be a number from 1 to 64")
+        }
+        let abandonAfter = try parseDuration(config["helper", "abandon_after"] ?? "2d")
+        let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
+        let pool = try ServerPool(introducers: introducers, cachePath: directory + "/servers.cache")
+        var settings = ClientSettings(introducer: introducers[0], convergenceSecret: SecureRandom.bytes(32),
+                                      leaseSecret: try secret("lease.secret"))
+        settings.moreIntroducers = Array(introducers.dropFirst())
+        let service = try HelperService(secret: helperSecret, directory: directory, pool: pool, settings: settings,
+                                        maxFinishing: maxEncoding, abandonAfter: abandonAfter,
+                                        log: { logger.info("\($0)") })
+        let loop = try EventLoop(name: "helper-loop")
+        let metrics = MetricsRegistry()
+        var rpcConfig = RPCServerConfig()
+        rpcConfig.logRefusal = { logger.warning("\($0)") }
+        rpcConfig.metrics = metrics
+        // Each file being encoded holds a worker until its shares are placed.
+        rpcConfig.workerThreads = 4 + maxEncoding
+        metrics.collect {
+            [MetricsRegistry.Sample("grid_helper_uploads_in_progress", help: "Uploads whose ciphertext is arriving or being encoded.", value: Double(service.inProgress)),
+             MetricsRegistry.Sample("grid_helper_received_bytes_total", help: "Ciphertext bytes received from clients.", value: Double(service.received.load(ordering: .relaxed))),
+             MetricsRegistry.Sample("grid_helper_uploads_finished_total", help: "Files encoded and placed.", value: Double(service.finished.load(ordering: .relaxed))),
+             MetricsRegistry.Sample("grid_helper_already_stored_total", help: "Uploads answered with 'stored already' (nothing sent).", value: Double(service.foundStored.load(ordering: .relaxed)))]
+        }
+        let server = try RPCServer(identity: identity, services: [service], loop: loop, config: rpcConfig)
+        let bound = try server.listen(host: host, port: port)
+        logger.info("upload helper \(identity.nodeID) listening on \(host):\(bound)")
+        if WallClock.offset != 0 { logger.warning("wall clock shifted by \(WallClock.offset) s (GRID_CLOCK_OFFSET): for fault testing only") }
+        let metricsServer = try startMetricsEndpoint(config, registry: metrics, kind: "helper", loop: loop, logger: logger)
+        let sig = CurrentProcess.waitForTerminationSignal()
+        logger.info("signal \(sig): shutting down")
+        metricsServer?.stop()
+        server.stop()
+        pool.shutdown()
+        loop.shutdown()
     }
 }

@@ -109,14 +109,16 @@ struct ClientCreate: ParsableCommand {
     @Option(help: "Shares made of each file (n).") var total: Int = 10
     @Option(name: .customLong("segment-size"), help: "Largest segment in bytes (Tahoe's default, 1 MiB).") var segmentSize: Int = 1 << 20
     @Option(help: "A name for this client.") var nickname: String?
+    @Option(help: "An upload helper's address (grid://..., from `grid helper create`): uploads send it ciphertext once.") var helper: String?
 
     func run() throws {
         try reportingErrors {
             let dir = ClientNode.resolveDirectory(directory)
             let addr = try IntroducerAddress(parsing: introducer)
+            let helperAddress = try helper.map { try IntroducerAddress(parsing: $0) }
             try ClientNode.create(directory: dir, introducer: addr,
                                   encoding: ClientEncoding(needed: needed, happy: happy, total: total, maxSegmentSize: segmentSize),
-                                  nickname: nickname)
+                                  nickname: nickname, helper: helperAddress)
             FileHandleStdout.write("created client node in \(dir) (\(needed)-of-\(total), happy \(happy))\n")
             refillKeyPoolInBackground(dir)
         }
@@ -272,6 +274,7 @@ struct Upload: ParsableCommand {
                 return r
             }
             bar.finish()
+            if let note = r.helperProblem { FileHandleStderr.write("note: \(note)\n") }
             if json {
                 try printJSON(Reports.Upload(r, path: dest?.text))
             } else {

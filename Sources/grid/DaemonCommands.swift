@@ -132,3 +132,68 @@ struct StorageRun: ParsableCommand {
         try reportingErrors { try StorageNode.run(directory: directory, logger: makeLogger("storage")) }
     }
 }
+
+struct HelperCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "helper",
+        abstract: "Create or run an upload helper (clients send it ciphertext once; it encodes and places the shares).",
+        discussion: """
+            A client on a slow uplink sends n/k times its file's size to the storage servers \
+            (3.3x at 3-of-10). With `helper = ADDRESS` in [client] of its grid.conf it sends the \
+            ciphertext once to the helper instead, which erasure-codes it and pushes the shares. \
+            The client keeps the key: it makes the capability itself and checks the helper's \
+            answer against the ciphertext it sent. A file stored already costs nothing to send; \
+            an interrupted upload resumes where the helper's copy ends; an unreachable helper \
+            means a direct upload (with a note on stderr).
+
+            Example:
+              grid helper create /srv/grid/helper --introducer grid://v0-...@intro:4000/... \\
+                  --listen 0.0.0.0 --port 4100 --location helper.example.org:4100
+              grid helper run /srv/grid/helper
+              # on each client, in [client] of grid.conf:
+              #   helper = <the address create printed>
+
+            \(ExitStatus.help)
+            """,
+        subcommands: [HelperCreate.self, HelperRun.self])
+}
+
+struct HelperCreate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Create an upload helper node directory; print its address as the last line.",
+        discussion: """
+            The address (grid://<node id>@host:port/<secret>) goes into clients' [client] helper; \
+            it pins the helper's key and holds the secret that lets a client use it. It is also \
+            saved in DIR/private/helper.address.
+
+            \(ExitStatus.help)
+            """)
+
+    @Argument(help: "The node directory to create.") var directory: String
+    @Option(help: "The introducer's address (grid://...).") var introducer: String
+    @Option(help: "A name for people to recognise this helper by.") var nickname: String?
+    @Option(help: "Port to listen on (default: a free port chosen now).") var port: UInt16?
+    @Option(help: "Interface to listen on.") var listen: String = "127.0.0.1"
+    @Option(help: "host:port to put in the address, if not the listening one (e.g. a public name).") var location: String?
+
+    func run() throws {
+        try reportingErrors {
+            let intro = try IntroducerAddress(parsing: introducer)
+            let addr = try HelperNode.create(directory: directory, introducer: intro, nickname: nickname, host: listen,
+                                             port: port, location: location)
+            FileHandleStdout.write("created upload helper node in \(directory)\n\(addr)\n")
+        }
+    }
+}
+
+struct HelperRun: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run an upload helper until SIGINT or SIGTERM.",
+        discussion: ExitStatus.help)
+    @Argument(help: "The node directory.") var directory: String
+
+    func run() throws {
+        try reportingErrors { try HelperNode.run(directory: directory, logger: makeLogger("helper")) }
+    }
+}

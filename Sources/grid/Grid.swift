@@ -58,7 +58,7 @@ struct Grid: ParsableCommand {
             """,
         version: gridVersion,
         subcommands: [Upload.self, Download.self, Update.self, Caps.self, CreateAlias.self, AddAlias.self, ListAliases.self, Ls.self, Mkdir.self, Cp.self, Ln.self, Mv.self, Rm.self, Manifest.self, Stats.self, DeepCheck.self, Backup.self, Restore.self, Check.self, Repair.self, Maintain.self, List.self, CatalogCommand.self, ClientCommand.self, Demo.self, LocalGridCommand.self, GatewayCommand.self, StatusCommand.self, IntroducerCommand.self,
-                      StorageCommand.self, Debug.self, Bench.self])
+                      StorageCommand.self, HelperCommand.self, Debug.self, Bench.self])
 }
 
 enum FileHandleStderr {

@@ -1,0 +1,296 @@
+import Dispatch
+import GridClient
+import GridCrypto
+import GridFormat
+import GridImmutable
+import GridProtocol
+import GridSystem
+import GridWire
+import Synchronization
+
+/// The upload helper's service: takes a file's ciphertext from a client (in pieces, in
+/// any order, resumable), then encodes it and places the shares as a client upload would
+/// (the helper's own lease secret holds the leases). It never has the key: the client
+/// sends the storage index and makes the capability.
+///
+/// On disk, under `incoming/`, each upload in progress is `<storage index, base32>.data` (the
+/// ciphertext so far, written where each piece belongs) and `<...>.state`, one line
+/// `size needed happy total segment_size have` saying how many leading bytes are known
+/// to be on disk (written after an fdatasync of the data, every 8 MiB of progress), so
+/// an upload resumes after a helper restart from that point. Uploads untouched for
+/// `abandonAfter` seconds are deleted.
+public final class HelperService: RPCService, @unchecked Sendable {
+    public let serviceName = helperServiceName
+    let secret: [UInt8]
+    let incoming: String
+    let pool: ServerPool
+    let settings: ClientSettings
+    let coding: CodingOptions
+    let maxFinishing: Int
+    let abandonAfter: Double
+    let log: @Sendable (String) -> Void
+
+    final class Upload {
+        let size: UInt64
+        let encoding: HelperEncoding
+        let file: FileDescriptor
+        /// Byte ranges received, merged (sorted, disjoint).
+        var ranges: [Range<UInt64>] = []
+        /// Leading bytes recorded in the state file.
+        var recorded: UInt64
+        var finishing = false
+        var touched = monotonicNow()
+
+        init(size: UInt64, encoding: HelperEncoding, file: FileDescriptor, have: UInt64) {
+            (self.size, self.encoding, self.file, self.recorded) = (size, encoding, file, have)
+            if have > 0 { ranges = [0..<have] }
+        }
+
+        /// Leading bytes received without a gap.
+        var have: UInt64 { ranges.first.map { $0.lowerBound == 0 ? $0.upperBound : 0 } ?? 0 }
+
+        func add(_ r: Range<UInt64>) {
+            var merged = r
+            var out: [Range<UInt64>] = []
+            for x in ranges {
+                if x.upperBound < merged.lowerBound || x.lowerBound > merged.upperBound {
+                    out.append(x)
+                } else {
+                    merged = min(x.lowerBound, merged.lowerBound)..<max(x.upperBound, merged.upperBound)
+                }
+            }
+            out.append(merged)
+            ranges = out.sorted { $0.lowerBound < $1.lowerBound }
+        }
+    }
+
+    /// Storage index (base32) → upload in progress. Each upload's own fields are guarded by
+    /// this lock too; file writes happen outside it.
+    let uploads = Mutex<[String: Upload]>([:])
+    /// Counters for metrics: bytes received, uploads finished, found stored already.
+    public let received = Atomic<UInt64>(0)
+    public let finished = Atomic<UInt64>(0)
+    public let foundStored = Atomic<UInt64>(0)
+
+    public init(secret: [UInt8], directory: String, pool: ServerPool, settings: ClientSettings, coding: CodingOptions = CodingOptions(),
+                maxFinishing: Int = 2, abandonAfter: Double = 2 * 86_400, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        self.secret = secret
+        incoming = directory + "/incoming"
+        self.pool = pool
+        self.settings = settings
+        self.coding = coding
+        self.maxFinishing = maxFinishing
+        self.abandonAfter = abandonAfter
+        self.log = log
+        try FileSystem.makeDirectories(incoming, permissions: 0o700)
+        pruneAbandoned()
+    }
+
+    public func authorize(secret: [UInt8]) -> Bool { constantTimeEqual(secret, self.secret) }
+
+    public func methodName(_ method: UInt16) -> String { HelperMethod(rawValue: method).map { "\($0)" } ?? "unknown" }
+
+    public func sessionEnded(_ session: RPCSession) {}
+
+    /// Uploads in progress now (metrics).
+    public var inProgress: Int { uploads.withLock { $0.count } }
+
+    public func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8] {
+        guard let m = HelperMethod(rawValue: method) else { throw WireError(.unknownMethod, "the helper has no method \(method)") }
+        switch m {
+        case .start: return try start(HelperStartRequest(decoding: body)).encoded()
+        case .append: return try append(HelperAppendRequest(decoding: body)).encoded()
+        case .finish: return try finish(HelperFinishRequest(decoding: body)).encoded()
+        }
+    }
+
+    func paths(_ si: [UInt8]) -> (data: String, state: String) {
+        let base = incoming + "/" + Base32.encode(si)
+        return (base + ".data", base + ".state")
+    }
+
+    func uploader(_ e: HelperEncoding) -> Uploader {
+        var s = settings
+        s.encoding = ClientEncoding(needed: e.needed, happy: e.happy, total: e.total, maxSegmentSize: e.maxSegmentSize)
+        s.helper = nil
+        return Uploader(pool: pool, settings: s, coding: coding, useHelper: false)
+    }
+
+    func start(_ r: HelperStartRequest) throws -> HelperStartResponse {
+        pruneAbandoned()
+        let key = Base32.encode(r.storageIndex)
+        // Stored whole already: nothing need be sent, and a partial copy here is dropped.
+        let up = uploader(r.encoding)
+        let si = r.storageIndex
+        if let ueb = waitFor({ await up.storedURIExtension(storageIndex: si) }) {
+            let dropped = uploads.withLock { u -> Upload? in
+                guard let x = u[key], !x.finishing else { return nil }
+                u[key] = nil
+                return x
+            }
+            if dropped != nil || FileSystem.exists(paths(si).data) { removeFiles(si) }
+            _ = foundStored.add(1, ordering: .relaxed)
+            log("\(key.prefix(8)): stored already; nothing to take")
+            return HelperStartResponse(alreadyStored: true, have: r.size, uriExtension: ueb)
+        }
+        return try uploads.withLock { u -> HelperStartResponse in
+            if let x = u[key] {
+                if x.size == r.size && x.encoding == r.encoding {
+                    x.touched = monotonicNow()
+                    return HelperStartResponse(alreadyStored: false, have: x.have, uriExtension: [])
+                }
+                guard !x.finishing else { throw WireError(.conflict, "this file is being encoded now with other parameters; try again later") }
+                u[key] = nil
+            }
+            let p = paths(si)
+            // Resume from what an earlier process recorded, if it was this same upload.
+            var have: UInt64 = 0
+            if let text = try? FileSystem.readFile(p.state, maxSize: 256),
+               let st = parseState(String(decoding: text, as: UTF8.self)),
+               st.size == r.size, st.encoding == r.encoding, st.have <= r.size {
+                have = st.have
+            }
+            let file = try FileDescriptor(path: p.data, [.readWrite, .create], permissions: 0o600)
+            if have == 0 { try file.truncate(to: 0) }
+            let x = Upload(size: r.size, encoding: r.encoding, file: file, have: have)
+            u[key] = x
+            if have > 0 { log("\(key.prefix(8)): resuming at \(have) of \(r.size) bytes") }
+            try writeState(si, x, have: have)
+            return HelperStartResponse(alreadyStored: false, have: have, uriExtension: [])
+        }
+    }
+
+    func append(_ r: HelperAppendRequest) throws -> HelperAppendResponse {
+        let key = Base32.encode(r.storageIndex)
+        guard let x = uploads.withLock({ $0[key] }) else {
+            throw WireError(.notFound, "no upload of this file is in progress here; call start first")
+        }
+        let (end, overflow) = r.offset.addingReportingOverflow(UInt64(r.data.count))
+        guard !overflow, end <= x.size else {
+            throw WireError(.badRequest, "\(r.data.count) bytes at offset \(r.offset) go past the file's \(x.size) bytes")
+        }
+        guard !uploads.withLock({ _ in x.finishing }) else {
+            throw WireError(.conflict, "this file is being encoded now; no more data is taken")
+        }
+        do {
+            try x.file.write(at: r.offset, r.data)
+        } catch let e as SystemError {
+            throw WireError(e.errorClass == .noSpace ? .noSpace : .internal, "the helper could not store the data: \(e)")
+        }
+        _ = received.add(UInt64(r.data.count), ordering: .relaxed)
+        let (have, record) = uploads.withLock { _ -> (UInt64, Bool) in
+            x.add(r.offset..<end)
+            x.touched = monotonicNow()
+            let h = x.have
+            return (h, h == x.size || h >= x.recorded + (8 << 20))
+        }
+        if record {
+            try x.file.sync()
+            let si = r.storageIndex
+            try uploads.withLock { _ in
+                if x.have > x.recorded { try writeState(si, x, have: min(have, x.have)) }
+            }
+        }
+        return HelperAppendResponse(have: have)
+    }
+
+    func finish(_ r: HelperFinishRequest) throws -> HelperFinishResponse {
+        let key = Base32.encode(r.storageIndex)
+        let x: Upload = try uploads.withLock { u in
+            guard let x = u[key] else { throw WireError(.notFound, "no upload of this file is in progress here; call start first") }
+            guard !x.finishing else { throw WireError(.conflict, "this file is being encoded already") }
+            guard x.have == x.size else {
+                throw WireError(.badRequest, "the helper holds \(x.have) leading bytes of \(x.size); send the rest first")
+            }
+            guard u.values.filter(\.finishing).count < maxFinishing else {
+                throw WireError(.internal, "the helper is encoding \(maxFinishing) files already; busy")
+            }
+            x.finishing = true
+            return x
+        }
+        let source: FileSource
+        do { source = try FileSource(file: x.file, name: paths(r.storageIndex).data) } catch {
+            uploads.withLock { _ in x.finishing = false }
+            throw WireError(.internal, "the helper cannot read what it received: \(error)")
+        }
+        let up = uploader(x.encoding)
+        let si = r.storageIndex
+        let started = monotonicNow()
+        let result = waitFor { () -> Result<Uploader.StoredShares, Error> in
+            do { return .success(try await up.storeCiphertext(source: source, storageIndex: si)) } catch { return .failure(error) }
+        }
+        switch result {
+        case let .success(stored):
+            uploads.withLock { $0[key] = nil }
+            removeFiles(si)
+            _ = finished.add(1, ordering: .relaxed)
+            log("\(key.prefix(8)): \(x.size) bytes encoded and placed in \(String(format: "%.1f", monotonicNow() - started)) s, happiness \(stored.happiness)")
+            var placement: [(share: Int, server: String)] = []
+            for (share, servers) in stored.placement.sorted(by: { $0.key < $1.key }) {
+                for s in servers { placement.append((share: share, server: s)) }
+            }
+            return HelperFinishResponse(uriExtension: stored.uriExtension.serialized(), happiness: stored.happiness,
+                                        sharesAlreadyPresent: stored.sharesAlreadyPresent, placement: placement)
+        case let .failure(error):
+            uploads.withLock { _ in x.finishing = false }
+            log("\(key.prefix(8)): placing the shares failed: \(error)")
+            // The data stays: the client may call finish again.
+            let cls = (error as? ClassifiedError)?.errorClass
+            throw WireError(cls == .noSpace ? .noSpace : .internal, "the helper could not place the shares: \(error)")
+        }
+    }
+
+    /// Deletes uploads nobody has touched for `abandonAfter` seconds (in memory and on disk).
+    func pruneAbandoned() {
+        let now = monotonicNow()
+        let stale = uploads.withLock { u -> [String] in
+            let old = u.filter { !$0.value.finishing && now - $0.value.touched > abandonAfter }.map(\.key)
+            for k in old { u[k] = nil }
+            return old
+        }
+        for k in stale { try? FileSystem.remove(incoming + "/" + k + ".data"); try? FileSystem.remove(incoming + "/" + k + ".state") }
+        // Files left by an earlier process: by modification time.
+        let wall = wallClock()
+        let active = uploads.withLock { Set($0.keys) }
+        for name in (try? FileSystem.list(incoming)) ?? [] {
+            let k = String(name.split(separator: ".").first ?? "")
+            guard !active.contains(k), let st = try? FileSystem.status(incoming + "/" + name),
+                  wall - Double(st.modified) > abandonAfter else { continue }
+            try? FileSystem.remove(incoming + "/" + name)
+        }
+    }
+
+    func removeFiles(_ si: [UInt8]) {
+        let p = paths(si)
+        try? FileSystem.remove(p.data)
+        try? FileSystem.remove(p.state)
+    }
+
+    func writeState(_ si: [UInt8], _ x: Upload, have: UInt64) throws {
+        let e = x.encoding
+        let line = "\(x.size) \(e.needed) \(e.happy) \(e.total) \(e.maxSegmentSize) \(have)\n"
+        try FileSystem.writeFileAtomically(paths(si).state, Array(line.utf8))
+        x.recorded = have
+    }
+
+    func parseState(_ text: String) -> (size: UInt64, encoding: HelperEncoding, have: UInt64)? {
+        let f = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+        guard f.count == 6, let size = UInt64(f[0]), let k = Int(f[1]), let h = Int(f[2]), let n = Int(f[3]),
+              let seg = Int(f[4]), let have = UInt64(f[5]) else { return nil }
+        return (size, HelperEncoding(needed: k, happy: h, total: n, maxSegmentSize: seg), have)
+    }
+}
+
+/// Runs async work from a synchronous handler thread and waits for it (the work runs on
+/// the concurrency pool and the client loop, never on the waiting thread).
+func waitFor<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+    let done = DispatchSemaphore(value: 0)
+    let box = Mutex<T?>(nil)
+    Task {
+        let v = await body()
+        box.withLock { $0 = v }
+        done.signal()
+    }
+    done.wait()
+    return box.withLock { $0! }
+}

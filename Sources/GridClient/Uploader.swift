@@ -324,7 +324,11 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     /// Bytes in flight to each server, and when each of its outstanding writes was sent
     /// (oldest first: a server answers its writes in order).
     var inFlight: [ServerRef: Int] = [:]
-    var sentAt: [ServerRef: [Double]] = [:]
+    var sentAt: [ServerRef: [(at: Double, ahead: Int)]] = [:]
+    /// When the first write was sent (the answer rate is measured from there).
+    var firstSentAt: Double?
+    /// A write unanswered this long drops its server however slow the link is.
+    var hardStallTimeout: Double { max(60, 15 * stallTimeout) }
     /// Each server's own budget of bytes in flight: a stuck server holds only its own.
     let perServer: Int
     var holdings: [ServerRef: Set<Int>]
@@ -352,12 +356,22 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         return handles.filter { failedServers[$0.server] == nil }
     }
 
-    /// Drops servers whose oldest write is older than `stallTimeout`. Under the lock.
+    /// Drops servers whose oldest write has waited longer than the client could expect:
+    /// `stallTimeout`, or, when the client's own link is the bottleneck, twice the time the
+    /// bytes in flight when it was sent (`ahead`, itself included) take to drain at the
+    /// rate the servers have been answering; at most `hardStallTimeout`. Over a slow
+    /// uplink every server's writes wait their turn in the client's own queue; that is not
+    /// a stall, and a bare "oldest write older than 2 s" dropped healthy servers until the
+    /// upload failed (10 Mbit/s, 10 servers). Under the lock.
     func dropStalled() {
         let now = monotonicNow()
-        for (s, times) in sentAt where failedServers[s] == nil {
-            if let oldest = times.first, now - oldest > stallTimeout {
-                serverFailed(s, "no answer for \(String(format: "%.1f", now - oldest)) s")
+        let elapsed = now - (firstSentAt ?? now)
+        let rate = elapsed > 0.2 ? Double(bytesSent) / elapsed : 0
+        for (s, writes) in sentAt where failedServers[s] == nil {
+            guard let oldest = writes.first else { continue }
+            let patience = rate > 0 ? min(hardStallTimeout, max(stallTimeout, 2 * Double(oldest.ahead) / rate)) : hardStallTimeout
+            if now - oldest.at > patience {
+                serverFailed(s, "no answer for \(String(format: "%.1f", now - oldest.at)) s")
             }
         }
     }
@@ -383,9 +397,11 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     /// Under the lock: one bucket_write per target, accounted per server.
     func send(_ bytes: UnsafeRawBufferPointer, share: Int, offset: UInt64, to targets: [BucketHandle]) {
         let now = monotonicNow(), count = bytes.count
+        if firstSentAt == nil { firstSentAt = now }
         for h in targets {
             inFlight[h.server, default: 0] += count
-            sentAt[h.server, default: []].append(now)
+            let ahead = inFlight.filter { failedServers[$0.key] == nil }.reduce(0) { $0 + $1.value }
+            sentAt[h.server, default: []].append((at: now, ahead: ahead))
             h.client.write(bucket: h.bucket, offset: offset, data: bytes) { [self] error in
                 cond.lock()
                 inFlight[h.server, default: 0] -= count

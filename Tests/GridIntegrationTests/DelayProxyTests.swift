@@ -65,6 +65,37 @@ final class DelayProxyTests: XCTestCase {
         }
     }
 
+    /// Over a slow shared uplink every server's writes wait their turn in the client's own
+    /// queue for longer than the stall timeout (2 s); that is not a stall. (Each server
+    /// was dropped as stalled, and the upload failed, until the patience took the drain
+    /// time of the bytes ahead into account.)
+    func testSlowUplinkIsNotTakenForStalledServers() throws {
+        let servers = 5
+        let proxyPorts = try (0..<servers).map { _ in try pickFreePort(host: "127.0.0.1") }
+        let grid = try TestGrid(servers: servers, announce: { i, _ in "127.0.0.1:\(proxyPorts[i])" })
+        defer { grid.shutdown() }
+        let upMbit = 8.0
+        let mappings = (0..<servers).map { "127.0.0.1:\(proxyPorts[$0])=127.0.0.1:\(grid.servers[$0].port)" }
+        let proxy = try startProxy(["--rtt-ms", "20", "--up-mbit", "\(upMbit)"] + mappings)
+        defer { if proxy.isRunning { proxy.terminate(); proxy.waitUntilExit() } }
+        let node = grid.root + "/slow-client"
+        var (st, out, err) = try runGridCLI(["client", "create", node, "--introducer", grid.address.description,
+                                            "--needed", "2", "--happy", "5", "--total", "5"])
+        XCTAssertEqual(st, 0, err)
+        // 2 MiB at 2-of-5: 5 MiB of shares, about 5.2 s on an 8 Mbit/s link.
+        let data = pseudoRandom(2 << 20, seed: 17)
+        let t0 = monotonicNow()
+        (st, out, err) = try runGridCLI(["upload", "--node-dir", node, "--json", "-"], stdin: data)
+        let seconds = monotonicNow() - t0
+        XCTAssertEqual(st, 0, err)
+        XCTAssertGreaterThanOrEqual(seconds, Double(5 << 20) * 8 / (upMbit * 1e6) * 0.95, "the link was the bottleneck")
+        let r = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
+        XCTAssertEqual(r["happiness"] as? Int, 5, "no server was dropped: \(r)")
+        (st, out, err) = try runGridCLI(["download", "--node-dir", node, try XCTUnwrap(r["cap"] as? String)])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertTrue(out == data, "the file read back differs")
+    }
+
     func testProxyRefusesBadArguments() throws {
         for bad in [["127.0.0.1:1"], ["--rtt-ms", "-1", "127.0.0.1:1=127.0.0.1:2"], ["127.0.0.1:0=127.0.0.1:2"]] {
             let p = Process()

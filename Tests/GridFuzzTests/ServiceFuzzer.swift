@@ -288,9 +288,24 @@ final class ServiceFuzzer {
     }
 
     /// Feeds damaged bytes straight to every message decoder and the frame parser.
+    /// An upload helper message, well-formed before damage.
+    func helperMessage() -> [UInt8] {
+        let enc = HelperEncoding(needed: small(300), happy: small(300), total: small(300), maxSegmentSize: Int(truncatingIfNeeded: u64() & 0xffff_ffff))
+        switch small(5) {
+        case 0: return HelperStartRequest(storageIndex: si(), size: u64(), encoding: enc).encoded()
+        case 1: return HelperAppendRequest(storageIndex: si(), offset: u64(), data: bytes()).encoded()
+        case 2: return HelperFinishRequest(storageIndex: si()).encoded()
+        case 3: return HelperStartResponse(alreadyStored: chance(0.5), have: u64(), uriExtension: bytes()).encoded()
+        case 4: return HelperAppendResponse(have: u64()).encoded()
+        default:
+            return HelperFinishResponse(uriExtension: bytes(), happiness: small(20), sharesAlreadyPresent: small(20),
+                                        placement: (0..<small(4)).map { _ in (share: shareNumber(), server: "v0-" + String(small(999))) }).encoded()
+        }
+    }
+
     func decoderStep() {
         requests += 1
-        var (_, body) = storageRequest()
+        var (_, body) = chance(0.8) ? storageRequest() : (.getVersion, helperMessage())
         damage(&body)
         let decoders: [([UInt8]) throws -> Void] = [
             { _ = try AllocateRequest(decoding: $0) }, { _ = try AllocateResponse(decoding: $0) },
@@ -304,6 +319,9 @@ final class ServiceFuzzer {
             { _ = try CensusBatchRequest(decoding: $0) }, { _ = try CensusBatchResponse(decoding: $0) },
             { _ = try SlotStageRequest(decoding: $0) },
             { _ = try SlotOwnersRequest(decoding: $0) }, { _ = try SlotOwnersResponse(decoding: $0) },
+            { _ = try HelperStartRequest(decoding: $0) }, { _ = try HelperStartResponse(decoding: $0) },
+            { _ = try HelperAppendRequest(decoding: $0) }, { _ = try HelperAppendResponse(decoding: $0) },
+            { _ = try HelperFinishRequest(decoding: $0) }, { _ = try HelperFinishResponse(decoding: $0) },
             { b in
                 var p = FrameParser(maxFrameLength: 1 << 16)
                 b.withUnsafeBytes { p.append($0) }

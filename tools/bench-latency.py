@@ -13,7 +13,9 @@ file, a 1 KiB mutable update and read, `grid ls` of a 100-entry directory, and
 `grid maintain` (census and lease renewal, no verification) of --files small files
 uploaded beforehand. Prints a table of medians and each figure's ratio to the same
 figure at the first RTT; the round trip the client measured (`grid status`) is printed
-too. Needs python3 only (no root).
+too. With --tahoe, Tahoe-LAFS 1.20 (../shared/tahoe-ref, $TAHOE_VENV) runs the same
+operations through its web API behind its own proxies at each RTT, in the same run.
+Needs python3 only (no root).
 """
 import argparse
 import json
@@ -28,6 +30,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 
 def free_port():
@@ -131,6 +134,8 @@ def main():
     ap.add_argument("--files", type=int, default=1000, help="files in the maintain census")
     ap.add_argument("--servers", type=int, default=10)
     ap.add_argument("--up-mbit", type=float, default=0, help="limit the client's uplink (Mbit/s, shared by all servers)")
+    ap.add_argument("--tahoe", action="store_true",
+                    help="also time Tahoe-LAFS 1.20 (../shared/tahoe-ref, $TAHOE_VENV) behind the same proxies, in the same run")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--grid-bin", default=os.environ.get("GRID_BIN", os.path.join(HERE, "..", ".build", "release", "grid")))
     args = ap.parse_args()
@@ -139,7 +144,17 @@ def main():
     b = Bench(args, root)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     results = {}
+    tahoe_results = {}
+    tb = None
     try:
+        if args.tahoe:
+            import tahoe_latency
+            venv = os.environ.get("TAHOE_VENV", "/work/.venv-tahoe")
+            tb = tahoe_latency.TahoeBench(root, args.servers, venv, int(os.environ.get("TAHOE_BASE_PORT", "47100")), free_port, log)
+            log("starting Tahoe's reference grid behind its own proxies")
+            tb.start()
+            tb.prepare()
+            tb.stop_proxy()
         b.start()
         b.set_rtt(0)
         b.wait_servers()
@@ -188,11 +203,20 @@ def main():
             r["upload_big_mb_s"] = (args.big_mib << 20) / statistics.median(ups) / 1e6
             r["download_big_mb_s"] = (args.big_mib << 20) / statistics.median(downs) / 1e6
             log(json.dumps(r))
+            if tb:
+                # Tahoe at the same RTT, grid's proxy stopped meanwhile.
+                b.stop_proxy()
+                tb.set_rtt(rtt)
+                tahoe_results[rtt] = tb.measure(args.reps, args.big_mib, args.big_reps, root)
+                tb.stop_proxy()
+                log("tahoe " + json.dumps(tahoe_results[rtt]))
     except (RuntimeError, subprocess.TimeoutExpired, KeyboardInterrupt) as e:
         print(f"bench-latency: {e}; files kept in {root}", file=sys.stderr)
         return 2
     finally:
         b.stop()
+        if tb:
+            tb.stop()
     shutil.rmtree(root, ignore_errors=True)
     base = results[rtts[0]]
     names = [("upload_1mib_s", "1 MiB upload, s"), ("download_1mib_s", "1 MiB download, s"),
@@ -207,12 +231,29 @@ def main():
         cells = []
         for r in rtts:
             v = results[r][key]
-            cells.append(f"{v:.3f}" if key.endswith("_s") else f"{v:.0f}")
+            cells.append(f"{v:.1f}" if key.endswith("_mb_s") else f"{v:.3f}")
             if r != rtts[0]:
                 cells[-1] += f" ({v / base[key]:.2f}x)"
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if tahoe_results:
+        print()
+        print("Tahoe-LAFS 1.20 behind the same proxies, same run (its web API on a running client: no start-up, connections open);"
+              " in brackets grid's speed-up (Tahoe's time / grid's, or grid's MB/s / Tahoe's)")
+        print("| figure | " + " | ".join(f"RTT {r:g} ms" for r in rtts) + " |")
+        print("|---|" + "---|" * len(rtts))
+        for key, label in names:
+            if key not in tahoe_results[rtts[0]]:
+                continue
+            cells = []
+            for r in rtts:
+                v, g = tahoe_results[r][key], results[r][key]
+                rate = key.endswith("_mb_s")
+                ratio = g / v if rate else v / g
+                cells.append((f"{v:.1f}" if rate else f"{v:.3f}") + f" ({ratio:.2f}x)")
+            print(f"| {label} | " + " | ".join(cells) + " |")
     if args.json:
-        json.dump({"rtts": rtts, "results": {str(k): v for k, v in results.items()}}, open(args.json, "w"), indent=1)
+        json.dump({"rtts": rtts, "results": {str(k): v for k, v in results.items()},
+                   "tahoe": {str(k): v for k, v in tahoe_results.items()}}, open(args.json, "w"), indent=1)
     return 0
 
 

@@ -59,7 +59,7 @@ public final class Downloader: Sendable {
                     + "the file cannot be read until more of the servers holding it are back.")
         }
         let decoder = CHKDecoder(capability: chk, shares: readers, simdPath: coding.simdPath, threads: coding.threads,
-                                 readahead: readahead)
+                                 readahead: Self.readahead(readahead, chk: chk, latencies: readers.map(\.latency)))
         // Each share's header and hash trees take two round trips; fetch them for the shares
         // the decoder will check first all at once, not one share after another.
         for case let r as RemoteShareReader in decoder.firstCandidates(chk.needed) { r.startMetadata() }
@@ -109,6 +109,22 @@ public final class Downloader: Sendable {
     /// Asks all servers at once; returns readers for every share found, fastest servers
     /// first. Stops waiting for slow servers once k distinct shares are known and the
     /// others have had a short grace period.
+    /// Segments read ahead: at least `minimum`, and over a long round trip enough that
+    /// each share's connection keeps about RTT × 64 MB/s in flight (at most 8 MiB), so a
+    /// distant server is read at its link's speed, not at a few segments per round trip.
+    /// The round trip is the census's (which includes connecting: it errs long).
+    static func readahead(_ minimum: Int, chk: CHKCapability, latencies: [Double]) -> Int {
+        let k = max(1, chk.needed)
+        let sorted = latencies.sorted()
+        guard !sorted.isEmpty else { return minimum }
+        let rtt = sorted[min(sorted.count - 1, k - 1)]
+        // Tahoe's default segment size unless the file is smaller (the real one is in the
+        // URI extension block, not read yet).
+        let block = max(1, Int(min(chk.size, UInt64(EncodingParameters.defaultMaxSegmentSize))) / k)
+        let wanted = min(8 << 20, Int(rtt * 64e6))
+        return max(minimum, min(256, wanted / block))
+    }
+
     func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> ([RemoteShareReader], ShareCensus) {
         let census = await pool.census(storageIndex: si, servers: servers, enough: k)
         // Reads give up sooner than writes: another share is at hand. A server that

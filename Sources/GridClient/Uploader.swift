@@ -167,6 +167,9 @@ public final class Uploader: Sendable {
         // A server that does not answer soon is left out (a stopped server must not hold everyone up).
         let census = await pool.census(storageIndex: si, servers: permuted, deadline: max(3, 2 * coding.stallTimeout))
         let present = census.holdings.values.reduce(0) { $0 + $1.count }
+        // The census's median answer time: the round trip (it errs long: it may include connecting).
+        let latencies = census.answers.map(\.latency).sorted()
+        let roundTrip = latencies.isEmpty ? 0 : latencies[latencies.count / 2]
 
         // Allocate, re-planning around servers that refuse, until nothing more can be placed.
         var allocator = BucketAllocator(storageIndex: si, shareSize: shareSize, leaseSecret: settings.leaseSecret,
@@ -188,7 +191,7 @@ public final class Uploader: Sendable {
         for round in 0..<3 {
             let phase: TransferProgress.Phase = round == 0 ? .uploading : .repairing
             let pushed = try await pushShares(encoder: encoder, source: source, input: input, handles: handles,
-                                              holdings: allocator.holdings, happy: happy) { done in
+                                              holdings: allocator.holdings, happy: happy, roundTrip: roundTrip) { done in
                 progress?(TransferProgress(phase: phase, done: done, total: size))
             }
             if ueb == nil { ueb = pushed.uriExtension }
@@ -243,9 +246,10 @@ public final class Uploader: Sendable {
     /// every bucket that survived. Throws, after aborting every bucket, when the servers
     /// that fail leave fewer than `happy` distinct servers.
     func pushShares(encoder: CHKEncoder, source: RandomAccessSource & Sendable, input: Input, handles: [BucketHandle],
-                    holdings: [ServerRef: Set<Int>], happy: Int,
+                    holdings: [ServerRef: Set<Int>], happy: Int, roundTrip: Double = 0,
                     progress: @escaping @Sendable (UInt64) -> Void) async throws -> PushResult {
-        let sink = NetworkShareSink(handles: handles, window: window, holdings: holdings, happy: happy, stallTimeout: coding.stallTimeout)
+        let sink = NetworkShareSink(handles: handles, window: window, holdings: holdings, happy: happy, stallTimeout: coding.stallTimeout,
+                                    roundTrip: roundTrip)
         let r: URIExtension
         do {
             r = try await encodeAndPush(encoder: encoder, source: source, input: input, sink: sink, progress: progress)
@@ -340,13 +344,16 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     var fatal: GridError?
     var bytesSent: UInt64 = 0
 
-    init(handles: [BucketHandle], window: Int, holdings: [ServerRef: Set<Int>], happy: Int, stallTimeout: Double) {
+    /// `roundTrip`: a long one raises each server's budget to about RTT × 64 MB/s (at most
+    /// 8 MiB), so a distant server is written at its link's speed, not a budget per round trip.
+    init(handles: [BucketHandle], window: Int, holdings: [ServerRef: Set<Int>], happy: Int, stallTimeout: Double,
+         roundTrip: Double = 0) {
         self.handles = handles
         self.holdings = holdings
         self.happy = happy
         self.stallTimeout = stallTimeout
         let servers = Set(handles.map(\.server)).count
-        perServer = max(1 << 20, window / max(1, servers) * 2)
+        perServer = max(1 << 20, window / max(1, servers) * 2, min(8 << 20, Int(roundTrip * 64e6)))
         for h in handles { byShare[h.share, default: []].append(h) }
     }
 

@@ -58,11 +58,13 @@ public final class Downloader: Sendable {
                 "Found only \(distinct) of the \(chk.needed) shares needed (asked \(known.count) servers); "
                     + "the file cannot be read until more of the servers holding it are back.")
         }
+        let plan = Self.window(readahead, chk: chk, latencies: readers.map(\.latency), shares: distinct)
         let decoder = CHKDecoder(capability: chk, shares: readers, simdPath: coding.simdPath, threads: coding.threads,
-                                 readahead: Self.readahead(readahead, chk: chk, latencies: readers.map(\.latency)))
+                                 readahead: plan.readahead)
+        decoder.width = plan.width
         // Each share's header and hash trees take two round trips; fetch them for the shares
         // the decoder will check first all at once, not one share after another.
-        for case let r as RemoteShareReader in decoder.firstCandidates(chk.needed) { r.startMetadata() }
+        for case let r as RemoteShareReader in decoder.firstCandidates(plan.width) { r.startMetadata() }
         let bad = Mutex<[(RemoteShareReader, ShareFailure)]>([])
         decoder.onBadShare = { r, why in
             let remote = r as! RemoteShareReader
@@ -109,20 +111,25 @@ public final class Downloader: Sendable {
     /// Asks all servers at once; returns readers for every share found, fastest servers
     /// first. Stops waiting for slow servers once k distinct shares are known and the
     /// others have had a short grace period.
-    /// Segments read ahead: at least `minimum`, and over a long round trip enough that
-    /// each share's connection keeps about RTT × 64 MB/s in flight (at most 8 MiB), so a
-    /// distant server is read at its link's speed, not at a few segments per round trip.
-    /// The round trip is the census's (which includes connecting: it errs long).
-    static func readahead(_ minimum: Int, chk: CHKCapability, latencies: [Double]) -> Int {
+    /// Segments read ahead and shares read from at once, by round trip: over a long one,
+    /// about RTT × 400 MB/s in flight (at most 64 MiB) so a distant grid is read at its
+    /// links' speed, not a few segments per round trip; and, since one connection carries
+    /// at most a TCP window (~4 MiB) per round trip, the segments spread over enough
+    /// shares' connections (`CHKDecoder.width`) to hold that much. The round trip is the
+    /// census's k-th fastest answer (it may include connecting: it errs long). Loopback:
+    /// `minimum` segments from k shares, as before.
+    static func window(_ minimum: Int, chk: CHKCapability, latencies: [Double], shares: Int) -> (readahead: Int, width: Int) {
         let k = max(1, chk.needed)
         let sorted = latencies.sorted()
-        guard !sorted.isEmpty else { return minimum }
+        guard !sorted.isEmpty else { return (minimum, k) }
         let rtt = sorted[min(sorted.count - 1, k - 1)]
+        let inFlight = min(64 << 20, Int(rtt * 400e6))
         // Tahoe's default segment size unless the file is smaller (the real one is in the
         // URI extension block, not read yet).
-        let block = max(1, Int(min(chk.size, UInt64(EncodingParameters.defaultMaxSegmentSize))) / k)
-        let wanted = min(8 << 20, Int(rtt * 64e6))
-        return max(minimum, min(256, wanted / block))
+        let segment = max(1, Int(min(chk.size, UInt64(EncodingParameters.defaultMaxSegmentSize))))
+        let readahead = max(minimum, min(256, inFlight / segment))
+        let connections = (inFlight + (4 << 20) - 1) / (4 << 20)
+        return (readahead, min(max(k, shares), max(k, connections)))
     }
 
     func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> ([RemoteShareReader], ShareCensus) {

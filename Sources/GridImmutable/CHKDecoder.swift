@@ -28,6 +28,11 @@ public final class CHKDecoder {
     var ctLeaves: [[UInt8]] = []
     var rs: ReedSolomon!
     let readahead: Int
+    /// How many checked shares the segments are read from: k (the default) reads every
+    /// segment from the same k; more spreads them, each segment from k of that many in
+    /// turn, so more connections carry data at once. For distant servers, where one
+    /// connection is limited to a window per round trip, not by the link.
+    public var width: Int
     /// Called for each share set aside: the reader and why (hash mismatches and I/O errors alike).
     public var onBadShare: ((ShareReader, ShareFailure) -> Void)?
     /// Readers that delivered at least one verified block.
@@ -51,6 +56,7 @@ public final class CHKDecoder {
         self.threads = max(1, threads)
         self.readahead = readahead
         let k = verifier.needed
+        width = k
         let primary = shares.enumerated().filter { $0.element.shareNumber < k }
             .sorted { ($0.element.shareNumber, $0.offset) < ($1.element.shareNumber, $1.offset) }.map(\.element)
         candidates = primary + shares.filter { $0.shareNumber >= k }
@@ -116,10 +122,22 @@ public final class CHKDecoder {
 
     func checkedInOrder() -> [ValidatedShare] { checked.keys.sorted().map { checked[$0]! } }
 
-    /// Makes sure at least k checked shares are on hand, checking more candidates as needed.
+    /// The k shares segment `seg` is read from: the first k checked ones, or with `width`
+    /// above k, k consecutive ones of the first `width`, starting k further on each segment.
+    func activeShares(_ seg: Int, _ list: [ValidatedShare]) -> [ValidatedShare] {
+        let k = verifier.needed
+        let m = min(width, list.count)
+        guard m > k else { return Array(list.prefix(k)) }
+        let start = (seg % m) * k % m
+        return (0..<k).map { list[(start + $0) % m] }
+    }
+
+    /// Makes sure at least k checked shares are on hand (up to `width` when it is more),
+    /// checking more candidates as needed.
     func ensureChecked() throws {
         let k = verifier.needed
-        for r in candidates where checked.count < k {
+        let want = max(k, width)
+        for r in candidates where checked.count < want {
             // Each reader is checked once; a second copy of a share number set aside is a spare.
             if checked[r.shareNumber] != nil || tried.contains(ObjectIdentifier(r)) { continue }
             tried.insert(ObjectIdentifier(r))
@@ -165,7 +183,8 @@ public final class CHKDecoder {
             var active: [ValidatedShare] = []
             while true {
                 try ensureChecked()
-                active = Array(checkedInOrder().prefix(k))
+                let list = checkedInOrder()
+                active = activeShares(seg, list)
                 // Data shares read straight into their place in the segment; others into spares.
                 func dest(_ pos: Int) -> UnsafeMutableRawBufferPointer {
                     let s = active[pos].reader.shareNumber
@@ -178,11 +197,13 @@ public final class CHKDecoder {
                     // This segment's blocks too: every share's read starts now, not when a
                     // thread is free to wait for it.
                     let upTo = min(lastSeg, seg + readahead)
-                    for share in shares {
-                        share.reader.prefetch((seg...upTo).map { s in
-                            (share.blockOffset(s), g.blockLength(s))
-                        })
+                    var ranges: [Int: (share: ValidatedShare, ranges: [(offset: UInt64, length: Int)])] = [:]
+                    for s in seg...upTo {
+                        for share in activeShares(s, list) {
+                            ranges[share.reader.shareNumber, default: (share, [])].ranges.append((share.blockOffset(s), g.blockLength(s)))
+                        }
                     }
+                    for (_, r) in ranges.sorted(by: { $0.key < $1.key }) { r.share.reader.prefetch(r.ranges) }
                 }
                 runJobs(k, threads: threads) { pos in
                     let share = shares[pos]

@@ -139,6 +139,31 @@ final class CHKCodingTests: XCTestCase {
         return (cap, shares, data)
     }
 
+    /// With `width` above k the segments are read from that many shares in turn (each from
+    /// k of them, parity included): the same bytes, every share used, and a corrupt one
+    /// among them is set aside and replaced.
+    func testSpreadingSegmentsOverMoreSharesGivesTheSameBytes() throws {
+        let (cap, shares, data) = try sampleFile()
+        for width in [3, 4, 5, 6, 9] {
+            let d = CHKDecoder(capability: cap, shares: (0..<6).map { MemoryShareReader(shareNumber: $0, bytes: shares[$0]) },
+                               readahead: 3)
+            d.width = width
+            let out = MemoryPlaintextSink()
+            try d.decode(to: out)
+            XCTAssertEqual(out.bytes, data, "width \(width)")
+            XCTAssertEqual(d.usedReaders.count, min(6, width), "width \(width): every share in the rotation is read")
+        }
+        let layout = try ShareLayout(parsing: Array(shares[0].prefix(0x44)))
+        var bad = shares
+        bad[4][Int(layout.dataOffset) + 4096 / 3 + 5] ^= 1  // share 4's second block
+        let d = CHKDecoder(capability: cap, shares: (0..<6).map { MemoryShareReader(shareNumber: $0, bytes: bad[$0]) })
+        d.width = 6
+        let out = MemoryPlaintextSink()
+        try d.decode(to: out)
+        XCTAssertEqual(out.bytes, data)
+        XCTAssertEqual(d.badShares[4]?.errorClass, .corrupt)
+    }
+
     /// Damage to any section of one share: the decoder sets that share aside, names it,
     /// and still rebuilds the file from the others.
     func testCorruptionInEverySectionIsDetected() throws {

@@ -71,12 +71,7 @@ public enum ClientNode {
         let enc = ClientEncoding(needed: try int("needed", 3), happy: try int("happy", 7), total: try int("total", 10),
                                  maxSegmentSize: Int(try parseSize(config["client", "segment_size"] ?? "1048576")))
         try enc.validate()
-        func secret(_ name: String) throws -> [UInt8] {
-            guard let text = try readSecretFile(directory + "/private/" + name),
-                  let b = Base32.decode(text.trimmingWhitespace()), !b.isEmpty
-            else { throw GridError(.corrupt, "\(directory)/private/\(name) is missing or not base32") }
-            return b
-        }
+        func secret(_ name: String) throws -> [UInt8] { try readNodeSecret(directory, name) }
         let introducers = try parseIntroducers(intro)
         var settings = ClientSettings(introducer: introducers[0], encoding: enc,
                                       convergenceSecret: try secret("convergence"), leaseSecret: try secret("lease.secret"))

@@ -136,6 +136,14 @@ public func parseDuration(_ s: String) throws -> Double {
     return v
 }
 
+/// A base32 secret from DIR/private/NAME (a convergence, lease, introducer or helper secret).
+func readNodeSecret(_ directory: String, _ name: String) throws -> [UInt8] {
+    guard let text = try readSecretFile(directory + "/private/" + name),
+          let b = Base32.decode(text.trimmingWhitespace()), !b.isEmpty
+    else { throw GridError(.corrupt, "\(directory)/private/\(name) is missing or not base32") }
+    return b
+}
+
 /// Creates a node directory (mode 0700) and its private/ subdirectory (0700).
 func createNodeDirectory(_ dir: String) throws {
     // Parents as needed (like mkdir -p), then the node directory itself, private.

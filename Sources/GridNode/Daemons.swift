@@ -77,10 +77,7 @@ public enum IntroducerNode {
     public static func run(directory: String, logger: Logger) throws {
         let (config, lock, identity) = try openDaemonNode(directory, .introducer)
         defer { withExtendedLifetime(lock) {} }
-        guard let secretText = try readSecretFile(directory + "/private/introducer.secret"),
-              let secret = Base32.decode(secretText.trimmingWhitespace()) else {
-            throw GridError(.corrupt, "\(directory)/private/introducer.secret is missing or not base32")
-        }
+        let secret = try readNodeSecret(directory, "introducer.secret")
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
         let expiry = try parseDuration(config["introducer", "expiry"] ?? "300s")
         let loop = try EventLoop(name: "introducer-loop")
@@ -301,25 +298,11 @@ public enum HelperNode {
         return addr
     }
 
-    public static func address(directory: String) throws -> IntroducerAddress {
-        guard let s = try readSecretFile(directory + "/private/helper.address") else {
-            throw GridError(.notFound, "\(directory) is not a helper node directory (no private/helper.address)")
-        }
-        return try IntroducerAddress(parsing: s)
-    }
-
     /// Serves until SIGINT/SIGTERM.
     public static func run(directory: String, logger: Logger) throws {
         let (config, lock, identity) = try openDaemonNode(directory, .helper)
         defer { withExtendedLifetime(lock) {} }
-        func secret(_ name: String) throws -> [UInt8] {
-            guard let text = try readSecretFile(directory + "/private/" + name),
-                  let b = Base32.decode(text.trimmingWhitespace()), !b.isEmpty else {
-                throw GridError(.corrupt, "\(directory)/private/\(name) is missing or not base32")
-            }
-            return b
-        }
-        let helperSecret = try secret("helper.secret")
+        let helperSecret = try readNodeSecret(directory, "helper.secret")
         guard let intro = config["introducer", "address"] else {
             throw GridError(.usage, "\(directory)/grid.conf has no [introducer] address")
         }
@@ -332,7 +315,7 @@ public enum HelperNode {
         let (host, port) = try splitHostPort(config["node", "listen"] ?? "127.0.0.1:0")
         let pool = try ServerPool(introducers: introducers, cachePath: directory + "/servers.cache")
         var settings = ClientSettings(introducer: introducers[0], convergenceSecret: SecureRandom.bytes(32),
-                                      leaseSecret: try secret("lease.secret"))
+                                      leaseSecret: try readNodeSecret(directory, "lease.secret"))
         settings.moreIntroducers = Array(introducers.dropFirst())
         let service = try HelperService(secret: helperSecret, directory: directory, pool: pool, settings: settings,
                                         maxFinishing: maxEncoding, abandonAfter: abandonAfter,

@@ -35,6 +35,7 @@ struct HelperUpload {
                 progress: (@Sendable (TransferProgress) -> Void)?) async throws -> Outcome {
         let size = source.size
         let si = TahoeHash.storageIndex(forKey: key)
+        let uploadSecret = helperUploadSecret(key: key)
         let encoder = try CHKEncoder(parameters: parameters, threads: 1)
         let g = try CHKGeometry(size: size, k: parameters.needed, n: parameters.total, maxSegmentSize: parameters.maxSegmentSize)
         var config = RPCClientConfig()
@@ -44,7 +45,7 @@ struct HelperUpload {
         defer { client.close() }
         let encoding = HelperEncoding(needed: parameters.needed, happy: parameters.happy, total: parameters.total,
                                       maxSegmentSize: parameters.maxSegmentSize)
-        let start = try await client.call(HelperStartRequest(storageIndex: si, size: size, encoding: encoding), timeout: 120)
+        let start = try await client.call(HelperStartRequest(storageIndex: si, uploadSecret: uploadSecret, size: size, encoding: encoding), timeout: 120)
         guard start.have <= size else {
             throw GridError(.corrupt, "the helper at \(helper.host):\(helper.port) says it holds \(start.have) bytes of a \(size)-byte file")
         }
@@ -73,7 +74,7 @@ struct HelperUpload {
                     let piece = Array(UnsafeRawBufferPointer(rebasing: part[lo..<(lo + n)]))
                     while inFlight + n > window, let done = try await group.next() { inFlight -= done }
                     inFlight += n
-                    let request = HelperAppendRequest(storageIndex: si, offset: off, data: piece)
+                    let request = HelperAppendRequest(storageIndex: si, uploadSecret: uploadSecret, offset: off, data: piece)
                     group.addTask {
                         _ = try await client.call(request, timeout: 120)
                         return n
@@ -93,7 +94,7 @@ struct HelperUpload {
             uebBytes = start.uriExtension
         } else {
             // Encoding and pushing take the helper about as long as a direct upload would.
-            let r = try await client.call(HelperFinishRequest(storageIndex: si), timeout: 300 + Double(size) / 2e6)
+            let r = try await client.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret), timeout: 300 + Double(size) / 2e6)
             uebBytes = r.uriExtension
             response = r
         }

@@ -15,7 +15,7 @@ import Synchronization
 ///
 /// On disk, under `incoming/`, each upload in progress is `<storage index, base32>.data` (the
 /// ciphertext so far, written where each piece belongs) and `<...>.state`, one line
-/// `size needed happy total segment_size have` saying how many leading bytes are known
+/// `size needed happy total segment_size have secret-hash` saying how many leading bytes are known
 /// to be on disk (written after an fdatasync of the data, every 8 MiB of progress), so
 /// an upload resumes after a helper restart from that point. Uploads untouched for
 /// `abandonAfter` seconds are deleted.
@@ -33,6 +33,8 @@ public final class HelperService: RPCService, @unchecked Sendable {
     final class Upload {
         let size: UInt64
         let encoding: HelperEncoding
+        /// SHA-256 of the upload secret the uploader presented at start.
+        let secretHash: [UInt8]
         let file: FileDescriptor
         /// Byte ranges received, merged (sorted, disjoint).
         var ranges: [Range<UInt64>] = []
@@ -41,8 +43,8 @@ public final class HelperService: RPCService, @unchecked Sendable {
         var finishing = false
         var touched = monotonicNow()
 
-        init(size: UInt64, encoding: HelperEncoding, file: FileDescriptor, have: UInt64) {
-            (self.size, self.encoding, self.file, self.recorded) = (size, encoding, file, have)
+        init(size: UInt64, encoding: HelperEncoding, secretHash: [UInt8], file: FileDescriptor, have: UInt64) {
+            (self.size, self.encoding, self.secretHash, self.file, self.recorded) = (size, encoding, secretHash, file, have)
             if have > 0 { ranges = [0..<have] }
         }
 
@@ -133,9 +135,12 @@ public final class HelperService: RPCService, @unchecked Sendable {
             log("\(key.prefix(8)): stored already; nothing to take")
             return HelperStartResponse(alreadyStored: true, have: r.size, uriExtension: ueb)
         }
+        let secretHash = SHA256.hash(r.uploadSecret)
         return try uploads.withLock { u -> HelperStartResponse in
             if let x = u[key] {
-                if x.size == r.size && x.encoding == r.encoding {
+                // Another secret is another uploader (one without the key cannot add to this
+                // upload); it starts over, and the data held is dropped.
+                if x.size == r.size && x.encoding == r.encoding && constantTimeEqual(x.secretHash, secretHash) {
                     x.touched = monotonicNow()
                     return HelperStartResponse(alreadyStored: false, have: x.have, uriExtension: [])
                 }
@@ -147,12 +152,12 @@ public final class HelperService: RPCService, @unchecked Sendable {
             var have: UInt64 = 0
             if let text = try? FileSystem.readFile(p.state, maxSize: 256),
                let st = parseState(String(decoding: text, as: UTF8.self)),
-               st.size == r.size, st.encoding == r.encoding, st.have <= r.size {
+               st.size == r.size, st.encoding == r.encoding, st.have <= r.size, constantTimeEqual(st.secretHash, secretHash) {
                 have = st.have
             }
             let file = try FileDescriptor(path: p.data, [.readWrite, .create], permissions: 0o600)
             if have == 0 { try file.truncate(to: 0) }
-            let x = Upload(size: r.size, encoding: r.encoding, file: file, have: have)
+            let x = Upload(size: r.size, encoding: r.encoding, secretHash: secretHash, file: file, have: have)
             u[key] = x
             if have > 0 { log("\(key.prefix(8)): resuming at \(have) of \(r.size) bytes") }
             try writeState(si, x, have: have)
@@ -160,11 +165,19 @@ public final class HelperService: RPCService, @unchecked Sendable {
         }
     }
 
-    func append(_ r: HelperAppendRequest) throws -> HelperAppendResponse {
-        let key = Base32.encode(r.storageIndex)
-        guard let x = uploads.withLock({ $0[key] }) else {
+    /// The upload in progress for a request's storage index and secret.
+    func upload(_ si: [UInt8], _ secret: [UInt8]) throws -> Upload {
+        guard let x = uploads.withLock({ $0[Base32.encode(si)] }) else {
             throw WireError(.notFound, "no upload of this file is in progress here; call start first")
         }
+        guard constantTimeEqual(x.secretHash, SHA256.hash(secret)) else {
+            throw WireError(.badSecret, "this upload was started with another upload secret")
+        }
+        return x
+    }
+
+    func append(_ r: HelperAppendRequest) throws -> HelperAppendResponse {
+        let x = try upload(r.storageIndex, r.uploadSecret)
         let (end, overflow) = r.offset.addingReportingOverflow(UInt64(r.data.count))
         guard !overflow, end <= x.size else {
             throw WireError(.badRequest, "\(r.data.count) bytes at offset \(r.offset) go past the file's \(x.size) bytes")
@@ -196,8 +209,9 @@ public final class HelperService: RPCService, @unchecked Sendable {
 
     func finish(_ r: HelperFinishRequest) throws -> HelperFinishResponse {
         let key = Base32.encode(r.storageIndex)
+        let found = ObjectIdentifier(try upload(r.storageIndex, r.uploadSecret))
         let x: Upload = try uploads.withLock { u in
-            guard let x = u[key] else { throw WireError(.notFound, "no upload of this file is in progress here; call start first") }
+            guard let x = u[key], ObjectIdentifier(x) == found else { throw WireError(.notFound, "no upload of this file is in progress here; call start first") }
             guard !x.finishing else { throw WireError(.conflict, "this file is being encoded already") }
             guard x.have == x.size else {
                 throw WireError(.badRequest, "the helper holds \(x.have) leading bytes of \(x.size); send the rest first")
@@ -268,16 +282,16 @@ public final class HelperService: RPCService, @unchecked Sendable {
 
     func writeState(_ si: [UInt8], _ x: Upload, have: UInt64) throws {
         let e = x.encoding
-        let line = "\(x.size) \(e.needed) \(e.happy) \(e.total) \(e.maxSegmentSize) \(have)\n"
+        let line = "\(x.size) \(e.needed) \(e.happy) \(e.total) \(e.maxSegmentSize) \(have) \(Base32.encode(x.secretHash))\n"
         try FileSystem.writeFileAtomically(paths(si).state, Array(line.utf8))
         x.recorded = have
     }
 
-    func parseState(_ text: String) -> (size: UInt64, encoding: HelperEncoding, have: UInt64)? {
+    func parseState(_ text: String) -> (size: UInt64, encoding: HelperEncoding, have: UInt64, secretHash: [UInt8])? {
         let f = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
-        guard f.count == 6, let size = UInt64(f[0]), let k = Int(f[1]), let h = Int(f[2]), let n = Int(f[3]),
-              let seg = Int(f[4]), let have = UInt64(f[5]) else { return nil }
-        return (size, HelperEncoding(needed: k, happy: h, total: n, maxSegmentSize: seg), have)
+        guard f.count == 7, let size = UInt64(f[0]), let k = Int(f[1]), let h = Int(f[2]), let n = Int(f[3]),
+              let seg = Int(f[4]), let have = UInt64(f[5]), let secretHash = Base32.decode(f[6]), secretHash.count == 32 else { return nil }
+        return (size, HelperEncoding(needed: k, happy: h, total: n, maxSegmentSize: seg), have, secretHash)
     }
 }
 

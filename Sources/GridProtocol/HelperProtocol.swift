@@ -1,3 +1,4 @@
+import GridCrypto
 import GridWire
 import GridSystem
 
@@ -54,26 +55,34 @@ public struct HelperEncoding: Equatable, Sendable {
     }
 }
 
-/// `start`: the file's storage index, size and encoding.
+/// The secret that binds `append` and `finish` to whoever started an upload: derived
+/// from the file's key, so only a holder of the key (the uploader, or one resuming its
+/// upload) can add data to it. The helper keeps only its hash.
+public func helperUploadSecret(key: [UInt8]) -> [UInt8] { TahoeHash.tagged("grid-helper-upload-v1", key) }
+
+/// `start`: the file's storage index, size and encoding, and the upload secret.
 public struct HelperStartRequest: HelperRequest {
     public typealias Response = HelperStartResponse
     public static let method = HelperMethod.start
     public var storageIndex: [UInt8]
+    public var uploadSecret: [UInt8]
     public var size: UInt64
     public var encoding: HelperEncoding
 
-    public init(storageIndex: [UInt8], size: UInt64, encoding: HelperEncoding) {
-        (self.storageIndex, self.size, self.encoding) = (storageIndex, size, encoding)
+    public init(storageIndex: [UInt8], uploadSecret: [UInt8], size: UInt64, encoding: HelperEncoding) {
+        (self.storageIndex, self.uploadSecret, self.size, self.encoding) = (storageIndex, uploadSecret, size, encoding)
     }
 
     public func encode(to w: inout WireWriter) {
         w.fixed(storageIndex)
+        w.fixed(uploadSecret)
         w.u64(size)
         encoding.encode(to: &w)
     }
 
     public init(from r: inout WireReader) throws {
         storageIndex = try r.fixed(16, "storage index")
+        uploadSecret = try r.fixed(32, "upload secret")
         size = try r.u64("size")
         // Larger than a share may hold (2^64 bytes of share data is Tahoe's v2 limit) is
         // not refused here; a size the helper cannot store fails at allocation.
@@ -113,21 +122,24 @@ public struct HelperAppendRequest: HelperRequest {
     public typealias Response = HelperAppendResponse
     public static let method = HelperMethod.append
     public var storageIndex: [UInt8]
+    public var uploadSecret: [UInt8]
     public var offset: UInt64
     public var data: [UInt8]
 
-    public init(storageIndex: [UInt8], offset: UInt64, data: [UInt8]) {
-        (self.storageIndex, self.offset, self.data) = (storageIndex, offset, data)
+    public init(storageIndex: [UInt8], uploadSecret: [UInt8], offset: UInt64, data: [UInt8]) {
+        (self.storageIndex, self.uploadSecret, self.offset, self.data) = (storageIndex, uploadSecret, offset, data)
     }
 
     public func encode(to w: inout WireWriter) {
         w.fixed(storageIndex)
+        w.fixed(uploadSecret)
         w.u64(offset)
         w.data(data)
     }
 
     public init(from r: inout WireReader) throws {
         storageIndex = try r.fixed(16, "storage index")
+        uploadSecret = try r.fixed(32, "upload secret")
         offset = try r.u64("offset")
         data = try r.data("ciphertext", max: maxHelperAppend)
     }
@@ -148,11 +160,16 @@ public struct HelperFinishRequest: HelperRequest {
     public typealias Response = HelperFinishResponse
     public static let method = HelperMethod.finish
     public var storageIndex: [UInt8]
+    public var uploadSecret: [UInt8]
 
-    public init(storageIndex: [UInt8]) { self.storageIndex = storageIndex }
-    public func encode(to w: inout WireWriter) { w.fixed(storageIndex) }
+    public init(storageIndex: [UInt8], uploadSecret: [UInt8]) { (self.storageIndex, self.uploadSecret) = (storageIndex, uploadSecret) }
+    public func encode(to w: inout WireWriter) {
+        w.fixed(storageIndex)
+        w.fixed(uploadSecret)
+    }
     public init(from r: inout WireReader) throws {
         storageIndex = try r.fixed(16, "storage index")
+        uploadSecret = try r.fixed(32, "upload secret")
     }
 }
 

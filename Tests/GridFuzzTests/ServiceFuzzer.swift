@@ -292,9 +292,9 @@ final class ServiceFuzzer {
     func helperMessage() -> [UInt8] {
         let enc = HelperEncoding(needed: small(300), happy: small(300), total: small(300), maxSegmentSize: Int(truncatingIfNeeded: u64() & 0xffff_ffff))
         switch small(5) {
-        case 0: return HelperStartRequest(storageIndex: si(), size: u64(), encoding: enc).encoded()
-        case 1: return HelperAppendRequest(storageIndex: si(), offset: u64(), data: bytes()).encoded()
-        case 2: return HelperFinishRequest(storageIndex: si()).encoded()
+        case 0: return HelperStartRequest(storageIndex: si(), uploadSecret: secret(), size: u64(), encoding: enc).encoded()
+        case 1: return HelperAppendRequest(storageIndex: si(), uploadSecret: secret(), offset: u64(), data: bytes()).encoded()
+        case 2: return HelperFinishRequest(storageIndex: si(), uploadSecret: secret()).encoded()
         case 3: return HelperStartResponse(alreadyStored: chance(0.5), have: u64(), uriExtension: bytes()).encoded()
         case 4: return HelperAppendResponse(have: u64()).encoded()
         default:

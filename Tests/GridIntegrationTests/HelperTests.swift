@@ -122,22 +122,28 @@ final class HelperTests: XCTestCase {
         let addr = try IntroducerAddress(parsing: address)
         let rpc = try await RPCClient.connect(loop: grid.loop, host: addr.host, port: addr.port, serverKey: addr.publicKey,
                                               service: helperServiceName, secret: addr.secret, tls: grid.tls)
-        let start = try await rpc.call(HelperStartRequest(storageIndex: si, size: UInt64(size),
+        let uploadSecret = helperUploadSecret(key: key)
+        let start = try await rpc.call(HelperStartRequest(storageIndex: si, uploadSecret: uploadSecret, size: UInt64(size),
                                                           encoding: HelperEncoding(needed: 2, happy: 3, total: 5, maxSegmentSize: 1 << 20)))
         XCTAssertFalse(start.alreadyStored)
         XCTAssertEqual(start.have, 0)
         for i in 0..<12 {
             let piece = Array(ciphertext[(i << 20)..<((i + 1) << 20)])
-            let r = try await rpc.call(HelperAppendRequest(storageIndex: si, offset: UInt64(i << 20), data: piece))
+            let r = try await rpc.call(HelperAppendRequest(storageIndex: si, uploadSecret: uploadSecret, offset: UInt64(i << 20), data: piece))
             XCTAssertEqual(r.have, UInt64((i + 1) << 20))
         }
-        // Hostile arguments are refused, and the upload goes on.
+        // Hostile arguments are refused, and the upload goes on: data from one without the
+        // key's upload secret, an append past the end, a finish with bytes missing.
         do {
-            _ = try await rpc.call(HelperAppendRequest(storageIndex: si, offset: UInt64.max - 10, data: [1, 2, 3]))
+            _ = try await rpc.call(HelperAppendRequest(storageIndex: si, uploadSecret: SecureRandom.bytes(32), offset: 0, data: [1, 2, 3]))
+            XCTFail("an append with another upload secret was taken")
+        } catch let e as WireError { XCTAssertEqual(e.code, .badSecret) }
+        do {
+            _ = try await rpc.call(HelperAppendRequest(storageIndex: si, uploadSecret: uploadSecret, offset: UInt64.max - 10, data: [1, 2, 3]))
             XCTFail("an append past the end was taken")
         } catch let e as WireError { XCTAssertEqual(e.code, .badRequest) }
         do {
-            _ = try await rpc.call(HelperFinishRequest(storageIndex: si))
+            _ = try await rpc.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret))
             XCTFail("finish with bytes missing was taken")
         } catch let e as WireError { XCTAssertEqual(e.code, .badRequest) }
         rpc.close()

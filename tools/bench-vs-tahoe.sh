@@ -41,6 +41,7 @@ t = json.load(open(f"{w}/tahoe/bench-results.json"))
 rows = {r["op"]: r for r in t["rows"] if r["label"] == "128 MiB"}
 def mbs(op): return 128 * 1048576 / 1e6 / rows[op]["median_s"]
 print("128 MiB, 3-of-10 (happy 7), 1 MiB segments, 10 storage servers on 127.0.0.1, all on this machine")
+print(f"grid's paths: Reed-Solomon {g[0].get('simd_path', '?')}, SHA-256 {g[0].get('sha_path', '?')} (GRID_SIMD / GRID_SHA force them)")
 print(f"{'':24}{'upload MB/s':>12}{'download MB/s':>15}")
 print(f"{'grid (in-process client)':24}{up:12.1f}{down:15.1f}")
 for op_up, op_down, name in (("put", "get", "Tahoe CLI"), ("curl put", "curl get", "Tahoe web API (curl)")):

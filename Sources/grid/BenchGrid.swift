@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GridCrypto
 import GridClient
 import GridImmutable
 import GridLocalGrid
@@ -46,8 +47,13 @@ struct BenchGrid: ParsableCommand {
         }
         var ups: [Double] = [], downs: [Double] = []
         var cpu: [[Double]] = []  // client up, servers up, client down, servers down
-        let uploader = Uploader(pool: pool, settings: settings, coding: try codingOptionsFromEnvironment())
-        let downloader = Downloader(pool: pool, coding: try codingOptionsFromEnvironment())
+        let coding = try codingOptionsFromEnvironment()
+        let uploader = Uploader(pool: pool, settings: settings, coding: coding)
+        let downloader = Downloader(pool: pool, coding: coding)
+        // Which kernels ran: the Reed-Solomon path (GRID_SIMD, else the fastest here) and
+        // the SHA-256 path (GRID_SHA, else SHA-NI lanes where the CPU has them).
+        let paths = "Reed-Solomon \(coding.simdPath), SHA-256 \(SHA256Path.current)"
+        if !json { say("paths: \(paths)") }
         for round in 0..<rounds {
             let sample = root + "/sample\(round).bin"
             try writeSampleFile(sample, size: bytes, seed: wallClockSeconds() &+ UInt64(round) &* 7919)
@@ -81,7 +87,7 @@ struct BenchGrid: ParsableCommand {
                 "size": bytes, "servers": options.servers, "rounds": rounds, "needed": options.needed, "total": options.total,
                 "upload_mb_s": ups, "download_mb_s": downs,
                 "upload_median_mb_s": median(ups), "download_median_mb_s": median(downs),
-                "client_peak_rss_bytes": rss,
+                "client_peak_rss_bytes": rss, "simd_path": coding.simdPath.description, "sha_path": SHA256Path.current.description,
                 "cpu_seconds": cpu.map { ["upload_client": $0[0], "upload_servers": $0[1], "download_client": $0[2], "download_servers": $0[3]] },
             ]
             say(jsonString(out))

@@ -126,24 +126,41 @@ public final class Uploader: Sendable {
         return try await store(source: source, storageIndex: storageIndex, input: .ciphertext, progress: progress)
     }
 
-    /// The URI extension block of a file stored whole already (every share number, on
-    /// servers reaching happiness), read from one of its shares; nil otherwise (also when
-    /// no share answered). Not checked against anything: the caller has no capability.
-    /// An upload helper asks this before taking any ciphertext.
-    public func storedURIExtension(storageIndex si: [UInt8]) async -> [UInt8]? {
-        let known = await pool.waitForServers(enough: parameters.total, minimum: parameters.happy)
+    /// The URI extension block of a file of `size` bytes stored whole already (every
+    /// share number, on servers reaching happiness), nil otherwise. The block is read from
+    /// a share and kept only if k shares of distinct numbers, on the servers, check against
+    /// it (header, share hash chain, block hash tree): a corrupt or lying server cannot
+    /// pass off a block that the stored shares do not match. The uploader's leases on the
+    /// shares are renewed. An upload helper asks this before taking any ciphertext.
+    public func storedURIExtension(storageIndex si: [UInt8], size: UInt64) async -> [UInt8]? {
+        let k = parameters.needed, n = parameters.total
+        let known = await pool.waitForServers(enough: n, minimum: parameters.happy)
         guard known.count >= parameters.happy else { return nil }
         let census = await pool.census(storageIndex: si, servers: permutedServers(known, storageIndex: si),
                                        deadline: max(3, 2 * coding.stallTimeout))
         let holdings = census.holdings
-        guard Set(holdings.values.flatMap { $0 }).count >= parameters.total,
-              Placement.happiness(holdings) >= parameters.happy else { return nil }
+        guard Set(holdings.values.flatMap { $0 }).count >= n, Placement.happiness(holdings) >= parameters.happy else { return nil }
         let stall = coding.stallTimeout
-        for reader in census.readers(storageIndex: si, stallTimeout: { _ in stall }).prefix(3) {
-            let box = UncheckedBox(reader)
-            if let ueb = try? await onThread("grid-ueb", { try CHKShareValidator.readHeader(box.value).1 }) { return ueb }
+        let readers = census.readers(storageIndex: si, stallTimeout: { _ in stall })
+        let box = UncheckedBox(readers)
+        let checked = try? await onThread("grid-ueb") { () -> [UInt8]? in
+            for candidate in box.value.prefix(3) {
+                guard let ueb = try? CHKShareValidator.readHeader(candidate).1 else { continue }
+                let verifier = CHKVerifierCapability(storageIndex: si, uebHash: TahoeHash.uriExtensionHash(ueb),
+                                                     needed: k, total: n, size: size)
+                let validator = CHKShareValidator(verifier)
+                guard let shape = try? validator.fileShape(from: candidate) else { continue }
+                var good: Set<Int> = []
+                for r in box.value where !good.contains(r.shareNumber) && good.count < k {
+                    if (try? validator.validate(r, shape: shape)) != nil { good.insert(r.shareNumber) }
+                }
+                if good.count >= k { return ueb }
+            }
+            return nil
         }
-        return nil
+        guard let ueb = checked ?? nil else { return nil }
+        _ = await pool.renewLeases(si, census, leaseSecret: settings.leaseSecret, timeout: 4 * coding.stallTimeout)
+        return ueb
     }
 
     /// Census, placement by servers-of-happiness, the encode-and-push pass (and up to two
@@ -328,9 +345,7 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     /// Bytes in flight to each server, and when each of its outstanding writes was sent
     /// (oldest first: a server answers its writes in order).
     var inFlight: [ServerRef: Int] = [:]
-    var sentAt: [ServerRef: [(at: Double, ahead: Int)]] = [:]
-    /// When the first write was sent (the answer rate is measured from there).
-    var firstSentAt: Double?
+    var sentAt: [ServerRef: [(at: Double, ahead: Int, answeredBefore: UInt64)]] = [:]
     /// A write unanswered this long drops its server however slow the link is.
     var hardStallTimeout: Double { max(60, 15 * stallTimeout) }
     /// Each server's own budget of bytes in flight: a stuck server holds only its own.
@@ -363,21 +378,20 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         return handles.filter { failedServers[$0.server] == nil }
     }
 
-    /// Drops servers whose oldest write has waited longer than the client could expect:
-    /// `stallTimeout`, or, when the client's own link is the bottleneck, twice the time the
-    /// bytes in flight when it was sent (`ahead`, itself included) take to drain at the
-    /// rate the servers have been answering; at most `hardStallTimeout`. Over a slow
-    /// uplink every server's writes wait their turn in the client's own queue; that is not
-    /// a stall, and a bare "oldest write older than 2 s" dropped healthy servers until the
-    /// upload failed (10 Mbit/s, 10 servers). Under the lock.
+    /// Drops servers that fell behind: the oldest write unanswered for `stallTimeout`
+    /// while the servers together have since answered 1.5 times the bytes that were in
+    /// flight when it was sent (`ahead`, itself included): the queue it waited behind has
+    /// drained and it has not. (A frozen server lets the others answer about 1.8 times:
+    /// their share of the queue, then the writes sent until its own budget fills.) Over a slow uplink every server's writes wait their turn in the
+    /// client's own queue; that is not a stall (a bare "oldest write older than 2 s"
+    /// dropped healthy servers until the upload failed, 10 Mbit/s to 10 servers). When
+    /// nothing is answered at all, `hardStallTimeout`. Under the lock.
     func dropStalled() {
         let now = monotonicNow()
-        let elapsed = now - (firstSentAt ?? now)
-        let rate = elapsed > 0.2 ? Double(bytesSent) / elapsed : 0
         for (s, writes) in sentAt where failedServers[s] == nil {
-            guard let oldest = writes.first else { continue }
-            let patience = rate > 0 ? min(hardStallTimeout, max(stallTimeout, 2 * Double(oldest.ahead) / rate)) : hardStallTimeout
-            if now - oldest.at > patience {
+            guard let oldest = writes.first, now - oldest.at > stallTimeout else { continue }
+            let drainedSince = bytesSent &- oldest.answeredBefore
+            if drainedSince >= 3 * UInt64(oldest.ahead) / 2 || now - oldest.at > hardStallTimeout {
                 serverFailed(s, "no answer for \(String(format: "%.1f", now - oldest.at)) s")
             }
         }
@@ -404,11 +418,10 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     /// Under the lock: one bucket_write per target, accounted per server.
     func send(_ bytes: UnsafeRawBufferPointer, share: Int, offset: UInt64, to targets: [BucketHandle]) {
         let now = monotonicNow(), count = bytes.count
-        if firstSentAt == nil { firstSentAt = now }
         for h in targets {
             inFlight[h.server, default: 0] += count
             let ahead = inFlight.filter { failedServers[$0.key] == nil }.reduce(0) { $0 + $1.value }
-            sentAt[h.server, default: []].append((at: now, ahead: ahead))
+            sentAt[h.server, default: []].append((at: now, ahead: ahead, answeredBefore: bytesSent))
             h.client.write(bucket: h.bucket, offset: offset, data: bytes) { [self] error in
                 cond.lock()
                 inFlight[h.server, default: 0] -= count

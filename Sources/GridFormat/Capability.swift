@@ -38,6 +38,10 @@ public struct CHKVerifierCapability: Equatable, Sendable {
     public let total: Int
     public let size: UInt64
 
+    public init(storageIndex: [UInt8], uebHash: [UInt8], needed: Int, total: Int, size: UInt64) {
+        (self.storageIndex, self.uebHash, self.needed, self.total, self.size) = (storageIndex, uebHash, needed, total, size)
+    }
+
     public var string: String {
         "URI:CHK-Verifier:\(Base32.encode(storageIndex)):\(Base32.encode(uebHash)):\(needed):\(total):\(size)"
     }

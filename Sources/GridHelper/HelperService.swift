@@ -74,6 +74,15 @@ public final class HelperService: RPCService, @unchecked Sendable {
     public let finished = Atomic<UInt64>(0)
     public let foundStored = Atomic<UInt64>(0)
 
+    /// Uploads held at once (each an open file); more are refused until some finish.
+    let maxUploads = 256
+    /// Received pieces not yet joined to the prefix, per upload: a client sending many
+    /// small pieces with gaps is refused rather than allowed to slow everyone.
+    let maxRanges = 4096
+    /// An upload whose owner is active cannot be taken over by another secret (which is
+    /// someone without the key); one untouched this long can.
+    let takeoverAfter = 3600.0
+
     public init(secret: [UInt8], directory: String, pool: ServerPool, settings: ClientSettings, coding: CodingOptions = CodingOptions(),
                 maxFinishing: Int = 2, abandonAfter: Double = 2 * 86_400, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         self.secret = secret
@@ -124,7 +133,8 @@ public final class HelperService: RPCService, @unchecked Sendable {
         // Stored whole already: nothing need be sent, and a partial copy here is dropped.
         let up = uploader(r.encoding)
         let si = r.storageIndex
-        if let ueb = waitFor({ await up.storedURIExtension(storageIndex: si) }) {
+        let size = r.size
+        if let ueb = waitFor({ await up.storedURIExtension(storageIndex: si, size: size) }) {
             let dropped = uploads.withLock { u -> Upload? in
                 guard let x = u[key], !x.finishing else { return nil }
                 u[key] = nil
@@ -136,16 +146,26 @@ public final class HelperService: RPCService, @unchecked Sendable {
             return HelperStartResponse(alreadyStored: true, have: r.size, uriExtension: ueb)
         }
         let secretHash = SHA256.hash(r.uploadSecret)
+        // Room for the whole file (beyond what the uploads held already still need).
+        let pending = uploads.withLock { u in u.values.reduce(UInt64(0)) { $0 &+ ($1.size &- min($1.size, $1.have)) } }
+        if let free = try? FileSystem.availableSpace(incoming), r.size > free || pending > free - r.size {
+            throw WireError(.noSpace, "the helper has \(free) bytes free, not enough for this \(r.size)-byte file; upload directly")
+        }
         return try uploads.withLock { u -> HelperStartResponse in
             if let x = u[key] {
-                // Another secret is another uploader (one without the key cannot add to this
-                // upload); it starts over, and the data held is dropped.
                 if x.size == r.size && x.encoding == r.encoding && constantTimeEqual(x.secretHash, secretHash) {
                     x.touched = monotonicNow()
                     return HelperStartResponse(alreadyStored: false, have: x.have, uriExtension: [])
                 }
-                guard !x.finishing else { throw WireError(.conflict, "this file is being encoded now with other parameters; try again later") }
+                // Another secret is someone without the key (the secret derives from it): it
+                // may not take over an upload in use, only one abandoned for an hour.
+                guard !x.finishing, monotonicNow() - x.touched > takeoverAfter else {
+                    throw WireError(.badSecret, "another upload of this storage index is in progress here")
+                }
                 u[key] = nil
+            }
+            guard u.count < maxUploads else {
+                throw WireError(.conflict, "the helper holds \(maxUploads) uploads already; busy")
             }
             let p = paths(si)
             // Resume from what an earlier process recorded, if it was this same upload.
@@ -155,8 +175,16 @@ public final class HelperService: RPCService, @unchecked Sendable {
                st.size == r.size, st.encoding == r.encoding, st.have <= r.size, constantTimeEqual(st.secretHash, secretHash) {
                 have = st.have
             }
-            let file = try FileDescriptor(path: p.data, [.readWrite, .create], permissions: 0o600)
-            if have == 0 { try file.truncate(to: 0) }
+            let file: FileDescriptor
+            if have > 0, let f = try? FileDescriptor(path: p.data, [.readWrite]), let st = try? f.status(), st.size >= have {
+                file = f
+            } else {
+                // A new file, never the old inode: writes still in flight to an upload that
+                // was replaced land in the unlinked old file, not in this one.
+                have = 0
+                try? FileSystem.remove(p.data)
+                file = try FileDescriptor(path: p.data, [.readWrite, .create, .exclusive], permissions: 0o600)
+            }
             let x = Upload(size: r.size, encoding: r.encoding, secretHash: secretHash, file: file, have: have)
             u[key] = x
             if have > 0 { log("\(key.prefix(8)): resuming at \(have) of \(r.size) bytes") }
@@ -182,26 +210,36 @@ public final class HelperService: RPCService, @unchecked Sendable {
         guard !overflow, end <= x.size else {
             throw WireError(.badRequest, "\(r.data.count) bytes at offset \(r.offset) go past the file's \(x.size) bytes")
         }
-        guard !uploads.withLock({ _ in x.finishing }) else {
-            throw WireError(.conflict, "this file is being encoded now; no more data is taken")
+        try uploads.withLock { _ in
+            guard !x.finishing else { throw WireError(.conflict, "this file is being encoded now; no more data is taken") }
+            guard x.ranges.count < maxRanges else {
+                throw WireError(.badRequest, "\(maxRanges) separate pieces held; send the bytes that join them first")
+            }
         }
+        guard !r.data.isEmpty else { return HelperAppendResponse(have: uploads.withLock { _ in x.have }) }
         do {
             try x.file.write(at: r.offset, r.data)
-        } catch let e as SystemError {
-            throw WireError(e.errorClass == .noSpace ? .noSpace : .internal, "the helper could not store the data: \(e)")
+        } catch {
+            throw helperStorageError("store the data", error)
         }
         _ = received.add(UInt64(r.data.count), ordering: .relaxed)
-        let (have, record) = uploads.withLock { _ -> (UInt64, Bool) in
+        let key = Base32.encode(r.storageIndex)
+        let id = ObjectIdentifier(x)
+        let (have, record) = uploads.withLock { u -> (UInt64, Bool) in
             x.add(r.offset..<end)
             x.touched = monotonicNow()
             let h = x.have
-            return (h, h == x.size || h >= x.recorded + (8 << 20))
+            // Only the upload still registered records its progress (not one replaced or finished).
+            let current = u[key].map { ObjectIdentifier($0) == id } ?? false
+            return (h, current && (h == x.size || h >= x.recorded + (8 << 20)))
         }
         if record {
-            try x.file.sync()
+            // Data first, then the record that says it is there.
+            do { try x.file.sync() } catch { throw helperStorageError("sync the data", error) }
             let si = r.storageIndex
-            try uploads.withLock { _ in
-                if x.have > x.recorded { try writeState(si, x, have: min(have, x.have)) }
+            try uploads.withLock { u in
+                guard let cur = u[key], ObjectIdentifier(cur) == id, have > x.recorded else { return }
+                do { try writeState(si, x, have: have) } catch { throw helperStorageError("record its progress", error) }
             }
         }
         return HelperAppendResponse(have: have)
@@ -217,15 +255,20 @@ public final class HelperService: RPCService, @unchecked Sendable {
                 throw WireError(.badRequest, "the helper holds \(x.have) leading bytes of \(x.size); send the rest first")
             }
             guard u.values.filter(\.finishing).count < maxFinishing else {
-                throw WireError(.internal, "the helper is encoding \(maxFinishing) files already; busy")
+                throw WireError(.conflict, "the helper is encoding \(maxFinishing) files already; busy")
             }
             x.finishing = true
             return x
         }
         let source: FileSource
-        do { source = try FileSource(file: x.file, name: paths(r.storageIndex).data) } catch {
+        do {
+            source = try FileSource(file: x.file, name: paths(r.storageIndex).data)
+            guard source.size == x.size else {
+                throw GridError(.corrupt, "the received file is \(source.size) bytes, not \(x.size)")
+            }
+        } catch {
             uploads.withLock { _ in x.finishing = false }
-            throw WireError(.internal, "the helper cannot read what it received: \(error)")
+            throw WireError(.internal, "the helper cannot use what it received: \(error)")
         }
         let up = uploader(x.encoding)
         let si = r.storageIndex
@@ -264,7 +307,7 @@ public final class HelperService: RPCService, @unchecked Sendable {
         }
         for k in stale { try? FileSystem.remove(incoming + "/" + k + ".data"); try? FileSystem.remove(incoming + "/" + k + ".state") }
         // Files left by an earlier process: by modification time.
-        let wall = wallClock()
+        let wall = fileClock()
         let active = uploads.withLock { Set($0.keys) }
         for name in (try? FileSystem.list(incoming)) ?? [] {
             let k = String(name.split(separator: ".").first ?? "")
@@ -293,6 +336,13 @@ public final class HelperService: RPCService, @unchecked Sendable {
               let seg = Int(f[4]), let have = UInt64(f[5]), let secretHash = Base32.decode(f[6]), secretHash.count == 32 else { return nil }
         return (size, HelperEncoding(needed: k, happy: h, total: n, maxSegmentSize: seg), have, secretHash)
     }
+}
+
+/// A failed write, sync or record on the helper's disk, as the client hears it (a full
+/// disk is said so: the client uploads directly).
+func helperStorageError(_ what: String, _ error: Error) -> WireError {
+    let full = (error as? ClassifiedError)?.errorClass == .noSpace
+    return WireError(full ? .noSpace : .internal, "the helper could not \(what): \(error)")
 }
 
 /// Runs async work from a synchronous handler thread and waits for it (the work runs on

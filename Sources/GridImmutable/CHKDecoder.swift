@@ -28,6 +28,9 @@ public final class CHKDecoder {
     var ctLeaves: [[UInt8]] = []
     var rs: ReedSolomon!
     let readahead: Int
+    /// At most this many bytes of segments are read ahead, whatever `readahead` says (it
+    /// is chosen before the file's real segment size is known).
+    public var readaheadBytes = 64 << 20
     /// How many checked shares the segments are read from: k (the default) reads every
     /// segment from the same k; more spreads them, each segment from k of that many in
     /// turn, so more connections carry data at once. For distant servers, where one
@@ -162,6 +165,7 @@ public final class CHKDecoder {
         try ensureChecked()
         try loadCrypttextLeaves()
         let k = g.k
+        let aheadSegments = readahead > 0 ? max(1, min(readahead, readaheadBytes / max(1, g.segmentSize))) : 0
         let firstSeg = Int(offset / UInt64(g.segmentSize))
         let lastSeg = Int((end - 1) / UInt64(g.segmentSize))
 
@@ -193,10 +197,10 @@ public final class CHKDecoder {
                 }
                 let shares = active
                 let validator = validator
-                if readahead > 0 {
+                if aheadSegments > 0 {
                     // This segment's blocks too: every share's read starts now, not when a
                     // thread is free to wait for it.
-                    let upTo = min(lastSeg, seg + readahead)
+                    let upTo = min(lastSeg, seg + aheadSegments)
                     var ranges: [Int: (share: ValidatedShare, ranges: [(offset: UInt64, length: Int)])] = [:]
                     for s in seg...upTo {
                         for share in activeShares(s, list) {

@@ -611,7 +611,9 @@ public final class StorageBackend: @unchecked Sendable {
     /// died half way); returns how many staged shares went.
     @discardableResult
     public func dropStaleStaging(olderThan age: UInt64 = 3600) -> Int {
-        let now = clock()
+        // File times come from the kernel's unshifted clock: take this process's test
+        // offset (GRID_CLOCK_OFFSET) back out of the lease clock before comparing.
+        let now = UInt64(clamping: Int64(clamping: clock()) &- WallClock.offset)
         var dropped = 0
         for name in (try? FileSystem.list(stagingDir)) ?? [] {
             let path = stagingDir + "/" + name

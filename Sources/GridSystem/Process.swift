@@ -24,6 +24,10 @@ public func wallClock() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9 + Double(WallClock.offset)
 }
 
+/// The real time the kernel stamps files with: `wallClock()` without `WallClock.offset`.
+/// Compare file modification times with this, never with the shifted clock.
+public func fileClock() -> Double { wallClock() - Double(WallClock.offset) }
+
 /// `wallClock()` in whole seconds (0 before the epoch).
 public func wallClockSeconds() -> UInt64 { UInt64(max(0, wallClock().rounded(.down))) }
 

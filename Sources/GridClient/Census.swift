@@ -302,24 +302,39 @@ struct BucketAllocator {
         return handles
     }
 
-    /// Asks each server in `plan` to allocate its shares, all at once.
-    mutating func allocate(_ plan: [ServerRef: [Int]]) async {
-        let (si, size, secrets, clients, timeout) = (storageIndex, shareSize, secrets, clients, callTimeout)
-        let answers = await withTaskGroup(of: (ServerRef, Result<AllocateResponse, Error>).self) { group in
+    typealias Answers = [(ServerRef, Result<AllocateResponse, Error>)]
+
+    /// Asks each server in `plan` to allocate its shares, all at once; `client` gives each
+    /// server's connection (opening it if need be).
+    static func ask(_ plan: [ServerRef: [Int]], storageIndex si: [UInt8], shareSize size: UInt64, secrets: LeaseSecrets,
+                    timeout: Double, client: @escaping @Sendable (ServerRef) async throws -> StorageClient) async -> Answers {
+        await withTaskGroup(of: (ServerRef, Result<AllocateResponse, Error>).self) { group in
             for (s, shares) in plan {
-                let c = clients[s]!
                 group.addTask {
                     let req = AllocateRequest(
                         storageIndex: si,
                         renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s),
                         shareNumbers: shares, allocatedSize: size)
-                    do { return (s, .success(try await c.call(req, timeout: timeout))) } catch { return (s, .failure(error)) }
+                    do { return (s, .success(try await client(s).call(req, timeout: timeout))) } catch { return (s, .failure(error)) }
                 }
             }
-            var out: [(ServerRef, Result<AllocateResponse, Error>)] = []
+            var out: Answers = []
             for await a in group { out.append(a) }
             return out
         }
+    }
+
+    /// Asks each server in `plan` to allocate its shares, all at once.
+    mutating func allocate(_ plan: [ServerRef: [Int]]) async {
+        let clients = clients
+        let answers = await Self.ask(plan, storageIndex: storageIndex, shareSize: shareSize, secrets: secrets,
+                                     timeout: callTimeout) { clients[$0]! }
+        absorb(plan, answers)
+    }
+
+    /// Takes in the servers' answers to `plan` (from `allocate`, or asked before the census
+    /// under `Uploader.store`'s speculation).
+    mutating func absorb(_ plan: [ServerRef: [Int]], _ answers: Answers) {
         for (s, r) in answers {
             switch r {
             case let .success(resp):

@@ -146,6 +146,12 @@ final class HelperTests: XCTestCase {
             _ = try await rpc.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret))
             XCTFail("finish with bytes missing was taken")
         } catch let e as WireError { XCTAssertEqual(e.code, .badRequest) }
+        // Someone without the key (another upload secret) cannot take the upload over.
+        do {
+            _ = try await rpc.call(HelperStartRequest(storageIndex: si, uploadSecret: SecureRandom.bytes(32), size: UInt64(size),
+                                                      encoding: HelperEncoding(needed: 2, happy: 3, total: 5, maxSegmentSize: 1 << 20)))
+            XCTFail("another secret took over an upload in use")
+        } catch let e as WireError { XCTAssertEqual(e.code, .badSecret) }
         rpc.close()
 
         // The helper restarts: it kept what it had recorded (every 8 MiB, after a sync).

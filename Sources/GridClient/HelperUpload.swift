@@ -56,6 +56,7 @@ struct HelperUpload {
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: g.segmentSize, alignment: 64)
         defer { buf.deallocate() }
         var sent: UInt64 = 0
+        let beingEncoded = Locked(false)
         let have = start.alreadyStored ? size : start.have
         try await withThrowingTaskGroup(of: Int.self) { group in
             var inFlight = 0
@@ -68,7 +69,7 @@ struct HelperUpload {
                 }
                 hasher.segment(UnsafeRawBufferPointer(part))
                 var off = max(base, have)
-                while off < base + UInt64(len) {
+                while off < base + UInt64(len) && !beingEncoded.value {
                     let n = Int(min(UInt64(maxHelperAppend), base + UInt64(len) - off))
                     let lo = Int(off - base)
                     let piece = Array(UnsafeRawBufferPointer(rebasing: part[lo..<(lo + n)]))
@@ -76,7 +77,14 @@ struct HelperUpload {
                     inFlight += n
                     let request = HelperAppendRequest(storageIndex: si, uploadSecret: uploadSecret, offset: off, data: piece)
                     group.addTask {
-                        _ = try await client.call(request, timeout: 120)
+                        do {
+                            _ = try await client.call(request, timeout: 120)
+                        } catch let e as WireError where e.code == .conflict || e.code == .notFound {
+                            // Another upload of this file is being encoded from the same bytes,
+                            // or was just stored (and its data dropped): this one waits for it
+                            // below instead of sending more.
+                            beingEncoded.value = true
+                        }
                         return n
                     }
                     off += UInt64(n)
@@ -94,9 +102,37 @@ struct HelperUpload {
             uebBytes = start.uriExtension
         } else {
             // Encoding and pushing take the helper about as long as a direct upload would.
-            let r = try await client.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret), timeout: 300 + Double(size) / 2e6)
-            uebBytes = r.uriExtension
-            response = r
+            let timeout = 300 + Double(size) / 2e6
+            do {
+                if beingEncoded.value { throw WireError(.conflict, "this file is being encoded by the helper already") }
+                let r = try await client.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret), timeout: timeout)
+                uebBytes = r.uriExtension
+                response = r
+            } catch let e as WireError where e.code == .conflict {
+                // The same file is being encoded already (this client's earlier attempt, or
+                // another holder of the key): wait for it to be stored, asking again.
+                // If that attempt failed, the data is still there: finish it ourselves.
+                let deadline = monotonicNow() + timeout
+                var stored: [UInt8]?
+                while stored == nil && monotonicNow() < deadline {
+                    try await Task.sleep(nanoseconds: 1_000_000_000)
+                    let again = try await client.call(HelperStartRequest(storageIndex: si, uploadSecret: uploadSecret, size: size,
+                                                                         encoding: encoding), timeout: 120)
+                    if again.alreadyStored {
+                        stored = again.uriExtension
+                    } else if again.have == size {
+                        do {
+                            let r = try await client.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret), timeout: timeout)
+                            stored = r.uriExtension
+                            response = r
+                        } catch let busy as WireError where busy.code == .conflict { continue }
+                    } else {
+                        throw e  // the helper no longer holds the data: upload directly
+                    }
+                }
+                guard let stored else { throw e }
+                uebBytes = stored
+            }
         }
         let ueb: URIExtension
         do { ueb = try URIExtension(parsing: uebBytes) } catch {

@@ -7,6 +7,7 @@ import GridProtocol
 import GridSystem
 import GridTestSupport
 import GridWire
+import Synchronization
 import XCTest
 
 /// `grid helper`: a real helper daemon between real clients and real storage servers.
@@ -161,6 +162,41 @@ final class HelperTests: XCTestCase {
         XCTAssertEqual(r["resumed_from"] as? Int, 8 << 20)
         XCTAssertEqual(r["bytes_sent"] as? Int, size - (8 << 20))
         try assertReadsBack(node, try XCTUnwrap(r["cap"] as? String), data)
+    }
+
+    /// Two uploads of the same file through the helper at once (the same key, so the same
+    /// upload): both end with the capability through the helper, neither falls back to a
+    /// direct upload (one that finds the file being encoded waits for it).
+    func testTheSameFileTwiceAtOnceThroughTheHelper() throws {
+        let grid = try TestGrid(servers: 5)
+        defer { grid.shutdown() }
+        let (helper, address) = try startHelper(grid)
+        defer { _ = helper.stop() }
+        let node = try client(grid, "c1", helper: address)
+        let data = pseudoRandom(12 << 20, seed: 45)
+        let results = Mutex<[[String: String]]>([])
+        let group = DispatchGroup()
+        for _ in 0..<2 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                guard let (st, out, err) = try? runGridCLI(["upload", "--node-dir", node, "--json", "-"], stdin: data) else { return }
+                XCTAssertEqual(st, 0, err)
+                if let r = (try? JSONSerialization.jsonObject(with: Data(out))) as? [String: Any] {
+                    let cap = r["cap"] as? String ?? "", via = r["helper"] as? String ?? "", problem = r["helper_problem"] as? String ?? ""
+                    results.withLock { $0.append(["cap": cap, "helper": via, "helper_problem": problem]) }
+                }
+            }.start()
+        }
+        group.wait()
+        let rs = results.withLock { $0 }
+        XCTAssertEqual(rs.count, 2)
+        XCTAssertEqual(Set(rs.compactMap { $0["cap"] }).count, 1, "one capability")
+        for r in rs {
+            XCTAssertNotEqual(r["helper"], "", "\(r)")
+            XCTAssertEqual(r["helper_problem"], "", "\(r)")
+        }
+        try assertReadsBack(node, try XCTUnwrap(rs.first?["cap"]), data)
     }
 
     /// A client holding a wrong helper secret is refused at HELLO and uploads directly.

@@ -125,14 +125,23 @@ public final class CHKDecoder {
 
     func checkedInOrder() -> [ValidatedShare] { checked.keys.sorted().map { checked[$0]! } }
 
+    /// The share numbers the segments rotate over when `width` is above k, in slot order.
+    /// A share set aside is replaced in its own slot by a checked share not in rotation, so
+    /// the other slots keep their segments (and the blocks already requested for them).
+    var slots: [Int] = []
+
     /// The k shares segment `seg` is read from: the first k checked ones, or with `width`
-    /// above k, k consecutive ones of the first `width`, starting k further on each segment.
+    /// above k, k consecutive slots of `width`, starting k further on each segment.
     func activeShares(_ seg: Int, _ list: [ValidatedShare]) -> [ValidatedShare] {
         let k = verifier.needed
-        let m = min(width, list.count)
+        guard min(width, list.count) > k else { return Array(list.prefix(k)) }
+        var spare = list.map { $0.reader.shareNumber }.filter { !slots.contains($0) }
+        slots = slots.compactMap { checked[$0] != nil ? $0 : (spare.isEmpty ? nil : spare.removeFirst()) }
+        while slots.count < min(width, list.count), !spare.isEmpty { slots.append(spare.removeFirst()) }
+        let m = slots.count
         guard m > k else { return Array(list.prefix(k)) }
         let start = (seg % m) * k % m
-        return (0..<k).map { list[(start + $0) % m] }
+        return (0..<k).map { checked[slots[(start + $0) % m]]! }
     }
 
     /// Makes sure at least k checked shares are on hand (up to `width` when it is more),

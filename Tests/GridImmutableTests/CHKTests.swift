@@ -164,6 +164,25 @@ final class CHKCodingTests: XCTestCase {
         XCTAssertEqual(d.badShares[4]?.errorClass, .corrupt)
     }
 
+    /// A share set aside from the rotation is replaced in its own slot: every other share
+    /// keeps the segments it had (and the blocks already requested for them).
+    func testASetAsideShareIsReplacedInItsOwnSlot() throws {
+        let (cap, shares, _) = try sampleFile()
+        let d = CHKDecoder(capability: cap, shares: (0..<6).map { MemoryShareReader(shareNumber: $0, bytes: shares[$0]) })
+        d.width = 4
+        try d.prepare()
+        try d.ensureChecked()
+        func plan() -> [[Int]] { (0..<8).map { seg in d.activeShares(seg, d.checkedInOrder()).map(\.reader.shareNumber) } }
+        let before = plan()
+        XCTAssertEqual(Set(before.flatMap { $0 }), [0, 1, 2, 3])
+        d.markBad(d.checked[1]!.reader, ShareFailure.corrupt(.block(segment: 0), "test"))
+        try d.ensureChecked()
+        let after = plan()
+        for (b, a) in zip(before, after) {
+            XCTAssertEqual(b.map { $0 == 1 ? 4 : $0 }, a, "share 4 takes share 1's place; the others keep theirs")
+        }
+    }
+
     /// Damage to any section of one share: the decoder sets that share aside, names it,
     /// and still rebuilds the file from the others.
     func testCorruptionInEverySectionIsDetected() throws {

@@ -22,7 +22,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -30,33 +29,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location("bench_latency", os.path.join(HERE, "bench-latency.py"))
 bl = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bl)
-
-
-class Proxy:
-    def __init__(self, root, name):
-        self.stats = os.path.join(root, f"proxy-{name}.json")
-        self.proc = None
-
-    def start(self, mappings, rtt, up_mbit):
-        self.stop()
-        argv = [sys.executable, os.path.join(HERE, "delayproxy.py"), "--rtt-ms", str(rtt), "--stats", self.stats]
-        if up_mbit:
-            argv += ["--up-mbit", str(up_mbit)]
-        self.proc = subprocess.Popen(argv + mappings, stdout=subprocess.PIPE)
-        if self.proc.stdout.readline().strip() != b"ready":
-            raise RuntimeError("delayproxy did not start")
-
-    def stop(self):
-        """Stops the proxy; returns the bytes it carried towards the targets."""
-        if not self.proc or self.proc.poll() is not None:
-            return 0
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        try:
-            stats = json.load(open(self.stats))
-        except (OSError, ValueError):
-            return 0
-        return sum(m.get("up_bytes", 0) for m in stats.get("mappings", {}).values())
 
 
 def main():
@@ -73,7 +45,8 @@ def main():
     # bench-latency's grid: servers announce ports of a proxy in front of each.
     largs = argparse.Namespace(servers=args.servers, up_mbit=0, grid_bin=args.grid_bin)
     b = bl.Bench(largs, root)
-    servers_proxy, helper_proxy = Proxy(root, "servers"), Proxy(root, "helper")
+    servers_proxy = bl.delayproxy.Child(os.path.join(root, "proxy-servers.json"))
+    helper_proxy = bl.delayproxy.Child(os.path.join(root, "proxy-helper.json"))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     results = {}
     try:

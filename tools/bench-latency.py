@@ -31,6 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import delayproxy  # noqa: E402
 
 
 def free_port():
@@ -49,7 +50,7 @@ class Bench:
         self.args, self.root, self.grid = args, root, args.grid_bin
         self.env = dict(os.environ, GRID_NODE_DIR=os.path.join(root, "client"))
         self.daemons = []
-        self.proxy = None
+        self.proxy = delayproxy.Child(os.path.join(root, "proxy-stats.json"))
 
     def run(self, argv, stdin=None, check=True, timeout=900):
         t0 = time.monotonic()
@@ -78,18 +79,10 @@ class Bench:
         self.run(["client", "create", self.env["GRID_NODE_DIR"], "--introducer", furl])
 
     def set_rtt(self, rtt):
-        self.stop_proxy()
-        argv = [sys.executable, os.path.join(HERE, "delayproxy.py"), "--rtt-ms", str(rtt), "--stats", os.path.join(self.root, "proxy-stats.json")]
-        if self.args.up_mbit:
-            argv += ["--up-mbit", str(self.args.up_mbit)]
-        self.proxy = subprocess.Popen(argv + self.mappings, stdout=subprocess.PIPE)
-        if self.proxy.stdout.readline().strip() != b"ready":
-            raise RuntimeError("delayproxy did not start")
+        self.proxy.start(self.mappings, rtt, self.args.up_mbit)
 
     def stop_proxy(self):
-        if self.proxy and self.proxy.poll() is None:
-            self.proxy.terminate()
-            self.proxy.wait(timeout=10)
+        self.proxy.stop()
 
     def stop(self):
         self.stop_proxy()

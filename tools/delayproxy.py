@@ -259,6 +259,36 @@ async def main(args):
     proxy.write_stats()
 
 
+class Child:
+    """This proxy run as a child process, for the benchmarks (tools/bench-*.py): `start`
+    waits for its "ready" line; `stop` ends it and returns the bytes it carried towards
+    the targets (the sum of every mapping's up_bytes)."""
+
+    def __init__(self, stats_path):
+        self.stats_path, self.proc = stats_path, None
+
+    def start(self, mappings, rtt_ms=0, up_mbit=0):
+        self.stop()
+        argv = [sys.executable, os.path.abspath(__file__), "--rtt-ms", str(rtt_ms), "--stats", self.stats_path]
+        if up_mbit:
+            argv += ["--up-mbit", str(up_mbit)]
+        import subprocess
+        self.proc = subprocess.Popen(argv + list(mappings), stdout=subprocess.PIPE)
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("delayproxy did not start")
+
+    def stop(self):
+        if not self.proc or self.proc.poll() is not None:
+            return 0
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        try:
+            stats = json.load(open(self.stats_path))
+        except (OSError, ValueError):
+            return 0
+        return sum(m.get("up_bytes", 0) for m in stats.get("mappings", {}).values())
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog=__doc__[__doc__.index("Examples:"):],

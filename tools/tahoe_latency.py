@@ -11,9 +11,10 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
+
+import delayproxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "tahoe-ref"))
@@ -25,9 +26,8 @@ class TahoeBench:
         self.servers, self.base, self.free_port, self.log = servers, base_port, free_port, log
         self.env = dict(os.environ, TAHOE_VENV=venv, TAHOE_BASE_PORT=str(base_port))
         self.web = f"http://127.0.0.1:{base_port + 500}"
-        self.proxy = None
+        self.proxy = delayproxy.Child(os.path.join(root, "tahoe-proxy.json"))
         self.mappings = []
-        self.stats = os.path.join(root, "tahoe-proxy.json")
 
     def script(self, name, *args):
         r = subprocess.run([os.path.join(REF, name), *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
@@ -49,11 +49,7 @@ class TahoeBench:
         self.script("start-grid.sh", self.dir, str(self.servers))
 
     def set_rtt(self, rtt, wait=True):
-        self.stop_proxy()
-        argv = [sys.executable, os.path.join(HERE, "delayproxy.py"), "--rtt-ms", str(rtt), "--stats", self.stats]
-        self.proxy = subprocess.Popen(argv + self.mappings, stdout=subprocess.PIPE)
-        if self.proxy.stdout.readline().strip() != b"ready":
-            raise RuntimeError("delayproxy (tahoe) did not start")
+        self.proxy.start(self.mappings, rtt)
         if wait:
             self.wait_servers()
 
@@ -71,9 +67,7 @@ class TahoeBench:
         raise RuntimeError("Tahoe's client did not reconnect to every server through the proxy")
 
     def stop_proxy(self):
-        if self.proxy and self.proxy.poll() is None:
-            self.proxy.terminate()
-            self.proxy.wait(timeout=10)
+        self.proxy.stop()
 
     def stop(self):
         self.stop_proxy()

@@ -36,7 +36,6 @@ struct HelperUpload {
         let size = source.size
         let si = TahoeHash.storageIndex(forKey: key)
         let uploadSecret = helperUploadSecret(key: key)
-        let encoder = try CHKEncoder(parameters: parameters, threads: 1)
         let g = try CHKGeometry(size: size, k: parameters.needed, n: parameters.total, maxSegmentSize: parameters.maxSegmentSize)
         var config = RPCClientConfig()
         config.connectTimeout = 10
@@ -96,50 +95,44 @@ struct HelperUpload {
         }
         let (whole, root) = hasher.finalize()
 
-        let uebBytes: [UInt8]
+        // Finish, or, while the same file is being encoded already (this client's earlier
+        // attempt, or another holder of the key), wait for it to be stored, asking again;
+        // if that attempt failed, its data is still there and this one finishes it.
+        // Encoding and pushing take the helper about as long as a direct upload would.
+        let timeout = 300 + Double(size) / 2e6
+        let deadline = monotonicNow() + timeout
+        var uebBytes: [UInt8]? = start.alreadyStored ? start.uriExtension : nil
         var response: HelperFinishResponse?
-        if start.alreadyStored {
-            uebBytes = start.uriExtension
-        } else {
-            // Encoding and pushing take the helper about as long as a direct upload would.
-            let timeout = 300 + Double(size) / 2e6
-            do {
-                if beingEncoded.value { throw WireError(.conflict, "this file is being encoded by the helper already") }
-                let r = try await client.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret), timeout: timeout)
-                uebBytes = r.uriExtension
-                response = r
-            } catch let e as WireError where e.code == .conflict {
-                // The same file is being encoded already (this client's earlier attempt, or
-                // another holder of the key): wait for it to be stored, asking again.
-                // If that attempt failed, the data is still there: finish it ourselves.
-                let deadline = monotonicNow() + timeout
-                var stored: [UInt8]?
-                while stored == nil && monotonicNow() < deadline {
-                    try await Task.sleep(nanoseconds: 1_000_000_000)
-                    let again = try await client.call(HelperStartRequest(storageIndex: si, uploadSecret: uploadSecret, size: size,
-                                                                         encoding: encoding), timeout: 120)
-                    if again.alreadyStored {
-                        stored = again.uriExtension
-                    } else if again.have == size {
-                        do {
-                            let r = try await client.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret), timeout: timeout)
-                            stored = r.uriExtension
-                            response = r
-                        } catch let busy as WireError where busy.code == .conflict { continue }
-                    } else {
-                        throw e  // the helper no longer holds the data: upload directly
-                    }
+        var encodingElsewhere = beingEncoded.value
+        while uebBytes == nil {
+            if !encodingElsewhere {
+                do {
+                    let r = try await client.call(HelperFinishRequest(storageIndex: si, uploadSecret: uploadSecret), timeout: timeout)
+                    (uebBytes, response) = (r.uriExtension, r)
+                    break
+                } catch let e as WireError where e.code == .conflict {
+                    encodingElsewhere = true
                 }
-                guard let stored else { throw e }
-                uebBytes = stored
+            }
+            guard monotonicNow() < deadline else { throw WireError(.timeout, "the helper's encoding of this file did not end in \(Int(timeout)) s") }
+            try await Task.sleep(nanoseconds: 1_000_000_000)
+            let again = try await client.call(HelperStartRequest(storageIndex: si, uploadSecret: uploadSecret, size: size,
+                                                                 encoding: encoding), timeout: 120)
+            if again.alreadyStored {
+                uebBytes = again.uriExtension
+            } else if again.have == size {
+                encodingElsewhere = false
+            } else {
+                throw WireError(.notFound, "the helper no longer holds this file's data")  // upload directly
             }
         }
+        guard let uebBytes else { throw GridError(.internal, "no URI extension block from the helper") }
         let ueb: URIExtension
         do { ueb = try URIExtension(parsing: uebBytes) } catch {
             throw GridError(.corrupt, "the helper at \(helper.host):\(helper.port) answered with an unreadable URI extension block (\(error))")
         }
         guard ueb.size == size, ueb.neededShares == parameters.needed, ueb.totalShares == parameters.total,
-              ueb.segmentSize == encoder.segmentSize(forSize: size),
+              ueb.segmentSize == g.segmentSize,
               constantTimeEqual(ueb.crypttextHash, whole), constantTimeEqual(ueb.crypttextRootHash, root) else {
             throw GridError(.corrupt,
                 "the helper at \(helper.host):\(helper.port) reported shares that are not of this file (their URI extension "

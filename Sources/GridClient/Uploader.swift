@@ -78,10 +78,9 @@ public final class Uploader: Sendable {
                                     totalSeconds: end - start, helper: "\(helper.host):\(helper.port)", resumedFrom: o.resumedFrom)
             } catch let e as GridError where e.errorClass == .corrupt {
                 throw e  // the helper misreported the file: not something to paper over
-            } catch let e as WireError {
-                helperProblem = "the upload helper at \(helper.host):\(helper.port) failed (\(e)); uploaded directly instead"
-            } catch let e as GridError {
-                helperProblem = "the upload helper at \(helper.host):\(helper.port) failed (\(e)); uploaded directly instead"
+            } catch where error is WireError || error is GridError {
+                // The helper's failures (not the source's): upload directly.
+                helperProblem = "the upload helper at \(helper.host):\(helper.port) failed (\(error)); uploaded directly instead"
             }
         }
         let si = TahoeHash.storageIndex(forKey: key)
@@ -409,10 +408,11 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     /// while the servers together have since answered 1.5 times the bytes that were in
     /// flight when it was sent (`ahead`, itself included): the queue it waited behind has
     /// drained and it has not. (A frozen server lets the others answer about 1.8 times:
-    /// their share of the queue, then the writes sent until its own budget fills.) Over a slow uplink every server's writes wait their turn in the
-    /// client's own queue; that is not a stall (a bare "oldest write older than 2 s"
-    /// dropped healthy servers until the upload failed, 10 Mbit/s to 10 servers). When
-    /// nothing is answered at all, `hardStallTimeout`. Under the lock.
+    /// their share of the queue, then the writes sent until its own budget fills.) Over a
+    /// slow uplink every server's writes wait their turn in the client's own queue; that
+    /// is not a stall (a bare "oldest write older than 2 s" dropped healthy servers until
+    /// the upload failed, 10 Mbit/s to 10 servers). When nothing is answered at all,
+    /// `hardStallTimeout`. Under the lock.
     func dropStalled() {
         let now = monotonicNow()
         for (s, writes) in sentAt where failedServers[s] == nil {

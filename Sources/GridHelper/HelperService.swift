@@ -36,8 +36,8 @@ public final class HelperService: RPCService, @unchecked Sendable {
         /// SHA-256 of the upload secret the uploader presented at start.
         let secretHash: [UInt8]
         let file: FileDescriptor
-        /// Byte ranges received, merged (sorted, disjoint).
-        var ranges: [Range<UInt64>] = []
+        /// Byte ranges received.
+        var ranges = ByteRanges()
         /// Leading bytes recorded in the state file.
         var recorded: UInt64
         var finishing = false
@@ -45,25 +45,11 @@ public final class HelperService: RPCService, @unchecked Sendable {
 
         init(size: UInt64, encoding: HelperEncoding, secretHash: [UInt8], file: FileDescriptor, have: UInt64) {
             (self.size, self.encoding, self.secretHash, self.file, self.recorded) = (size, encoding, secretHash, file, have)
-            if have > 0 { ranges = [0..<have] }
+            ranges.insert(0..<have)
         }
 
         /// Leading bytes received without a gap.
-        var have: UInt64 { ranges.first.map { $0.lowerBound == 0 ? $0.upperBound : 0 } ?? 0 }
-
-        func add(_ r: Range<UInt64>) {
-            var merged = r
-            var out: [Range<UInt64>] = []
-            for x in ranges {
-                if x.upperBound < merged.lowerBound || x.lowerBound > merged.upperBound {
-                    out.append(x)
-                } else {
-                    merged = min(x.lowerBound, merged.lowerBound)..<max(x.upperBound, merged.upperBound)
-                }
-            }
-            out.append(merged)
-            ranges = out.sorted { $0.lowerBound < $1.lowerBound }
-        }
+        var have: UInt64 { ranges.prefix }
     }
 
     /// Storage index (base32) → upload in progress. Each upload's own fields are guarded by
@@ -212,7 +198,7 @@ public final class HelperService: RPCService, @unchecked Sendable {
         }
         try uploads.withLock { _ in
             guard !x.finishing else { throw WireError(.conflict, "this file is being encoded now; no more data is taken") }
-            guard x.ranges.count < maxRanges else {
+            guard x.ranges.ranges.count < maxRanges else {
                 throw WireError(.badRequest, "\(maxRanges) separate pieces held; send the bytes that join them first")
             }
         }
@@ -226,7 +212,7 @@ public final class HelperService: RPCService, @unchecked Sendable {
         let key = Base32.encode(r.storageIndex)
         let id = ObjectIdentifier(x)
         let (have, record) = uploads.withLock { u -> (UInt64, Bool) in
-            x.add(r.offset..<end)
+            x.ranges.insert(r.offset..<end)
             x.touched = monotonicNow()
             let h = x.have
             // Only the upload still registered records its progress (not one replaced or finished).

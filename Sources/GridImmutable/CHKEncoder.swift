@@ -159,11 +159,8 @@ public final class CHKEncoder {
 
         // The whole-file and per-segment ciphertext hashes read the same bytes: two lanes
         // fed together (SHA256Lane), as are the block hashes, two blocks at a time.
-        let ctWhole = TaggedLane(tag: TahoeTag.crypttext)
-        let ctSegment = TaggedLane(tag: TahoeTag.crypttextSegment)
+        let ctHasher = CiphertextHasher(segments: g.numSegments)
         let blockLanes = (0..<(n + 1) / 2).map { _ in (TaggedLane(tag: TahoeTag.block), TaggedLane(tag: TahoeTag.block)) }
-        var ctLeaves: [[UInt8]] = []
-        ctLeaves.reserveCapacity(g.numSegments)
         var blockLeaves = [[[UInt8]]](repeating: [], count: n)
 
         // One segment buffer (its k pieces are the data blocks) and n-k parity blocks.
@@ -202,14 +199,13 @@ public final class CHKEncoder {
                 let p = i < k ? UnsafeRawPointer(segBase + i * blen) : UnsafeRawPointer(parBase + (i - k) * g.blockSize)
                 return UnsafeRawBufferPointer(start: p, count: blen)
             }
-            // Jobs: 0 = the whole-file and segment ciphertext hashes; j > 0 = the block
-            // hashes of blocks 2(j-1) and 2(j-1)+1. Each job writes only its own slots
-            // of `results` (0: segment hash; 1 + i: block i's hash) and its own lanes.
+            // Jobs: 0 = the whole-file and segment ciphertext hashes (only it touches
+            // `ctHasher`); j > 0 = the block hashes of blocks 2(j-1) and 2(j-1)+1. Each
+            // writes only its own slots of `results` (1 + i: block i's hash) and its own lanes.
             let ctView = UnsafeRawBufferPointer(ct)
             runJobs(1 + blockLanes.count, threads: threads) { j in
                 if j == 0 {
-                    TaggedLane.update(ctWhole, ctView, ctSegment, ctView)
-                    results[0] = ctSegment.finalize()
+                    ctHasher.segment(ctView)
                     return
                 }
                 let (a, b) = blockLanes[j - 1]
@@ -223,7 +219,6 @@ public final class CHKEncoder {
                     results[1 + i] = a.finalize()
                 }
             }
-            ctLeaves.append(results[0])
             for i in 0..<n { blockLeaves[i].append(results[1 + i]) }
             let dataOffset = layout.dataOffset + UInt64(seg) * UInt64(g.blockSize)
             for i in 0..<n { try sink.write(share: i, offset: dataOffset, bytes: block(i)) }
@@ -231,13 +226,13 @@ public final class CHKEncoder {
         }
 
         // Hash trees, UEB, and each share's tail.
-        let ctTree = HashTree(leaves: ctLeaves)
+        let (ctWholeHash, ctTree) = ctHasher.finalizeTree()
         let blockTrees = blockLeaves.map { HashTree(leaves: $0) }
         let shareTree = HashTree(leaves: blockTrees.map(\.root))
         let ueb = URIExtension(
             codecParams: "\(g.segmentSize)-\(k)-\(n)", tailCodecParams: "\(g.paddedTailSize)-\(k)-\(n)",
             size: g.size, segmentSize: g.segmentSize, numSegments: g.numSegments, neededShares: k,
-            totalShares: n, crypttextHash: ctWhole.finalize(), crypttextRootHash: ctTree.root,
+            totalShares: n, crypttextHash: ctWholeHash, crypttextRootHash: ctTree.root,
             shareRootHash: shareTree.root)
         let uebBytes = ueb.serialized()
         let zeros = [UInt8](repeating: 0, count: Int(layout.segmentTreeSize))
@@ -278,21 +273,29 @@ struct UncheckedSendable<T>: @unchecked Sendable {
 /// extension block records them, from the ciphertext fed in order one segment at a time
 /// (`CHKGeometry.segmentLength`): what a client of an upload helper checks the helper's
 /// answer against.
+/// The encoder computes them with it too: the two hashes read the same bytes, so they
+/// run as two lanes fed together (SHA256Lane).
 public final class CiphertextHasher {
     let whole = TaggedLane(tag: TahoeTag.crypttext)
-    let segment = TaggedLane(tag: TahoeTag.crypttextSegment)
+    let segmentLane = TaggedLane(tag: TahoeTag.crypttextSegment)
     var leaves: [[UInt8]] = []
 
-    public init() {}
+    public init(segments: Int = 0) { leaves.reserveCapacity(segments) }
 
     /// One whole segment of ciphertext, the next in order.
     public func segment(_ bytes: UnsafeRawBufferPointer) {
-        TaggedLane.update(whole, bytes, segment, bytes)
-        leaves.append(segment.finalize())
+        TaggedLane.update(whole, bytes, segmentLane, bytes)
+        leaves.append(segmentLane.finalize())
     }
 
+    /// crypttext_hash and the segment hash tree (whose nodes every share carries).
+    public func finalizeTree() -> (whole: [UInt8], tree: HashTree) { (whole.finalize(), HashTree(leaves: leaves)) }
+
     /// (crypttext_hash, crypttext_root_hash) of the segments fed.
-    public func finalize() -> (whole: [UInt8], root: [UInt8]) { (whole.finalize(), HashTree(leaves: leaves).root) }
+    public func finalize() -> (whole: [UInt8], root: [UInt8]) {
+        let (w, t) = finalizeTree()
+        return (w, t.root)
+    }
 }
 
 /// A plaintext source read as its AES-CTR ciphertext: each read encrypts what it returns

@@ -61,7 +61,7 @@ public final class StorageBackend: @unchecked Sendable {
     /// The filesystem's block: a share file takes whole blocks, so space is counted in them.
     let blockSize: UInt64
 
-    public init(config: StorageConfig, containerNodeID: [UInt8], clock: @escaping @Sendable () -> UInt64 = { UInt64(wallClock()) }) throws {
+    public init(config: StorageConfig, containerNodeID: [UInt8], clock: @escaping @Sendable () -> UInt64 = { wallClockSeconds() }) throws {
         precondition(containerNodeID.count == 20)
         self.config = config
         self.containerNodeID = containerNodeID
@@ -862,8 +862,8 @@ public final class BucketWriter: @unchecked Sendable {
     let lease: Lease
     let incomingPath: String
     let file: FileDescriptor
-    /// Byte ranges written so far, sorted and merged.
-    var written: [(UInt64, UInt64)] = []
+    /// Byte ranges written so far.
+    var written = ByteRanges()
     /// Bytes written since writeback was last started.
     var unflushed: UInt64 = 0
     let state = Mutex<Int>(0)  // 0 open, 1 closed, 2 aborted
@@ -896,8 +896,8 @@ public final class BucketWriter: @unchecked Sendable {
             guard !overflow, end <= allocatedSize else {
                 throw StorageError.badRequest("write of \(data.count) bytes at offset \(offset) exceeds the allocated size \(allocatedSize) of share \(shnum)")
             }
-            for (a, b) in written where a < end && offset < b {
-                let lo = max(a, offset), hi = min(b, end)
+            for w in written.ranges where w.lowerBound < end && offset < w.upperBound {
+                let lo = max(w.lowerBound, offset), hi = min(w.upperBound, end)
                 let existing = try file.read(at: ImmutableContainer.headerSize + lo, count: Int(hi - lo))
                 if !existing.elementsEqual(data[Int(lo - offset)..<Int(hi - offset)]) {
                     throw StorageError.conflict("write at offset \(offset) of share \(shnum) differs from data already written there")
@@ -915,13 +915,7 @@ public final class BucketWriter: @unchecked Sendable {
                 file.startWriteback()  // the whole file: cheap for pages already under way
                 unflushed = 0
             }
-            written.append((offset, end))
-            written.sort { $0.0 < $1.0 }
-            var merged: [(UInt64, UInt64)] = []
-            for r in written {
-                if let last = merged.last, r.0 <= last.1 { merged[merged.count - 1].1 = max(last.1, r.1) } else { merged.append(r) }
-            }
-            written = merged
+            written.insert(offset..<end)
         }
     }
 

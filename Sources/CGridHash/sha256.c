@@ -1,7 +1,8 @@
 /*
- * sha256.c: SHA-256 compression (FIPS 180-4), one or two messages at a time.
+ * sha256.c: SHA-256 compression (FIPS 180-4), one, two or sixteen messages at a time.
  *
- * Two paths, chosen by the caller: portable C, and the x86 SHA extensions. The SHA-NI
+ * Three paths, chosen by the caller: portable C, the x86 SHA extensions, and AVX-512
+ * (sixteen messages in vector lanes; see compress_x16). The SHA-NI
  * path keeps the state as two vectors, ABEF and CDGH, which is what sha256rnds2 takes;
  * each group of four rounds adds four schedule words and constants and runs two
  * sha256rnds2. compress2 runs two messages' rounds interleaved, so one message's
@@ -144,7 +145,117 @@ SHANI_TARGET static void compress_shani2(uint32_t h0[8], uint32_t h1[8], const u
     shani_store(h0, abef[0], cdgh[0]);
     shani_store(h1, abef[1], cdgh[1]);
 }
+
+/* ------------------------------------------------------------------ AVX-512, 16 lanes */
+
+/*
+ * Sixteen messages at once, one per 32-bit lane of a zmm register: the state words and
+ * schedule words of lane i belong to message i. Each block's 16 rows (64 bytes of each
+ * message) are loaded and transposed so that vector t holds word t of every message;
+ * the rounds are then plain SHA-256 on vectors (rotates and the three-input boolean
+ * functions are single AVX-512 instructions). Lanes past `lanes` hash lane 0's bytes
+ * and are thrown away.
+ */
+#define X16_TARGET __attribute__((target("avx512f,avx512bw")))
+
+static int x16_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+
+/* 16 rows of 16 words -> 16 vectors of one word from each row (see the comment above). */
+X16_TARGET static inline void x16_transpose(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    __m512i u[16]; /* u[4g+o], 128-bit chunk c: word 4c+o of rows 4g..4g+3 */
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int o = 0; o < 4; o++) { /* a 4x4 transpose of 128-bit chunks */
+        __m512i x0 = _mm512_shuffle_i32x4(u[o], u[4 + o], 0x44);
+        __m512i x1 = _mm512_shuffle_i32x4(u[o], u[4 + o], 0xEE);
+        __m512i x2 = _mm512_shuffle_i32x4(u[8 + o], u[12 + o], 0x44);
+        __m512i x3 = _mm512_shuffle_i32x4(u[8 + o], u[12 + o], 0xEE);
+        r[o] = _mm512_shuffle_i32x4(x0, x2, 0x88);
+        r[4 + o] = _mm512_shuffle_i32x4(x0, x2, 0xDD);
+        r[8 + o] = _mm512_shuffle_i32x4(x1, x3, 0x88);
+        r[12 + o] = _mm512_shuffle_i32x4(x1, x3, 0xDD);
+    }
+}
+
+#define X16_ROR(x, n) _mm512_ror_epi32((x), (n))
+#define X16_XOR3(a, b, c) _mm512_ternarylogic_epi32((a), (b), (c), 0x96)
+#define X16_ROUND(a, b, c, d, e, f, g, h, t)                                                       \
+    do {                                                                                           \
+        __m512i t1 = _mm512_add_epi32(_mm512_add_epi32(h, X16_XOR3(X16_ROR(e, 6), X16_ROR(e, 11), X16_ROR(e, 25))), \
+                                      _mm512_add_epi32(_mm512_ternarylogic_epi32(e, f, g, 0xCA),  \
+                                                       _mm512_add_epi32(w[(t) & 15], _mm512_set1_epi32((int)K[t])))); \
+        __m512i t2 = _mm512_add_epi32(X16_XOR3(X16_ROR(a, 2), X16_ROR(a, 13), X16_ROR(a, 22)),     \
+                                      _mm512_ternarylogic_epi32(a, b, c, 0xE8));                   \
+        d = _mm512_add_epi32(d, t1);                                                               \
+        h = _mm512_add_epi32(t1, t2);                                                              \
+    } while (0)
+/* Schedule word t (16 <= t < 64) into w[t & 15], which held word t - 16. */
+#define X16_SCHEDULE(t)                                                                            \
+    do {                                                                                           \
+        __m512i w15 = w[((t) - 15) & 15], w2 = w[((t) - 2) & 15];                                  \
+        __m512i s0 = X16_XOR3(X16_ROR(w15, 7), X16_ROR(w15, 18), _mm512_srli_epi32(w15, 3));        \
+        __m512i s1 = X16_XOR3(X16_ROR(w2, 17), X16_ROR(w2, 19), _mm512_srli_epi32(w2, 10));         \
+        w[(t) & 15] = _mm512_add_epi32(_mm512_add_epi32(w[(t) & 15], s0),                           \
+                                       _mm512_add_epi32(w[((t) - 7) & 15], s1));                    \
+    } while (0)
+#define X16_EIGHT(t)                                         \
+    do {                                                     \
+        if ((t) >= 16) {                                     \
+            for (int q = 0; q < 8; q++) X16_SCHEDULE((t) + q); \
+        }                                                    \
+        X16_ROUND(a, b, c, d, e, f, g, h, (t) + 0);          \
+        X16_ROUND(h, a, b, c, d, e, f, g, (t) + 1);          \
+        X16_ROUND(g, h, a, b, c, d, e, f, (t) + 2);          \
+        X16_ROUND(f, g, h, a, b, c, d, e, (t) + 3);          \
+        X16_ROUND(e, f, g, h, a, b, c, d, (t) + 4);          \
+        X16_ROUND(d, e, f, g, h, a, b, c, (t) + 5);          \
+        X16_ROUND(c, d, e, f, g, h, a, b, (t) + 6);          \
+        X16_ROUND(b, c, d, e, f, g, h, a, (t) + 7);          \
+    } while (0)
+
+X16_TARGET static void compress_x16(uint32_t *states, const uint8_t *const *data, unsigned lanes, size_t nblocks) {
+    const uint8_t *p[16];
+    for (unsigned i = 0; i < 16; i++) p[i] = data[i < lanes ? i : 0];
+    const __mmask16 live = (__mmask16)((1u << lanes) - 1);
+    const __m512i rows = _mm512_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120);
+    const __m512i bswap = _mm512_broadcast_i32x4(_mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL));
+    __m512i s[8];
+    for (int j = 0; j < 8; j++) s[j] = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows, states + j, 4);
+    for (size_t blk = 0; blk < nblocks; blk++) {
+        __m512i w[16];
+        for (int i = 0; i < 16; i++) w[i] = _mm512_loadu_si512((const void *)(p[i] + 64 * blk));
+        x16_transpose(w);
+        for (int i = 0; i < 16; i++) w[i] = _mm512_shuffle_epi8(w[i], bswap);
+        __m512i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
+        X16_EIGHT(0); X16_EIGHT(8); X16_EIGHT(16); X16_EIGHT(24);
+        X16_EIGHT(32); X16_EIGHT(40); X16_EIGHT(48); X16_EIGHT(56);
+        s[0] = _mm512_add_epi32(s[0], a); s[1] = _mm512_add_epi32(s[1], b);
+        s[2] = _mm512_add_epi32(s[2], c); s[3] = _mm512_add_epi32(s[3], d);
+        s[4] = _mm512_add_epi32(s[4], e); s[5] = _mm512_add_epi32(s[5], f);
+        s[6] = _mm512_add_epi32(s[6], g); s[7] = _mm512_add_epi32(s[7], h);
+    }
+    for (int j = 0; j < 8; j++) _mm512_mask_i32scatter_epi32(states + j, live, rows, s[j], 4);
+}
 #else
+static int x16_supported(void) { return 0; }
+static void compress_x16(uint32_t *states, const uint8_t *const *data, unsigned lanes, size_t nblocks) {
+    (void)states; (void)data; (void)lanes; (void)nblocks;
+}
+#endif
+
+#if !(defined(__x86_64__) || defined(__i386__))
 static int shani_supported(void) { return 0; }
 static void compress_shani1(uint32_t h[8], const uint8_t *p, size_t n) { (void)h; (void)p; (void)n; }
 static void compress_shani2(uint32_t a[8], uint32_t b[8], const uint8_t *p, const uint8_t *q, size_t n) {
@@ -162,8 +273,26 @@ int grid_sha256_supported(int path) {
         if (cached < 0) cached = shani_supported();
         return cached;
     }
+    case GRID_SHA256_AVX512: {
+        static int cached = -1;
+        if (cached < 0) cached = x16_supported();
+        return cached;
+    }
     default: return 0;
     }
+}
+
+int grid_sha256_compress16(int path, uint32_t *states, const uint8_t *const *data, unsigned lanes, size_t nblocks) {
+    if (lanes < 1 || lanes > 16 || !grid_sha256_supported(path)) return -1;
+    if (path == GRID_SHA256_AVX512) {
+        compress_x16(states, data, lanes, nblocks);
+    } else {
+        for (unsigned i = 0; i < lanes; i++) {
+            if (path == GRID_SHA256_SHANI) compress_shani1(states + 8 * i, data[i], nblocks);
+            else compress_portable(states + 8 * i, data[i], nblocks);
+        }
+    }
+    return 0;
 }
 
 int grid_sha256_compress2(int path, uint32_t state0[8], uint32_t state1[8],

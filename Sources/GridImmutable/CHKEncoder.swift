@@ -57,11 +57,16 @@ public final class CHKEncoder {
     public let threads: Int
     public let simdPath: SIMDPath
 
-    public init(parameters: EncodingParameters, threads: Int = 2, simdPath: SIMDPath = .best) throws {
+    /// How the block hashes run (`SHA256Path`; the ciphertext hashes use its pairs).
+    public let shaPath: SHA256Path
+
+    public init(parameters: EncodingParameters, threads: Int = 2, simdPath: SIMDPath = .best,
+                shaPath: SHA256Path = .current) throws {
         try parameters.validate()
         self.parameters = parameters
         self.threads = max(1, threads)
         self.simdPath = simdPath
+        self.shaPath = shaPath
     }
 
     /// The effective segment size for a file of `size` bytes (it enters the convergent key).
@@ -158,31 +163,28 @@ public final class CHKEncoder {
         for s in 0..<n { try header.withUnsafeBytes { try sink.write(share: s, offset: 0, bytes: $0) } }
 
         // The whole-file and per-segment ciphertext hashes read the same bytes: two lanes
-        // fed together (SHA256Lane), as are the block hashes, two blocks at a time.
+        // fed together (SHA256Lane). The block hashes run beside them (BlockHasher).
         let ctHasher = CiphertextHasher(segments: g.numSegments)
-        let blockLanes = (0..<(n + 1) / 2).map { _ in (TaggedLane(tag: TahoeTag.block), TaggedLane(tag: TahoeTag.block)) }
-        var blockLeaves = [[[UInt8]]](repeating: [], count: n)
+        let blockHasher = BlockHasher(shares: n, segments: g.numSegments, path: shaPath)
 
-        // One segment buffer (its k pieces are the data blocks) and n-k parity blocks.
-        let segBuf = UnsafeMutableRawBufferPointer.allocate(byteCount: g.segmentSize, alignment: 64)
-        defer { segBuf.deallocate() }
+        // A ring of segment buffers (a segment's k pieces are its data blocks) with their
+        // n-k parity blocks: a segment's blocks stay until they are hashed, which with
+        // sixteen lanes to fill can be a segment or two later.
+        let slots = blockHasher.batched ? BlockHasher.ringSlots : 1
         let parityCount = n - k
-        let parityBuf = UnsafeMutableRawBufferPointer.allocate(
-            byteCount: max(1, parityCount * g.blockSize), alignment: 64)
-        defer { parityBuf.deallocate() }
-        let segBase = segBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let parBase = parityBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let dataPtrs = (0..<k).map { UnsafePointer(segBase + $0 * g.blockSize) }
+        let slotBytes = g.segmentSize + max(1, parityCount * g.blockSize)
+        let ring = UnsafeMutableRawBufferPointer.allocate(byteCount: slots * slotBytes, alignment: 64)
+        defer { ring.deallocate() }
         let parityShares = Array(k..<n)
-        let parityPtrs = (0..<parityCount).map { parBase + $0 * g.blockSize }
-        let results = UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: 1 + n)
-        results.initialize(repeating: [])
-        defer { results.deinitialize(); results.deallocate() }
 
         for seg in 0..<g.numSegments {
             let len = g.segmentLength(seg)
             let blen = g.blockLength(seg)
             let offset = UInt64(seg) * UInt64(g.segmentSize)
+            let slotBase = ring.baseAddress! + (seg % slots) * slotBytes
+            let segBuf = UnsafeMutableRawBufferPointer(start: slotBase, count: g.segmentSize)
+            let segBase = slotBase.assumingMemoryBound(to: UInt8.self)
+            let parBase = (slotBase + g.segmentSize).assumingMemoryBound(to: UInt8.self)
             let got = try source.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<len]))
             guard got == len else { throw ImmutableError.sourceChanged("source shrank while being read (segment \(seg))") }
             let ct = UnsafeMutableRawBufferPointer(rebasing: segBuf[0..<len])
@@ -191,39 +193,27 @@ public final class CHKEncoder {
             if blen * k > len {
                 UnsafeMutableRawBufferPointer(rebasing: segBuf[len..<(blen * k)]).initializeMemory(as: UInt8.self, repeating: 0)
             }
-            // Only the shorter tail segment needs its own data pointers.
-            let segData = blen == g.blockSize ? dataPtrs : (0..<k).map { UnsafePointer(segBase + $0 * blen) }
+            let segData = (0..<k).map { UnsafePointer(segBase + $0 * blen) }
+            let parityPtrs = (0..<parityCount).map { parBase + $0 * blen }
             try rs.encode(blockSize: blen, data: segData,
                           shares: parityShares, outputs: parityPtrs, path: simdPath)
-            func block(_ i: Int) -> UnsafeRawBufferPointer {
-                let p = i < k ? UnsafeRawPointer(segBase + i * blen) : UnsafeRawPointer(parBase + (i - k) * g.blockSize)
-                return UnsafeRawBufferPointer(start: p, count: blen)
+            let blocks = (0..<n).map { i in
+                UnsafeRawBufferPointer(start: i < k ? UnsafeRawPointer(segBase + i * blen) : UnsafeRawPointer(parBase + (i - k) * blen), count: blen)
             }
             // Jobs: 0 = the whole-file and segment ciphertext hashes (only it touches
-            // `ctHasher`); j > 0 = the block hashes of blocks 2(j-1) and 2(j-1)+1. Each
-            // writes only its own slots of `results` (1 + i: block i's hash) and its own lanes.
+            // `ctHasher`); j > 0 = one group of block hashes (each writes only its own
+            // blocks' leaves). Blocks of the segment whose slot comes next are hashed now.
+            blockHasher.add(segment: seg, blocks: blocks)
+            let groups = blockHasher.take(through: seg + 1 - slots, final: seg == g.numSegments - 1)
             let ctView = UnsafeRawBufferPointer(ct)
-            runJobs(1 + blockLanes.count, threads: threads) { j in
-                if j == 0 {
-                    ctHasher.segment(ctView)
-                    return
-                }
-                let (a, b) = blockLanes[j - 1]
-                let i = 2 * (j - 1)
-                if i + 1 < n {
-                    TaggedLane.update(a, block(i), b, block(i + 1))
-                    results[1 + i] = a.finalize()
-                    results[2 + i] = b.finalize()
-                } else {
-                    a.update(block(i))
-                    results[1 + i] = a.finalize()
-                }
+            runJobs(1 + groups.count, threads: threads) { j in
+                if j == 0 { ctHasher.segment(ctView) } else { blockHasher.hash(groups[j - 1]) }
             }
-            for i in 0..<n { blockLeaves[i].append(results[1 + i]) }
             let dataOffset = layout.dataOffset + UInt64(seg) * UInt64(g.blockSize)
-            for i in 0..<n { try sink.write(share: i, offset: dataOffset, bytes: block(i)) }
+            for i in 0..<n { try sink.write(share: i, offset: dataOffset, bytes: blocks[i]) }
             progress?(offset + UInt64(len))
         }
+        let blockLeaves = blockHasher.leavesBySegment
 
         // Hash trees, UEB, and each share's tail.
         let (ctWholeHash, ctTree) = ctHasher.finalizeTree()
@@ -246,6 +236,93 @@ public final class CHKEncoder {
         }
         try sink.finish()
         return ueb
+    }
+}
+
+/// The block hashes of an upload (Tahoe's tagged block hash of every block of every
+/// share), as leaves per share and segment. With AVX-512 lanes (`SHA256Path.avx512`) the
+/// blocks wait until sixteen of one length are there, across segments (a segment has
+/// only n blocks, and ten lanes of sixteen run no faster than SHA-NI pairs); otherwise
+/// each segment's blocks are hashed at once, two at a time.
+final class BlockHasher {
+    /// Segment buffers the encoder keeps when batching: a block waits at most until
+    /// sixteen are pending, and n >= 1 blocks arrive per segment, so blocks of more than
+    /// two segments back are forced out (`take(through:)`) only when n is small.
+    static let ringSlots = 4
+    static let lanes = 16
+
+    let path: SHA256Path
+    let batched: Bool
+    private var pending: [Item] = []
+    /// The leaf of share s, segment g at s * segments + g; groups being hashed at once on
+    /// several threads write disjoint elements.
+    private let leafBox: UnsafeMutableBufferPointer<[UInt8]>
+    private let shares: Int
+    private let segments: Int
+
+    init(shares: Int, segments: Int, path: SHA256Path) {
+        self.path = path
+        self.shares = shares
+        self.segments = segments
+        batched = path == .avx512
+        leafBox = .allocate(capacity: max(1, shares * segments))
+        leafBox.initialize(repeating: [])
+    }
+
+    deinit {
+        leafBox.deinitialize()
+        leafBox.deallocate()
+    }
+
+    typealias Item = (share: Int, segment: Int, bytes: UnsafeRawBufferPointer)
+
+    func add(segment: Int, blocks: [UnsafeRawBufferPointer]) {
+        for (i, b) in blocks.enumerated() { pending.append((i, segment, b)) }
+    }
+
+    /// Groups to hash now (each hashed by one `hash` call, possibly on its own thread):
+    /// full groups of sixteen of one length, and every pending block of segments up to
+    /// `through` (their buffers are about to be reused) or of all segments when `final`.
+    /// Unbatched: everything pending, two blocks a group.
+    func take(through: Int, final: Bool) -> [[Item]] {
+        var groups: [[Item]] = []
+        if !batched {
+            var i = 0
+            while i < pending.count {
+                groups.append(Array(pending[i..<min(pending.count, i + 2)]))
+                i += 2
+            }
+            pending.removeAll(keepingCapacity: true)
+            return groups
+        }
+        while pending.count >= Self.lanes, pending[0..<Self.lanes].allSatisfy({ $0.bytes.count == pending[0].bytes.count }) {
+            groups.append(Array(pending[0..<Self.lanes]))
+            pending.removeFirst(Self.lanes)
+        }
+        // What must go now, by length (the tail segment's blocks are shorter).
+        let forced = pending.filter { final || $0.segment <= through }
+        if !forced.isEmpty {
+            pending.removeAll { final || $0.segment <= through }
+            var byLength: [Int: [Item]] = [:]
+            for item in forced { byLength[item.bytes.count, default: []].append(item) }
+            for (_, items) in byLength.sorted(by: { $0.key > $1.key }) { groups.append(items) }
+        }
+        return groups
+    }
+
+    /// Hashes one group from `take` into the leaves (groups touch disjoint leaves).
+    func hash(_ group: [Item]) {
+        let buffers = group.map(\.bytes)
+        // A few blocks go faster as SHA-NI pairs than in mostly empty AVX-512 lanes.
+        let digests = batched && group.count >= 8
+            ? TahoeHash.taggedSameLength(TahoeTag.block, buffers, path: path)
+            : TahoeHash.taggedEach(TahoeTag.block, buffers, path: path == .avx512 ? .shani2 : path)
+        for (item, d) in zip(group, digests) { leafBox[item.share * segments + item.segment] = d }
+    }
+
+    /// leaves[share][segment], once every group has been hashed.
+    var leavesBySegment: [[[UInt8]]] {
+        (0..<shares).map { s in Array(leafBox[(s * segments)..<((s + 1) * segments)]) }
     }
 }
 

@@ -61,6 +61,35 @@ final class SHA256LanesTests: XCTestCase {
         }
     }
 
+    /// Sixteen at a time in AVX-512 lanes (and the same packing on the portable path, so it
+    /// is checked on any CPU): every length around the head/body/tail boundaries, group
+    /// sizes that leave lanes empty, tags whose netstring is shorter than, equal to and
+    /// longer than a block.
+    func testSameLengthBuffersInLanesAreTahoesTaggedHashes() {
+        let data = pseudoRandom(40 * 300, seed: 16)
+        let lanePaths = paths.filter { $0 == .avx512 || $0 == .portable }
+        XCTAssertTrue(lanePaths.contains(.portable))
+        let tags = [TahoeTag.block, "t", String(repeating: "x", count: 61), String(repeating: "y", count: 100)]
+        for tag in tags {
+            for length in [0, 1, 31, 32, 33, 55, 56, 64, 95, 96, 97, 119, 120, 128, 200, 299] {
+                for count in [1, 3, 10, 16, 17, 40] {
+                    let buffers = (0..<count).map { i in Array(data[(i * 300)..<(i * 300 + length)]) }
+                    let want = buffers.map { TahoeHash.tagged(tag, $0) }
+                    for path in lanePaths {
+                        let got = withBuffers(buffers) { TahoeHash.taggedSameLength(tag, $0, path: path) }
+                        XCTAssertEqual(got, want, "\(path) tag \(tag.count) length \(length) count \(count)")
+                    }
+                }
+            }
+        }
+        // Blocks as an upload makes them: 43,691 bytes, unaligned in memory.
+        let blocks = (0..<20).map { pseudoRandom(43_691, seed: UInt64(100 + $0)) }
+        for path in lanePaths {
+            XCTAssertEqual(withBuffers(blocks) { TahoeHash.taggedSameLength(TahoeTag.block, $0, path: path) },
+                           blocks.map { TahoeHash.blockHash($0) }, "\(path)")
+        }
+    }
+
     func withBuffers<R>(_ arrays: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) -> R) -> R {
         let copies = arrays.map { a -> UnsafeMutableRawBufferPointer in
             let p = UnsafeMutableRawBufferPointer.allocate(byteCount: a.count, alignment: 1)

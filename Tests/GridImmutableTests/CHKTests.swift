@@ -9,9 +9,9 @@ import XCTest
 @testable import GridImmutable
 
 func encodeInMemory(_ data: [UInt8], secret: [UInt8], k: Int, n: Int, segment: Int,
-                    path: SIMDPath = .best, threads: Int = 2) throws -> (EncodeResult, [[UInt8]]) {
+                    path: SIMDPath = .best, threads: Int = 2, sha: SHA256Path = .current) throws -> (EncodeResult, [[UInt8]]) {
     let enc = try CHKEncoder(parameters: EncodingParameters(needed: k, happy: min(n, 7), total: n, maxSegmentSize: segment),
-                             threads: threads, simdPath: path)
+                             threads: threads, simdPath: path, shaPath: sha)
     let sink = MemoryShareSink(shares: n)
     let r = try enc.encode(source: MemorySource(data), convergenceSecret: secret, sink: sink)
     return (r, sink.shares)
@@ -105,6 +105,26 @@ final class CHKCodingTests: XCTestCase {
                 guard case let .chk(cap, _) = r else { return XCTFail() }
                 XCTAssertEqual(try decodeInMemory(cap, (0..<3).map { ($0, shares[$0]) }).0, data)
                 XCTAssertEqual(try decodeInMemory(cap, [(6, shares[6]), (4, shares[4]), (5, shares[5])]).0, data)
+            }
+        }
+    }
+
+    /// Every SHA-256 path gives the same shares: block hashes batched sixteen at a time
+    /// across segments (AVX-512) or hashed a segment at a time, with n below, at and above
+    /// sixteen, tails of other lengths, and one thread or two.
+    func testSHA256PathsGiveTheSameShares() throws {
+        let paths = SHA256Path.allCases.filter(\.isSupported)
+        print("SHA-256 paths compared: \(paths)")
+        for (k, n, size) in [(1, 1, 40_000), (2, 3, 70_001), (3, 10, 100_000), (3, 10, 8192 * 7), (5, 16, 90_000), (7, 20, 123_457)] {
+            let data = pseudoRandom(size, seed: UInt64(size + n))
+            var reference: [[UInt8]]?
+            for sha in paths {
+                for threads in [1, 2] {
+                    let (r, shares) = try encodeInMemory(data, secret: secret, k: k, n: n, segment: 8190, threads: threads, sha: sha)
+                    if let ref = reference { XCTAssertEqual(shares, ref, "\(k)-of-\(n) size \(size) on \(sha), \(threads) threads") } else { reference = shares }
+                    guard case let .chk(cap, _) = r else { return XCTFail() }
+                    XCTAssertEqual(try decodeInMemory(cap, (n - k..<n).map { ($0, shares[$0]) }).0, data)
+                }
             }
         }
     }

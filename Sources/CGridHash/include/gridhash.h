@@ -22,7 +22,8 @@ extern "C" {
 
 enum {
     GRID_SHA256_PORTABLE = 0, /* plain C, any CPU */
-    GRID_SHA256_SHANI = 1     /* x86 SHA extensions (SHA-NI) with SSE4.1 */
+    GRID_SHA256_SHANI = 1,    /* x86 SHA extensions (SHA-NI) with SSE4.1 */
+    GRID_SHA256_AVX512 = 2    /* AVX-512 (F and BW): 16 messages in the lanes of zmm registers; compress16 only */
 };
 
 /* 1 when this CPU can run the path, else 0. */
@@ -38,6 +39,14 @@ int grid_sha256_compress2(int path, uint32_t state0[8], uint32_t state1[8],
 
 /* Compresses nblocks 64-byte blocks of one message. Returns 0 or -1 as above. */
 int grid_sha256_compress1(int path, uint32_t state[8], const uint8_t *data, size_t nblocks);
+
+/*
+ * Compresses nblocks 64-byte blocks of each of `lanes` messages (1..16) at once:
+ * message i's state is states[8i .. 8i+7] and its bytes start at data[i]. AVX-512 runs
+ * them in the lanes of one vector (the fewer the lanes, the more of the work is thrown
+ * away); the other paths run them one after the other. Returns 0 or -1 as above.
+ */
+int grid_sha256_compress16(int path, uint32_t *states, const uint8_t *const *data, unsigned lanes, size_t nblocks);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench-latency: grid's transfers over real network latency, through tools/delayproxy.py.
 
-    tools/bench-latency.py [--rtt 0,20,80] [--reps 5] [--big-mib 128] [--files 1000]
+    tools/bench-latency.py [--rtt 0,20,80] [--reps 5] [--big-mib 128] [--files 1000] [--steady]
                            [--servers 10] [--up-mbit 0] [--json FILE] [--grid-bin PATH]
 
 Starts an introducer and --servers storage servers on 127.0.0.1 whose announced
@@ -13,7 +13,10 @@ file, a 1 KiB mutable update and read, `grid ls` of a 100-entry directory, and
 `grid maintain` (census and lease renewal, no verification) of --files small files
 uploaded beforehand. Prints a table of medians and each figure's ratio to the same
 figure at the first RTT; the round trip the client measured (`grid status`) is printed
-too. With --tahoe, Tahoe-LAFS 1.20 (../shared/tahoe-ref, $TAHOE_VENV) runs the same
+too. With --steady, files of twice --big-mib are moved as well: the extra bytes over
+the extra time is the steady rate (what the windows sustain), and what is left of the
+--big-mib time is the fixed cost (connecting, census, the first and last round trips).
+With --tahoe, Tahoe-LAFS 1.20 (../shared/tahoe-ref, $TAHOE_VENV) runs the same
 operations through its web API behind its own proxies at each RTT, in the same run.
 Needs python3 only (no root).
 """
@@ -125,6 +128,9 @@ def main():
     ap.add_argument("--big-mib", type=int, default=128)
     ap.add_argument("--big-reps", type=int, default=2)
     ap.add_argument("--files", type=int, default=1000, help="files in the maintain census")
+    ap.add_argument("--steady", action="store_true",
+                    help="also move files of twice --big-mib: the extra bytes over the extra time is the steady rate, "
+                         "without the fixed round trips of connecting, census and close")
     ap.add_argument("--servers", type=int, default=10)
     ap.add_argument("--up-mbit", type=float, default=0, help="limit the client's uplink (Mbit/s, shared by all servers)")
     ap.add_argument("--tahoe", action="store_true",
@@ -195,6 +201,21 @@ def main():
                 os.unlink(os.path.join(root, "big.out"))
             r["upload_big_mb_s"] = (args.big_mib << 20) / statistics.median(ups) / 1e6
             r["download_big_mb_s"] = (args.big_mib << 20) / statistics.median(downs) / 1e6
+            if args.steady:
+                ups2, downs2 = [], []
+                for i in range(args.big_reps):
+                    big = b.file("big2.bin", 2 * args.big_mib << 20)
+                    dt, out = b.run(["upload", big])
+                    ups2.append(dt)
+                    capb = out.strip().splitlines()[-1]
+                    os.unlink(big)
+                    downs2.append(b.run(["download", capb, "-o", os.path.join(root, "big.out")])[0])
+                    os.unlink(os.path.join(root, "big.out"))
+                extra = args.big_mib << 20
+                r["upload_steady_mb_s"] = extra / max(1e-9, statistics.median(ups2) - statistics.median(ups)) / 1e6
+                r["download_steady_mb_s"] = extra / max(1e-9, statistics.median(downs2) - statistics.median(downs)) / 1e6
+                r["upload_fixed_s"] = statistics.median(ups) - extra / (r["upload_steady_mb_s"] * 1e6)
+                r["download_fixed_s"] = statistics.median(downs) - extra / (r["download_steady_mb_s"] * 1e6)
             log(json.dumps(r))
             if tb:
                 # Tahoe at the same RTT, grid's proxy stopped meanwhile.
@@ -216,6 +237,11 @@ def main():
              ("mutable_update_1kib_s", "1 KiB mutable update, s"), ("mutable_read_1kib_s", "1 KiB mutable read, s"),
              ("ls_100_s", "ls of a 100-entry directory, s"), ("maintain_census_s", f"maintain census of {args.files} files, s"),
              ("upload_big_mb_s", f"{args.big_mib} MiB upload, MB/s"), ("download_big_mb_s", f"{args.big_mib} MiB download, MB/s")]
+    if args.steady:
+        names += [("upload_steady_mb_s", f"upload steady rate ({2 * args.big_mib} vs {args.big_mib} MiB), MB/s"),
+                  ("download_steady_mb_s", f"download steady rate ({2 * args.big_mib} vs {args.big_mib} MiB), MB/s"),
+                  ("upload_fixed_s", "upload fixed cost (time beyond the steady rate), s"),
+                  ("download_fixed_s", "download fixed cost (time beyond the steady rate), s")]
     print(f"grid over added round-trip time ({args.servers} servers, each behind a delay proxy; medians of {args.reps}, {args.big_reps} for the large file)")
     print("| figure | " + " | ".join(f"RTT {r:g} ms" for r in rtts) + " |")
     print("|---|" + "---|" * len(rtts))

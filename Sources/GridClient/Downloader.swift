@@ -115,7 +115,10 @@ public final class Downloader: Sendable {
     /// about RTT × 400 MB/s in flight (at most 64 MiB) so a distant grid is read at its
     /// links' speed, not a few segments per round trip; and, since one connection carries
     /// at most a TCP window (~4 MiB) per round trip, the segments spread over enough
-    /// shares' connections (`CHKDecoder.width`) to hold that much. The round trip is the
+    /// shares' connections (`CHKDecoder.width`) to hold that much with each connection
+    /// at most ~3 MiB in flight (a connection kept at its full window queues at the
+    /// sender and its round trip grows: at 80 ms, 4 MiB per connection over 8 shares gave
+    /// half the steady rate of 3.2 MiB over 10). The round trip is the
     /// census's k-th fastest answer (it may include connecting: it errs long). Loopback:
     /// `minimum` segments from k shares, as before.
     static func window(_ minimum: Int, chk: CHKCapability, latencies: [Double], shares: Int) -> (readahead: Int, width: Int) {
@@ -128,7 +131,7 @@ public final class Downloader: Sendable {
         // URI extension block, not read yet).
         let segment = max(1, Int(min(chk.size, UInt64(EncodingParameters.defaultMaxSegmentSize))))
         let readahead = max(minimum, min(256, inFlight / segment))
-        let connections = (inFlight + (4 << 20) - 1) / (4 << 20)
+        let connections = (inFlight + (3 << 20) - 1) / (3 << 20)
         return (readahead, min(max(k, shares), max(k, connections)))
     }
 

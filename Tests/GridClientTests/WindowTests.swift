@@ -16,14 +16,15 @@ final class WindowTests: XCTestCase {
         }
         // Loopback: 4 segments from k shares, as always.
         XCTAssertEqual(plan(Array(repeating: 0.0005, count: 10)), [4, 3])
-        // 20 ms: 8 MB in flight, over k connections of ~4 MiB.
+        // 20 ms: 8 MB in flight, over k connections of ~3 MiB.
         XCTAssertEqual(plan(Array(repeating: 0.02, count: 10)), [7, 3])
-        // 80 ms: 32 MB in flight (30 segments), over 8 connections.
-        XCTAssertEqual(plan(Array(repeating: 0.08, count: 10)), [30, 8])
+        // 80 ms: 32 MB in flight (30 segments), over 11 connections' worth: all 10 shares.
+        XCTAssertEqual(plan(Array(repeating: 0.08, count: 10)), [30, 10])
+        XCTAssertEqual(plan(Array(repeating: 0.04, count: 10)), [15, 6])
         // ...but never more shares than the census found.
         XCTAssertEqual(plan(Array(repeating: 0.08, count: 5), shares: 5), [30, 5])
         // The k-th fastest server sets the round trip (slow stragglers are not read first).
-        XCTAssertEqual(plan([0.001, 0.001, 0.08] + Array(repeating: 5, count: 7)), [30, 8])
+        XCTAssertEqual(plan([0.001, 0.001, 0.08] + Array(repeating: 5, count: 7)), [30, 10])
         // At most 64 MiB in flight; no census answers: the minimum.
         XCTAssertEqual(plan(Array(repeating: 2.0, count: 10)), [64, 10])
         XCTAssertEqual(plan([]), [4, 3])

@@ -176,6 +176,7 @@ public final class CHKEncoder {
         let ring = UnsafeMutableRawBufferPointer.allocate(byteCount: slots * slotBytes, alignment: 64)
         defer { ring.deallocate() }
         let parityShares = Array(k..<n)
+        var ctWaiting: [(segment: Int, bytes: UnsafeRawBufferPointer)] = []
 
         for seg in 0..<g.numSegments {
             let len = g.segmentLength(seg)
@@ -200,14 +201,21 @@ public final class CHKEncoder {
             let blocks = (0..<n).map { i in
                 UnsafeRawBufferPointer(start: i < k ? UnsafeRawPointer(segBase + i * blen) : UnsafeRawPointer(parBase + (i - k) * blen), count: blen)
             }
-            // Jobs: 0 = the whole-file and segment ciphertext hashes (only it touches
-            // `ctHasher`); j > 0 = one group of block hashes (each writes only its own
-            // blocks' leaves). Blocks of the segment whose slot comes next are hashed now.
+            // Hashing waits until there is a group of blocks to hash (or the slot of a
+            // segment not yet hashed comes next, or this is the last segment); then jobs:
+            // 0 = the ciphertext hashes of the segments waiting, in order (only it touches
+            // `ctHasher`), j > 0 = one group of block hashes (each writes only its own
+            // blocks' leaves). The two kinds of work run side by side in about equal parts.
             blockHasher.add(segment: seg, blocks: blocks)
-            let groups = blockHasher.take(through: seg + 1 - slots, final: seg == g.numSegments - 1)
-            let ctView = UnsafeRawBufferPointer(ct)
-            runJobs(1 + groups.count, threads: threads) { j in
-                if j == 0 { ctHasher.segment(ctView) } else { blockHasher.hash(groups[j - 1]) }
+            ctWaiting.append((seg, UnsafeRawBufferPointer(ct)))
+            let last = seg == g.numSegments - 1
+            let groups = blockHasher.take(through: seg + 1 - slots, final: last)
+            if !groups.isEmpty || last || ctWaiting[0].segment <= seg + 1 - slots {
+                let cts = ctWaiting.map(\.bytes)
+                ctWaiting.removeAll(keepingCapacity: true)
+                runJobs(1 + groups.count, threads: threads) { j in
+                    if j == 0 { for c in cts { ctHasher.segment(c) } } else { blockHasher.hash(groups[j - 1]) }
+                }
             }
             let dataOffset = layout.dataOffset + UInt64(seg) * UInt64(g.blockSize)
             for i in 0..<n { try sink.write(share: i, offset: dataOffset, bytes: blocks[i]) }

@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput (figures, not pass/fail).",
         discussion: "The machine may be shared: compare medians and ratios taken in one run.\n\n\(ExitStatus.help)",
-        subcommands: [BenchCodec.self, BenchCHK.self, BenchConnections.self, BenchGrid.self, BenchMaintain.self, BenchStall.self])
+        subcommands: [BenchCodec.self, BenchCHK.self, BenchConnections.self, BenchGrid.self, BenchMaintain.self, BenchSHA.self, BenchStall.self])
 }
 
 

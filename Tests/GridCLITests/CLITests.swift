@@ -1,4 +1,5 @@
 import Foundation
+import GridCrypto
 import GridTestSupport
 import XCTest
 
@@ -165,7 +166,7 @@ final class CLITests: XCTestCase {
             ["introducer"], ["introducer", "create"], ["introducer", "run"],
             ["storage"], ["storage", "create"], ["storage", "run"], ["storage", "reindex"],
             ["debug"], ["debug", "encode"], ["debug", "decode"], ["debug", "dump-share"],
-            ["bench"], ["bench", "codec"], ["bench", "chk"], ["bench", "grid"], ["bench", "maintain"], ["bench", "connections"], ["bench", "stall"],
+            ["bench"], ["bench", "codec"], ["bench", "chk"], ["bench", "grid"], ["bench", "maintain"], ["bench", "connections"], ["bench", "sha"], ["bench", "stall"],
             ["create-alias"], ["add-alias"], ["list-aliases"], ["ls"], ["mkdir"], ["cp"], ["ln"], ["mv"], ["rm"], ["unlink"],
             ["manifest"], ["stats"], ["deep-check"], ["backup"], ["restore"],
         ]
@@ -237,6 +238,19 @@ final class CLITests: XCTestCase {
             XCTAssertGreaterThan(row["encode_gbps"] as! Double, 0)
             XCTAssertGreaterThan(row["decode_gbps"] as! Double, 0)
         }
+    }
+
+    func testBenchSHAJSON() throws {
+        let r = try grid(["bench", "sha", "--json", "--shapes", "3:1000,16:4096", "--reps", "1", "--min-time", "0.001"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
+        // Every fast path this CPU has, for each shape.
+        let paths = SHA256Path.allCases.filter { $0.isSupported && $0 != .portable }.map(\.rawValue)
+        XCTAssertEqual(rows.map { $0["path"] as! String }, paths + paths)
+        XCTAssertEqual(rows.map { $0["messages"] as! Int }, Array(repeating: 3, count: paths.count) + Array(repeating: 16, count: paths.count))
+        for row in rows { XCTAssertGreaterThan(row["gbps"] as! Double, 0) }
+        XCTAssertEqual(try grid(["bench", "sha", "--shapes", "0:10"]).status, 64)
+        XCTAssertEqual(try grid(["bench", "sha", "--paths", "sha3"]).status, 64)
     }
 
     func testBenchCHKJSON() throws {

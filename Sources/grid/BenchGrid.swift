@@ -51,7 +51,7 @@ struct BenchGrid: ParsableCommand {
         let uploader = Uploader(pool: pool, settings: settings, coding: coding)
         let downloader = Downloader(pool: pool, coding: coding)
         // Which kernels ran: the Reed-Solomon path (GRID_SIMD, else the fastest here) and
-        // the SHA-256 path (GRID_SHA, else SHA-NI lanes where the CPU has them).
+        // the SHA-256 path (GRID_SHA, else AVX-512 lanes or SHA-NI pairs where the CPU has them).
         let paths = "Reed-Solomon \(coding.simdPath), SHA-256 \(SHA256Path.current)"
         if !json { say("paths: \(paths)") }
         for round in 0..<rounds {

@@ -49,9 +49,10 @@ public enum EncodeResult: Equatable, Sendable {
 
 /// Streams a plaintext into a CHK capability and n shares, byte-identical to Tahoe-LAFS 1.20.
 ///
-/// Memory is bounded by one segment plus its n blocks (plus 32 bytes of hash per
-/// segment per share), whatever the file size. Hashing of the ciphertext and of
-/// the n blocks of a segment is spread over `threads` threads.
+/// Memory is bounded by one segment plus its n blocks (four of them on the AVX-512 SHA-256
+/// path, whose block hashes wait for sixteen; `BlockHasher`), plus 32 bytes of hash per
+/// segment per share, whatever the file size. Hashing of the ciphertext and of the
+/// blocks is spread over `threads` threads.
 public final class CHKEncoder {
     public let parameters: EncodingParameters
     public let threads: Int

@@ -302,8 +302,11 @@ public final class Uploader: Sendable {
             throw error
         }
         var failed = sink.failedServers
-        // Close every bucket that survived; a close that fails is a failed server too.
-        for (s, why) in await closeAll(sink.liveHandles) { failed[s] = why }
+        // Close every bucket that survived and was not closed behind its writes already;
+        // a close that fails is a failed server too.
+        let (closeFailures, unclosed) = sink.closeOutcome()
+        for (s, why) in closeFailures { failed[s] = why }
+        for (s, why) in await closeAll(unclosed) { failed[s] = why }
         if let e = sink.fatal {
             await abortAll(sink.liveHandles)
             throw e
@@ -384,6 +387,14 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     var failedServers: [ServerRef: String] = [:]
     var fatal: GridError?
     var bytesSent: UInt64 = 0
+    /// Buckets closed right behind their writes (`finish`): nil while the close is
+    /// unanswered, then "" when it succeeded or why it failed.
+    var earlyCloses: [BucketKey: String?] = [:]
+    struct BucketKey: Hashable {
+        let server: ServerRef
+        let bucket: UInt64
+    }
+    let closeTimeout: Double
 
     /// `roundTrip`: a long one raises each server's budget to about RTT × 64 MB/s (at most
     /// 8 MiB), so a distant server is written at its link's speed, not a budget per round trip.
@@ -393,6 +404,7 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         self.holdings = holdings
         self.happy = happy
         self.stallTimeout = stallTimeout
+        closeTimeout = 4 * stallTimeout
         let servers = Set(handles.map(\.server)).count
         perServer = max(1 << 20, window / max(1, servers) * 2, min(8 << 20, Int(roundTrip * 64e6)))
         for h in handles { byShare[h.share, default: []].append(h) }
@@ -473,14 +485,51 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         }
     }
 
-    /// Waits for every live server's writes to be answered (dropping any that stall).
+    /// Closes the buckets of servers that run a bucket's requests in order (protocol 2)
+    /// right behind their writes, without waiting for the writes' replies (one round trip
+    /// fewer; a server refuses to close a bucket one of whose writes it refused); then
+    /// waits for every live server's writes and those closes to be answered (dropping
+    /// servers whose writes stall). The other buckets are closed afterwards (`closeAll`).
     func finish() throws {
         cond.lock()
         defer { cond.unlock() }
-        while fatal == nil && inFlight.contains(where: { $0.value > 0 && failedServers[$0.key] == nil }) {
+        for h in handles where failedServers[h.server] == nil && h.client.rpc.protocolVersion >= Hello.orderedBucketsVersion {
+            let key = BucketKey(server: h.server, bucket: h.bucket)
+            guard earlyCloses[key] == nil else { continue }
+            earlyCloses[key] = .some(nil)
+            h.client.rpc.call(BucketCloseRequest.method.rawValue, BucketCloseRequest(bucket: h.bucket).encoded(),
+                              timeout: closeTimeout) { [self] result in
+                cond.lock()
+                if case let .failure(e) = result { earlyCloses[key] = "closing share \(h.share): \(e)" } else { earlyCloses[key] = "" }
+                cond.broadcast()
+                cond.unlock()
+            }
+        }
+        func waiting() -> Bool {
+            inFlight.contains(where: { $0.value > 0 && failedServers[$0.key] == nil })
+                || earlyCloses.contains(where: { $0.value == nil && failedServers[$0.key.server] == nil })
+        }
+        while fatal == nil && waiting() {
             _ = cond.wait(until: Date(timeIntervalSinceNow: 0.1))
             dropStalled()
         }
         if let f = fatal { throw f }
+    }
+
+    /// After `finish`: the early closes that failed (by server), and the live buckets
+    /// still to be closed.
+    func closeOutcome() -> (failures: [(ServerRef, String)], unclosed: [BucketHandle]) {
+        cond.lock()
+        defer { cond.unlock() }
+        var failures: [(ServerRef, String)] = []
+        var unclosed: [BucketHandle] = []
+        for h in handles where failedServers[h.server] == nil {
+            switch earlyCloses[BucketKey(server: h.server, bucket: h.bucket)] {
+            case .some(.some(let why)) where !why.isEmpty: failures.append((h.server, why))
+            case .some(.some): break  // closed
+            default: unclosed.append(h)
+            }
+        }
+        return (failures, unclosed)
     }
 }

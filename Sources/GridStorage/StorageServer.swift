@@ -866,7 +866,11 @@ public final class BucketWriter: @unchecked Sendable {
     var written = ByteRanges()
     /// Bytes written since writeback was last started.
     var unflushed: UInt64 = 0
-    let state = Mutex<Int>(0)  // 0 open, 1 closed, 2 aborted
+    /// Why a write was refused (past the allocation, or different bytes over written
+    /// ones): such a bucket is never closed into a share, since a close may arrive right
+    /// behind its writes without the client having seen their replies (protocol 2).
+    var refused: String?
+    let state = Mutex<Int>(0)  // 0 open, 1 closed, 2 aborted; guards the vars above too
 
     init(backend: StorageBackend, si: [UInt8], shnum: Int, allocatedSize: UInt64, lease: Lease) throws {
         self.backend = backend
@@ -894,13 +898,17 @@ public final class BucketWriter: @unchecked Sendable {
             // Offsets arrive from the wire: add with a check, never trap.
             let (end, overflow) = offset.addingReportingOverflow(UInt64(data.count))
             guard !overflow, end <= allocatedSize else {
-                throw StorageError.badRequest("write of \(data.count) bytes at offset \(offset) exceeds the allocated size \(allocatedSize) of share \(shnum)")
+                let why = "write of \(data.count) bytes at offset \(offset) exceeds the allocated size \(allocatedSize) of share \(shnum)"
+                refused = why
+                throw StorageError.badRequest(why)
             }
             for w in written.ranges where w.lowerBound < end && offset < w.upperBound {
                 let lo = max(w.lowerBound, offset), hi = min(w.upperBound, end)
                 let existing = try file.read(at: ImmutableContainer.headerSize + lo, count: Int(hi - lo))
                 if !existing.elementsEqual(data[Int(lo - offset)..<Int(hi - offset)]) {
-                    throw StorageError.conflict("write at offset \(offset) of share \(shnum) differs from data already written there")
+                    let why = "write at offset \(offset) of share \(shnum) differs from data already written there"
+                    refused = why
+                    throw StorageError.conflict(why)
                 }
             }
             do {
@@ -923,6 +931,10 @@ public final class BucketWriter: @unchecked Sendable {
     public func close() throws {
         try state.withLock { st in
             guard st == 0 else { throw StorageError.badRequest("bucket writer for share \(shnum) is already \(st == 1 ? "closed" : "aborted")") }
+            if let refused {
+                abortLocked(&st)
+                throw StorageError.conflict("share \(shnum) was not closed: an earlier write was refused (\(refused)); the partial share was discarded")
+            }
             do {
                 try ImmutableContainer.writeLeases(file, dataLength: allocatedSize, [lease])
                 try file.sync()

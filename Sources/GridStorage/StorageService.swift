@@ -41,6 +41,15 @@ public final class StorageService: RPCService, @unchecked Sendable {
 
     public func methodName(_ method: UInt16) -> String { StorageMethod(rawValue: method).map { "\($0)" } ?? "unknown" }
 
+    /// A bucket writer's writes, close and abort run in the order they arrived on their
+    /// connection (keyed by its handle), so a client may close right behind its writes
+    /// (protocol version 2). Writes to different buckets still run side by side.
+    public func orderingKey(method: UInt16, frameBody: [UInt8], offset: Int) -> UInt64? {
+        guard let m = StorageMethod(rawValue: method), m == .bucketWrite || m == .bucketClose || m == .bucketAbort else { return nil }
+        var r = WireReader(frameBody, offset: offset)
+        return try? r.u64("bucket")  // too short: no key; the handler answers with the error
+    }
+
     public func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8] {
         try handle(method: method, frameBody: body, offset: 0, session: session)
     }

@@ -111,9 +111,13 @@ public struct FrameParser {
 /// The first exchange: the client's HELLO and the server's HELLO_OK.
 public struct Hello: Equatable, Sendable {
     public static let magic: [UInt8] = Array("GRID".utf8)
-    /// Protocol versions this implementation speaks.
-    public static let currentVersion: UInt16 = 1
+    /// Protocol versions this implementation speaks. 2: the server runs a connection's
+    /// requests on one bucket writer (write, close, abort) in the order they arrived, so a
+    /// client may close without waiting for the writes' replies (`orderedBucketsVersion`).
+    public static let currentVersion: UInt16 = 2
     public static let minVersion: UInt16 = 1
+    /// The first version whose servers order a bucket's requests (see above).
+    public static let orderedBucketsVersion: UInt16 = 2
 
     public var minVersion: UInt16
     public var maxVersion: UInt16

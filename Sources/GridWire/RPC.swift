@@ -23,11 +23,18 @@ public protocol RPCService: AnyObject, Sendable {
     func sessionEnded(_ session: RPCSession)
     /// The name of a method, for metrics labels.
     func methodName(_ method: UInt16) -> String
+    /// Requests of one connection that return the same key run one after another in the
+    /// order they arrived (others run at once, on any worker): e.g. a bucket's writes and
+    /// its close, so a client may send the close without waiting for the writes' replies
+    /// (protocol version 2). Called on the event loop thread: it must be cheap. Default: nil.
+    func orderingKey(method: UInt16, frameBody: [UInt8], offset: Int) -> UInt64?
 }
 
 extension RPCService {
     /// Unknown by default: a label must never take values a client chooses.
     public func methodName(_ method: UInt16) -> String { "unknown" }
+
+    public func orderingKey(method: UInt16, frameBody: [UInt8], offset: Int) -> UInt64? { nil }
 
     public func handle(method: UInt16, frameBody: [UInt8], offset: Int, session: RPCSession) throws -> [UInt8] {
         try handle(method: method, body: Array(frameBody[offset...]), session: session)
@@ -100,6 +107,9 @@ public final class RPCServer: @unchecked Sendable {
         let session: RPCSession
         var service: RPCService?
         var inFlight = 0
+        /// Ordering keys with a request running, and the requests waiting behind it
+        /// (`RPCService.orderingKey`). Loop thread only; bounded by inFlight.
+        var ordered: [UInt64: [@Sendable () -> Void]] = [:]
         init(conn: Connection, session: RPCSession) {
             self.conn = conn
             self.session = session
@@ -241,7 +251,8 @@ public final class RPCServer: @unchecked Sendable {
             let box = UncheckedBox(sc)
             let metrics = config.metrics
             let started = monotonicNow()
-            workers.submit { [loop] in
+            let key = service.orderingKey(method: method, frameBody: body, offset: 2)
+            let job: @Sendable () -> Void = { [loop, workers] in
                 let reply: Frame
                 var failure: WireError?
                 do {
@@ -265,8 +276,25 @@ public final class RPCServer: @unchecked Sendable {
                     sc.conn.send(reply)
                     sc.inFlight -= 1
                     if sc.inFlight < self.config.maxInFlightPerConnection / 2 { sc.conn.resumeReading() }
+                    // The next request waiting on the same key, if any, runs now.
+                    if let key, let waiting = sc.ordered[key] {
+                        if waiting.isEmpty {
+                            sc.ordered[key] = nil
+                        } else {
+                            sc.ordered[key] = Array(waiting.dropFirst())
+                            workers.submit(waiting[0])
+                        }
+                    }
                 }
             }
+            if let key {
+                if sc.ordered[key] != nil {
+                    sc.ordered[key]!.append(job)
+                    return
+                }
+                sc.ordered[key] = []
+            }
+            workers.submit(job)
         case .ping:
             conn.send(Frame(.pong, id: frame.id))
         case .pong:
@@ -334,6 +362,10 @@ public final class RPCClient: @unchecked Sendable {
     var onNotify: (@Sendable (UInt16, [UInt8]) -> Void)?
     /// Wall-clock time (ms since 1970) of the last frame received, for status pages.
     public let lastReceivedMillis = Atomic<Int64>(0)
+    let negotiated = Atomic<UInt16>(0)
+    /// The protocol version the server chose in HELLO_OK; 0 until it has answered (with
+    /// a pipelined HELLO, a reply to any later request means it has).
+    public var protocolVersion: UInt16 { negotiated.load(ordering: .acquiring) }
     var pings: [UInt32: CheckedContinuation<Void, Error>] = [:]
     var nextPing: UInt32 = 1
 
@@ -396,6 +428,7 @@ public final class RPCClient: @unchecked Sendable {
                             return
                         }
                         answered = true
+                        client.negotiated.store(v, ordering: .releasing)
                         guard !settled else { return }
                         settled = true
                         client.schedulePing()

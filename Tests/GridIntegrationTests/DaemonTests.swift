@@ -6,6 +6,7 @@ import GridProtocol
 import GridTestSupport
 import GridWire
 import GridSystem
+import Synchronization
 import XCTest
 
 /// Real `grid introducer run` and `grid storage run` processes on 127.0.0.1, driven
@@ -37,6 +38,66 @@ final class DaemonTests: XCTestCase {
         try await body(grid, sub, s)
     }
 
+    /// Protocol 2: a bucket's close sent right behind its writes, without waiting for
+    /// their replies, runs after them (the server orders a bucket's requests), so the
+    /// share is whole; a close behind a refused write is refused and leaves no share.
+    func testCloseRightBehindItsWritesRunsAfterThem() async throws {
+        try await withOneServer { _, _, s in
+            XCTAssertEqual(s.rpc.protocolVersion, Hello.currentVersion)
+            let size = 2 << 20, piece = 64 << 10
+            let data = pseudoRandom(size, seed: 31)
+            let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
+                                                                    shareNumbers: [0, 1, 2], allocatedSize: UInt64(size)))
+            // Everything sent before any reply is awaited: writes (last piece first, so a
+            // close that overtook them would find the share incomplete), then the close.
+            func pushAndClose(_ h: UInt64, extra: (UInt64, [UInt8])? = nil) async -> [Result<Void, Error>] {
+                await withCheckedContinuation { (cont: CheckedContinuation<[Result<Void, Error>], Never>) in
+                    let results = Mutex<[Result<Void, Error>]>([])
+                    let expected = size / piece + (extra == nil ? 1 : 2)
+                    @Sendable func record(_ r: Result<Void, Error>) {
+                        let all = results.withLock { $0.append(r); return $0 }
+                        if all.count == expected { cont.resume(returning: all) }
+                    }
+                    for off in stride(from: size - piece, through: 0, by: -piece) {
+                        data.withUnsafeBytes { d in
+                            s.write(bucket: h, offset: UInt64(off), data: UnsafeRawBufferPointer(rebasing: d[off..<(off + piece)])) { e in
+                                record(e.map { .failure($0) } ?? .success(()))
+                            }
+                        }
+                    }
+                    if let (off, bytes) = extra {
+                        bytes.withUnsafeBytes { b in
+                            s.write(bucket: h, offset: off, data: b) { e in record(e.map { .failure($0) } ?? .success(())) }
+                        }
+                    }
+                    s.rpc.call(BucketCloseRequest.method.rawValue, BucketCloseRequest(bucket: h).encoded()) { r in
+                        record(r.map { _ in () })
+                    }
+                }
+            }
+            for sh in [0, 1] {
+                let results = await pushAndClose(alloc.writers[sh]!)
+                XCTAssertEqual(results.filter { if case .failure = $0 { return true } else { return false } }.count, 0, "share \(sh): \(results)")
+            }
+            let held = try await s.getBuckets(storageIndex: si)
+            XCTAssertEqual(held, [0: UInt64(size), 1: UInt64(size)])
+            for sh in [0, 1] {
+                var back: [UInt8] = []
+                for off in stride(from: 0, to: size, by: 1 << 19) {
+                    back += try await s.read(storageIndex: si, share: sh, offset: UInt64(off), length: 1 << 19)
+                }
+                XCTAssertEqual(back, data, "share \(sh)")
+            }
+            // A write past the allocation is refused, and so is the close behind it.
+            let results = await pushAndClose(alloc.writers[2]!, extra: (UInt64(size - 1), [1, 2]))
+            let failures = results.compactMap { r -> WireError? in if case let .failure(e) = r { return e as? WireError } else { return nil } }
+            XCTAssertEqual(failures.map(\.code).sorted { $0.rawValue < $1.rawValue }, [.badRequest, .conflict].sorted { $0.rawValue < $1.rawValue }, "\(results)")
+            XCTAssertTrue(failures.contains { $0.message.contains("an earlier write was refused") }, "\(failures)")
+            let after = try await s.getBuckets(storageIndex: si)
+            XCTAssertEqual(after, [0: UInt64(size), 1: UInt64(size)], "no share 2 after a refused write")
+        }
+    }
+
     func testServersAnnounceAndImmutableCallsWork() async throws {
         let grid = try TestGrid(servers: 3)
         defer { grid.shutdown() }
@@ -47,7 +108,7 @@ final class DaemonTests: XCTestCase {
         let s = try await grid.storageClient(0, via: seen)
 
         let v = try await s.getVersion()
-        XCTAssertEqual(v.protocolVersion, 1)
+        XCTAssertEqual(v.protocolVersion, Hello.currentVersion)
         XCTAssertGreaterThan(v.availableSpace, 0)
         XCTAssertEqual(v.immutableShares, 0)
 
@@ -143,11 +204,17 @@ final class DaemonTests: XCTestCase {
         try await withOneServer { grid, sub, s in
             let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
                                                                     shareNumbers: [0, 1], allocatedSize: 100))
-            let h = try XCTUnwrap(alloc.writers[0])
-            await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h, offset: UInt64.max, data: [1]) }
-            await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: h, offset: UInt64.max - 1, data: [1, 2, 3]) }
+            let h = try XCTUnwrap(alloc.writers[0]), hostile = try XCTUnwrap(alloc.writers[1])
+            await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: hostile, offset: UInt64.max, data: [1]) }
+            await expectError(.badRequest, "exceeds the allocated size") { try await s.write(bucket: hostile, offset: UInt64.max - 1, data: [1, 2, 3]) }
+            try await s.write(bucket: hostile, offset: 0, data: [UInt8](repeating: 7, count: 100))
+            // A bucket that refused a write is never closed into a share (protocol 2 lets a
+            // close arrive before the client has seen its writes' replies).
+            await expectError(.conflict, "an earlier write was refused") { try await s.close(bucket: hostile) }
             try await s.write(bucket: h, offset: 0, data: [UInt8](repeating: 7, count: 100))
             try await s.close(bucket: h)
+            let held = try await s.getBuckets(storageIndex: si)
+            XCTAssertEqual(held, [0: 100])
             await expectError(.badRequest) { _ = try await s.read(storageIndex: si, share: 0, offset: UInt64.max, length: 10) }
 
             let slot = Array(SHA256.hash(Array("slot".utf8)).prefix(16)), we = [UInt8](repeating: 5, count: 32)
@@ -423,7 +490,7 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(grid.introducer.isRunning, grid.introducer.log(tail: 10))
         let s = try await grid.storageClient(0, via: seen)
         let v = try await s.getVersion()
-        XCTAssertEqual(v.protocolVersion, 1)
+        XCTAssertEqual(v.protocolVersion, Hello.currentVersion)
         s.rpc.close()
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GridCrypto
 import GridFormat
+import GridProtocol
 import GridSystem
 import GridTestSupport
 import Synchronization
@@ -432,5 +433,26 @@ final class StorageBackendTests: XCTestCase {
         // A second report of the same share in the same second is a record of its own.
         try b.adviseCorruptShare(mutable: false, si: si, shnum: 4, reason: "block 5 hash mismatch")
         XCTAssertEqual(try FileSystem.list(dir + "/storage/corruption-advisories").count, 2)
+    }
+}
+
+/// Which storage requests the RPC server must run in arrival order: a bucket writer's
+/// write, close and abort, keyed by its handle; nothing else.
+final class StorageOrderingTests: XCTestCase {
+    func testBucketRequestsAreOrderedByTheirHandle() throws {
+        let dir = tempDir("ordering")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let service = StorageService(backend: try StorageBackend(config: StorageConfig(nodeDirectory: dir), containerNodeID: nodeID20))
+        func key(_ m: StorageMethod, _ body: [UInt8]) -> UInt64? {
+            service.orderingKey(method: m.rawValue, frameBody: [0, 0] + body, offset: 2)
+        }
+        let handle: [UInt8] = [0, 0, 0, 0, 0, 0, 0x12, 0x34]
+        XCTAssertEqual(key(.bucketWrite, BucketWriteRequest(bucket: 0x1234, offset: 9, data: [1, 2]).encoded()), 0x1234)
+        XCTAssertEqual(key(.bucketClose, handle), 0x1234)
+        XCTAssertEqual(key(.bucketAbort, handle), 0x1234)
+        XCTAssertNil(key(.bucketClose, [1, 2, 3]), "too short: no key (the handler refuses it)")
+        XCTAssertNil(key(.getBuckets, [UInt8](repeating: 0, count: 16)))
+        XCTAssertNil(key(.allocateBuckets, handle + handle))
+        XCTAssertNil(service.orderingKey(method: 999, frameBody: [0, 0] + handle, offset: 2))
     }
 }

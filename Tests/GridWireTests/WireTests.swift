@@ -59,6 +59,8 @@ final class FrameTests: XCTestCase {
         XCTAssertEqual(try Hello(parsing: h.encoded()), h)
         XCTAssertEqual(h.negotiate(), Hello.currentVersion)
         XCTAssertNil(Hello(service: "x", minVersion: 50, maxVersion: 60).negotiate())
+        // A client of version 1 (which waits for its writes' replies) is still served.
+        XCTAssertEqual(Hello(service: "x", minVersion: 1, maxVersion: 1).negotiate(), 1)
         XCTAssertThrowsError(try Hello(parsing: Array("NOPE".utf8) + h.encoded().dropFirst(4)))
     }
 
@@ -95,11 +97,26 @@ final class TestService: RPCService, @unchecked Sendable {
         case 4:                                                // push a notification back
             session.notify(method: 77, body: body)
             return []
+        case 5:                                                // u64 key, u32 sleep ms, u32 seq: logged when done
+            var r = WireReader(body)
+            let key = try r.u64(), ms = try r.u32(), seq = try r.u32()
+            usleep(ms * 1000)
+            done.withLock { $0.append("\(key):\(seq)") }
+            return []
         default: throw WireError(.unknownMethod, "no method \(method)")
         }
     }
 
     func sessionEnded(_ session: RPCSession) { ended.withLock { $0.append(session.id) } }
+
+    /// Method 5's requests, in the order they finished.
+    let done = Mutex<[String]>([])
+
+    func orderingKey(method: UInt16, frameBody: [UInt8], offset: Int) -> UInt64? {
+        guard method == 5 else { return nil }
+        var r = WireReader(frameBody, offset: offset)
+        return try? r.u64()
+    }
 }
 
 final class RPCTests: XCTestCase {
@@ -169,6 +186,36 @@ final class RPCTests: XCTestCase {
         }
         // 40 calls sleeping 5..200 ms on 4 workers: far less than the 4.1 s they would take one by one.
         XCTAssertLessThan(monotonicNow() - t0, 3.0)
+        c.close()
+    }
+
+    /// Requests with one ordering key run in the order they arrived, however long each
+    /// takes; other requests (another key) run beside them. The client learns the version.
+    func testRequestsWithOneOrderingKeyRunInArrivalOrder() async throws {
+        let c = try await connect()
+        XCTAssertEqual(c.protocolVersion, Hello.currentVersion)
+        XCTAssertGreaterThanOrEqual(c.protocolVersion, Hello.orderedBucketsVersion)
+        func body(_ key: UInt64, _ ms: UInt32, _ seq: UInt32) -> [UInt8] {
+            var w = WireWriter()
+            w.u64(key); w.u32(ms); w.u32(seq)
+            return w.bytes
+        }
+        // Key 7: a slow first request, then fast and slow ones; key 8: one fast request.
+        let sleeps: [UInt32] = [150, 0, 40, 0, 0, 20]
+        try await withThrowingTaskGroup(of: Void.self) { g in
+            for (seq, ms) in sleeps.enumerated() {
+                let b = body(7, ms, UInt32(seq))
+                g.addTask { _ = try await c.call(5, b) }
+                try await Task.sleep(nanoseconds: 2_000_000)  // sent in this order
+            }
+            let b = body(8, 0, 0)
+            g.addTask { _ = try await c.call(5, b) }
+            try await g.waitForAll()
+        }
+        let log = service.done.withLock { $0 }
+        XCTAssertEqual(log.filter { $0.hasPrefix("7:") }, (0..<sleeps.count).map { "7:\($0)" })
+        // Key 8 did not wait behind key 7's slow first request.
+        XCTAssertLessThan(log.firstIndex(of: "8:0")!, log.firstIndex(of: "7:0")!)
         c.close()
     }
 

@@ -214,6 +214,12 @@ final class ServiceFuzzer {
                 let dt = monotonicNow() - t0
                 if dt > 0.2 { slow.append(String(format: "%.2f s: ", dt) + "\(method) \(body.count) bytes" + (damaged ? " (damaged)" : "")) }
             }
+            // The RPC server asks for the ordering key on its loop thread, before the
+            // handler: it must take any bytes, and key exactly a bucket writer's requests.
+            let key = storage.orderingKey(method: raw, frameBody: [0xff, 0xff] + body, offset: 2)
+            if key != nil && ![StorageMethod.bucketWrite, .bucketClose, .bucketAbort].contains(StorageMethod(rawValue: raw)) {
+                unexpected.append("\(method): an ordering key for a request that is not a bucket writer's")
+            }
             do {
                 let reply = try storage.handle(method: raw, body: body, session: session)
                 replies += 1

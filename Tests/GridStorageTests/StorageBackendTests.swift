@@ -101,9 +101,18 @@ final class StorageBackendTests: XCTestCase {
         XCTAssertThrowsError(try w.write(offset: 1, data: [9])) { e in
             XCTAssertEqual(e as? StorageError, .conflict("write at offset 1 of share 0 differs from data already written there"))
         }
-        try w.close()
+        // A bucket that refused a write is never closed into a share.
+        XCTAssertThrowsError(try w.close()) { e in
+            XCTAssertEqual(e.errorClass, .conflict)
+            XCTAssertTrue("\(e)".contains("an earlier write was refused"), "\(e)")
+        }
+        XCTAssertEqual(try b.getBuckets(si), [:])
         XCTAssertThrowsError(try w.write(offset: 10, data: [1]))
         XCTAssertThrowsError(try w.close())
+        let good = try b.allocate(si: si, renewSecret: renew, cancelSecret: cancel, shares: [0], allocatedSize: 100).writers[0]!
+        try good.write(offset: 0, data: [UInt8](repeating: 3, count: 100))
+        try good.close()
+        XCTAssertEqual(try b.getBuckets(si), [0: 100])
         XCTAssertThrowsError(try b.read(si: si, shnum: 0, offset: 99, length: 2)) { XCTAssertTrue("\($0)".contains("past the end")) }
         XCTAssertThrowsError(try b.read(si: si, shnum: 5, offset: 0, length: 1)) { XCTAssertTrue("\($0)".contains("no share 5")) }
     }

@@ -195,6 +195,9 @@ public final class RPCServer: @unchecked Sendable {
         conn.onClose = { [weak self, meter] (_: WireError?) in
             meter.open.subtract(1, ordering: .relaxed)
             guard let self, let sc = self.connections.removeValue(forKey: id) else { return }
+            // Requests still waiting on an ordering key will not run; their jobs hold the
+            // connection (a cycle) and their frames: let both go.
+            sc.ordered.removeAll()
             sc.session.endedFlag.store(true, ordering: .releasing)
             if let service = sc.service {
                 let session = sc.session

@@ -219,6 +219,21 @@ final class RPCTests: XCTestCase {
         c.close()
     }
 
+    /// Requests still waiting on an ordering key when their connection goes are dropped,
+    /// not run for nobody (their frames are freed at once).
+    func testWaitingOrderedRequestsAreDroppedWhenTheConnectionCloses() async throws {
+        let c = try await connect()
+        for seq in 0..<6 {
+            var w = WireWriter()
+            w.u64(9); w.u32(seq == 0 ? 300 : 0); w.u32(UInt32(seq))
+            c.call(5, w.bytes) { _ in }
+        }
+        try await Task.sleep(nanoseconds: 100_000_000)  // the first is running, five wait
+        c.close()
+        try await Task.sleep(nanoseconds: 600_000_000)
+        XCTAssertEqual(service.done.withLock { $0.filter { $0.hasPrefix("9:") } }, ["9:0"])
+    }
+
     func testPinnedKeyMismatchIsRefused() async throws {
         let other = Ed25519PrivateKey().publicKey
         do {

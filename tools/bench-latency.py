@@ -107,6 +107,19 @@ class Bench:
                 left -= n
         return path
 
+    def big_rounds(self, size, reps):
+        """Upload a new file of `size` bytes and download it to a file, `reps` times: the times."""
+        ups, downs = [], []
+        out_path = os.path.join(self.root, "big.out")
+        for _ in range(reps):
+            big = self.file("big.bin", size)
+            dt, out = self.run(["upload", big])
+            ups.append(dt)
+            os.unlink(big)
+            downs.append(self.run(["download", out.strip().splitlines()[-1], "-o", out_path])[0])
+            os.unlink(out_path)
+        return ups, downs
+
     def wait_servers(self):
         end = time.time() + 60
         while time.time() < end:
@@ -190,27 +203,11 @@ def main():
             r["mutable_read_1kib_s"] = statistics.median([b.run(["download", mcap])[0] for _ in range(args.reps)])
             r["ls_100_s"] = statistics.median([b.run(["ls", "tahoe:dir"])[0] for _ in range(args.reps)])
             r["maintain_census_s"] = statistics.median([b.run(["maintain", "--manifest", manifest, "--no-catalog", "--no-aliases", "--verify-period", "0", "--no-repair"], check=False)[0] for _ in range(max(1, args.reps // 2))])
-            ups, downs = [], []
-            for i in range(args.big_reps):
-                big = b.file("big.bin", args.big_mib << 20)
-                dt, out = b.run(["upload", big])
-                ups.append(dt)
-                capb = out.strip().splitlines()[-1]
-                os.unlink(big)
-                downs.append(b.run(["download", capb, "-o", os.path.join(root, "big.out")])[0])
-                os.unlink(os.path.join(root, "big.out"))
+            ups, downs = b.big_rounds(args.big_mib << 20, args.big_reps)
             r["upload_big_mb_s"] = (args.big_mib << 20) / statistics.median(ups) / 1e6
             r["download_big_mb_s"] = (args.big_mib << 20) / statistics.median(downs) / 1e6
             if args.steady:
-                ups2, downs2 = [], []
-                for i in range(args.big_reps):
-                    big = b.file("big2.bin", 2 * args.big_mib << 20)
-                    dt, out = b.run(["upload", big])
-                    ups2.append(dt)
-                    capb = out.strip().splitlines()[-1]
-                    os.unlink(big)
-                    downs2.append(b.run(["download", capb, "-o", os.path.join(root, "big.out")])[0])
-                    os.unlink(os.path.join(root, "big.out"))
+                ups2, downs2 = b.big_rounds(2 * args.big_mib << 20, args.big_reps)
                 extra = args.big_mib << 20
                 r["upload_steady_mb_s"] = extra / max(1e-9, statistics.median(ups2) - statistics.median(ups)) / 1e6
                 r["download_steady_mb_s"] = extra / max(1e-9, statistics.median(downs2) - statistics.median(downs)) / 1e6

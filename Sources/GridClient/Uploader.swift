@@ -497,10 +497,9 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
             let key = BucketKey(server: h.server, bucket: h.bucket)
             guard earlyCloses[key] == nil else { continue }
             earlyCloses[key] = .some(nil)
-            h.client.rpc.call(BucketCloseRequest.method.rawValue, BucketCloseRequest(bucket: h.bucket).encoded(),
-                              timeout: closeTimeout) { [self] result in
+            h.client.close(bucket: h.bucket, timeout: closeTimeout) { [self] error in
                 cond.lock()
-                if case let .failure(e) = result { earlyCloses[key] = "closing share \(h.share): \(e)" } else { earlyCloses[key] = "" }
+                earlyCloses[key] = error.map { "closing share \(h.share): \($0)" } ?? ""
                 cond.broadcast()
                 cond.unlock()
             }

@@ -134,13 +134,19 @@ public final class SHA256Lane {
         let blocks = pending + 9 > 64 ? 2 : 1
         for i in 0..<8 { tail[blocks * 64 - 1 - i] = UInt8(truncatingIfNeeded: bits >> (8 * UInt64(i))) }
         tail.withUnsafeBufferPointer { _ = grid_sha256_compress1(cPath, state, $0.baseAddress!, blocks) }
+        let out = Self.digest(state)
+        reset()
+        return out
+    }
+
+    /// The digest of eight state words (big-endian bytes).
+    static func digest(_ state: UnsafePointer<UInt32>) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 32)
         for i in 0..<8 {
             let w = state[i]
             out[4 * i] = UInt8(w >> 24); out[4 * i + 1] = UInt8((w >> 16) & 0xff)
             out[4 * i + 2] = UInt8((w >> 8) & 0xff); out[4 * i + 3] = UInt8(w & 0xff)
         }
-        reset()
         return out
     }
 
@@ -297,25 +303,12 @@ extension TahoeHash {
             }
             // The outer hash: SHA-256 of each 32-byte inner digest, one block.
             for l in 0..<lanes {
-                let lane = UnsafeMutableRawBufferPointer(start: laneBase[l], count: 64)
-                for j in 0..<8 {
-                    let w = states[8 * l + j]
-                    lane[4 * j] = UInt8(w >> 24); lane[4 * j + 1] = UInt8((w >> 16) & 0xff)
-                    lane[4 * j + 2] = UInt8((w >> 8) & 0xff); lane[4 * j + 3] = UInt8(w & 0xff)
-                }
+                SHA256Lane.digest(states + 8 * l).withUnsafeBytes { laneBase[l].copyMemory(from: $0.baseAddress!, byteCount: 32) }
                 pad(laneBase[l], dataEnd: 32, blocks: 1, messageBits: 256)
                 for j in 0..<8 { states[8 * l + j] = SHA256Lane.initial[j] }
             }
             compress(laneBase.map { UnsafeRawPointer($0) }, lanes, 1)
-            for l in 0..<lanes {
-                var d = [UInt8](repeating: 0, count: 32)
-                for j in 0..<8 {
-                    let w = states[8 * l + j]
-                    d[4 * j] = UInt8(w >> 24); d[4 * j + 1] = UInt8((w >> 16) & 0xff)
-                    d[4 * j + 2] = UInt8((w >> 8) & 0xff); d[4 * j + 3] = UInt8(w & 0xff)
-                }
-                out.append(d)
-            }
+            for l in 0..<lanes { out.append(SHA256Lane.digest(states + 8 * l)) }
             start += lanes
         }
         return out

@@ -793,6 +793,15 @@ public struct StorageClient: Sendable {
         _ = try await call(BucketCloseRequest(bucket: bucket), timeout: timeout)
     }
 
+    /// bucket_close without waiting: sent behind what was sent before on this connection
+    /// (a version-2 server runs it after the bucket's writes); the completion runs on the
+    /// event loop thread and must not block.
+    public func close(bucket: UInt64, timeout: Double? = nil, completion: @escaping @Sendable (Error?) -> Void) {
+        rpc.call(BucketCloseRequest.method.rawValue, BucketCloseRequest(bucket: bucket).encoded(), timeout: timeout) { r in
+            if case let .failure(e) = r { completion(e) } else { completion(nil) }
+        }
+    }
+
     public func abort(bucket: UInt64) async throws { _ = try await call(BucketAbortRequest(bucket: bucket)) }
 
     /// Share number → share size, for the complete shares the server holds.

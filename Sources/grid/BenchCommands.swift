@@ -40,6 +40,35 @@ func measure(bytesPerCall: Int, reps: Int, minSeconds: Double, _ call: () throws
     return median(rates)
 }
 
+/// A kernel path a bench may be asked for by name (`--paths`).
+protocol BenchPath: RawRepresentable<String>, CaseIterable {
+    var isSupported: Bool { get }
+}
+extension SIMDPath: BenchPath {}
+extension SHA256Path: BenchPath {}
+
+/// The comma-separated paths in `names`, each known and supported by this CPU; `fallback`
+/// when none were named.
+func chosenPaths<P: BenchPath>(_ names: String?, default fallback: [P]) throws -> [P] {
+    guard let names else { return fallback }
+    return try names.split(separator: ",").map { name in
+        guard let path = P(rawValue: String(name)) else {
+            throw GridError(.usage, "unknown path '\(name)' (\(P.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        guard path.isSupported else { throw GridError(.usage, "path \(path.rawValue) is not supported by this CPU") }
+        return path
+    }
+}
+
+/// Comma-separated `A:B` pairs of integers, each checked by `valid`; `help` says the form.
+func integerPairs(_ text: String, help: String, valid: (Int, Int) -> Bool) throws -> [(Int, Int)] {
+    try text.split(separator: ",").map { s in
+        let parts = s.split(separator: ":").compactMap { Int($0) }
+        guard parts.count == 2, valid(parts[0], parts[1]) else { throw GridError(.usage, "bad shape '\(s)': \(help)") }
+        return (parts[0], parts[1])
+    }
+}
+
 struct BenchCodec: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "codec",
@@ -74,25 +103,8 @@ struct BenchCodec: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let chosen: [SIMDPath]
-            if let p = paths {
-                chosen = try p.split(separator: ",").map { name in
-                    guard let path = SIMDPath(rawValue: String(name)) else {
-                        throw GridError(.usage, "unknown path '\(name)' (portable, ssse3, avx2, gfni)")
-                    }
-                    guard path.isSupported else { throw GridError(.usage, "path \(path) is not supported by this CPU") }
-                    return path
-                }
-            } else {
-                chosen = SIMDPath.available.reversed()
-            }
-            let shapeList: [(Int, Int)] = try shapes.split(separator: ",").map { s in
-                let parts = s.split(separator: ":").compactMap { Int($0) }
-                guard parts.count == 2, parts[0] >= 1, parts[1] >= 1, parts[0] + parts[1] <= 256 else {
-                    throw GridError(.usage, "bad shape '\(s)': use k:m with k + m <= 256")
-                }
-                return (parts[0], parts[1])
-            }
+            let chosen: [SIMDPath] = try chosenPaths(paths, default: SIMDPath.available.reversed())
+            let shapeList = try integerPairs(shapes, help: "use k:m with k + m <= 256") { k, m in k >= 1 && m >= 1 && k + m <= 256 }
             let sizes: [Int] = try shards.split(separator: ",").map {
                 guard let v = Int($0), v > 0 else { throw GridError(.usage, "bad shard size '\($0)'") }
                 return v

@@ -40,24 +40,9 @@ struct BenchSHA: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let chosen: [SHA256Path]
-            if let p = paths {
-                chosen = try p.split(separator: ",").map { name in
-                    guard let path = SHA256Path(rawValue: String(name)) else {
-                        throw GridError(.usage, "unknown path '\(name)' (\(SHA256Path.allCases.map(\.rawValue).joined(separator: ", ")))")
-                    }
-                    guard path.isSupported else { throw GridError(.usage, "path \(path) is not supported by this CPU") }
-                    return path
-                }
-            } else {
-                chosen = SHA256Path.allCases.filter { $0.isSupported && $0 != .portable }
-            }
-            let shapeList: [(Int, Int)] = try shapes.split(separator: ",").map { s in
-                let parts = s.split(separator: ":").compactMap { Int($0) }
-                guard parts.count == 2, (1...4096).contains(parts[0]), (1...(64 << 20)).contains(parts[1]) else {
-                    throw GridError(.usage, "bad shape '\(s)': use N:BYTES with 1 <= N <= 4096 and 1 <= BYTES <= 64 MiB")
-                }
-                return (parts[0], parts[1])
+            let chosen: [SHA256Path] = try chosenPaths(paths, default: SHA256Path.allCases.filter { $0.isSupported && $0 != .portable })
+            let shapeList = try integerPairs(shapes, help: "use N:BYTES with 1 <= N <= 4096 and 1 <= BYTES <= 64 MiB") { n, bytes in
+                (1...4096).contains(n) && (1...(64 << 20)).contains(bytes)
             }
             guard reps >= 1, minTime > 0 else { throw GridError(.usage, "--reps must be at least 1 and --min-time above 0") }
             if !json {

@@ -70,9 +70,7 @@ final class DaemonTests: XCTestCase {
                             s.write(bucket: h, offset: off, data: b) { e in record(e.map { .failure($0) } ?? .success(())) }
                         }
                     }
-                    s.rpc.call(BucketCloseRequest.method.rawValue, BucketCloseRequest(bucket: h).encoded()) { r in
-                        record(r.map { _ in () })
-                    }
+                    s.close(bucket: h) { e in record(e.map { .failure($0) } ?? .success(())) }
                 }
             }
             for sh in [0, 1] {

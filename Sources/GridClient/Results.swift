@@ -36,6 +36,9 @@ public struct UploadResult: Sendable {
     public var resumedFrom: UInt64 = 0
     /// Why a configured helper was not used (the upload went directly to the servers).
     public var helperProblem: String? = nil
+    /// The shares were allocated, written and closed in one flight beside the census
+    /// (a small new file, servers of protocol 3): a round trip fewer.
+    public var oneFlight: Bool = false
 }
 
 /// What a download did.

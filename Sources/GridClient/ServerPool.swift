@@ -22,6 +22,12 @@ public struct ClientSettings: Sendable {
     /// An upload helper (`[client] helper`): immutable uploads send it ciphertext once and
     /// it places the shares; unreachable, they go directly to the servers.
     public var helper: IntroducerAddress?
+    /// `[client] one_flight_max`: files whose shares come to at most this many bytes (the
+    /// default: a 1.2 MiB file at 3-of-10) are allocated, written and closed in one flight
+    /// beside the census, to servers of protocol 3: a round trip fewer for a new file. A
+    /// file that turns out to be stored already has then sent those bytes for nothing (the
+    /// servers refuse them; nothing is stored twice). 0: never.
+    public var oneFlightMaxBytes: UInt64 = 4 << 20
 
     public init(introducer: IntroducerAddress, encoding: ClientEncoding = ClientEncoding(),
                 convergenceSecret: [UInt8], leaseSecret: [UInt8]) {

@@ -92,7 +92,7 @@ public final class Uploader: Sendable {
                             happiness: stored.happiness, sharesAlreadyPresent: stored.sharesAlreadyPresent,
                             sharesWrittenByOthers: stored.sharesWrittenByOthers, bytesSent: stored.bytesSent,
                             hashSeconds: hashSeconds, pushSeconds: stored.pushSeconds, totalSeconds: end - start,
-                            helperProblem: helperProblem)
+                            helperProblem: helperProblem, oneFlight: stored.oneFlight)
     }
 
     /// What the encoder reads: plaintext with its key, or ciphertext (an upload helper's
@@ -113,6 +113,8 @@ public final class Uploader: Sendable {
         public var sharesWrittenByOthers: Int
         public var bytesSent: UInt64
         public var pushSeconds: Double
+        /// The shares were allocated, written and closed in the census's flight.
+        public var oneFlight: Bool = false
     }
 
     /// Places the shares of a file that is already ciphertext under `storageIndex` (which
@@ -188,34 +190,57 @@ public final class Uploader: Sendable {
                                    writable: Set(permuted.filter { $0.announcement.availableSpace >= shareSize }), total: n)
         let pool = pool
         let secrets = LeaseSecrets(leaseSecret: settings.leaseSecret, storageIndex: si)
-        async let guessed = BucketAllocator.ask(guess, storageIndex: si, shareSize: shareSize, secrets: secrets,
-                                                timeout: 4 * coding.stallTimeout) { try await pool.client(for: $0) }
-        // A server that does not answer soon is left out (a stopped server must not hold everyone up).
-        let census = await pool.census(storageIndex: si, servers: permuted, deadline: max(3, 2 * coding.stallTimeout))
-        let speculation = await guessed
-        let present = census.holdings.values.reduce(0) { $0 + $1.count }
+        let census: ShareCensus
+        var allocator: BucketAllocator
+        // A small file to servers that take named buckets goes whole in the census's
+        // flight: allocation, writes and closes (one round trip fewer again).
+        var eager: (pushed: PushResult?, answers: BucketAllocator.Answers, handles: [BucketHandle], wire: UInt64)?
+        let speculation: BucketAllocator.Answers
+        if shareSize * UInt64(n) <= settings.oneFlightMaxBytes, Placement.happiness(guess.mapValues { Set($0) }) >= happy,
+           guess.keys.allSatisfy({ $0.announcement.protocolVersion >= Hello.namedBucketsVersion }) {
+            async let asked = pool.census(storageIndex: si, servers: permuted, deadline: max(3, 2 * coding.stallTimeout))
+            eager = await pushEagerly(guess, encoder: encoder, source: source, input: input, storageIndex: si, shareSize: shareSize,
+                                      secrets: secrets, happy: happy) { done in progress?(TransferProgress(phase: .uploading, done: done, total: size)) }
+            census = await asked
+            speculation = eager?.answers ?? []
+        } else {
+            async let guessed = BucketAllocator.ask(guess, storageIndex: si, shareSize: shareSize, secrets: secrets,
+                                                    timeout: 4 * coding.stallTimeout) { try await pool.client(for: $0) }
+            // A server that does not answer soon is left out (a stopped server must not hold everyone up).
+            census = await pool.census(storageIndex: si, servers: permuted, deadline: max(3, 2 * coding.stallTimeout))
+            speculation = await guessed
+        }
         // The census's median answer time: the round trip (it errs long: it may include connecting).
         let latencies = census.answers.map(\.latency).sorted()
         let roundTrip = latencies.isEmpty ? 0 : latencies[latencies.count / 2]
 
         // Allocate, re-planning around servers that refuse, until nothing more can be placed.
-        var allocator = BucketAllocator(storageIndex: si, shareSize: shareSize, leaseSecret: settings.leaseSecret,
-                                        census: census, servers: permuted, callTimeout: 4 * coding.stallTimeout)
+        allocator = BucketAllocator(storageIndex: si, shareSize: shareSize, leaseSecret: settings.leaseSecret,
+                                    census: census, servers: permuted, callTimeout: 4 * coding.stallTimeout)
         let clients = census.clients
-        let clean = census.holdings.isEmpty && census.failed.isEmpty && census.unanswered.isEmpty
+        // The eager push's own shares may already show in the census: only they may.
+        let foreign = census.holdings.filter { s, held in eager == nil || !held.isSubset(of: Set(guess[s] ?? [])) }
+        let clean = foreign.isEmpty && census.failed.isEmpty && census.unanswered.isEmpty
             && speculation.allSatisfy { s, r in
                 guard clients[s] != nil, case let .success(resp) = r else { return false }
                 return resp.alreadyHave.isEmpty && resp.inProgress.isEmpty && Set(resp.writers.keys) == Set(guess[s] ?? [])
             }
+            && (eager.map { $0.pushed?.failedServers.isEmpty ?? false } ?? true)
+        let present = clean ? 0 : census.holdings.values.reduce(0) { $0 + $1.count }
+        var earlySent: UInt64 = 0
         if clean {
             allocator.absorb(guess, speculation)
         } else {
-            var opened: [BucketHandle] = []
-            for (s, r) in speculation {
+            var opened: [BucketHandle] = eager?.handles ?? []
+            for (s, r) in speculation where eager == nil {
                 guard case let .success(resp) = r, let c = try? await pool.client(for: s) else { continue }
                 for (share, bucket) in resp.writers { opened.append(BucketHandle(server: s, client: c, bucket: bucket, share: share)) }
             }
+            // (A bucket the eager push closed is a share now: aborting it does nothing, and
+            // the allocations below find it as already there.)
             await abortAll(opened)
+            earlySent = eager?.wire ?? 0  // refused or not, they were sent
+            eager = nil
         }
         await allocator.place(total: n)
         if allocator.happiness < happy {
@@ -227,15 +252,20 @@ public final class Uploader: Sendable {
         // Encode and push. A server that fails is dropped; the upload goes on while
         // happiness holds, and its shares are placed again afterwards (encoding just those).
         let pushStart = monotonicNow()
-        var sent: UInt64 = 0
+        var sent: UInt64 = earlySent
         var failed: [ServerRef: String] = [:]
         var ueb: URIExtension?
         var handles = allocator.handles
         for round in 0..<3 {
             let phase: TransferProgress.Phase = round == 0 ? .uploading : .repairing
-            let pushed = try await pushShares(encoder: encoder, source: source, input: input, handles: handles,
+            let pushed: PushResult
+            if round == 0, let early = eager?.pushed {
+                pushed = early  // done already, in the census's flight
+            } else {
+                pushed = try await pushShares(encoder: encoder, source: source, input: input, handles: handles,
                                               holdings: allocator.holdings, happy: happy, roundTrip: roundTrip) { done in
-                progress?(TransferProgress(phase: phase, done: done, total: size))
+                    progress?(TransferProgress(phase: phase, done: done, total: size))
+                }
             }
             if ueb == nil { ueb = pushed.uriExtension }
             sent += pushed.bytesSent
@@ -273,7 +303,49 @@ public final class Uploader: Sendable {
         }
         return StoredShares(uriExtension: ueb, placement: placement, nicknames: nicknames, happiness: finalHappiness,
                             sharesAlreadyPresent: present, sharesWrittenByOthers: allocator.writtenByOthers.count,
-                            bytesSent: sent, pushSeconds: monotonicNow() - pushStart)
+                            bytesSent: sent, pushSeconds: monotonicNow() - pushStart,
+                            oneFlight: eager != nil)
+    }
+
+    /// Group numbers for named buckets: unique per connection, so per process.
+    static let groups = Atomic<UInt32>(UInt32.random(in: 0...UInt32.max))
+
+    /// Allocates `plan`'s buckets under names and pushes the whole file to them without
+    /// waiting for the allocations' answers; each server runs the allocation, the writes
+    /// and the close in the order sent. Returns the push (nil when it failed) and the
+    /// allocations' answers; nil when a planned server could not be reached (nothing was
+    /// sent then).
+    func pushEagerly(_ plan: [ServerRef: [Int]], encoder: CHKEncoder, source: RandomAccessSource & Sendable, input: Input,
+                     storageIndex si: [UInt8], shareSize: UInt64, secrets: LeaseSecrets, happy: Int,
+                     progress: @escaping @Sendable (UInt64) -> Void) async
+        -> (pushed: PushResult?, answers: BucketAllocator.Answers, handles: [BucketHandle], wire: UInt64)? {
+        let pool = pool
+        let clients = await withTaskGroup(of: (ServerRef, StorageClient?).self) { group in
+            for s in plan.keys { group.addTask { (s, try? await pool.client(for: s)) } }
+            var out: [ServerRef: StorageClient] = [:]
+            for await (s, c) in group { if let c { out[s] = c } }
+            return out
+        }
+        guard clients.count == plan.count else { return nil }
+        let group = Self.groups.add(1, ordering: .relaxed).oldValue
+        let (stream, answered) = AsyncStream.makeStream(of: (ServerRef, Result<AllocateResponse, Error>).self)
+        var handles: [BucketHandle] = []
+        for (s, shares) in plan {
+            let req = AllocateNamedRequest(group: group, allocation: AllocateRequest(
+                storageIndex: si, renewSecret: secrets.renew(on: s), cancelSecret: secrets.cancel(on: s),
+                shareNumbers: shares, allocatedSize: shareSize))
+            clients[s]!.allocate(req, timeout: 4 * coding.stallTimeout) { answered.yield((s, $0)) }
+            for (share, bucket) in req.handles { handles.append(BucketHandle(server: s, client: clients[s]!, bucket: bucket, share: share)) }
+        }
+        let sink = NetworkShareSink(handles: handles, window: window, holdings: plan.mapValues { Set($0) }, happy: happy,
+                                    stallTimeout: coding.stallTimeout, orderedCloses: true)
+        let pushed = try? await pushShares(encoder: encoder, source: source, input: input, progress: progress, sink: sink)
+        var answers: BucketAllocator.Answers = []
+        for await a in stream {
+            answers.append(a)
+            if answers.count == plan.count { break }
+        }
+        return (pushed, answers, handles, sink.withLock { $0.bytesOnWire })
     }
 
     /// What one push of shares did.
@@ -291,8 +363,13 @@ public final class Uploader: Sendable {
     func pushShares(encoder: CHKEncoder, source: RandomAccessSource & Sendable, input: Input, handles: [BucketHandle],
                     holdings: [ServerRef: Set<Int>], happy: Int, roundTrip: Double = 0,
                     progress: @escaping @Sendable (UInt64) -> Void) async throws -> PushResult {
-        let sink = NetworkShareSink(handles: handles, window: window, holdings: holdings, happy: happy, stallTimeout: coding.stallTimeout,
-                                    roundTrip: roundTrip)
+        try await pushShares(encoder: encoder, source: source, input: input, progress: progress,
+                             sink: NetworkShareSink(handles: handles, window: window, holdings: holdings, happy: happy,
+                                                    stallTimeout: coding.stallTimeout, roundTrip: roundTrip))
+    }
+
+    func pushShares(encoder: CHKEncoder, source: RandomAccessSource & Sendable, input: Input,
+                    progress: @escaping @Sendable (UInt64) -> Void, sink: NetworkShareSink) async throws -> PushResult {
         let r: URIExtension
         do {
             r = try await encodeAndPush(encoder: encoder, source: source, input: input, sink: sink, progress: progress)
@@ -387,6 +464,8 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     var failedServers: [ServerRef: String] = [:]
     var fatal: GridError?
     var bytesSent: UInt64 = 0
+    /// Bytes handed to the connections, answered or not.
+    var bytesOnWire: UInt64 = 0
     /// Buckets closed right behind their writes (`finish`): nil while the close is
     /// unanswered, then "" when it succeeded or why it failed.
     var earlyCloses: [BucketKey: String?] = [:]
@@ -395,12 +474,16 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         let bucket: UInt64
     }
     let closeTimeout: Double
+    /// Close every bucket right behind its writes, whatever version the server has said
+    /// so far (named buckets: only a server that orders them has them).
+    let orderedCloses: Bool
 
     /// `roundTrip`: a long one raises each server's budget to about RTT × 64 MB/s (at most
     /// 8 MiB), so a distant server is written at its link's speed, not a budget per round trip.
     init(handles: [BucketHandle], window: Int, holdings: [ServerRef: Set<Int>], happy: Int, stallTimeout: Double,
-         roundTrip: Double = 0) {
+         roundTrip: Double = 0, orderedCloses: Bool = false) {
         self.handles = handles
+        self.orderedCloses = orderedCloses
         self.holdings = holdings
         self.happy = happy
         self.stallTimeout = stallTimeout
@@ -408,6 +491,12 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
         let servers = Set(handles.map(\.server)).count
         perServer = max(1 << 20, window / max(1, servers) * 2, min(8 << 20, Int(roundTrip * 64e6)))
         for h in handles { byShare[h.share, default: []].append(h) }
+    }
+
+    func withLock<T>(_ body: (NetworkShareSink) -> T) -> T {
+        cond.lock()
+        defer { cond.unlock() }
+        return body(self)
     }
 
     var liveHandles: [BucketHandle] {
@@ -458,6 +547,7 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     func send(_ bytes: UnsafeRawBufferPointer, share: Int, offset: UInt64, to targets: [BucketHandle]) {
         let now = monotonicNow(), count = bytes.count
         for h in targets {
+            bytesOnWire += UInt64(count)
             inFlight[h.server, default: 0] += count
             let ahead = inFlight.filter { failedServers[$0.key] == nil }.reduce(0) { $0 + $1.value }
             sentAt[h.server, default: []].append((at: now, ahead: ahead, answeredBefore: bytesSent))
@@ -493,7 +583,8 @@ final class NetworkShareSink: ShareSink, @unchecked Sendable {
     func finish() throws {
         cond.lock()
         defer { cond.unlock() }
-        for h in handles where failedServers[h.server] == nil && h.client.rpc.protocolVersion >= Hello.orderedBucketsVersion {
+        for h in handles where failedServers[h.server] == nil
+            && (orderedCloses || h.client.rpc.protocolVersion >= Hello.orderedBucketsVersion) {
             let key = BucketKey(server: h.server, bucket: h.bucket)
             guard earlyCloses[key] == nil else { continue }
             earlyCloses[key] = .some(nil)

@@ -25,6 +25,8 @@ public enum Reports {
         public var resumed_from: UInt64?
         /// Why the configured helper was not used.
         public var helper_problem: String?
+        /// The shares went in one flight with the census (allocation, writes, closes).
+        public var one_flight: Bool?
 
         public init(_ r: UploadResult, path: String?) {
             cap = r.capability.description
@@ -41,6 +43,7 @@ public enum Reports {
             helper = r.helper
             resumed_from = r.helper == nil ? nil : r.resumedFrom
             helper_problem = r.helperProblem
+            one_flight = r.helper == nil ? r.oneFlight : nil
         }
     }
 

@@ -42,6 +42,8 @@ public enum ClientNode {
                 happy: an upload succeeds only if its shares sit on at least this many distinct servers
                 segment_size: the largest segment (Tahoe's default is 1 MiB = 1048576); it changes capabilities
                 helper (optional): an upload helper's address; uploads send it ciphertext once instead of n/k times
+                one_flight_max (optional, default 4MiB): files whose shares total at most this are sent with the
+                  first request to new servers (a round trip fewer); re-uploading one that is stored sends them for nothing
                 """), permissions: 0o600)
     }
 
@@ -76,6 +78,11 @@ public enum ClientNode {
         var settings = ClientSettings(introducer: introducers[0], encoding: enc,
                                       convergenceSecret: try secret("convergence"), leaseSecret: try secret("lease.secret"))
         settings.moreIntroducers = Array(introducers.dropFirst())
+        if let v = config["client", "one_flight_max"] {
+            do { settings.oneFlightMaxBytes = try parseSize(v) } catch {
+                throw GridError(.usage, "\(directory)/grid.conf: [client] one_flight_max = '\(v)' is not a size (e.g. 4MiB, or 0 for never)")
+            }
+        }
         if let h = config["client", "helper"], !h.isEmpty {
             do { settings.helper = try IntroducerAddress(parsing: h) } catch {
                 throw GridError(.usage, "\(directory)/grid.conf: [client] helper is not a helper address (grid://v0-...@host:port/secret, "

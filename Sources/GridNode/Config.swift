@@ -182,7 +182,7 @@ extension NodeConfig {
                    "introducer": ["address"]],
         .introducer: ["node": ["type", "nickname", "listen", "location", "metrics"], "introducer": ["expiry"]],
         .client: ["node": ["type", "nickname", "metrics"], "introducer": ["address"],
-                  "client": ["needed", "happy", "total", "segment_size", "helper"], "gateway": ["listen", "allow_remote"]],
+                  "client": ["needed", "happy", "total", "segment_size", "helper", "one_flight_max"], "gateway": ["listen", "allow_remote"]],
         .helper: ["node": ["type", "nickname", "listen", "location", "metrics"], "introducer": ["address"],
                   "helper": ["max_encoding", "abandon_after"]],
     ]

@@ -20,6 +20,7 @@ public enum StorageMethod: UInt16, Sendable, CaseIterable {
     case censusBatch = 14
     case slotStage = 15
     case slotWriteEnablerOwners = 16
+    case allocateNamedBuckets = 17
 }
 
 public let storageServiceName = "storage"
@@ -125,6 +126,64 @@ public struct AllocateRequest: StorageRequest {
         cancelSecret = try readSecret(&r, "cancel secret")
         shareNumbers = try r.list("share numbers", max: 256) { try readShareNumber(&$0) }
         allocatedSize = try r.u64("allocated size")
+    }
+}
+
+/// Bucket handles a client names itself (protocol 3, `Hello.namedBucketsVersion`), so it
+/// can write and close a bucket in the same flight as the request that allocates it.
+/// A named handle has its top bit set (a server's own handles never do), the client's
+/// group number in bits 8-39 and the share number in the low byte. All the requests on
+/// one connection that touch one group's buckets (the allocation, then every write, close
+/// and abort) run in the order they arrived; other handles order per bucket.
+public enum NamedBucket {
+    public static let flag: UInt64 = 1 << 63
+
+    public static func handle(group: UInt32, share: Int) -> UInt64 {
+        flag | UInt64(group) << 8 | UInt64(UInt8(truncatingIfNeeded: share))
+    }
+
+    /// The key a server orders a bucket request by: a named bucket's group, any other
+    /// bucket itself.
+    public static func orderingKey(handle: UInt64) -> UInt64 {
+        handle & flag != 0 ? handle & ~0xFF : handle
+    }
+}
+
+/// allocate_named_buckets: allocate_buckets with the handles named by the client:
+/// share s gets `NamedBucket.handle(group:share:)`. A name still open on the connection
+/// is a conflict (nothing is allocated). The reply is allocate_buckets'.
+public struct AllocateNamedRequest: StorageRequest {
+    public typealias Response = AllocateResponse
+    public static let method = StorageMethod.allocateNamedBuckets
+    /// First on the wire: the server reads it to order the request (`orderingKey`).
+    public var group: UInt32
+    public var allocation: AllocateRequest
+
+    public init(group: UInt32, allocation: AllocateRequest) {
+        self.group = group
+        self.allocation = allocation
+    }
+
+    public var handles: [Int: UInt64] {
+        Dictionary(allocation.shareNumbers.map { ($0, NamedBucket.handle(group: group, share: $0)) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// The ordering key of a request whose body starts at `offset` of `frameBody`, or nil
+    /// when it is too short to have one.
+    public static func orderingKey(frameBody: [UInt8], offset: Int) -> UInt64? {
+        var r = WireReader(frameBody, offset: offset)
+        guard let g = try? r.u32("group") else { return nil }
+        return NamedBucket.handle(group: g, share: 0)
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.u32(group)
+        allocation.encode(to: &w)
+    }
+
+    public init(from r: inout WireReader) throws {
+        group = try r.u32("group")
+        allocation = try AllocateRequest(from: &r)
     }
 }
 
@@ -749,6 +808,16 @@ public struct StorageClient: Sendable {
     public func getVersion() async throws -> StorageVersion { try await call(GetVersionRequest()) }
 
     public func allocateBuckets(_ req: AllocateRequest) async throws -> AllocateResponse { try await call(req) }
+
+    /// allocate_named_buckets without waiting: sent before anything sent after this
+    /// returns, so writes and closes to its named buckets may follow at once (protocol 3);
+    /// the completion runs on the event loop thread and must not block.
+    public func allocate(_ req: AllocateNamedRequest, timeout: Double? = nil,
+                         completion: @escaping @Sendable (Result<AllocateResponse, Error>) -> Void) {
+        rpc.call(AllocateNamedRequest.method.rawValue, req.encoded(), timeout: timeout) { r in
+            completion(r.flatMap { body in Result { try AllocateResponse(decoding: body) } })
+        }
+    }
 
     public func write(bucket: UInt64, offset: UInt64, data: [UInt8]) async throws {
         _ = try await call(BucketWriteRequest(bucket: bucket, offset: offset, data: data))

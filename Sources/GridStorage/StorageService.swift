@@ -34,6 +34,35 @@ public final class StorageService: RPCService, @unchecked Sendable {
         writersBySession.withLock { _ = $0[s.id]?.removeValue(forKey: handle) }
     }
 
+    /// Allocates `req`'s buckets and opens a writer for each on `session` under the handle
+    /// `name` gives its share.
+    func allocate(_ req: AllocateRequest, _ session: RPCSession, name: (Int) -> UInt64) throws -> AllocateResponse {
+        let alloc = try backend.allocate(si: req.storageIndex, renewSecret: req.renewSecret, cancelSecret: req.cancelSecret,
+                                         shares: req.shareNumbers, allocatedSize: req.allocatedSize)
+        var handles: [Int: UInt64] = [:]
+        var refused: [BucketWriter] = []
+        let orphaned = writersBySession.withLock { all -> Bool in
+            // The peer vanished while this request was handled (sessionEnded may
+            // already have run): nobody will write or abort these, so abort now.
+            if session.isEnded { return true }
+            for (n, w) in alloc.writers {
+                let h = name(n)
+                // A name already open (checked before, so only a client racing itself):
+                // the new writer is not reachable, so it is not kept.
+                if all[session.id]?[h] != nil { refused.append(w); continue }
+                all[session.id, default: [:]][h] = w
+                handles[n] = h
+            }
+            return false
+        }
+        if orphaned {
+            for w in alloc.writers.values { w.abort() }
+            throw WireError(.connectionLost, "the connection closed while its allocation was made")
+        }
+        for w in refused { w.abort() }
+        return AllocateResponse(alreadyHave: alloc.alreadyHave, writers: handles, inProgress: alloc.inProgress)
+    }
+
     public func sessionEnded(_ session: RPCSession) {
         let open = writersBySession.withLock { $0.removeValue(forKey: session.id) } ?? [:]
         for w in open.values { w.abort() }
@@ -43,11 +72,21 @@ public final class StorageService: RPCService, @unchecked Sendable {
 
     /// A bucket writer's writes, close and abort run in the order they arrived on their
     /// connection (keyed by its handle), so a client may close right behind its writes
-    /// (protocol version 2). Writes to different buckets still run side by side.
+    /// (protocol version 2). Buckets the client named (protocol 3) are keyed by their
+    /// group, and so is the allocate_named_buckets that opens them: it runs before the
+    /// writes sent behind it. Requests on different keys still run side by side.
     public func orderingKey(method: UInt16, frameBody: [UInt8], offset: Int) -> UInt64? {
-        guard let m = StorageMethod(rawValue: method), m == .bucketWrite || m == .bucketClose || m == .bucketAbort else { return nil }
-        var r = WireReader(frameBody, offset: offset)
-        return try? r.u64("bucket")  // too short: no key; the handler answers with the error
+        guard let m = StorageMethod(rawValue: method) else { return nil }
+        // Too short: no key; the handler answers with the error.
+        switch m {
+        case .bucketWrite, .bucketClose, .bucketAbort:
+            var r = WireReader(frameBody, offset: offset)
+            return (try? r.u64("bucket")).map(NamedBucket.orderingKey(handle:))
+        case .allocateNamedBuckets:
+            return AllocateNamedRequest.orderingKey(frameBody: frameBody, offset: offset)
+        default:
+            return nil
+        }
     }
 
     public func handle(method: UInt16, body: [UInt8], session: RPCSession) throws -> [UInt8] {
@@ -104,25 +143,17 @@ public final class StorageService: RPCService, @unchecked Sendable {
 
         case .allocateBuckets:
             return try serve(AllocateRequest.self, &r) { req in
-                let alloc = try backend.allocate(si: req.storageIndex, renewSecret: req.renewSecret, cancelSecret: req.cancelSecret,
-                                                 shares: req.shareNumbers, allocatedSize: req.allocatedSize)
-                var handles: [Int: UInt64] = [:]
-                let orphaned = writersBySession.withLock { all -> Bool in
-                    // The peer vanished while this request was handled (sessionEnded may
-                    // already have run): nobody will write or abort these, so abort now.
-                    if session.isEnded { return true }
-                    for (n, w) in alloc.writers {
-                        let h = nextHandle.add(1, ordering: .relaxed).oldValue
-                        all[session.id, default: [:]][h] = w
-                        handles[n] = h
-                    }
-                    return false
+                try allocate(req, session) { _ in nextHandle.add(1, ordering: .relaxed).oldValue }
+            }
+
+        case .allocateNamedBuckets:
+            return try serve(AllocateNamedRequest.self, &r) { req in
+                let names = req.handles
+                let taken = writersBySession.withLock { all in names.values.filter { all[session.id]?[$0] != nil } }
+                if !taken.isEmpty {
+                    throw WireError(.conflict, "group \(req.group) names \(taken.count) bucket(s) still open on this connection")
                 }
-                if orphaned {
-                    for w in alloc.writers.values { w.abort() }
-                    throw WireError(.connectionLost, "the connection closed while its allocation was made")
-                }
-                return AllocateResponse(alreadyHave: alloc.alreadyHave, writers: handles, inProgress: alloc.inProgress)
+                return try allocate(req.allocation, session) { names[$0]! }
             }
 
         case .bucketWrite:

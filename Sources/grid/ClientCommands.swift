@@ -235,7 +235,8 @@ struct Upload: ParsableCommand {
 
             A progress bar is drawn on stderr when it is a terminal. --json prints one JSON \
             object instead: cap, size, storage_index, happiness, shares (share -> server ids), \
-            servers (id -> nickname), shares_already_present, bytes_sent and timings in seconds.
+            servers (id -> nickname), shares_already_present, bytes_sent, one_flight (the shares \
+            went with the census: a small new file) and timings in seconds.
 
             \(nodeDirHelp)
 

@@ -109,7 +109,11 @@ final class ServiceFuzzer {
         let n = chance(0.1) ? 0 : small(max)
         return (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
     }
-    func handle() -> UInt64 { chance(0.8) ? pick(handles) : u64() }
+    func handle() -> UInt64 {
+        chance(0.8) ? pick(handles) : chance(0.5) ? NamedBucket.handle(group: group(), share: shareNumber()) : u64()
+    }
+    /// A named-bucket group: mostly a few, so names collide and get reused.
+    func group() -> UInt32 { chance(0.9) ? UInt32(small(3)) : UInt32(truncatingIfNeeded: u64()) }
     static let sampleJournal = SlotJournal(target: "shares/aa/aaaa/1", extents: [.bytes(offset: 468, data: [1, 2, 3]), .zeros(offset: 1000, length: 10),
                                                                                .bytes(offset: 0, data: [UInt8](repeating: 7, count: 100))], newSize: 2000).encoded()
     let stagingIDs: [[UInt8]] = (0..<3).map { [UInt8](repeating: UInt8($0), count: StagedShare.idSize) }
@@ -128,6 +132,10 @@ final class ServiceFuzzer {
             let size = chance(0.7) ? UInt64(small(4000)) : u64()
             return (.allocateBuckets, AllocateRequest(storageIndex: si(), renewSecret: secret(), cancelSecret: secret(),
                                                       shareNumbers: shares(), allocatedSize: size).encoded())
+        case .allocateNamedBuckets:
+            let size = chance(0.7) ? UInt64(small(4000)) : u64()
+            return (.allocateNamedBuckets, AllocateNamedRequest(group: group(), allocation: AllocateRequest(
+                storageIndex: si(), renewSecret: secret(), cancelSecret: secret(), shareNumbers: shares(), allocatedSize: size)).encoded())
         case .bucketWrite:
             let offset = chance(0.6) ? UInt64(small(4000)) : u64()
             return (.bucketWrite, BucketWriteRequest(bucket: handle(), offset: offset, data: bytes(2000)).encoded())
@@ -216,9 +224,17 @@ final class ServiceFuzzer {
             }
             // The RPC server asks for the ordering key on its loop thread, before the
             // handler: it must take any bytes, and key exactly a bucket writer's requests.
+            // A named bucket's requests are keyed by its group, as is the allocation naming it.
             let key = storage.orderingKey(method: raw, frameBody: [0xff, 0xff] + body, offset: 2)
-            if key != nil && ![StorageMethod.bucketWrite, .bucketClose, .bucketAbort].contains(StorageMethod(rawValue: raw)) {
+            if key != nil && ![StorageMethod.bucketWrite, .bucketClose, .bucketAbort, .allocateNamedBuckets].contains(StorageMethod(rawValue: raw)) {
                 unexpected.append("\(method): an ordering key for a request that is not a bucket writer's")
+            }
+            if let key, !damaged, raw == method.rawValue {
+                var r = WireReader(body)
+                let expected: UInt64? = method == .allocateNamedBuckets
+                    ? (try? r.u32()).map { NamedBucket.handle(group: $0, share: 0) }
+                    : (try? r.u64()).map(NamedBucket.orderingKey(handle:))
+                if key != expected { unexpected.append("\(method): ordering key \(key), expected \(String(describing: expected))") }
             }
             do {
                 let reply = try storage.handle(method: raw, body: body, session: session)
@@ -276,7 +292,7 @@ final class ServiceFuzzer {
         do {
             switch m {
             case .getVersion: _ = try StorageVersion(decoding: reply)
-            case .allocateBuckets:
+            case .allocateBuckets, .allocateNamedBuckets:
                 let r = try AllocateResponse(decoding: reply)
                 handles += r.writers.values
                 if handles.count > 64 { handles.removeFirst(handles.count - 64) }

@@ -239,10 +239,70 @@ final class ClientTests: XCTestCase {
         let first = try await Uploader(pool: p, settings: s).upload(source: MemorySource(data))
         XCTAssertEqual(first.happiness, 4)
         XCTAssertEqual(first.sharesAlreadyPresent, 0)
+        XCTAssertTrue(first.oneFlight, "a small new file goes in the census's flight")
+        // Small enough for one flight: the shares go out before the census says they are
+        // there; the servers refuse them (counted as sent), and nothing changes.
         let second = try await Uploader(pool: p, settings: s).upload(source: MemorySource(data))
         XCTAssertEqual(second.capability, first.capability)
         XCTAssertEqual(second.sharesAlreadyPresent, 10)
-        XCTAssertEqual(second.bytesSent, 0, "nothing is sent again")
+        XCTAssertFalse(second.oneFlight)
+        XCTAssertGreaterThan(second.bytesSent, 0)
+        XCTAssertLessThanOrEqual(second.bytesSent, first.bytesSent)
+        // With one flight off, the census comes first and nothing is sent again.
+        var careful = s
+        careful.oneFlightMaxBytes = 0
+        let third = try await Uploader(pool: p, settings: careful).upload(source: MemorySource(data))
+        XCTAssertEqual(third.capability, first.capability)
+        XCTAssertEqual(third.sharesAlreadyPresent, 10)
+        XCTAssertEqual(third.bytesSent, 0, "nothing is sent again")
+        XCTAssertFalse(third.oneFlight)
+        let got = try await download(Downloader(pool: p), first.capability)
+        XCTAssertTrue(got == data)
+    }
+
+    /// A small new file: allocation, writes and closes in one flight with the census
+    /// (protocol 3), one share on each of the ten servers, byte for byte what the offline
+    /// encoder makes; two clients racing to upload the same small file both succeed.
+    func testSmallNewFilesGoInOneFlight() async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let p = try await pool(grid, servers: 10)
+        defer { p.shutdown() }
+        let s = settings(grid, segment: 128 << 10)
+        let data = pseudoRandom(1 << 20, seed: 41)
+        let r = try await Uploader(pool: p, settings: s).upload(source: MemorySource(data))
+        XCTAssertTrue(r.oneFlight)
+        XCTAssertEqual(r.happiness, 10)
+        XCTAssertEqual(r.placement.count, 10)
+        XCTAssertEqual(Set(r.placement.values.flatMap { $0 }).count, 10)
+        let (cap, shares) = try offline(data, s)
+        XCTAssertEqual(r.capability, cap)
+        XCTAssertEqual(r.bytesSent, UInt64(shares.reduce(0) { $0 + $1.count }))
+        let got = try await download(Downloader(pool: p), r.capability)
+        XCTAssertTrue(got == data)
+        // Over the limit: the census first, as before.
+        let big = pseudoRandom(2 << 20, seed: 42)
+        let rb = try await Uploader(pool: p, settings: s).upload(source: MemorySource(big))
+        XCTAssertFalse(rb.oneFlight)
+        XCTAssertEqual(rb.happiness, 10)
+        let gotBig = try await download(Downloader(pool: p), rb.capability)
+        XCTAssertTrue(gotBig == big)
+        // Two clients, one small file, at once: one of them finds the other's buckets
+        // (in progress or held) and falls back; both end with the same good capability.
+        for round in 0..<3 {
+            let (p1, p2) = (try await pool(grid, servers: 10), try await pool(grid, servers: 10))
+            defer { p1.shutdown(); p2.shutdown() }
+            var s2 = s
+            s2.leaseSecret = Array(repeating: 9, count: 32)
+            let bytes = pseudoRandom(300_000, seed: UInt64(50 + round))
+            async let a = Uploader(pool: p1, settings: s).upload(source: MemorySource(bytes))
+            async let b = Uploader(pool: p2, settings: s2).upload(source: MemorySource(bytes))
+            let (r1, r2) = try await (a, b)
+            XCTAssertEqual(r1.capability, r2.capability, "round \(round)")
+            XCTAssertGreaterThanOrEqual(min(r1.happiness, r2.happiness), 7, "round \(round)")
+            let got = try await download(Downloader(pool: p2), r1.capability)
+            XCTAssertTrue(got == bytes, "round \(round)")
+        }
     }
 }
 

@@ -38,43 +38,103 @@ final class DaemonTests: XCTestCase {
         try await body(grid, sub, s)
     }
 
+    /// Sends everything before awaiting any reply: `first` (e.g. the allocation), then
+    /// `data`'s writes to bucket `h` (last piece first, so a close that overtook them would
+    /// find the share incomplete), `extra`, and the close. Returns every reply after
+    /// `first`'s, in the order they came.
+    func pushAndClose(_ s: StorageClient, _ h: UInt64, _ data: [UInt8], piece: Int, extra: (UInt64, [UInt8])? = nil,
+                      first: (() -> Void)? = nil) async -> [Result<Void, Error>] {
+        await withCheckedContinuation { (cont: CheckedContinuation<[Result<Void, Error>], Never>) in
+            let results = Mutex<[Result<Void, Error>]>([])
+            let expected = data.count / piece + (extra == nil ? 1 : 2)
+            @Sendable func record(_ r: Result<Void, Error>) {
+                let all = results.withLock { $0.append(r); return $0 }
+                if all.count == expected { cont.resume(returning: all) }
+            }
+            first?()
+            for off in stride(from: data.count - piece, through: 0, by: -piece) {
+                data.withUnsafeBytes { d in
+                    s.write(bucket: h, offset: UInt64(off), data: UnsafeRawBufferPointer(rebasing: d[off..<(off + piece)])) { e in
+                        record(e.map { .failure($0) } ?? .success(()))
+                    }
+                }
+            }
+            if let (off, bytes) = extra {
+                bytes.withUnsafeBytes { b in
+                    s.write(bucket: h, offset: off, data: b) { e in record(e.map { .failure($0) } ?? .success(())) }
+                }
+            }
+            s.close(bucket: h) { e in record(e.map { .failure($0) } ?? .success(())) }
+        }
+    }
+
+    static func failures(_ results: [Result<Void, Error>]) -> [Error] {
+        results.compactMap { if case let .failure(e) = $0 { return e } else { return nil } }
+    }
+
+    /// Protocol 3: an allocation under client-named handles, its writes and its close, all
+    /// sent before any reply, give a whole share (the server runs a group's requests in
+    /// order); a share the server already holds gets no writer, so writes to its name fail
+    /// and leave it as it was; a name still open on the connection cannot be taken again.
+    func testNamedBucketsAreWrittenInTheAllocationsFlight() async throws {
+        try await withOneServer { _, _, s in
+            XCTAssertEqual(s.rpc.protocolVersion, Hello.namedBucketsVersion)
+            let size = 1 << 20, piece = 64 << 10
+            let data = pseudoRandom(size, seed: 37)
+            func named(_ group: UInt32, _ shares: [Int]) -> AllocateNamedRequest {
+                AllocateNamedRequest(group: group, allocation: AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
+                                                                               shareNumbers: shares, allocatedSize: UInt64(size)))
+            }
+            let answer = Mutex<Result<AllocateResponse, Error>?>(nil)
+            // Ninety more buckets make the allocation slow (each is a file), so writes that
+            // overtook it would find no bucket; they are aborted afterwards.
+            let first = named(7, [0, 1] + Array(10..<100))
+            for sh in [1, 0] {
+                let results = await pushAndClose(s, first.handles[sh]!, data, piece: piece, first: sh == 0 ? nil : {
+                    s.allocate(first) { r in answer.withLock { $0 = r } }
+                })
+                XCTAssertEqual(Self.failures(results).count, 0, "share \(sh): \(results)")
+            }
+            guard case let .success(resp)? = answer.withLock({ $0 }) else { return XCTFail("\(String(describing: answer.withLock { $0 }))") }
+            XCTAssertEqual(resp.writers, first.handles)
+            XCTAssertEqual(resp.writers[1], NamedBucket.handle(group: 7, share: 1))
+            for sh in 10..<100 { try await s.abort(bucket: first.handles[sh]!) }
+            do { let held = try await s.getBuckets(storageIndex: si); XCTAssertEqual(held, [0: UInt64(size), 1: UInt64(size)]) }
+            for sh in [0, 1] {
+                let back = try await s.read(storageIndex: si, share: sh, offset: 0, length: size)
+                XCTAssertEqual(back, data, "share \(sh)")
+            }
+            // Share 0 is held: no writer for it, and writes to its name are refused.
+            let again = named(8, [0, 2])
+            let other = pseudoRandom(size, seed: 38)
+            let refused = await pushAndClose(s, again.handles[0]!, other, piece: piece, first: {
+                s.allocate(again) { r in answer.withLock { $0 = r } }
+            })
+            XCTAssertEqual(Self.failures(refused).compactMap { ($0 as? WireError)?.code }, Array(repeating: .notFound, count: size / piece + 1))
+            guard case let .success(resp2)? = answer.withLock({ $0 }) else { return XCTFail("no answer") }
+            XCTAssertEqual(resp2.alreadyHave, [0])
+            XCTAssertEqual(resp2.writers, [2: NamedBucket.handle(group: 8, share: 2)])
+            let got = try await s.read(storageIndex: si, share: 0, offset: 0, length: size)
+            XCTAssertTrue(got == data, "share 0 untouched")
+            // Group 8's share 2 is still open: its name cannot be taken again.
+            await expectError(.conflict, "still open") { _ = try await s.call(named(8, [2])) }
+            try await s.abort(bucket: NamedBucket.handle(group: 8, share: 2))
+            do { let held = try await s.getBuckets(storageIndex: si); XCTAssertEqual(held, [0: UInt64(size), 1: UInt64(size)]) }
+        }
+    }
+
     /// Protocol 2: a bucket's close sent right behind its writes, without waiting for
     /// their replies, runs after them (the server orders a bucket's requests), so the
     /// share is whole; a close behind a refused write is refused and leaves no share.
     func testCloseRightBehindItsWritesRunsAfterThem() async throws {
         try await withOneServer { _, _, s in
-            XCTAssertEqual(s.rpc.protocolVersion, Hello.currentVersion)
+            XCTAssertGreaterThanOrEqual(s.rpc.protocolVersion, Hello.orderedBucketsVersion)
             let size = 2 << 20, piece = 64 << 10
             let data = pseudoRandom(size, seed: 31)
             let alloc = try await s.allocateBuckets(AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
                                                                     shareNumbers: [0, 1, 2], allocatedSize: UInt64(size)))
-            // Everything sent before any reply is awaited: writes (last piece first, so a
-            // close that overtook them would find the share incomplete), then the close.
-            func pushAndClose(_ h: UInt64, extra: (UInt64, [UInt8])? = nil) async -> [Result<Void, Error>] {
-                await withCheckedContinuation { (cont: CheckedContinuation<[Result<Void, Error>], Never>) in
-                    let results = Mutex<[Result<Void, Error>]>([])
-                    let expected = size / piece + (extra == nil ? 1 : 2)
-                    @Sendable func record(_ r: Result<Void, Error>) {
-                        let all = results.withLock { $0.append(r); return $0 }
-                        if all.count == expected { cont.resume(returning: all) }
-                    }
-                    for off in stride(from: size - piece, through: 0, by: -piece) {
-                        data.withUnsafeBytes { d in
-                            s.write(bucket: h, offset: UInt64(off), data: UnsafeRawBufferPointer(rebasing: d[off..<(off + piece)])) { e in
-                                record(e.map { .failure($0) } ?? .success(()))
-                            }
-                        }
-                    }
-                    if let (off, bytes) = extra {
-                        bytes.withUnsafeBytes { b in
-                            s.write(bucket: h, offset: off, data: b) { e in record(e.map { .failure($0) } ?? .success(())) }
-                        }
-                    }
-                    s.close(bucket: h) { e in record(e.map { .failure($0) } ?? .success(())) }
-                }
-            }
             for sh in [0, 1] {
-                let results = await pushAndClose(alloc.writers[sh]!)
+                let results = await pushAndClose(s, alloc.writers[sh]!, data, piece: piece)
                 XCTAssertEqual(results.filter { if case .failure = $0 { return true } else { return false } }.count, 0, "share \(sh): \(results)")
             }
             let held = try await s.getBuckets(storageIndex: si)
@@ -87,7 +147,7 @@ final class DaemonTests: XCTestCase {
                 XCTAssertEqual(back, data, "share \(sh)")
             }
             // A write past the allocation is refused, and so is the close behind it.
-            let results = await pushAndClose(alloc.writers[2]!, extra: (UInt64(size - 1), [1, 2]))
+            let results = await pushAndClose(s, alloc.writers[2]!, data, piece: piece, extra: (UInt64(size - 1), [1, 2]))
             let failures = results.compactMap { r -> WireError? in if case let .failure(e) = r { return e as? WireError } else { return nil } }
             XCTAssertEqual(failures.map(\.code).sorted { $0.rawValue < $1.rawValue }, [.badRequest, .conflict].sorted { $0.rawValue < $1.rawValue }, "\(results)")
             XCTAssertTrue(failures.contains { $0.message.contains("an earlier write was refused") }, "\(failures)")

@@ -78,10 +78,12 @@ final class HelperTests: XCTestCase {
         XCTAssertEqual(again["bytes_sent"] as? Int, 0)
 
         // The same node uploading directly makes the same capability (the helper's shares
-        // are the ones a direct upload makes: all five are found, none is sent).
+        // are the ones a direct upload makes: all five are found; with one flight off the
+        // census comes first, so none is sent).
         let conf = viaHelper + "/grid.conf"
         let original = try String(contentsOfFile: conf, encoding: .utf8)
         try original.split(separator: "\n").filter { !$0.hasPrefix("helper") }.joined(separator: "\n")
+            .replacingOccurrences(of: "[client]", with: "[client]\none_flight_max = 0")
             .write(toFile: conf, atomically: true, encoding: .utf8)
         let direct = try upload(viaHelper, data)
         XCTAssertEqual(direct["cap"] as? String, cap)

@@ -49,6 +49,8 @@ final class MessageTests: XCTestCase {
                                       7: ShareWrite(tests: [], staged: StagedShare(id: [UInt8](repeating: 3, count: 16), length: 1 << 30))],
                              readVector: [ReadVector(offset: 1, length: 1)]),
             SlotOwnersRequest(storageIndex: si),
+            AllocateNamedRequest(group: 0xfeed_beef, allocation: AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
+                                                                                shareNumbers: [0, 9, 255], allocatedSize: 1 << 40)),
             SlotStageRequest(storageIndex: si, writeEnabler: renew, shareNumber: 7, stagingID: [UInt8](repeating: 3, count: 16),
                              offset: 8 << 20, data: [1, 2, 3]),
         ]
@@ -64,6 +66,21 @@ final class MessageTests: XCTestCase {
             }
             try check(r)
         }
+    }
+
+    /// Named bucket handles: top bit, group, share; a group's buckets share one ordering
+    /// key with the allocation that names them; a server's own handles key by themselves.
+    func testNamedBucketHandles() throws {
+        XCTAssertEqual(NamedBucket.handle(group: 0xfeed_beef, share: 9), 0x8000_00fe_edbe_ef09)
+        XCTAssertEqual(NamedBucket.handle(group: 0, share: 255), 0x8000_0000_0000_00ff)
+        XCTAssertEqual(NamedBucket.orderingKey(handle: 0x8000_00fe_edbe_ef09), 0x8000_00fe_edbe_ef00)
+        XCTAssertEqual(NamedBucket.orderingKey(handle: 5), 5)
+        XCTAssertEqual(NamedBucket.orderingKey(handle: 0x1ff), 0x1ff)
+        let req = AllocateNamedRequest(group: 0xfeed_beef, allocation: AllocateRequest(
+            storageIndex: [UInt8](repeating: 1, count: 16), renewSecret: renew, cancelSecret: cancel, shareNumbers: [9, 3], allocatedSize: 7))
+        XCTAssertEqual(req.handles, [9: 0x8000_00fe_edbe_ef09, 3: 0x8000_00fe_edbe_ef03])
+        XCTAssertEqual(AllocateNamedRequest.orderingKey(frameBody: [0, 0] + req.encoded(), offset: 2), 0x8000_00fe_edbe_ef00)
+        XCTAssertNil(AllocateNamedRequest.orderingKey(frameBody: [0, 0, 0xfe, 0xed, 0xbe], offset: 2))
     }
 
     func testStorageResponsesRoundTrip() throws {

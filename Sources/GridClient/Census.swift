@@ -1,6 +1,7 @@
 import GridCrypto
 import GridProtocol
 import GridSystem
+import GridWire
 
 /// What the servers hold of one storage index: the answer of each server asked, and who
 /// did not answer. Uploads, downloads and (later) the checker and repairer all start here.
@@ -13,6 +14,17 @@ public struct ShareCensus: Sendable {
         public let shares: [Int: UInt64]
         /// Seconds the server took to answer.
         public let latency: Double
+        /// Bytes of one of the shares, when the census asked for them (`Peek`).
+        public var peek: SharePeek? = nil
+    }
+
+    /// Bytes of one share to ask a server for with the census (get_buckets_peek, servers
+    /// of protocol 3): the first `prefix` and the last `suffix` bytes of share `share`.
+    public struct Peek: Sendable {
+        public var share: Int
+        public var prefix: UInt32
+        public var suffix: UInt32
+        public init(share: Int, prefix: UInt32, suffix: UInt32) { (self.share, self.prefix, self.suffix) = (share, prefix, suffix) }
     }
 
     /// Answers, fastest server first.
@@ -40,8 +52,9 @@ extension ServerPool {
     ///
     /// Waits for every answer, at most `deadline` seconds; or, with `enough`, stops once
     /// that many distinct shares are known and the others have had `grace` seconds more.
+    /// `peeks`: servers also asked for bytes of one share each (those announcing protocol 3).
     public func census(storageIndex si: [UInt8], servers: [ServerRef], enough: Int? = nil, grace: Double = 0.25,
-                       deadline: Double = 15) async -> ShareCensus {
+                       deadline: Double = 15, peeks: [ServerRef: ShareCensus.Peek] = [:]) async -> ShareCensus {
         enum Event: Sendable { case answer(ShareCensus.Answer), failed(ServerRef, String), tick }
         let (stream, cont) = AsyncStream.makeStream(of: Event.self)
         let started = monotonicNow()
@@ -50,6 +63,15 @@ extension ServerPool {
                 do {
                     let c = try await client(for: s)
                     let t0 = monotonicNow()
+                    if let p = peeks[s], s.announcement.protocolVersion >= Hello.peekVersion {
+                        do {
+                            let r = try await c.getBucketsPeek(GetBucketsPeekRequest(storageIndex: si, share: p.share, prefix: p.prefix, suffix: p.suffix))
+                            cont.yield(.answer(ShareCensus.Answer(server: s, client: c, shares: r.shares, latency: monotonicNow() - t0, peek: r.peek)))
+                            return
+                        } catch let e as WireError where e.code == .unknownMethod {
+                            // Announced version 3 but an older server answers: ask as before.
+                        }
+                    }
                     let held = try await c.getBuckets(storageIndex: si)
                     cont.yield(.answer(ShareCensus.Answer(server: s, client: c, shares: held, latency: monotonicNow() - t0)))
                 } catch {
@@ -175,9 +197,11 @@ extension ShareCensus {
     /// `stallTimeout` gives each reader's deadline from its server's census latency.
     func readers(storageIndex: [UInt8], stallTimeout: (Double) -> Double) -> [RemoteShareReader] {
         answers.flatMap { a in
-            a.shares.sorted { $0.key < $1.key }.map {
-                RemoteShareReader(server: a.server, client: a.client, storageIndex: storageIndex, shareNumber: $0.key,
-                                  size: $0.value, stallTimeout: stallTimeout(a.latency), latency: a.latency)
+            a.shares.sorted { $0.key < $1.key }.map { share in
+                let peeked = a.peek.flatMap { p in p.share == share.key ? [(UInt64(0), p.prefix), (p.suffixOffset, p.suffix)] : nil }
+                return RemoteShareReader(server: a.server, client: a.client, storageIndex: storageIndex, shareNumber: share.key,
+                                         size: share.value, stallTimeout: stallTimeout(a.latency), latency: a.latency,
+                                         preloaded: (peeked ?? []).filter { !$0.1.isEmpty })
             }
         }
     }

@@ -46,7 +46,7 @@ public final class Downloader: Sendable {
         if known.isEmpty {
             throw pool.noServersError()
         }
-        let (readers, census) = await findShares(si: si, servers: permutedServers(known, storageIndex: si), k: chk.needed)
+        let (readers, census) = await findShares(si: si, servers: permutedServers(known, storageIndex: si), chk: chk)
         let distinct = Set(readers.map(\.shareNumber)).count
         if distinct == 0 && census.failed.isEmpty && census.unanswered.isEmpty {
             throw GridError(.notFound,
@@ -131,12 +131,25 @@ public final class Downloader: Sendable {
         // URI extension block, not read yet).
         let segment = max(1, Int(min(chk.size, UInt64(EncodingParameters.defaultMaxSegmentSize))))
         let readahead = max(minimum, min(256, inFlight / segment))
-        let connections = (inFlight + (3 << 20) - 1) / (3 << 20)
+        // A file smaller than that needs fewer connections (a 1 MiB file: k, not 10 whole shares).
+        let needed = Int(min(UInt64(inFlight), chk.size))
+        let connections = (needed + (3 << 20) - 1) / (3 << 20)
         return (readahead, min(max(k, shares), max(k, connections)))
     }
 
-    func findShares(si: [UInt8], servers: [ServerRef], k: Int) async -> ([RemoteShareReader], ShareCensus) {
-        let census = await pool.census(storageIndex: si, servers: servers, enough: k)
+    /// The census also asks the first k servers in permuted order (where an upload to an
+    /// unchanged grid puts shares 0..k-1, the ones read first) for their share's bytes:
+    /// a small share whole, a large one's header and tail (hash trees, URI extension), so
+    /// the decoder's first reads need no round trip of their own.
+    func findShares(si: [UInt8], servers: [ServerRef], chk: CHKCapability) async -> ([RemoteShareReader], ShareCensus) {
+        let k = chk.needed
+        let small = chk.size / UInt64(max(1, k)) <= RemoteShareReader.wholeShareLimit
+        var peeks: [ServerRef: ShareCensus.Peek] = [:]
+        for (share, s) in servers.prefix(k).enumerated() {
+            peeks[s] = ShareCensus.Peek(share: share, prefix: small ? UInt32(RemoteShareReader.wholeShareLimit) : 0x44,
+                                        suffix: UInt32(RemoteShareReader.suffixGuess))
+        }
+        let census = await pool.census(storageIndex: si, servers: servers, enough: k, peeks: peeks)
         // Reads give up sooner than writes: another share is at hand. A server that
         // answered the census slowly gets more time.
         let stall = coding.stallTimeout
@@ -176,8 +189,10 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     var metadataState = 0
     var cancelled = false
 
+    /// `preloaded`: pieces of the share already in hand (the census's peek).
     init(server: ServerRef, client: StorageClient, storageIndex: [UInt8], shareNumber: Int, size: UInt64, stallTimeout: Double,
-         latency: Double) {
+         latency: Double, preloaded: [(UInt64, [UInt8])] = []) {
+        cache = preloaded.map { (offset: $0.0, bytes: $0.1) }
         self.stallTimeout = stallTimeout
         self.server = server
         self.client = client
@@ -283,6 +298,14 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
             cond.unlock()
             return
         }
+        // What the census's peek brought may be all it needs.
+        if cached(0, size <= Self.wholeShareLimit ? size : 0x44) != nil,
+           size <= Self.wholeShareLimit || cached(0, 0x44).flatMap({ try? ShareLayout(parsing: $0) })
+                .map({ $0.plaintextHashTreeOffset <= size && cached($0.plaintextHashTreeOffset, size - $0.plaintextHashTreeOffset) != nil }) == true {
+            metadataState = 2
+            cond.unlock()
+            return
+        }
         metadataState = 1
         let whole = size <= Self.wholeShareLimit ? start(0, Int(size)) : nil
         let head = whole == nil ? start(0, Int(min(size, 0x44))) : nil
@@ -308,6 +331,15 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
                 watch(tail) { [self] tailBytes in metadataDone([(UInt64(0), headBytes)] + (tailBytes.map { [(at, $0)] } ?? [])) }
             }
         }
+    }
+
+    /// The cached bytes [offset, offset+count), if one piece holds them all; under the lock.
+    func cached(_ offset: UInt64, _ count: UInt64) -> [UInt8]? {
+        for c in cache where offset >= c.offset && count <= UInt64(c.bytes.count) && offset - c.offset <= UInt64(c.bytes.count) - count {
+            let from = Int(offset - c.offset)
+            return Array(c.bytes[from..<(from + Int(count))])
+        }
+        return nil
     }
 
     /// Calls `then` once `f` has completed (with its bytes when they are whole).
@@ -352,7 +384,7 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
             cond.unlock()
             throw ShareFailure.unavailable("on \(server.nickname): download cancelled")
         }
-        for c in cache where offset >= c.offset && offset + UInt64(count) <= c.offset + UInt64(c.bytes.count) {
+        for c in cache where offset >= c.offset && UInt64(count) <= UInt64(c.bytes.count) && offset - c.offset <= UInt64(c.bytes.count) - UInt64(count) {
             let from = Int(offset - c.offset)
             c.bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + from, byteCount: count) }
             cond.unlock()
@@ -371,9 +403,14 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     func prefetch(_ ranges: [(offset: UInt64, length: Int)]) {
         cond.lock()
         defer { cond.unlock() }
-        for r in ranges where fetches[r.offset] == nil && !cancelled && fetches.count < 64 {
+        for r in ranges where fetches[r.offset] == nil && !cancelled && fetches.count < 64 && !inCache(r.offset, r.length) {
             fetches[r.offset] = start(r.offset, r.length)
         }
+    }
+
+    /// Whether one cached piece holds [offset, offset+count); under the lock.
+    func inCache(_ offset: UInt64, _ count: Int) -> Bool {
+        cache.contains { offset >= $0.offset && UInt64(count) <= UInt64($0.bytes.count) && offset - $0.offset <= UInt64($0.bytes.count) - UInt64(count) }
     }
 
     var isStalled: Bool {

@@ -21,6 +21,7 @@ public enum StorageMethod: UInt16, Sendable, CaseIterable {
     case slotStage = 15
     case slotWriteEnablerOwners = 16
     case allocateNamedBuckets = 17
+    case getBucketsPeek = 18
 }
 
 public let storageServiceName = "storage"
@@ -298,6 +299,91 @@ public struct GetBucketsResponse: WireMessage {
     public init(from r: inout WireReader) throws {
         let pairs = try r.list("buckets", minElementSize: 9, max: 256) { (try readShareNumber(&$0), try $0.u64("size")) }
         shares = Dictionary(pairs, uniquingKeysWith: { a, _ in a })
+    }
+}
+
+/// get_buckets_peek (protocol 3): get_buckets, and the first `prefix` and last `suffix`
+/// bytes of one share if the server holds it, so a download has a small share whole, or a
+/// large one's header and hash trees, in its census's round trip.
+public struct GetBucketsPeekRequest: StorageRequest {
+    public typealias Response = GetBucketsPeekResponse
+    public static let method = StorageMethod.getBucketsPeek
+    public var storageIndex: [UInt8]
+    public var share: Int
+    public var prefix: UInt32
+    public var suffix: UInt32
+
+    public init(storageIndex: [UInt8], share: Int, prefix: UInt32, suffix: UInt32) {
+        (self.storageIndex, self.share, self.prefix, self.suffix) = (storageIndex, share, prefix, suffix)
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.fixed(storageIndex)
+        w.u8(UInt8(share))
+        w.u32(prefix)
+        w.u32(suffix)
+    }
+
+    public init(from r: inout WireReader) throws {
+        storageIndex = try readSI(&r)
+        share = try readShareNumber(&r)
+        prefix = try r.u32("prefix")
+        suffix = try r.u32("suffix")
+        guard UInt64(prefix) + UInt64(suffix) <= UInt64(maxChunk) else {
+            throw WireError(.tooLarge, "a peek of \(prefix) + \(suffix) bytes is more than \(maxChunk)")
+        }
+    }
+}
+
+/// Bytes of one share from get_buckets_peek: [0, prefix.count) and
+/// [suffixOffset, suffixOffset + suffix.count), which end at the share's end.
+public struct SharePeek: Equatable, Sendable {
+    public var share: Int
+    public var prefix: [UInt8]
+    public var suffixOffset: UInt64
+    public var suffix: [UInt8]
+    public init(share: Int, prefix: [UInt8], suffixOffset: UInt64, suffix: [UInt8]) {
+        (self.share, self.prefix, self.suffixOffset, self.suffix) = (share, prefix, suffixOffset, suffix)
+    }
+}
+
+public struct GetBucketsPeekResponse: WireMessage {
+    /// As get_buckets: share number → share data length.
+    public var shares: [Int: UInt64]
+    /// The asked share's bytes, when the server holds it.
+    public var peek: SharePeek?
+
+    public init(shares: [Int: UInt64], peek: SharePeek?) {
+        self.shares = shares
+        self.peek = peek
+    }
+
+    public func encode(to w: inout WireWriter) {
+        GetBucketsResponse(shares: shares).encode(to: &w)
+        w.bool(peek != nil)
+        if let p = peek {
+            w.u8(UInt8(p.share))
+            w.data(p.prefix)
+            w.u64(p.suffixOffset)
+            w.data(p.suffix)
+        }
+    }
+
+    public init(from r: inout WireReader) throws {
+        shares = try GetBucketsResponse(from: &r).shares
+        if try r.bool("has peek") {
+            let share = try readShareNumber(&r)
+            let prefix = try r.data("prefix", max: maxChunk)
+            let at = try r.u64("suffix offset")
+            let suffix = try r.data("suffix", max: maxChunk)
+            // The pieces must lie within the share the list gives, the suffix at its end.
+            guard let size = shares[share], UInt64(prefix.count) <= at, at <= size, UInt64(suffix.count) == size - at else {
+                throw WireError(.badFrame, "the peek at share \(share) does not fit the share's listed size")
+            }
+            peek = SharePeek(share: share, prefix: prefix, suffixOffset: at, suffix: suffix)
+        } else {
+            peek = nil
+        }
     }
 }
 
@@ -872,6 +958,10 @@ public struct StorageClient: Sendable {
     }
 
     public func abort(bucket: UInt64) async throws { _ = try await call(BucketAbortRequest(bucket: bucket)) }
+
+    public func getBucketsPeek(_ req: GetBucketsPeekRequest, timeout: Double? = nil) async throws -> GetBucketsPeekResponse {
+        try await call(req, timeout: timeout)
+    }
 
     /// Share number → share size, for the complete shares the server holds.
     public func getBuckets(storageIndex: [UInt8]) async throws -> [Int: UInt64] {

@@ -182,6 +182,19 @@ public final class StorageService: RPCService, @unchecked Sendable {
         case .getBuckets:
             return try serve(GetBucketsRequest.self, &r) { GetBucketsResponse(shares: try backend.getBuckets($0.storageIndex)) }
 
+        case .getBucketsPeek:
+            return try serve(GetBucketsPeekRequest.self, &r) { req in
+                let shares = try backend.getBuckets(req.storageIndex)
+                guard let size = shares[req.share] else { return GetBucketsPeekResponse(shares: shares, peek: nil) }
+                let p = min(UInt64(req.prefix), size)
+                let at = max(p, size - min(UInt64(req.suffix), size))
+                // A share that cannot be read now (gone, damaged) is listed without a peek.
+                guard let prefix = try? backend.read(si: req.storageIndex, shnum: req.share, offset: 0, length: Int(p)),
+                      let suffix = try? backend.read(si: req.storageIndex, shnum: req.share, offset: at, length: Int(size - at))
+                else { return GetBucketsPeekResponse(shares: shares, peek: nil) }
+                return GetBucketsPeekResponse(shares: shares, peek: SharePeek(share: req.share, prefix: prefix, suffixOffset: at, suffix: suffix))
+            }
+
         case .bucketRead:
             return try serve(BucketReadRequest.self, &r) { req in
                 BucketReadResponse(data: try backend.read(si: req.storageIndex, shnum: req.share, offset: req.offset,

@@ -115,13 +115,15 @@ public struct Hello: Equatable, Sendable {
     /// requests on one bucket writer (write, close, abort) in the order they arrived, so a
     /// client may close without waiting for the writes' replies (`orderedBucketsVersion`).
     /// 3: the client may name the buckets it allocates and write them in the same flight
-    /// (`namedBucketsVersion`).
+    /// (`namedBucketsVersion`), and read a share with the census (get_buckets_peek).
     public static let currentVersion: UInt16 = 3
     public static let minVersion: UInt16 = 1
     /// The first version whose servers order a bucket's requests (see above).
     public static let orderedBucketsVersion: UInt16 = 2
     /// The first version whose servers take allocate_named_buckets.
     public static let namedBucketsVersion: UInt16 = 3
+    /// The first version whose servers take get_buckets_peek.
+    public static let peekVersion: UInt16 = 3
 
     public var minVersion: UInt16
     public var maxVersion: UInt16

@@ -28,7 +28,12 @@ final class WindowTests: XCTestCase {
         // At most 64 MiB in flight; no census answers: the minimum.
         XCTAssertEqual(plan(Array(repeating: 2.0, count: 10)), [64, 10])
         XCTAssertEqual(plan([]), [4, 3])
-        // A small file's segments are small: more of them, at most 256.
-        XCTAssertEqual(Downloader.window(4, chk: cap(size: 3000), latencies: Array(repeating: 0.08, count: 10), shares: 10).readahead, 256)
+        // A small file's segments are small: more of them, at most 256; and it is read
+        // from no more connections than its bytes need (k for anything up to ~9 MiB).
+        XCTAssertEqual(plan(Array(repeating: 0.08, count: 10)) , [30, 10])
+        let small = Downloader.window(4, chk: cap(size: 3000), latencies: Array(repeating: 0.08, count: 10), shares: 10)
+        XCTAssertEqual([small.readahead, small.width], [256, 3])
+        XCTAssertEqual(Downloader.window(4, chk: cap(size: 1 << 20), latencies: Array(repeating: 0.08, count: 10), shares: 10).width, 3)
+        XCTAssertEqual(Downloader.window(4, chk: cap(size: 16 << 20), latencies: Array(repeating: 0.08, count: 10), shares: 10).width, 6)
     }
 }

@@ -142,6 +142,10 @@ final class ServiceFuzzer {
         case .bucketClose: return (.bucketClose, BucketCloseRequest(bucket: handle()).encoded())
         case .bucketAbort: return (.bucketAbort, BucketAbortRequest(bucket: handle()).encoded())
         case .getBuckets: return (.getBuckets, GetBucketsRequest(storageIndex: si()).encoded())
+        case .getBucketsPeek:
+            return (.getBucketsPeek, GetBucketsPeekRequest(storageIndex: si(), share: shareNumber(),
+                                                           prefix: chance(0.7) ? UInt32(small(5000)) : UInt32(truncatingIfNeeded: u64()),
+                                                           suffix: chance(0.7) ? UInt32(small(5000)) : UInt32(truncatingIfNeeded: u64())).encoded())
         case .bucketRead:
             return (.bucketRead, BucketReadRequest(storageIndex: si(), share: shareNumber(), offset: chance(0.5) ? UInt64(small(4000)) : u64(),
                                                    length: chance(0.6) ? UInt32(small(4000)) : UInt32(truncatingIfNeeded: u64())).encoded())
@@ -297,6 +301,7 @@ final class ServiceFuzzer {
                 handles += r.writers.values
                 if handles.count > 64 { handles.removeFirst(handles.count - 64) }
             case .getBuckets: _ = try GetBucketsResponse(decoding: reply)
+            case .getBucketsPeek: _ = try GetBucketsPeekResponse(decoding: reply)
             case .censusBatch: _ = try CensusBatchResponse(decoding: reply)
             case .bucketRead: _ = try BucketReadResponse(decoding: reply)
             case .slotReadv: _ = try SlotReadResults(decoding: reply)

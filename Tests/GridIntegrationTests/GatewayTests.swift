@@ -297,11 +297,21 @@ final class GatewayTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(received, shareBytes[i], "server\(i)")
             XCTAssertLessThan(received, shareBytes[i] * 1.02 + 64_000, "server\(i): framing and other calls are a small part")
             XCTAssertGreaterThan(value(after[i], "grid_rpc_requests_total", ["method": "bucketWrite"]), 0)
-            XCTAssertGreaterThan(value(after[i], "grid_rpc_request_duration_seconds_count", ["method": "allocateBuckets"]), 0)
+            // A small new file: allocated under named buckets in one flight with the census.
+            XCTAssertGreaterThan(value(after[i], "grid_rpc_request_duration_seconds_count", ["method": "allocateNamedBuckets"]), 0)
             XCTAssertEqual(value(after[i], "grid_storage_shares", ["kind": "immutable"]), shareBytes[i] > 0 ? 1 : 0)
             XCTAssertGreaterThan(value(after[i], "grid_storage_disk_total_bytes"), 0)
             XCTAssertEqual(value(after[i], "grid_build_info", ["kind": "storage"]), 1)
         }
+        // Downloading it: the census asks the k servers that hold shares 0..k-1 for them
+        // whole (get_buckets_peek), so no share is read afterwards.
+        let (dst, _, derr) = try runGridCLI(["download", "--node-dir", node, cap, "-o", grid.root + "/m.out"])
+        XCTAssertEqual(dst, 0, derr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: grid.root + "/m.out")), Data(data))
+        let read = try scrapeAll(grid)
+        func total(_ method: String, _ m: [[String: [[Any]]]]) -> Double { m.map { value($0, "grid_rpc_requests_total", ["method": method]) }.reduce(0, +) }
+        XCTAssertEqual(total("getBucketsPeek", read) - total("getBucketsPeek", after), 3)
+        XCTAssertEqual(total("bucketRead", read) - total("bucketRead", after), 0, "every byte came with the census")
         let intro = try parse(try RawHTTPClient(port: grid.introducer.metricsPort).request("GET", "/metrics")?.text ?? "")
         XCTAssertEqual(value(intro, "grid_introducer_announcements"), 10)
         XCTAssertGreaterThan(value(intro, "grid_rpc_requests_total", ["method": "announce"]), 0)

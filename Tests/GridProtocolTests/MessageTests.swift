@@ -49,6 +49,7 @@ final class MessageTests: XCTestCase {
                                       7: ShareWrite(tests: [], staged: StagedShare(id: [UInt8](repeating: 3, count: 16), length: 1 << 30))],
                              readVector: [ReadVector(offset: 1, length: 1)]),
             SlotOwnersRequest(storageIndex: si),
+            GetBucketsPeekRequest(storageIndex: si, share: 4, prefix: 1 << 20, suffix: 65536),
             AllocateNamedRequest(group: 0xfeed_beef, allocation: AllocateRequest(storageIndex: si, renewSecret: renew, cancelSecret: cancel,
                                                                                 shareNumbers: [0, 9, 255], allocatedSize: 1 << 40)),
             SlotStageRequest(storageIndex: si, writeEnabler: renew, shareNumber: 7, stagingID: [UInt8](repeating: 3, count: 16),
@@ -81,6 +82,25 @@ final class MessageTests: XCTestCase {
         XCTAssertEqual(req.handles, [9: 0x8000_00fe_edbe_ef09, 3: 0x8000_00fe_edbe_ef03])
         XCTAssertEqual(AllocateNamedRequest.orderingKey(frameBody: [0, 0] + req.encoded(), offset: 2), 0x8000_00fe_edbe_ef00)
         XCTAssertNil(AllocateNamedRequest.orderingKey(frameBody: [0, 0, 0xfe, 0xed, 0xbe], offset: 2))
+    }
+
+    /// get_buckets_peek: its pieces must fit the share size listed beside them; a peek
+    /// larger than one chunk is refused.
+    func testPeekResponsesAreCheckedAgainstTheirShare() throws {
+        let ok = GetBucketsPeekResponse(shares: [2: 100, 5: 10], peek: SharePeek(share: 2, prefix: [1, 2, 3], suffixOffset: 90,
+                                                                               suffix: [UInt8](repeating: 9, count: 10)))
+        _ = try roundTrip(ok)
+        _ = try roundTrip(GetBucketsPeekResponse(shares: [:], peek: nil))
+        for bad in [SharePeek(share: 3, prefix: [], suffixOffset: 0, suffix: []),              // a share not listed
+                    SharePeek(share: 2, prefix: [], suffixOffset: 95, suffix: [1, 2, 3]),      // does not end at the end
+                    SharePeek(share: 2, prefix: [UInt8](repeating: 0, count: 50), suffixOffset: 40,
+                              suffix: [UInt8](repeating: 0, count: 60)),                       // overlaps
+                    SharePeek(share: 5, prefix: [], suffixOffset: 11, suffix: [])] {           // past the end
+            XCTAssertThrowsError(try GetBucketsPeekResponse(decoding: GetBucketsPeekResponse(shares: [2: 100, 5: 10], peek: bad).encoded()), "\(bad)")
+        }
+        var w = WireWriter()
+        w.fixed([UInt8](repeating: 0, count: 16)); w.u8(0); w.u32(8 << 20); w.u32(1)
+        XCTAssertThrowsError(try GetBucketsPeekRequest(decoding: w.bytes))
     }
 
     func testStorageResponsesRoundTrip() throws {

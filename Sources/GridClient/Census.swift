@@ -33,6 +33,8 @@ public struct ShareCensus: Sendable {
     public var failed: [ServerRef: String]
     /// Servers still silent when the census stopped waiting.
     public var unanswered: [ServerRef]
+    /// Servers not asked (a staged census that found enough among the first).
+    public var unasked: [ServerRef] = []
 
     /// Server → the shares it holds (servers holding none are left out).
     public var holdings: [ServerRef: Set<Int>] {
@@ -53,12 +55,16 @@ extension ServerPool {
     /// Waits for every answer, at most `deadline` seconds; or, with `enough`, stops once
     /// that many distinct shares are known and the others have had `grace` seconds more.
     /// `peeks`: servers also asked for bytes of one share each (those announcing protocol 3).
+    /// `firstStage` (with `enough`): only the first that many servers are asked at first;
+    /// the others only when those answer without `enough` distinct shares, or are slow
+    /// (three times the first answer's time, at least 0.3 s). Those never asked are
+    /// `unasked` in the result.
     public func census(storageIndex si: [UInt8], servers: [ServerRef], enough: Int? = nil, grace: Double = 0.25,
-                       deadline: Double = 15, peeks: [ServerRef: ShareCensus.Peek] = [:]) async -> ShareCensus {
+                       deadline: Double = 15, peeks: [ServerRef: ShareCensus.Peek] = [:], firstStage: Int? = nil) async -> ShareCensus {
         enum Event: Sendable { case answer(ShareCensus.Answer), failed(ServerRef, String), tick }
         let (stream, cont) = AsyncStream.makeStream(of: Event.self)
         let started = monotonicNow()
-        for s in servers {
+        func ask(_ s: ServerRef) {
             Task { [self] in
                 do {
                     let c = try await client(for: s)
@@ -79,6 +85,10 @@ extension ServerPool {
                 }
             }
         }
+        let staged = enough != nil ? min(servers.count, max(1, firstStage ?? servers.count)) : servers.count
+        var asked = staged
+        var widenAt = started + 0.3
+        for s in servers.prefix(staged) { ask(s) }
         Task {
             // Ticks let the loop below notice its deadlines.
             while monotonicNow() - started < deadline {
@@ -92,11 +102,20 @@ extension ServerPool {
         var enoughAt: Double?
         for await event in stream {
             switch event {
-            case let .answer(a): answers.append(a)
+            case let .answer(a):
+                if answers.isEmpty { widenAt = max(widenAt, started + 3 * (monotonicNow() - started)) }
+                answers.append(a)
             case let .failed(s, why): failed[s] = why
             case .tick: break
             }
-            if answers.count + failed.count >= servers.count { break }
+            if asked < servers.count, let enough, Set(answers.flatMap(\.shares.keys)).count < enough,
+               answers.count + failed.count >= asked || monotonicNow() >= widenAt {
+                for s in servers[asked...] { ask(s) }
+                asked = servers.count
+            }
+            if answers.count + failed.count >= asked {
+                if asked == servers.count || Set(answers.flatMap(\.shares.keys)).count >= enough ?? 0 { break }
+            }
             if let enough, Set(answers.flatMap(\.shares.keys)).count >= enough {
                 let now = monotonicNow()
                 if enoughAt == nil { enoughAt = now }
@@ -106,7 +125,7 @@ extension ServerPool {
         cont.finish()
         let heard = Set(answers.map(\.server)).union(failed.keys)
         return ShareCensus(answers: answers.sorted { $0.latency < $1.latency }, failed: failed,
-                           unanswered: servers.filter { !heard.contains($0) })
+                           unanswered: servers.prefix(asked).filter { !heard.contains($0) }, unasked: Array(servers[asked...]))
     }
 }
 

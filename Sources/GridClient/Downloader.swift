@@ -62,6 +62,26 @@ public final class Downloader: Sendable {
         let decoder = CHKDecoder(capability: chk, shares: readers, simdPath: coding.simdPath, threads: coding.threads,
                                  readahead: plan.readahead)
         decoder.width = plan.width
+        // Readers of every share found, including those of servers asked only later.
+        let allReaders = Mutex(readers)
+        if !census.unasked.isEmpty {
+            let (pool, unasked) = (pool, census.unasked)
+            let stall = coding.stallTimeout
+            decoder.moreShares = {
+                // On the decoding thread: the census of the servers not asked yet.
+                let found = Mutex<[RemoteShareReader]>([])
+                let done = DispatchSemaphore(value: 0)
+                Task {
+                    let c = await pool.census(storageIndex: si, servers: unasked, enough: chk.needed)
+                    found.withLock { $0 = c.readers(storageIndex: si) { latency in min(stall, max(1.0, 50 * latency)) } }
+                    done.signal()
+                }
+                done.wait()
+                let more = found.withLock { $0 }
+                allReaders.withLock { $0 += more }
+                return more
+            }
+        }
         // Each share's header and hash trees take two round trips; fetch them for the shares
         // the decoder will check first all at once, not one share after another.
         for case let r as RemoteShareReader in decoder.firstCandidates(plan.width) { r.startMetadata() }
@@ -70,7 +90,7 @@ public final class Downloader: Sendable {
             let remote = r as! RemoteShareReader
             bad.withLock { $0.append((remote, why)) }
             // A stalled server is demoted for the rest of the file: its other shares give up at once.
-            if remote.isStalled { for other in readers where other.server == remote.server { other.markStalled() } }
+            if remote.isStalled { for other in allReaders.withLock({ $0 }) where other.server == remote.server { other.markStalled() } }
         }
         let box = UncheckedBox((decoder, sink))
         let total = length.map { min($0, chk.size - offset) } ?? (chk.size - offset)
@@ -82,7 +102,7 @@ public final class Downloader: Sendable {
                 }
             }
         } catch { failure = error }
-        for r in readers { r.cancel() }
+        for r in allReaders.withLock({ $0 }) { r.cancel() }
         // Tell servers about shares that failed a hash check (not ones that merely went away).
         let corrupt = bad.withLock { $0 }.filter { $0.1.isCorrupt }
         await withTaskGroup(of: Void.self) { group in
@@ -149,7 +169,12 @@ public final class Downloader: Sendable {
             peeks[s] = ShareCensus.Peek(share: share, prefix: small ? UInt32(RemoteShareReader.wholeShareLimit) : 0x44,
                                         suffix: UInt32(RemoteShareReader.suffixGuess))
         }
-        let census = await pool.census(storageIndex: si, servers: servers, enough: k, peeks: peeks)
+        // A small file (read from k connections anyway: `window`) asks those k servers
+        // first, and the others only if they do not have the k shares, or are slow: the
+        // connections not made are most of a small download's CPU. Shares found later are
+        // asked for only if the first ones fail (`CHKDecoder.moreShares`).
+        let narrow = chk.size <= UInt64(k) * (3 << 20)
+        let census = await pool.census(storageIndex: si, servers: servers, enough: k, peeks: peeks, firstStage: narrow ? k : nil)
         // Reads give up sooner than writes: another share is at hand. A server that
         // answered the census slowly gets more time.
         let stall = coding.stallTimeout

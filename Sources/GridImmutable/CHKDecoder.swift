@@ -43,6 +43,18 @@ public final class CHKDecoder {
     var reported: Set<ObjectIdentifier> = []
     /// Readers already checked (or set aside): never read twice.
     var tried: Set<ObjectIdentifier> = []
+    /// Asked once, when the shares given run out before k are usable: more readers (a
+    /// network client asks the servers it had not asked yet). Runs on the decoding thread.
+    public var moreShares: (() -> [ShareReader])?
+
+    /// Adds `moreShares`' readers (primary shares first) once; false when there are none.
+    func widen() -> Bool {
+        guard let more = moreShares?() else { return false }
+        moreShares = nil
+        let k = verifier.needed
+        candidates += more.filter { $0.shareNumber < k } + more.filter { $0.shareNumber >= k }
+        return !more.isEmpty
+    }
 
     /// `shares` may hold any subset of the n shares, in any order; the same share number
     /// twice is allowed (the second copy is a spare).
@@ -96,16 +108,18 @@ public final class CHKDecoder {
     /// Finds a UEB that matches the capability and sets up the geometry. Idempotent.
     public func prepare() throws {
         if shape != nil { return }
-        for r in candidates where badShares[r.shareNumber] == nil {
-            do {
-                let s = try validator.fileShape(from: r)
-                rs = try ReedSolomon(k: s.geometry.k, n: s.geometry.n)
-                shape = s
-                return
-            } catch let failure as ShareFailure {
-                markBad(r, failure)
+        repeat {
+            for r in candidates where badShares[r.shareNumber] == nil && !tried.contains(ObjectIdentifier(r)) {
+                do {
+                    let s = try validator.fileShape(from: r)
+                    rs = try ReedSolomon(k: s.geometry.k, n: s.geometry.n)
+                    shape = s
+                    return
+                } catch let failure as ShareFailure {
+                    markBad(r, failure)
+                }
             }
-        }
+        } while widen()
         throw notEnough(0)
     }
 
@@ -149,17 +163,19 @@ public final class CHKDecoder {
     func ensureChecked() throws {
         let k = verifier.needed
         let want = max(k, width)
-        for r in candidates where checked.count < want {
-            // Each reader is checked once; a second copy of a share number set aside is a spare.
-            if checked[r.shareNumber] != nil || tried.contains(ObjectIdentifier(r)) { continue }
-            tried.insert(ObjectIdentifier(r))
-            do {
-                checked[r.shareNumber] = try validator.validate(r, shape: shape!)
-                badShares[r.shareNumber] = nil
-            } catch {
-                markBad(r, ShareFailure(error))
+        repeat {
+            for r in candidates where checked.count < want {
+                // Each reader is checked once; a second copy of a share number set aside is a spare.
+                if checked[r.shareNumber] != nil || tried.contains(ObjectIdentifier(r)) { continue }
+                tried.insert(ObjectIdentifier(r))
+                do {
+                    checked[r.shareNumber] = try validator.validate(r, shape: shape!)
+                    badShares[r.shareNumber] = nil
+                } catch {
+                    markBad(r, ShareFailure(error))
+                }
             }
-        }
+        } while checked.count < k && widen()
         if checked.count < k { throw notEnough(checked.count) }
     }
 

@@ -280,6 +280,13 @@ final class ClientTests: XCTestCase {
         XCTAssertEqual(r.bytesSent, UInt64(shares.reduce(0) { $0 + $1.count }))
         let got = try await download(Downloader(pool: p), r.capability)
         XCTAssertTrue(got == data)
+        // A fresh client reads it from the k servers holding shares 0..k-1 (their shares came
+        // whole with the census) and connects to no other.
+        let reader = try await pool(grid, servers: 10)
+        defer { reader.shutdown() }
+        let fresh = try await download(Downloader(pool: reader), r.capability)
+        XCTAssertTrue(fresh == data)
+        XCTAssertEqual(reader.statuses().filter(\.connected).count, 3, "\(reader.statuses().map { ($0.server.nickname, $0.connected) })")
         // Over the limit: the census first, as before.
         let big = pseudoRandom(2 << 20, seed: 42)
         let rb = try await Uploader(pool: p, settings: s).upload(source: MemorySource(big))

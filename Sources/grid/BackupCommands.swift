@@ -8,6 +8,7 @@ import GridSystem
 
 struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "backup",
         abstract: "Back up a local directory as a new, versioned snapshot on the grid (Tahoe's backup).",
         discussion: """
             Each run adds TO/Archives/<UTC time> (a tree of immutable directories) and points \
@@ -81,6 +82,7 @@ struct Backup: ParsableCommand {
 
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "restore",
         abstract: "Restore a backup snapshot into a new local directory (files, directories, symlinks, modes and mtimes).",
         discussion: """
             Example: grid restore home:backups/work/Latest ~/work-restored

@@ -9,6 +9,7 @@ import GridSystem
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "bench",
         abstract: "Measure throughput (figures, not pass/fail).",
         discussion: "The machine may be shared: compare medians and ratios taken in one run.\n\n\(ExitStatus.help)",
         subcommands: [BenchCodec.self, BenchCHK.self, BenchConnections.self, BenchGrid.self, BenchMaintain.self, BenchSHA.self, BenchStall.self])

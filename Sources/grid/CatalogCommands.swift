@@ -8,6 +8,7 @@ import GridSystem
 
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "list",
         abstract: "List what this client has stored (its catalog).",
         discussion: """
             Every `grid upload` records the capability, size, name and time in the client's \

@@ -7,6 +7,7 @@ import GridSystem
 
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "check",
         abstract: "Check files on the grid: which shares survive where, and with --verify whether they are intact.",
         discussion: """
             For each capability (read or verify capability: URI:CHK-Verifier: is enough), asks \

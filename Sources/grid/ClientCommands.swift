@@ -226,6 +226,7 @@ func spool(_ input: FileDescriptor) throws -> FileSource {
 
 struct Upload: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "upload",
         abstract: "Upload a file (or stdin) to the grid; print its capability as the last line.",
         discussion: """
             Files of 55 bytes or less become URI:LIT: capabilities (the data is in the \
@@ -295,6 +296,7 @@ func linkUploaded(_ fs: GridFilesystem, _ cap: AnyCapability, at dest: GridPath)
 
 struct Download: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "download",
         abstract: "Download a file from the grid by its capability.",
         discussion: """
             Writes the file to stdout, or to FILE with -o (written under a temporary name and \
@@ -374,6 +376,7 @@ func writeMutableResult(_ r: MutableFileClient.WriteResult, json: Bool, path: St
 
 struct Update: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "update",
         abstract: "Write a new version of a mutable file: replace its contents, or write bytes at an offset.",
         discussion: """
             Reads the file's newest version (checking it), makes the new contents, and writes \
@@ -432,6 +435,7 @@ struct Update: ParsableCommand {
 
 struct Caps: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "caps",
         abstract: "Print the weaker capabilities a capability gives (read-only and verify).",
         discussion: """
             A mutable file's write capability gives its read-only and verify capabilities; a \

@@ -8,6 +8,7 @@ import GridSystem
 
 struct Debug: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "debug",
         abstract: "Offline tools: encode a file into shares, decode shares, inspect a share.",
         discussion: ExitStatus.help,
         subcommands: [DebugEncode.self, DebugDecode.self, DebugDumpShare.self])

@@ -8,6 +8,7 @@ import GridSystem
 
 struct Manifest: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "manifest",
         abstract: "List everything reachable from a directory: one 'CAP PATH' line per object (Tahoe's manifest).",
         discussion: """
             Each object appears once (by its verify capability), the root first with an empty \
@@ -62,6 +63,7 @@ struct Manifest: ParsableCommand {
 
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "stats",
         abstract: "Count and size everything reachable from a directory (Tahoe's deep stats).",
         discussion: """
             Prints Tahoe's counts and total sizes and the file size histogram (two buckets per \

@@ -10,6 +10,7 @@ import GridSystem
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "demo",
         abstract: "Start a throwaway local grid, upload a file, download and check it, then stop.",
         discussion: """
             Starts an introducer and --servers storage servers (real `grid introducer run` and \

@@ -9,6 +9,7 @@ import GridWire
 
 struct Maintain: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "maintain",
         abstract: "Keep stored files alive: census, lease renewal, verification and repair (the cron job).",
         discussion: """
             Works through this client's catalog (and/or --manifest FILE) in four steps:

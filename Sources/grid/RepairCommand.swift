@@ -7,6 +7,7 @@ import GridSystem
 
 struct Repair: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "repair",
         abstract: "Rebuild the missing or corrupt shares of files and place them on servers.",
         discussion: """
             For each read capability: checks every share (as `grid check --verify`; with \

@@ -324,9 +324,9 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
             return
         }
         // What the census's peek brought may be all it needs.
-        if cached(0, size <= Self.wholeShareLimit ? size : 0x44) != nil,
-           size <= Self.wholeShareLimit || cached(0, 0x44).flatMap({ try? ShareLayout(parsing: $0) })
-                .map({ $0.plaintextHashTreeOffset <= size && cached($0.plaintextHashTreeOffset, size - $0.plaintextHashTreeOffset) != nil }) == true {
+        if size <= Self.wholeShareLimit ? inCache(0, size)
+            : cached(0, 0x44).flatMap({ try? ShareLayout(parsing: $0) })
+                .map({ $0.plaintextHashTreeOffset <= size && inCache($0.plaintextHashTreeOffset, size - $0.plaintextHashTreeOffset) }) == true {
             metadataState = 2
             cond.unlock()
             return
@@ -428,14 +428,14 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
     func prefetch(_ ranges: [(offset: UInt64, length: Int)]) {
         cond.lock()
         defer { cond.unlock() }
-        for r in ranges where fetches[r.offset] == nil && !cancelled && fetches.count < 64 && !inCache(r.offset, r.length) {
+        for r in ranges where fetches[r.offset] == nil && !cancelled && fetches.count < 64 && !inCache(r.offset, UInt64(r.length)) {
             fetches[r.offset] = start(r.offset, r.length)
         }
     }
 
     /// Whether one cached piece holds [offset, offset+count); under the lock.
-    func inCache(_ offset: UInt64, _ count: Int) -> Bool {
-        cache.contains { offset >= $0.offset && UInt64(count) <= UInt64($0.bytes.count) && offset - $0.offset <= UInt64($0.bytes.count) - UInt64(count) }
+    func inCache(_ offset: UInt64, _ count: UInt64) -> Bool {
+        cache.contains { offset >= $0.offset && count <= UInt64($0.bytes.count) && offset - $0.offset <= UInt64($0.bytes.count) - count }
     }
 
     var isStalled: Bool {

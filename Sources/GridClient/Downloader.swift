@@ -73,7 +73,7 @@ public final class Downloader: Sendable {
                 let done = DispatchSemaphore(value: 0)
                 Task {
                     let c = await pool.census(storageIndex: si, servers: unasked, enough: chk.needed)
-                    found.withLock { $0 = c.readers(storageIndex: si) { latency in min(stall, max(1.0, 50 * latency)) } }
+                    found.withLock { $0 = c.readers(storageIndex: si) { Self.readStall($0, limit: stall) } }
                     done.signal()
                 }
                 done.wait()
@@ -175,11 +175,13 @@ public final class Downloader: Sendable {
         // asked for only if the first ones fail (`CHKDecoder.moreShares`).
         let narrow = chk.size <= UInt64(k) * (3 << 20)
         let census = await pool.census(storageIndex: si, servers: servers, enough: k, peeks: peeks, firstStage: narrow ? k : nil)
-        // Reads give up sooner than writes: another share is at hand. A server that
-        // answered the census slowly gets more time.
         let stall = coding.stallTimeout
-        return (census.readers(storageIndex: si) { latency in min(stall, max(1.0, 50 * latency)) }, census)
+        return (census.readers(storageIndex: si) { Self.readStall($0, limit: stall) }, census)
     }
+
+    /// How long a read may go unanswered: reads give up sooner than writes (another share
+    /// is at hand); a server that answered the census slowly gets more time.
+    static func readStall(_ censusLatency: Double, limit: Double) -> Double { min(limit, max(1.0, 50 * censusLatency)) }
 }
 
 /// One share on one server, read over the network. The header and the hash/UEB tail are
@@ -358,14 +360,22 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         }
     }
 
-    /// The cached bytes [offset, offset+count), if one piece holds them all; under the lock.
-    func cached(_ offset: UInt64, _ count: UInt64) -> [UInt8]? {
+    /// The cached piece holding all of [offset, offset+count), and where in it that range
+    /// starts; under the lock.
+    func cachedPiece(_ offset: UInt64, _ count: UInt64) -> (bytes: [UInt8], from: Int)? {
         for c in cache where offset >= c.offset && count <= UInt64(c.bytes.count) && offset - c.offset <= UInt64(c.bytes.count) - count {
-            let from = Int(offset - c.offset)
-            return Array(c.bytes[from..<(from + Int(count))])
+            return (c.bytes, Int(offset - c.offset))
         }
         return nil
     }
+
+    /// The cached bytes [offset, offset+count), if one piece holds them all; under the lock.
+    func cached(_ offset: UInt64, _ count: UInt64) -> [UInt8]? {
+        cachedPiece(offset, count).map { Array($0.bytes[$0.from..<($0.from + Int(count))]) }
+    }
+
+    /// Whether one cached piece holds [offset, offset+count); under the lock.
+    func inCache(_ offset: UInt64, _ count: UInt64) -> Bool { cachedPiece(offset, count) != nil }
 
     /// Calls `then` once `f` has completed (with its bytes when they are whole).
     private func watch(_ f: Fetch, then: @escaping @Sendable ([UInt8]?) -> Void) {
@@ -409,9 +419,8 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
             cond.unlock()
             throw ShareFailure.unavailable("on \(server.nickname): download cancelled")
         }
-        for c in cache where offset >= c.offset && UInt64(count) <= UInt64(c.bytes.count) && offset - c.offset <= UInt64(c.bytes.count) - UInt64(count) {
-            let from = Int(offset - c.offset)
-            c.bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + from, byteCount: count) }
+        if let (bytes, from) = cachedPiece(offset, UInt64(count)) {
+            bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + from, byteCount: count) }
             cond.unlock()
             return
         }
@@ -431,11 +440,6 @@ final class RemoteShareReader: ShareReader, @unchecked Sendable {
         for r in ranges where fetches[r.offset] == nil && !cancelled && fetches.count < 64 && !inCache(r.offset, UInt64(r.length)) {
             fetches[r.offset] = start(r.offset, r.length)
         }
-    }
-
-    /// Whether one cached piece holds [offset, offset+count); under the lock.
-    func inCache(_ offset: UInt64, _ count: UInt64) -> Bool {
-        cache.contains { offset >= $0.offset && count <= UInt64($0.bytes.count) && offset - $0.offset <= UInt64($0.bytes.count) - count }
     }
 
     var isStalled: Bool {

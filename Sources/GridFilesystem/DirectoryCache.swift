@@ -20,13 +20,22 @@ struct DirectoryCache: Sendable {
     func path(_ si: [UInt8]) -> String { directory + "/" + Base32.encode(si) }
 
     func lookup(_ si: [UInt8], sequenceNumber: UInt64, rootHash: [UInt8]) -> [UInt8]? {
+        guard let (seq, root, data) = entry(si), seq == sequenceNumber, root == rootHash else { return nil }
+        return data
+    }
+
+    /// The cached contents of `si`, whatever version they are: a guess at the directory's
+    /// children, for reading ahead, never an answer by itself.
+    func lastKnown(_ si: [UInt8]) -> [UInt8]? { entry(si)?.data }
+
+    /// The file of `si`: version, root hash and contents, if its hash checks.
+    func entry(_ si: [UInt8]) -> (sequenceNumber: UInt64, rootHash: [UInt8], data: [UInt8])? {
         guard let bytes = try? FileSystem.readFile(path(si), maxSize: Self.maximumBytes + 72), bytes.count >= 72 else { return nil }
         var seq: UInt64 = 0
         for b in bytes[0..<8] { seq = seq << 8 | UInt64(b) }
-        guard seq == sequenceNumber, Array(bytes[8..<40]) == rootHash else { return nil }
         let data = Array(bytes[72...])
         guard SHA256.hash(data) == Array(bytes[40..<72]) else { return nil }
-        return data
+        return (seq, Array(bytes[8..<40]), data)
     }
 
     func store(_ si: [UInt8], sequenceNumber: UInt64, rootHash: [UInt8], data: [UInt8]) {

@@ -160,8 +160,16 @@ public final class GridFilesystem: Sendable {
 
     /// A directory's children, read and checked (every block and signature) from the grid.
     public func contents(of dir: DirectoryCapability) async throws -> DirectoryContents {
+        try await contents(of: dir, census: nil)
+    }
+
+    /// The newest version of a mutable file, asked for ahead of need (`resolve`).
+    typealias VersionCensus = Task<(sequenceNumber: UInt64, rootHash: [UInt8], shares: Int, needed: Int)?, Error>
+
+    /// `census`: that directory's version census, already under way.
+    func contents(of dir: DirectoryCapability, census: VersionCensus?) async throws -> DirectoryContents {
         guard !dir.isVerifyOnly else { throw GridError(.usage, "a verify capability can check a directory but not list it; give its read capability") }
-        if case let .mutable(m) = dir.file, let newest = try await mutableFiles.newestVersion(m) {
+        if case let .mutable(m) = dir.file, let newest = try await newestVersion(m, census: census) {
             // A cheap census first: the version cached is still the newest, so no fetch.
             let cache = DirectoryCache(nodeDirectory: nodeDirectory)
             if newest.needed >= 1, newest.shares >= newest.needed,
@@ -174,6 +182,11 @@ public final class GridFilesystem: Sendable {
         }
         let data = try await read(dir.fileCapability, limit: Self.maxDirectoryBytes)
         return try DirectoryContents.unpack(data, mutable: dir.isMutable, writekey: dir.writekey)
+    }
+
+    func newestVersion(_ m: MutableCapability, census: VersionCensus?) async throws -> (sequenceNumber: UInt64, rootHash: [UInt8], shares: Int, needed: Int)? {
+        if let census { return try await census.value }
+        return try await mutableFiles.newestVersion(m)
     }
 
     /// A mutable file's newest version, whole, checked, with its sequence number.
@@ -306,24 +319,60 @@ public final class GridFilesystem: Sendable {
         public var parent: DirectoryCapability?
         public var name: String?
         public var metadata: JSONValue?
+        /// Its version census, started ahead (`resolve(_:listing:)`).
+        var census: VersionCensus?
+    }
+
+    /// The children of the directory `r` names (which must be one), using the census
+    /// `resolve(_:listing: true)` started for it.
+    public func contents(of r: Resolved) async throws -> DirectoryContents {
+        guard case let .directory(d) = r.capability else { throw GridError(.usage, "not a directory") }
+        return try await contents(of: d, census: r.census)
     }
 
     /// Walks a path from its root, a directory at a time.
-    public func resolve(_ p: GridPath) async throws -> Resolved {
+    /// With `listing`, the census of the directory the path ends at starts too (when the
+    /// cache says it is one), for `contents(of: Resolved)`.
+    public func resolve(_ p: GridPath, listing: Bool = false) async throws -> Resolved {
         var r = Resolved(capability: try root(p))
+        var ahead = censusAhead(from: r.capability, along: p.components, last: listing)
+        defer { for t in ahead.values { t.cancel() } }
         var walked: [String] = []
         for name in p.components {
             guard case let .directory(d) = r.capability else {
                 throw GridError(.usage, "'\(walked.joined(separator: "/"))' is a file, not a directory, so it has no child '\(name)'")
             }
-            let contents = try await contents(of: d)
+            let contents = try await contents(of: d, census: d.storageIndex.flatMap { ahead[$0] })
             guard let e = try contents.entry(named: name) else {
                 throw GridError(.notFound, "No such child: '\((walked + [name]).joined(separator: "/"))' (in \(p.text))")
             }
             r = Resolved(capability: e.capability, parent: d, name: e.name, metadata: e.metadata)
             walked.append(name)
         }
+        if case let .directory(d) = r.capability, let si = d.storageIndex { r.census = ahead.removeValue(forKey: si) }
         return r
+    }
+
+    /// Starts the version census of every mutable directory along `components` that the
+    /// directory cache can name (each from its parent's contents as last read), all at
+    /// once: a path then costs one round trip, not one per level. The walk uses a census
+    /// only for the directory it was asked about, whatever led to it, so a guess that is
+    /// out of date costs a wasted census, never a wrong answer.
+    /// With `last`, the directory the path ends at too.
+    func censusAhead(from start: AnyCapability, along components: [String], last: Bool) -> [[UInt8]: VersionCensus] {
+        let cache = DirectoryCache(nodeDirectory: nodeDirectory)
+        var out: [[UInt8]: VersionCensus] = [:]
+        var cap = start
+        for i in 0...min(components.count, 8) {
+            guard i < components.count || last, case let .directory(d) = cap, case let .mutable(m) = d.file, !d.isVerifyOnly,
+                  out[m.storageIndex] == nil else { break }
+            let files = mutableFiles
+            out[m.storageIndex] = Task { try await files.newestVersion(m) }
+            guard i < components.count, let data = cache.lastKnown(m.storageIndex),
+                  let child = try? DirectoryContents.unpack(data, mutable: true, writekey: d.writekey).entry(named: components[i]) else { break }
+            cap = child.capability
+        }
+        return out
     }
 
     /// The directory at `p`, made (with any missing parents, `format`) when absent.

@@ -183,9 +183,9 @@ struct Ls: ParsableCommand {
         try reportingErrors {
             let p = try GridPath(parsing: path)
             let info = try withFilesystem(nodeDir) { fs -> NodeInfo in
-                let r = try await fs.resolve(p)
+                let r = try await fs.resolve(p, listing: true)
                 if case let .directory(d) = r.capability {
-                    return NodeInfo(directory: d, entries: try await fs.contents(of: d).entries(), metadata: nil)
+                    return NodeInfo(directory: d, entries: try await fs.contents(of: r).entries(), metadata: nil)
                 }
                 return NodeInfo(r.capability, metadata: r.metadata ?? .object([]))
             }

@@ -187,6 +187,18 @@ final class DirectoryCLITests: XCTestCase {
         let after = try grid("ls", "home:many").split(separator: "\n")
         XCTAssertEqual(after.count, 41)
         XCTAssertTrue(after.contains("added-elsewhere"))
+        // A path is read ahead from the cache (every directory along it asked for its
+        // version at once): when the other node replaces home:many by another directory,
+        // the guess is out of date, and the listing is still the new directory's.
+        let rootcap = (info[1] as! [String: Any])["rw_uri"] as! String
+        (st, _, err) = try runGridCLI(["rm", rootcap + "/many"], env: ["GRID_NODE_DIR": other])
+        XCTAssertEqual(st, 0, err)
+        (st, _, err) = try runGridCLI(["mkdir", rootcap + "/many"], env: ["GRID_NODE_DIR": other])
+        XCTAssertEqual(st, 0, err)
+        (st, _, err) = try runGridCLI(["ln", "URI:LIT:nbswy3dpbi", rootcap + "/many/fresh"], env: ["GRID_NODE_DIR": other])
+        XCTAssertEqual(st, 0, err)
+        XCTAssertEqual(try grid("ls", "home:many"), "fresh\n")
+        XCTAssertEqual(try grid("ls", "home:many/fresh"), "fresh\n")
     }
 
     /// Eight writers adding 25 names each to one directory at once: every name is there.

@@ -47,6 +47,15 @@ public final class Catalog: Sendable {
     }
 
     /// Every file, oldest first.
+    /// Whether this client stored an immutable file under the convergent key `key`
+    /// (its capability starts `URI:CHK:<key>:`).
+    public func holds(chkKey key: [UInt8]) throws -> Bool {
+        try db.lock.withLock { _ in
+            !(try db.query("SELECT 1 FROM files WHERE cap >= ? AND cap < ? LIMIT 1",
+                           [.text("URI:CHK:\(Base32.encode(key)):"), .text("URI:CHK:\(Base32.encode(key));")])).isEmpty
+        }
+    }
+
     public func entries() throws -> [Entry] {
         try db.lock.withLock { _ in
             try db.query("SELECT cap, size, name, added FROM files ORDER BY added, cap")

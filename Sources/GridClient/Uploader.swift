@@ -24,9 +24,14 @@ public final class Uploader: Sendable {
     /// it re-creates chosen shares, not a whole file).
     let useHelper: Bool
 
+    /// Whether this client stored a file under a convergent key before (its catalog): such
+    /// a file is likely there still, so its shares do not go in one flight with the census.
+    let storedBefore: (@Sendable ([UInt8]) -> Bool)?
+
     public init(pool: ServerPool, settings: ClientSettings, window: Int = 8 << 20, coding: CodingOptions = CodingOptions(),
-                useHelper: Bool = true) {
+                useHelper: Bool = true, storedBefore: (@Sendable ([UInt8]) -> Bool)? = nil) {
         (self.pool, self.settings, self.window, self.coding, self.useHelper) = (pool, settings, window, coding, useHelper)
+        self.storedBefore = storedBefore
     }
 
     var parameters: EncodingParameters { settings.encoding.parameters }
@@ -84,7 +89,8 @@ public final class Uploader: Sendable {
             }
         }
         let si = TahoeHash.storageIndex(forKey: key)
-        let stored = try await store(source: source, storageIndex: si, input: .plaintext(key: key), progress: progress)
+        let stored = try await store(source: source, storageIndex: si, input: .plaintext(key: key),
+                                     oneFlight: !(storedBefore?(key) ?? false), progress: progress)
         let cap = CHKCapability(key: key, uebHash: stored.uriExtension.hash, needed: parameters.needed,
                                 total: parameters.total, size: size)
         let end = monotonicNow()
@@ -166,7 +172,7 @@ public final class Uploader: Sendable {
 
     /// Census, placement by servers-of-happiness, the encode-and-push pass (and up to two
     /// more for shares lost on the way), lease renewal of shares already there.
-    func store(source: RandomAccessSource & Sendable, storageIndex si: [UInt8], input: Input,
+    func store(source: RandomAccessSource & Sendable, storageIndex si: [UInt8], input: Input, oneFlight: Bool = true,
                progress: (@Sendable (TransferProgress) -> Void)?) async throws -> StoredShares {
         let n = parameters.total, happy = parameters.happy
         let size = source.size
@@ -196,7 +202,7 @@ public final class Uploader: Sendable {
         // flight: allocation, writes and closes (one round trip fewer again).
         var eager: (pushed: PushResult?, answers: BucketAllocator.Answers, handles: [BucketHandle], wire: UInt64)?
         let speculation: BucketAllocator.Answers
-        if shareSize * UInt64(n) <= settings.oneFlightMaxBytes, Placement.happiness(guess.mapValues { Set($0) }) >= happy,
+        if oneFlight, shareSize * UInt64(n) <= settings.oneFlightMaxBytes, Placement.happiness(guess.mapValues { Set($0) }) >= happy,
            guess.keys.allSatisfy({ $0.announcement.protocolVersion >= Hello.namedBucketsVersion }) {
             async let asked = pool.census(storageIndex: si, servers: permuted, deadline: max(3, 2 * coding.stallTimeout))
             eager = await pushEagerly(guess, encoder: encoder, source: source, input: input, storageIndex: si, shareSize: shareSize,

@@ -202,7 +202,7 @@ extension GridFilesystem {
                 // Recorded (Tahoe skips them): a file holding the link's target, whose
                 // st_mode says it is a symlink.
                 let target = try FileSystem.readSymlink(p)
-                let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: MemorySource(Array(target.utf8)))
+                let r = try await uploader.upload(source: MemorySource(Array(target.utf8)))
                 entries.append(DirectoryEntry(name: name, capability: .immutable(r.capability), metadata: Self.localMetadata(st)))
                 report.mutate { $0.symlinks += 1 }
             default:
@@ -258,7 +258,7 @@ extension GridFilesystem {
             report.mutate { $0.filesUnchangedByHash += 1 }
             return DirectoryEntry(name: name, capability: cap, metadata: metadata)
         }
-        let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: source)
+        let r = try await uploader.upload(source: source)
         try db.didUpload(path: path, size: st.size, mtime: st.mtime.seconds, ctime: st.ctime.seconds, cap: r.capability.description, sha256: sha)
         report.mutate { $0.filesUploaded += 1 }
         report.mutate { $0.bytesUploaded += r.size }

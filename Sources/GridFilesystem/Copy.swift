@@ -23,7 +23,7 @@ extension GridFilesystem {
     /// Uploads the regular file at `path` (immutable); its capability.
     public func uploadLocalFile(_ path: String) async throws -> (AnyCapability, UInt64) {
         let source = try FileSource(file: try FileDescriptor(path: path), name: path)
-        let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: source)
+        let r = try await uploader.upload(source: source)
         return (.immutable(r.capability), r.size)
     }
 

@@ -40,12 +40,21 @@ public final class GridFilesystem: Sendable {
 
     public var catalog: Catalog { get throws { try Catalog(path: ClientNode.catalogPath(directory: nodeDirectory)) } }
 
+    /// An uploader that knows what this client stored before (its catalog): a file stored
+    /// already is asked about before any of its shares are sent.
+    var uploader: Uploader {
+        let path = ClientNode.catalogPath(directory: nodeDirectory)
+        return Uploader(pool: pool, settings: settings, coding: coding) { key in
+            (try? Catalog(path: path).holds(chkKey: key)) ?? false
+        }
+    }
+
     // MARK: Files
 
     /// Uploads an immutable file (CHK, or LIT for ≤ 55 bytes) and records it in the catalog.
     public func upload(_ source: any RandomAccessSource & Sendable, name: String, convergenceKey: [UInt8]? = nil,
                        progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws -> UploadResult {
-        let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: source, convergenceKey: convergenceKey, progress: progress)
+        let r = try await uploader.upload(source: source, convergenceKey: convergenceKey, progress: progress)
         try catalog.add(r.capability, name: name)
         return r
     }
@@ -217,7 +226,7 @@ public final class GridFilesystem: Sendable {
         for e in entries { contents.set(e) }
         let packed = try contents.pack()
         if packed.count <= Capability.literalThreshold { return DirectoryCapability(.lit(LITCapability(data: packed))) }
-        let r = try await Uploader(pool: pool, settings: settings, coding: coding).upload(source: MemorySource(packed))
+        let r = try await uploader.upload(source: MemorySource(packed))
         guard case let .chk(c) = r.capability else { throw GridError(.internal, "an immutable directory of \(packed.count) bytes came back as a literal") }
         return DirectoryCapability(.chk(c))
     }

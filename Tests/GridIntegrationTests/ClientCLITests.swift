@@ -47,6 +47,10 @@ final class ClientCLITests: XCTestCase {
         XCTAssertEqual(json?["size"] as? Int, data.count)
         XCTAssertEqual(json?["shares_already_present"] as? Int, 10)
         XCTAssertEqual((json?["shares"] as? [String: Any])?.count, 10)
+        // This node stored it before (its catalog says so): asked first, nothing sent, not
+        // in one flight with the census.
+        XCTAssertEqual(json?["bytes_sent"] as? Int, 0)
+        XCTAssertEqual(json?["one_flight"] as? Bool, false)
 
         // Download to stdout, to a file, and a range.
         try assertReadsBack(node, cap, data)

@@ -50,9 +50,11 @@ public final class Catalog: Sendable {
     /// Whether this client stored an immutable file under the convergent key `key`
     /// (its capability starts `URI:CHK:<key>:`).
     public func holds(chkKey key: [UInt8]) throws -> Bool {
-        try db.lock.withLock { _ in
-            !(try db.query("SELECT 1 FROM files WHERE cap >= ? AND cap < ? LIMIT 1",
-                           [.text("URI:CHK:\(Base32.encode(key)):"), .text("URI:CHK:\(Base32.encode(key));")])).isEmpty
+        // Every text starting with the prefix sorts between it and the prefix with its
+        // last ':' raised to ';'.
+        let prefix = "URI:CHK:\(Base32.encode(key))"
+        return try db.lock.withLock { _ in
+            !(try db.query("SELECT 1 FROM files WHERE cap >= ? AND cap < ? LIMIT 1", [.text(prefix + ":"), .text(prefix + ";")])).isEmpty
         }
     }
 

@@ -108,15 +108,16 @@ extension ServerPool {
             case let .failed(s, why): failed[s] = why
             case .tick: break
             }
-            if asked < servers.count, let enough, Set(answers.flatMap(\.shares.keys)).count < enough,
+            let distinct = Set(answers.flatMap(\.shares.keys)).count
+            if asked < servers.count, let enough, distinct < enough,
                answers.count + failed.count >= asked || monotonicNow() >= widenAt {
                 for s in servers[asked...] { ask(s) }
                 asked = servers.count
             }
             if answers.count + failed.count >= asked {
-                if asked == servers.count || Set(answers.flatMap(\.shares.keys)).count >= enough ?? 0 { break }
+                if asked == servers.count || distinct >= enough ?? 0 { break }
             }
-            if let enough, Set(answers.flatMap(\.shares.keys)).count >= enough {
+            if let enough, distinct >= enough {
                 let now = monotonicNow()
                 if enoughAt == nil { enoughAt = now }
                 if now - enoughAt! > grace { break }

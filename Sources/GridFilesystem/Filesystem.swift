@@ -172,8 +172,10 @@ public final class GridFilesystem: Sendable {
         try await contents(of: dir, census: nil)
     }
 
+    /// What `MutableFileClient.newestVersion` says of a mutable file.
+    typealias NewestVersion = (sequenceNumber: UInt64, rootHash: [UInt8], shares: Int, needed: Int)
     /// The newest version of a mutable file, asked for ahead of need (`resolve`).
-    typealias VersionCensus = Task<(sequenceNumber: UInt64, rootHash: [UInt8], shares: Int, needed: Int)?, Error>
+    typealias VersionCensus = Task<NewestVersion?, Error>
 
     /// `census`: that directory's version census, already under way.
     func contents(of dir: DirectoryCapability, census: VersionCensus?) async throws -> DirectoryContents {
@@ -193,7 +195,7 @@ public final class GridFilesystem: Sendable {
         return try DirectoryContents.unpack(data, mutable: dir.isMutable, writekey: dir.writekey)
     }
 
-    func newestVersion(_ m: MutableCapability, census: VersionCensus?) async throws -> (sequenceNumber: UInt64, rootHash: [UInt8], shares: Int, needed: Int)? {
+    func newestVersion(_ m: MutableCapability, census: VersionCensus?) async throws -> NewestVersion? {
         if let census { return try await census.value }
         return try await mutableFiles.newestVersion(m)
     }

@@ -63,48 +63,91 @@ public struct Frame: Equatable, Sendable {
     }
 }
 
-/// Cuts a byte stream into frames. The length is checked before any body is buffered,
-/// so a peer cannot make us allocate more than one maximum frame.
+/// Cuts a byte stream into frames. Each body byte is copied once, from the bytes handed
+/// to `append` into the frame's own body, which is reserved at its declared size as soon
+/// as the header arrives (up to `reserveLimit`; a longer body grows as its bytes come,
+/// so 9 bytes from a peer cannot make us reserve a maximum frame). The length is checked
+/// before any body is buffered.
 public struct FrameParser {
-    var buffer: [UInt8] = []
-    var start = 0
+    /// Frames parsed and not yet taken by `next`.
+    var ready: [Frame] = []
+    var readyStart = 0
+    /// The error that stopped parsing, thrown once the frames before it are taken.
+    var failure: WireError?
+    /// The header being read (fewer than 9 bytes), or the header of the body being filled.
+    var header: [UInt8] = []
+    var body: [UInt8] = []
+    /// Body bytes still to come for the frame whose header has been read; -1 between frames.
+    var bodyMissing = -1
+    var type = FrameType.ping
+    var id: UInt32 = 0
     public let maxFrameLength: Int
+    /// A body is reserved whole on its header up to this size.
+    public static let reserveLimit = 1 << 20
 
     public init(maxFrameLength: Int = Frame.maxFrameLength) { self.maxFrameLength = maxFrameLength }
 
-    public var bufferedBytes: Int { buffer.count - start }
+    /// Bytes received that are not yet part of a whole frame.
+    public var bufferedBytes: Int { bodyMissing < 0 ? header.count : Frame.headerSize + body.count }
 
-    public mutating func append(_ bytes: UnsafeRawBufferPointer) { buffer += bytes }
-
-    /// The next complete frame, nil if more bytes are needed; throws on a malformed frame.
-    public mutating func next() throws -> Frame? {
-        let avail = buffer.count - start
-        guard avail >= 4 else { compact(); return nil }
-        var len = 0
-        for i in 0..<4 { len = len << 8 | Int(buffer[start + i]) }
-        guard len >= 5 else { throw WireError(.badFrame, "frame length \(len) is too short") }
-        guard len <= maxFrameLength else {
-            throw WireError(.tooLarge, "frame of \(len) bytes exceeds the maximum of \(maxFrameLength)")
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard failure == nil else { return }
+        var at = 0
+        while at < bytes.count {
+            if bodyMissing < 0 {
+                let n = min(Frame.headerSize - header.count, bytes.count - at)
+                header.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[at..<(at + n)]))
+                at += n
+                if header.count >= 4, let e = lengthError() { failure = e; return }
+                guard header.count == Frame.headerSize else { continue }
+                guard let t = FrameType(rawValue: header[4]) else {
+                    failure = WireError(.badFrame, "unknown frame type \(header[4])")
+                    return
+                }
+                type = t
+                id = header[5..<9].reduce(0) { $0 << 8 | UInt32($1) }
+                bodyMissing = declaredLength - 5
+                body = []
+                body.reserveCapacity(min(bodyMissing, Self.reserveLimit))
+            } else {
+                let n = min(bodyMissing, bytes.count - at)
+                body.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[at..<(at + n)]))
+                at += n
+                bodyMissing -= n
+            }
+            if bodyMissing == 0 {
+                ready.append(Frame(type, id: id, body: body))
+                body = []
+                header.removeAll(keepingCapacity: true)
+                bodyMissing = -1
+            }
         }
-        guard avail >= 4 + len else { compact(); return nil }
-        let typeByte = buffer[start + 4]
-        guard let type = FrameType(rawValue: typeByte) else {
-            throw WireError(.badFrame, "unknown frame type \(typeByte)")
-        }
-        var id: UInt32 = 0
-        for i in 0..<4 { id = id << 8 | UInt32(buffer[start + 5 + i]) }
-        let body = Array(buffer[(start + 9)..<(start + 4 + len)])
-        start += 4 + len
-        if start == buffer.count { buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 16); start = 0 }
-        return Frame(type, id: id, body: body)
     }
 
-    mutating func compact() {
-        if start > 0 {
-            buffer.removeFirst(start)
-            start = 0
+    /// The length field of the header being read (its first 4 bytes are here).
+    private var declaredLength: Int { header[0..<4].reduce(0) { $0 << 8 | Int($1) } }
+
+    private func lengthError() -> WireError? {
+        let len = declaredLength
+        if len < 5 { return WireError(.badFrame, "frame length \(len) is too short") }
+        if len > maxFrameLength {
+            return WireError(.tooLarge, "frame of \(len) bytes exceeds the maximum of \(maxFrameLength)")
         }
-        if buffer.isEmpty && buffer.capacity > 1 << 16 { buffer = [] }
+        return nil
+    }
+
+    /// The next complete frame, nil if more bytes are needed; throws on a malformed frame
+    /// (after the whole frames that came before it).
+    public mutating func next() throws -> Frame? {
+        if readyStart < ready.count {
+            let frame = ready[readyStart]
+            ready[readyStart] = Frame(.ping)  // the caller holds the only reference to the body
+            readyStart += 1
+            if readyStart == ready.count { ready.removeAll(keepingCapacity: true); readyStart = 0 }
+            return frame
+        }
+        if let failure { throw failure }
+        return nil
     }
 }
 

@@ -7,6 +7,18 @@ import XCTest
 
 @testable import GridWire
 
+/// A seeded generator, so a failing split can be replayed.
+private struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9e3779b97f4a7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58476d1ce4e5b9
+        z = (z ^ (z >> 27)) &* 0x94d049bb133111eb
+        return z ^ (z >> 31)
+    }
+}
+
 final class FrameTests: XCTestCase {
     func testRoundTripAndSplitDelivery() throws {
         let frames = [Frame(.request, id: 7, body: [0, 1, 2, 3]), Frame(.ping), Frame(.response, id: 9, body: pseudoRandom(70_000, seed: 1))]
@@ -20,6 +32,50 @@ final class FrameTests: XCTestCase {
         }
         XCTAssertEqual(got, frames)
         XCTAssertEqual(p.bufferedBytes, 0)
+    }
+
+    func testRandomSplitsGiveTheSameFrames() throws {
+        // Bodies of every kind of size: empty, small, one beyond the reserve limit (grown as
+        // it arrives), cut at random points into pieces of 1 byte to 300 KiB.
+        let frames = [
+            Frame(.ping), Frame(.request, id: 1, body: [9]),
+            Frame(.response, id: 2, body: pseudoRandom(FrameParser.reserveLimit + 12_345, seed: 2)),
+            Frame(.pong), Frame(.notify, id: 3, body: pseudoRandom(40_000, seed: 3)), Frame(.error, id: 4, body: [1, 2]),
+        ]
+        let bytes = frames.flatMap { $0.encoded() }
+        var rng = SplitMix(state: 16)
+        for _ in 0..<20 {
+            var p = FrameParser()
+            var got: [Frame] = []
+            var at = 0
+            while at < bytes.count {
+                let n = min(bytes.count - at, Int.random(in: 1...(Bool.random(using: &rng) ? 20 : 300_000), using: &rng))
+                bytes[at..<(at + n)].withUnsafeBytes { p.append($0) }
+                at += n
+                while let f = try p.next() { got.append(f) }
+            }
+            XCTAssertEqual(got, frames)
+            XCTAssertEqual(p.bufferedBytes, 0)
+        }
+    }
+
+    func testADeclaredBodyIsReservedOnlyUpToTheLimit() throws {
+        // A 9-byte header claiming a 16 MiB body reserves at most reserveLimit, and frames
+        // before a malformed one are still handed out before the error.
+        var p = FrameParser()
+        var bytes = Frame(.ping).encoded()
+        var w = WireWriter()
+        Frame.writeHeader(&w, type: .request, id: 5, bodyLength: 16 << 20)
+        bytes += w.bytes
+        bytes.withUnsafeBytes { p.append($0) }
+        XCTAssertEqual(try p.next(), Frame(.ping))
+        XCTAssertNil(try p.next())
+        XCTAssertLessThanOrEqual(p.body.capacity, FrameParser.reserveLimit * 2)
+        XCTAssertEqual(p.bufferedBytes, Frame.headerSize)
+        var q = FrameParser()
+        (Frame(.pong).encoded() + [0, 0, 0, 5, 99, 0, 0, 0, 0]).withUnsafeBytes { q.append($0) }
+        XCTAssertEqual(try q.next(), Frame(.pong))
+        XCTAssertThrowsError(try q.next()) { XCTAssertEqual(($0 as? WireError)?.code, .badFrame) }
     }
 
     func testHugeDeclaredLengthIsRefusedBeforeBuffering() {

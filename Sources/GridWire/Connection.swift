@@ -73,6 +73,8 @@ public final class Connection: EventHandler, @unchecked Sendable {
     var onOpen: (() -> Void)?
     /// Called with the bytes received (valid only during the call), unless paused.
     public var onData: ((UnsafeRawBufferPointer) -> Void)?
+    /// The TLS suite the handshake settled on (empty before it, or without TLS).
+    public private(set) var tlsSuite = ""
     /// Called when what is queued falls to `lowWater` bytes or below (for writers that wait on it).
     public var onDrained: (() -> Void)?
     public var lowWater = 0
@@ -179,6 +181,7 @@ public final class Connection: EventHandler, @unchecked Sendable {
                 }
             }
             state = .open
+            if let suite = SSL_get_current_cipher(ssl), let name = SSL_CIPHER_get_name(suite) { tlsSuite = String(cString: name) }
             if let t = handshakeTimer { loop.cancel(t); handshakeTimer = nil }
             setEvents(epollIn | (out.count > outStart ? epollOut : 0))
             onOpen?()

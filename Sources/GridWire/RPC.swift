@@ -369,6 +369,9 @@ public final class RPCClient: @unchecked Sendable {
     /// The protocol version the server chose in HELLO_OK; 0 until it has answered (with
     /// a pipelined HELLO, a reply to any later request means it has).
     public var protocolVersion: UInt16 { negotiated.load(ordering: .acquiring) }
+    let suite = Mutex<String>("")
+    /// The TLS suite of the connection (set once it is open).
+    public var tlsSuite: String { suite.withLock { $0 } }
     var pings: [UInt32: CheckedContinuation<Void, Error>] = [:]
     var nextPing: UInt32 = 1
 
@@ -412,6 +415,7 @@ public final class RPCClient: @unchecked Sendable {
                 var settled = false
                 var answered = false
                 conn.onOpen = {
+                    client.suite.withLock { $0 = conn.tlsSuite }
                     conn.send(Frame(.hello, body: hello.encoded()))
                     if pipelineHello {
                         settled = true

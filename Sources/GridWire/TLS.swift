@@ -90,8 +90,16 @@ public final class TLSContext: @unchecked Sendable {
     func configure() throws {
         guard grid_ssl_ctx_tls13_only(ctx) == 1 else { throw opensslError("cannot require TLS 1.3") }
         grid_ssl_ctx_set_modes(ctx)
+        guard SSL_CTX_set_ciphersuites(ctx, Self.cipherSuites) == 1 else { throw opensslError("cannot set the TLS 1.3 cipher suites") }
         _ = grid_ssl_session_cache_off(ctx)
     }
+
+    /// TLS 1.3's suites, AES-128-GCM first: every byte of a share is sealed by the sender and
+    /// opened by the receiver, and with AES instructions the 128-bit key's 10 rounds run
+    /// about 1.2x as fast as AES-256's 14 (docs/benchmarks.md), at a security level
+    /// well beyond what an attacker can reach. A peer that prefers another suite still gets
+    /// it: the server follows the client's order.
+    static let cipherSuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
     deinit { SSL_CTX_free(ctx) }
 

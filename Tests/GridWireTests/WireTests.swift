@@ -250,6 +250,7 @@ final class RPCTests: XCTestCase {
     func testRequestsWithOneOrderingKeyRunInArrivalOrder() async throws {
         let c = try await connect()
         XCTAssertEqual(c.protocolVersion, Hello.currentVersion)
+        XCTAssertEqual(c.tlsSuite, "TLS_AES_128_GCM_SHA256")  // the first of TLSContext.cipherSuites
         XCTAssertGreaterThanOrEqual(c.protocolVersion, Hello.orderedBucketsVersion)
         func body(_ key: UInt64, _ ms: UInt32, _ seq: UInt32) -> [UInt8] {
             var w = WireWriter()

@@ -301,6 +301,9 @@ public final class Connection: EventHandler, @unchecked Sendable {
 
     enum WriteStop { case done, wantWrite, wantRead, failed }
 
+    /// Writes longer than this (more than one TLS record) are corked.
+    static let corkAbove = 16 << 10
+
     /// Writes as much of `bytes` as TLS takes now; returns how much and why it stopped.
     func tlsWrite(_ bytes: UnsafeRawBufferPointer) -> (Int, WriteStop) {
         var done = 0
@@ -315,6 +318,12 @@ public final class Connection: EventHandler, @unchecked Sendable {
             }
             return (done, .done)
         }
+        // A large write leaves as 16 KiB TLS records, one write(2) each; corked, the kernel
+        // sends them in full-sized segments (fewer packets to send and to receive) and the
+        // last partial one when uncorked.
+        let cork = bytes.count > Self.corkAbove
+        if cork { setCork(fd, true) }
+        defer { if cork { setCork(fd, false) } }
         while done < bytes.count {
             ERR_clear_error()
             let n = SSL_write(ssl, bytes.baseAddress! + done, Int32(min(bytes.count - done, 1 << 20)))
@@ -418,6 +427,12 @@ func resolve(host: String, port: UInt16) throws -> [(Int32, [UInt8])] {
 func setNonBlocking(_ fd: Int32) {
     let flags = fcntl(fd, F_GETFL)
     _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+}
+
+/// TCP_CORK on or off: while on, the kernel sends only full segments; off sends the rest.
+func setCork(_ fd: Int32, _ on: Bool) {
+    var v: Int32 = on ? 1 : 0
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_CORK, &v, socklen_t(4))
 }
 
 func setSocketOptions(_ fd: Int32) {

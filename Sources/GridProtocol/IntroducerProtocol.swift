@@ -77,7 +77,7 @@ public struct Announcement: Equatable, Sendable {
 
 /// An announcement as it travels: the exact payload bytes and their signature. It is the
 /// body of an `announce` request and of an `announcement` NOTIFY.
-public struct SignedAnnouncement: IntroducerRequest {
+public struct SignedAnnouncement: IntroducerRequest, Equatable {
     public typealias Response = EmptyMessage
     public static let method = IntroducerMethod.announce
     public var payload: [UInt8]

@@ -38,6 +38,35 @@ final class DaemonTests: XCTestCase {
         try await body(grid, sub, s)
     }
 
+    /// An introducer's list that repeats the bytes a client seeded from its cache is not
+    /// checked again (an Ed25519 verification per server and per command); an announcement
+    /// whose bytes differ (here a damaged cached one, refused at seeding) is.
+    func testSeededAnnouncementsAreNotCheckedTwice() async throws {
+        let grid = try TestGrid(servers: 3)
+        defer { grid.shutdown() }
+        func confirmed(_ sub: IntroducerSubscriber) async throws -> [SignedAnnouncement] {
+            for _ in 0..<200 {
+                if let list = sub.confirmedSigned, list.count == 3 { return list }
+                try await Task.sleep(nanoseconds: 25_000_000)
+            }
+            throw WireError(.timeout, "the introducer's list did not arrive")
+        }
+        let first = grid.subscriber()
+        let list = try await confirmed(first)
+        first.stop()
+        var cached = list
+        cached[0].signature[5] ^= 1
+        let second = grid.subscriber()
+        defer { second.stop() }
+        second.seed(cached)
+        XCTAssertEqual(second.current.count, 2, "the damaged announcement is refused")
+        XCTAssertEqual(second.signatureChecks, 3)
+        let again = try await confirmed(second)
+        XCTAssertEqual(Set(again.map(\.signature)), Set(list.map(\.signature)))
+        XCTAssertEqual(second.current.count, 3)
+        XCTAssertEqual(second.signatureChecks, 4, "only the announcement that differed from the seeded bytes is checked again")
+    }
+
     /// Sends everything before awaiting any reply: `first` (e.g. the allocation), then
     /// `data`'s writes to bucket `h` (last piece first, so a close that overtook them would
     /// find the share incomplete), `extra`, and the close. Returns every reply after

@@ -76,6 +76,31 @@ final class SDMFTests: XCTestCase {
         XCTAssertThrowsError(try SDMFDecoder(capability: write.verifier).decode(versions[1].1)) { XCTAssertEqual($0.errorClass, .usage) }
     }
 
+    /// A share's key and signature are checked against the capability; a good check is
+    /// remembered (every share of a version carries the same key, signature and prefix),
+    /// a bad one never is: a changed signature, prefix or key after a good check still fails.
+    func testSignatureChecksRememberOnlySuccess() throws {
+        let key = try RSAPrivateKey(der: unhex((try Fixtures.json("sdmf.json") as! [String: Any])["private_key_der_pkcs8_hex"] as! String))
+        let (cap, shares) = try SDMFEncoder.encode(pseudoRandom(300, seed: 9), privateKey: key, sequenceNumber: 4, needed: 3, total: 5)
+        let s = shares[1]
+        func check(key k: [UInt8] = s.verificationKey, signature: [UInt8] = s.signature, prefix: [UInt8] = s.signedPrefix) throws {
+            try MutableKeys.checkSigned(cap, number: 1, total: 5, verificationKey: k, signature: signature, signedPrefix: prefix)
+        }
+        for _ in 0..<2 { XCTAssertNoThrow(try check()) }
+        var sig = s.signature
+        sig[10] ^= 1
+        var prefix = s.signedPrefix
+        prefix[prefix.count - 1] ^= 1
+        var k = s.verificationKey
+        k[k.count - 3] ^= 1
+        for _ in 0..<2 {
+            XCTAssertThrowsError(try check(signature: sig)) { XCTAssertEqual($0.errorClass, .corrupt) }
+            XCTAssertThrowsError(try check(prefix: prefix)) { XCTAssertEqual($0.errorClass, .corrupt) }
+            XCTAssertThrowsError(try check(key: k)) { XCTAssertEqual($0.errorClass, .corrupt) }
+        }
+        XCTAssertNoThrow(try check())
+    }
+
     /// Our own signature verifies; every truncation and a bad offset are refused cleanly.
     func testOwnSharesSignAndParseStrictly() throws {
         let key = try RSAPrivateKey(der: unhex((try Fixtures.json("sdmf.json") as! [String: Any])["private_key_der_pkcs8_hex"] as! String))

@@ -205,7 +205,17 @@ extension MutableFileClient {
     /// batches, each block checked against its tree. A share that fails a check is set
     /// aside (and reported to its server) and another share of the version read instead.
     /// `write` gets the plaintext in order. Returns the file's size and sequence number.
+    ///
+    /// `firstServersFirst`: ask first only the `total − happy + needed` servers the file's
+    /// shares go to first (of the permuted list), and take their version when every one of
+    /// them answered with good shares of one and the same version, enough to read it; any
+    /// difference (a server with no share, another version, a bad share, no answer, fewer
+    /// than needed) asks every server. A publish succeeds only on at least `happy`
+    /// servers, so it reached at least one of those (when writers use at least this
+    /// client's happiness): the newest version is not missed. Callers that write what
+    /// they read ask every server from the start.
     public func readMDMF(_ cap: MutableCapability, offset: UInt64 = 0, length: UInt64? = nil,
+                         firstServersFirst: Bool = false,
                          salt: ((Int, [UInt8]) -> Void)? = nil,
                          sized: ((UInt64) throws -> Void)? = nil,
                          write: (UnsafeRawBufferPointer) throws -> Void) async throws -> (size: UInt64, sequenceNumber: UInt64) {
@@ -215,9 +225,25 @@ extension MutableFileClient {
         let si = cap.storageIndex
         let timeout = 4 * coding.stallTimeout
         let servers = try await servers(cap)
-        let heads: [ShareSource] = await fetchHeads(si, servers: servers).compactMap { h in
-            guard let (head, layout) = try? MutableKeys.checkedHead(cap, h.bytes, number: h.number) else { return nil }
-            return ShareSource(server: h.server, client: h.client, number: h.number, head: head, layout: layout, prefix: h.bytes)
+        func checked(_ held: [Held]) -> [ShareSource] {
+            held.compactMap { h in
+                guard let (head, layout) = try? MutableKeys.checkedHead(cap, h.bytes, number: h.number) else { return nil }
+                return ShareSource(server: h.server, client: h.client, number: h.number, head: head, layout: layout, prefix: h.bytes)
+            }
+        }
+        var heads: [ShareSource]
+        let e = settings.encoding
+        let firstAsk = max(e.needed, e.total - e.happy + e.needed)
+        if firstServersFirst && firstAsk < servers.count {
+            let first = Array(servers.prefix(firstAsk))
+            let (held, unanswered) = await readPrefixes(si, servers: first, length: MDMFShare.shareDataOffset + (16 << 10), timeout: timeout)
+            heads = checked(held)
+            let versions = Set(heads.map { VersionID(sequenceNumber: $0.head.sequenceNumber, rootHash: $0.head.rootHash) })
+            let agree = unanswered.isEmpty && heads.count == held.count && Set(heads.map(\.server)).count == first.count
+                && versions.count == 1 && Set(heads.map(\.number)).count >= Int(heads[0].head.needed)
+            if !agree { heads += checked(await fetchHeads(si, servers: Array(servers.dropFirst(firstAsk)))) }
+        } else {
+            heads = checked(await fetchHeads(si, servers: servers))
         }
         let byVersion: [VersionID: [ShareSource]] = Dictionary(grouping: heads) { (h: ShareSource) in
             VersionID(sequenceNumber: h.head.sequenceNumber, rootHash: h.head.rootHash)

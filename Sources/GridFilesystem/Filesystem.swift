@@ -108,7 +108,7 @@ public final class GridFilesystem: Sendable {
                 while true {
                     attempt += 1
                     do {
-                        let r = try await mutableFiles.readMDMF(m, offset: offset, length: length, sized: { size in
+                        let r = try await mutableFiles.readMDMF(m, offset: offset, length: length, firstServersFirst: true, sized: { size in
                             told.mutate { $0 = true }
                             try sized?(size)
                         }) { bytes in

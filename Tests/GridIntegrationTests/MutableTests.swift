@@ -67,6 +67,57 @@ final class MutableTests: XCTestCase {
         XCTAssertTrue(got.data == v2)
     }
 
+    /// A read that asks the first servers first reads from the first total − happy + needed
+    /// = 6 servers of the permuted list and connects to no other, when they agree. When one
+    /// of them holds an older version (its v1 share put back after v2 was written: a server
+    /// rolled back) or no share at all, the reader asks every server and reads the newest.
+    func testReadsAskTheFirstServersFirstAndEveryServerWhenTheyDisagree() async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (mc, pool) = try client(grid)
+        defer { pool.shutdown() }
+        _ = await pool.waitForServers(count: 10, timeout: 30)
+        func read(_ cap: MutableCapability) async throws -> (data: [UInt8], sequence: UInt64, connected: Int) {
+            let (reader, readerPool) = try client(grid)
+            defer { readerPool.shutdown() }
+            _ = await readerPool.waitForServers(count: 10, timeout: 30)
+            var out: [UInt8] = []
+            let r = try await reader.readMDMF(cap, firstServersFirst: true) { out += $0 }
+            return (out, r.sequenceNumber, readerPool.statuses().filter(\.connected).count)
+        }
+        let v1 = pseudoRandom(3000, seed: 5)
+        let created = try await mc.create(v1, format: .mdmf)
+        let cap = try XCTUnwrap(created.capability.readOnly)
+        var r = try await read(cap)
+        XCTAssertTrue(r.data == v1)
+        XCTAssertEqual(r.connected, 6)
+
+        // Keep share 0's container as v1 left it, write v2, put the v1 container back.
+        let si = Base32.encode(cap.storageIndex)
+        func sharePath(_ n: Int) throws -> String {
+            let holder = try XCTUnwrap(grid.servers.first { FileSystem.exists($0.directory + "/storage/shares/\(si.prefix(2))/\(si)/\(n)") })
+            return holder.directory + "/storage/shares/\(si.prefix(2))/\(si)/\(n)"
+        }
+        let path0 = try sharePath(0)
+        let old = try XCTUnwrap(try FileSystem.readFile(path0, maxSize: 1 << 20))
+        let v2 = pseudoRandom(3500, seed: 6)
+        _ = try await mc.update(created.capability, v2)
+        r = try await read(cap)
+        XCTAssertTrue(r.data == v2)
+        XCTAssertEqual(r.connected, 6)
+        try FileSystem.writeFileAtomically(path0, old)
+        r = try await read(cap)
+        XCTAssertTrue(r.data == v2, "the newest version, not the rolled-back share's")
+        XCTAssertEqual(r.sequence, 2)
+        XCTAssertEqual(r.connected, 10)
+        // A first server with no share of the file at all.
+        try FileSystem.remove(path0)
+        try FileSystem.remove(try sharePath(1))
+        r = try await read(cap)
+        XCTAssertTrue(r.data == v2)
+        XCTAssertEqual(r.connected, 10)
+    }
+
     /// Lease renewal of a mutable file (what `grid maintain` does for each) asks every
     /// holder at once, each within the census's bound: with three holders stopped
     /// (SIGSTOP, alive to TCP, silent to everything) it used to wait the call timeout for

@@ -44,7 +44,7 @@ public enum MutableKeys {
         let digest = SHA256.hash(Netstring.encode(verificationKey) + Netstring.encode(signature) + signedPrefix)
         if goodSignatures.withLock({ $0.contains(digest) }) { return }
         guard let key = try? RSAPublicKey(der: verificationKey) else {
-            throw ShareFailure.corrupt(.header, "verification key does not match the capability's fingerprint")
+            throw ShareFailure.corrupt(.header, "verification key is not an RSA public key")
         }
         guard key.isValidSignature(signature, for: signedPrefix) else {
             throw ShareFailure.corrupt(.header, "signature does not match the signed prefix")

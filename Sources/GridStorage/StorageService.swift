@@ -189,8 +189,9 @@ public final class StorageService: RPCService, @unchecked Sendable {
                 let p = min(UInt64(req.prefix), size)
                 let at = max(p, size - min(UInt64(req.suffix), size))
                 // A share that cannot be read now (gone, damaged) is listed without a peek.
+                // (A share asked for whole has no suffix left: one read, not two.)
                 guard let prefix = try? backend.read(si: req.storageIndex, shnum: req.share, offset: 0, length: Int(p)),
-                      let suffix = try? backend.read(si: req.storageIndex, shnum: req.share, offset: at, length: Int(size - at))
+                      let suffix = at == size ? [] : try? backend.read(si: req.storageIndex, shnum: req.share, offset: at, length: Int(size - at))
                 else { return GetBucketsPeekResponse(shares: shares, peek: nil) }
                 return GetBucketsPeekResponse(shares: shares, peek: SharePeek(share: req.share, prefix: prefix, suffixOffset: at, suffix: suffix))
             }

@@ -47,6 +47,7 @@ struct BenchGrid: ParsableCommand {
         }
         var ups: [Double] = [], downs: [Double] = []
         var cpu: [[Double]] = []  // client up, servers up, client down, servers down
+        var busy: [Double] = []  // cores busy during each upload: CPU-s of every process over wall seconds
         let coding = try codingOptionsFromEnvironment()
         let uploader = Uploader(pool: pool, settings: settings, coding: coding)
         let downloader = Downloader(pool: pool, coding: coding)
@@ -72,6 +73,7 @@ struct BenchGrid: ParsableCommand {
             let downSeconds = Date().timeIntervalSince(t1)
             let (c2, d2) = (CurrentProcess.cpuSeconds, grid.daemonsCPUSeconds)
             cpu.append([c1 - c0, d1 - d0, c2 - c1, d2 - d1])
+            busy.append(((c1 - c0) + (d1 - d0)) / upSeconds)
             guard sink.count == bytes else { throw GridError(.internal, "downloaded \(sink.count) bytes, expected \(bytes)") }
             ups.append(Double(bytes) / upSeconds / 1e6)
             downs.append(Double(bytes) / downSeconds / 1e6)
@@ -82,6 +84,11 @@ struct BenchGrid: ParsableCommand {
             }
         }
         let rss = CurrentProcess.peakResidentBytes
+        // CPU seconds per GiB of file, medians over the rounds (issue 16's measure: steadier
+        // than wall time on a shared machine).
+        let gib = Double(bytes) / Double(1 << 30)
+        let perGiB = ["upload_client", "upload_servers", "download_client", "download_servers"].enumerated()
+            .reduce(into: [String: Double]()) { out, e in out[e.element] = median(cpu.map { $0[e.offset] }) / gib }
         if json {
             let out: [String: Any] = [
                 "size": bytes, "servers": options.servers, "rounds": rounds, "needed": options.needed, "total": options.total,
@@ -89,10 +96,14 @@ struct BenchGrid: ParsableCommand {
                 "upload_median_mb_s": median(ups), "download_median_mb_s": median(downs),
                 "client_peak_rss_bytes": rss, "simd_path": coding.simdPath.description, "sha_path": SHA256Path.current.description,
                 "cpu_seconds": cpu.map { ["upload_client": $0[0], "upload_servers": $0[1], "download_client": $0[2], "download_servers": $0[3]] },
+                "cpu_seconds_per_gib": perGiB, "upload_cores_busy": busy, "upload_cores_busy_median": median(busy),
             ]
             say(jsonString(out))
         } else {
             say("median  \(lpad(fmt(median(ups), 1), 11))   \(lpad(fmt(median(downs), 1), 13))")
+            say("CPU-s per GiB (medians): upload client \(fmt(perGiB["upload_client"]!)) servers \(fmt(perGiB["upload_servers"]!)); "
+                + "download client \(fmt(perGiB["download_client"]!)) servers \(fmt(perGiB["download_servers"]!)); "
+                + "cores busy during upload \(fmt(median(busy)))")
             say("client peak RSS: \(fmt(Double(rss) / 1048576, 1)) MiB")
         }
     }

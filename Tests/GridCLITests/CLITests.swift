@@ -240,6 +240,26 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `bench grid --json` through real daemons: MB/s, CPU seconds per round, and the CPU
+    /// per GiB medians and busy cores that issue 16's targets are stated in.
+    func testBenchGridJSON() throws {
+        let r = try grid(["bench", "grid", "--json", "--size", "2MiB", "--rounds", "1", "--servers", "4", "--happy", "4", "--total", "4"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        XCTAssertEqual(o["size"] as? Int, 2 << 20)
+        XCTAssertGreaterThan(o["upload_median_mb_s"] as! Double, 0)
+        let rounds = try XCTUnwrap(o["cpu_seconds"] as? [[String: Double]])
+        XCTAssertEqual(rounds.count, 1)
+        let perGiB = try XCTUnwrap(o["cpu_seconds_per_gib"] as? [String: Double])
+        // One round: the median is that round's CPU over the file's size in GiB.
+        XCTAssertEqual(perGiB["upload_client"]!, rounds[0]["upload_client"]! * 512, accuracy: 1e-9)
+        XCTAssertEqual(perGiB["download_servers"]!, rounds[0]["download_servers"]! * 512, accuracy: 1e-9)
+        XCTAssertGreaterThan(perGiB["upload_client"]!, 0)
+        // (No upper bound: the daemons' CPU comes from /proc in 10 ms ticks, coarse beside
+        // a 2 MiB upload's wall time.)
+        XCTAssertGreaterThan(try XCTUnwrap(o["upload_cores_busy_median"] as? Double), 0)
+    }
+
     func testBenchSHAJSON() throws {
         let r = try grid(["bench", "sha", "--json", "--shapes", "3:1000,16:4096", "--reps", "1", "--min-time", "0.001"])
         XCTAssertEqual(r.status, 0, r.stderr)

@@ -236,7 +236,7 @@ extension MutableFileClient {
         let firstAsk = max(e.needed, e.total - e.happy + e.needed)
         if firstServersFirst && firstAsk < servers.count {
             let first = Array(servers.prefix(firstAsk))
-            let (held, unanswered) = await readPrefixes(si, servers: first, length: MDMFShare.shareDataOffset + (16 << 10), timeout: timeout)
+            let (held, unanswered) = await fetchHeadsReporting(si, servers: first)
             heads = checked(held)
             let versions = Set(heads.map { VersionID(sequenceNumber: $0.head.sequenceNumber, rootHash: $0.head.rootHash) })
             let agree = unanswered.isEmpty && heads.count == held.count && Set(heads.map(\.server)).count == first.count
@@ -432,8 +432,13 @@ extension MutableFileClient {
     /// The first 2167 bytes (an MDMF share's head: everything but its blocks and tree) of
     /// every share every server holds of `si`, unchecked.
     func fetchHeads(_ si: [UInt8], servers: [ServerRef]) async -> [Held] {
+        await fetchHeadsReporting(si, servers: servers).held
+    }
+
+    /// `fetchHeads`, with the servers that did not answer.
+    func fetchHeadsReporting(_ si: [UInt8], servers: [ServerRef]) async -> (held: [Held], unanswered: [ServerRef]) {
         // The head, and 16 KiB beyond it: a small file's shares whole, in the same round trip.
-        await readPrefixes(si, servers: servers, length: MDMFShare.shareDataOffset + (16 << 10), timeout: 4 * coding.stallTimeout).held
+        await readPrefixes(si, servers: servers, length: MDMFShare.shareDataOffset + (16 << 10), timeout: 4 * coding.stallTimeout)
     }
 
     /// The first `length` bytes of every share every server holds of `si` (one slot_readv

@@ -219,7 +219,7 @@ public final class FileDescriptorSink: PlaintextSink {
         guard writebackEvery > 0 else { return }
         unflushed += bytes.count
         if unflushed >= writebackEvery {
-            file.startWriteback()
+            file.flushInBackground()
             unflushed = 0
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -101,6 +102,10 @@ public final class FileDescriptor: @unchecked Sendable {
 
     deinit { if owned { close(rawValue) } }
 
+    /// The first error a background flush (`flushInBackground`) met, kept for `sync()`:
+    /// after a failed fsync Linux reports the error once, so whoever syncs last must learn it here.
+    let deferredSyncError = Locked<SystemError?>(nil)
+
     public static let standardInput = FileDescriptor(adopting: 0, name: "stdin", owned: false)
     public static let standardOutput = FileDescriptor(adopting: 1, name: "stdout", owned: false)
     public static let standardError = FileDescriptor(adopting: 2, name: "stderr", owned: false)
@@ -166,9 +171,29 @@ public final class FileDescriptor: @unchecked Sendable {
     public func write(at offset: UInt64, _ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write(at: offset, $0) } }
 
     /// fsync(2). Descriptors that cannot be synced (a pipe, a terminal) are not an error.
+    /// Also throws the error an earlier background flush of this descriptor met.
     public func sync() throws {
         let (r, e) = retryingInterrupts { fsync(rawValue) }
+        if let deferred = deferredSyncError.value { throw deferred }
         if r < 0 && e != EINVAL && e != EROFS { throw SystemError("flush", path, errno: e) }
+    }
+
+    /// fdatasync(2) on the background flusher's thread, soon; a request for a descriptor
+    /// already waiting there is merged with it. The descriptor stays open until then. An
+    /// error is kept and thrown by the next `sync()`. Files written for longer than the
+    /// device takes to flush them (a share, a downloaded file) then find little left for
+    /// their final `sync()`: without it the device's whole write cache is flushed at the
+    /// end (0.3-0.5 s for ten 45 MB shares written at once on a virtual disk).
+    public func flushInBackground() {
+        BackgroundFlusher.shared.request(self)
+    }
+
+    /// Called on the flusher's thread.
+    func flushNow() {
+        let (r, e) = retryingInterrupts { fdatasync(rawValue) }
+        if r < 0 && e != EINVAL && e != EROFS {
+            deferredSyncError.mutate { if $0 == nil { $0 = SystemError("flush", path, errno: e) } }
+        }
     }
 
     public func truncate(to size: UInt64) throws {
@@ -436,4 +461,42 @@ public func readSecretFile(_ path: String) throws -> String? {
 /// Writes a file only its owner can read (0600 unless told otherwise), atomically.
 public func writeSecretFile(_ path: String, _ contents: String, permissions: UInt32 = 0o600) throws {
     try FileSystem.writeFileAtomically(path, Array(contents.utf8), permissions: permissions)
+}
+
+/// One thread per process that runs fdatasync(2) on the files handed to it, one at a time
+/// (a slow device is asked for one flush at a time, never a pile of them), oldest request
+/// first. Started on first use; it waits while there is nothing to flush.
+final class BackgroundFlusher: @unchecked Sendable {
+    static let shared = BackgroundFlusher()
+    let cond = NSCondition()
+    var queue: [FileDescriptor] = []
+    var queued = Set<ObjectIdentifier>()
+    var started = false
+
+    func request(_ file: FileDescriptor) {
+        cond.lock()
+        defer { cond.unlock() }
+        guard queued.insert(ObjectIdentifier(file)).inserted else { return }
+        queue.append(file)
+        if !started {
+            started = true
+            let t = Thread { [self] in run() }
+            t.name = "grid-flush"
+            t.stackSize = 256 << 10
+            t.start()
+        }
+        cond.signal()
+    }
+
+    func run() {
+        while true {
+            cond.lock()
+            while queue.isEmpty { cond.wait() }
+            let file = queue.removeFirst()
+            // A request that comes while this flush runs is for bytes it may miss: queue it.
+            queued.remove(ObjectIdentifier(file))
+            cond.unlock()
+            file.flushNow()
+        }
+    }
 }

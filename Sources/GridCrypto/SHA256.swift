@@ -120,3 +120,23 @@ public enum SHA1 {
         return out
     }
 }
+
+/// HMAC-SHA256 (RFC 2104), from OpenSSL.
+public enum HMACSHA256 {
+    /// The 32-byte authentication code of `data` under `key`.
+    public static func authenticationCode(key: [UInt8], data: [UInt8]) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 32)
+        var len = 0
+        let ok = key.withUnsafeBytes { k in
+            data.withUnsafeBytes { d in
+                out.withUnsafeMutableBytes { o in
+                    EVP_Q_mac(nil, "HMAC", nil, "SHA256", nil, k.baseAddress, k.count,
+                              d.baseAddress?.assumingMemoryBound(to: UInt8.self), d.count,
+                              o.baseAddress?.assumingMemoryBound(to: UInt8.self), 32, &len) != nil
+                }
+            }
+        }
+        guard ok, len == 32 else { throw CryptoError.openssl("HMAC-SHA256") }
+        return out
+    }
+}

@@ -27,7 +27,10 @@ public final class GridFilesystem: Sendable {
         let dir = ClientNode.resolveDirectory(nodeDirectory)
         self.nodeDirectory = dir
         settings = try ClientNode.load(directory: dir)
-        pool = try ServerPool(introducers: settings.introducers, cachePath: ClientNode.serverCachePath(directory: dir))
+        // The server cache's authentication key: from a secret only this node reads, for
+        // this one purpose.
+        let cacheKey = try HMACSHA256.authenticationCode(key: settings.leaseSecret, data: Array("grid: servers.cache authentication v1".utf8))
+        pool = try ServerPool(introducers: settings.introducers, cachePath: ClientNode.serverCachePath(directory: dir), cacheKey: cacheKey)
         self.coding = coding
         mutableFiles = MutableFileClient(pool: pool, settings: settings, coding: coding)
     }

@@ -15,6 +15,17 @@ final class CryptoTests: XCTestCase {
         return content(seed: c["input_seed"] as! String, length: c["input_len"] as! Int)
     }
 
+    /// RFC 4231 test cases 1, 2 and 6 (a key longer than the block is hashed first).
+    func testHMACSHA256KnownAnswers() throws {
+        XCTAssertEqual(hex(try HMACSHA256.authenticationCode(key: [UInt8](repeating: 0x0b, count: 20), data: Array("Hi There".utf8))),
+                       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
+        XCTAssertEqual(hex(try HMACSHA256.authenticationCode(key: Array("Jefe".utf8), data: Array("what do ya want for nothing?".utf8))),
+                       "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        XCTAssertEqual(hex(try HMACSHA256.authenticationCode(key: [UInt8](repeating: 0xaa, count: 131),
+                                                             data: Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8))),
+                       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+    }
+
     func testSHA256KnownAnswers() {
         XCTAssertEqual(hex(SHA256.hash(Array("abc".utf8))),
                        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")

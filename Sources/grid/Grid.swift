@@ -6,6 +6,7 @@ import GridFormat
 import GridImmutable
 import GridNode
 import GridSystem
+import GridWire
 
 @main
 struct Grid: ParsableCommand {
@@ -14,6 +15,12 @@ struct Grid: ParsableCommand {
     /// destructor runs under a thread still at work.
     static func main() {
         CurrentProcess.keepBlockBuffersOnHeap()
+        // Most commands open TLS connections; help and the version never do (and would
+        // only wait for the thread at exit).
+        let args = CommandLine.arguments.dropFirst()
+        if !args.isEmpty && !args.contains(where: { ["--help", "-h", "--version", "help"].contains($0) }) {
+            TLSContext.warmUpInBackground()
+        }
         var code: Int32 = 0
         do {
             try checkHelpTopic()

@@ -465,21 +465,24 @@ public func writeSecretFile(_ path: String, _ contents: String, permissions: UIn
 
 /// One thread per process that runs fdatasync(2) on the files handed to it, one at a time
 /// (a slow device is asked for one flush at a time, never a pile of them), oldest request
-/// first. Started on first use; it waits while there is nothing to flush.
+/// first. Each file's writeback is started (sync_file_range) as soon as the thread sees its
+/// request, so files waiting their turn are written meanwhile, as they were when writers
+/// started it themselves. Started on first use; it waits while there is nothing to flush.
 final class BackgroundFlusher: @unchecked Sendable {
     static let shared = BackgroundFlusher()
     let cond = NSCondition()
-    var queue: [FileDescriptor] = []
+    /// Requests in order; `started`: its writeback was started already.
+    var queue: [(file: FileDescriptor, started: Bool)] = []
     var queued = Set<ObjectIdentifier>()
-    var started = false
+    var running = false
 
     func request(_ file: FileDescriptor) {
         cond.lock()
         defer { cond.unlock() }
         guard queued.insert(ObjectIdentifier(file)).inserted else { return }
-        queue.append(file)
-        if !started {
-            started = true
+        queue.append((file, false))
+        if !running {
+            running = true
             let t = Thread { [self] in run() }
             t.name = "grid-flush"
             t.stackSize = 256 << 10
@@ -492,10 +495,15 @@ final class BackgroundFlusher: @unchecked Sendable {
         while true {
             cond.lock()
             while queue.isEmpty { cond.wait() }
-            let file = queue.removeFirst()
+            let file = queue.removeFirst().file
             // A request that comes while this flush runs is for bytes it may miss: queue it.
             queued.remove(ObjectIdentifier(file))
+            let waiting = queue.indices.filter { !queue[$0].started }.map { i in
+                queue[i].started = true
+                return queue[i].file
+            }
             cond.unlock()
+            for f in waiting { f.startWriteback() }
             file.flushNow()
         }
     }

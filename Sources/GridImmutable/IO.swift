@@ -194,9 +194,9 @@ public protocol PlaintextSink: AnyObject {
 /// Writes to a file descriptor (a file or stdout).
 public final class FileDescriptorSink: PlaintextSink {
     let file: FileDescriptor
-    /// For a file to be synced at the end: ask the kernel to start writing back every this
-    /// many bytes, so the disk works while the download does and the final sync finds
-    /// little left (0: never).
+    /// For a file to be synced at the end: ask for a background flush every this many
+    /// bytes, so the disk works while the download does and the final sync finds little
+    /// left (0: never).
     let writebackEvery: Int
     private var unflushed = 0
 

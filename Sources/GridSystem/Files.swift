@@ -171,8 +171,11 @@ public final class FileDescriptor: @unchecked Sendable {
     public func write(at offset: UInt64, _ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write(at: offset, $0) } }
 
     /// fsync(2). Descriptors that cannot be synced (a pipe, a terminal) are not an error.
-    /// Also throws the error an earlier background flush of this descriptor met.
+    /// Also throws the error an earlier background flush of this descriptor met: a flush
+    /// still waiting is dropped (this one does its work) and one under way is waited for,
+    /// since its fdatasync may have taken an error this fsync will no longer see.
     public func sync() throws {
+        BackgroundFlusher.shared.settle(self)
         let (r, e) = retryingInterrupts { fsync(rawValue) }
         if let deferred = deferredSyncError.value { throw deferred }
         if r < 0 && e != EINVAL && e != EROFS { throw SystemError("flush", path, errno: e) }
@@ -191,6 +194,7 @@ public final class FileDescriptor: @unchecked Sendable {
     /// Called on the flusher's thread.
     func flushNow() {
         let (r, e) = retryingInterrupts { fdatasync(rawValue) }
+        BackgroundFlusher.afterFlush.value?()
         if r < 0 && e != EINVAL && e != EROFS {
             deferredSyncError.mutate { if $0 == nil { $0 = SystemError("flush", path, errno: e) } }
         }
@@ -470,15 +474,22 @@ public func writeSecretFile(_ path: String, _ contents: String, permissions: UIn
 /// started it themselves. Started on first use; it waits while there is nothing to flush.
 final class BackgroundFlusher: @unchecked Sendable {
     static let shared = BackgroundFlusher()
+    /// Tests: runs on the flusher's thread between a flush's fdatasync and the recording of its error.
+    static let afterFlush = Locked<(@Sendable () -> Void)?>(nil)
     let cond = NSCondition()
     /// Requests in order; `started`: its writeback was started already.
     var queue: [(file: FileDescriptor, started: Bool)] = []
     var queued = Set<ObjectIdentifier>()
+    /// The file being flushed now (alive: `run` holds it).
+    var inFlight: ObjectIdentifier?
     var running = false
+    /// Requests made (merged ones included): tests.
+    var requests = 0
 
     func request(_ file: FileDescriptor) {
         cond.lock()
         defer { cond.unlock() }
+        requests += 1
         guard queued.insert(ObjectIdentifier(file)).inserted else { return }
         queue.append((file, false))
         if !running {
@@ -488,7 +499,17 @@ final class BackgroundFlusher: @unchecked Sendable {
             t.stackSize = 256 << 10
             t.start()
         }
-        cond.signal()
+        cond.broadcast()  // `settle` waits on the same condition
+    }
+
+    /// Before a file's own fsync: drops its waiting request and waits out a flush of it
+    /// under way (whose error is then recorded on the file).
+    func settle(_ file: FileDescriptor) {
+        let id = ObjectIdentifier(file)
+        cond.lock()
+        defer { cond.unlock() }
+        if queued.remove(id) != nil { queue.removeAll { $0.file === file } }
+        while inFlight == id { cond.wait() }
     }
 
     func run() {
@@ -498,6 +519,7 @@ final class BackgroundFlusher: @unchecked Sendable {
             let file = queue.removeFirst().file
             // A request that comes while this flush runs is for bytes it may miss: queue it.
             queued.remove(ObjectIdentifier(file))
+            inFlight = ObjectIdentifier(file)
             let waiting = queue.indices.filter { !queue[$0].started }.map { i in
                 queue[i].started = true
                 return queue[i].file
@@ -505,6 +527,10 @@ final class BackgroundFlusher: @unchecked Sendable {
             cond.unlock()
             for f in waiting { f.startWriteback() }
             file.flushNow()
+            cond.lock()
+            inFlight = nil
+            cond.broadcast()
+            cond.unlock()
         }
     }
 }

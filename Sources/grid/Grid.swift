@@ -15,8 +15,8 @@ struct Grid: ParsableCommand {
     /// destructor runs under a thread still at work.
     static func main() {
         CurrentProcess.keepBlockBuffersOnHeap()
-        // Most commands open TLS connections; help and the version never do (and would
-        // only wait for the thread at exit).
+        // Most commands open TLS connections; help and the version never do (the thread
+        // would only take a core from them).
         let args = CommandLine.arguments.dropFirst()
         if !args.isEmpty && !args.contains(where: { ["--help", "-h", "--version", "help"].contains($0) }) {
             TLSContext.warmUpInBackground()

@@ -36,12 +36,37 @@ final class BackgroundFlushTests: XCTestCase {
         XCTAssertThrowsError(try f.sync()) { XCTAssertEqual(($0 as? SystemError)?.code, EBADF) }
         try real.sync()  // another descriptor of the same file has nothing to report
     }
+
+    /// A `sync()` while a background flush of the same descriptor is under way waits for
+    /// it: the flush's fdatasync may have taken the error (Linux reports it once), and the
+    /// sync's own fsync would then succeed. Here the flush meets EBADF and is held before
+    /// recording it; the number is made valid meanwhile, so only waiting finds the error.
+    func testSyncWaitsForAFlushUnderWay() throws {
+        let dir = try FileSystem.makeTemporaryDirectory(prefix: "flush-race")
+        defer { FileSystem.removeTree(dir) }
+        let real = try FileDescriptor(path: dir + "/f", .replace)
+        let number: Int32 = 901
+        XCTAssertEqual(dup2(real.rawValue, number), number)
+        close(number)
+        let f = FileDescriptor(adopting: number, name: dir + "/f", owned: false)
+        let flushed = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        BackgroundFlusher.afterFlush.value = { flushed.signal(); _ = release.wait(timeout: .now() + 10) }
+        defer { BackgroundFlusher.afterFlush.value = nil }
+        f.flushInBackground()
+        XCTAssertEqual(flushed.wait(timeout: .now() + 10), .success, "the flush did not run")
+        XCTAssertEqual(dup2(real.rawValue, number), number)  // valid again: fsync alone succeeds
+        defer { close(number) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { release.signal() }
+        XCTAssertThrowsError(try f.sync()) { XCTAssertEqual(($0 as? SystemError)?.code, EBADF) }
+    }
 }
 
 extension StorageBackendTests {
     /// A share of 9 MiB written in 1 MiB pieces asks for a background flush twice while
     /// its writes go on; it closes whole and reads back byte for byte.
     func testAShareWrittenAcrossBackgroundFlushesClosesWhole() throws {
+        let flusher = BackgroundFlusher.shared
+        let requestsBefore = flusher.cond.withLock { flusher.requests }
         let b = try backend()
         let size = 9 << 20
         let data = pseudoRandom(size, seed: 9)
@@ -50,6 +75,7 @@ extension StorageBackendTests {
         for off in stride(from: 0, to: size, by: 1 << 20) {
             try w.write(offset: UInt64(off), data: Array(data[off..<(off + (1 << 20))]))
         }
+        XCTAssertGreaterThanOrEqual(flusher.cond.withLock { flusher.requests } - requestsBefore, 2, "a flush asked for at 4 and 8 MiB")
         try w.close()
         XCTAssertEqual(try b.getBuckets(si), [3: UInt64(size)])
         for off in stride(from: 0, to: size, by: 3 << 20) {  // reads are limited to 8 MiB

@@ -10,6 +10,16 @@ import XCTest
 
 /// Mutable files through real storage daemons on 127.0.0.1.
 final class MutableTests: XCTestCase {
+    /// Runs `body` with a ten-server grid and a client that has seen all ten; then stops them.
+    func withTenServers(_ body: (TestGrid, MutableFileClient, ServerPool) async throws -> Void) async throws {
+        let grid = try TestGrid(servers: 10)
+        defer { grid.shutdown() }
+        let (mc, pool) = try client(grid)
+        defer { pool.shutdown() }
+        _ = await pool.waitForServers(count: 10, timeout: 30)
+        try await body(grid, mc, pool)
+    }
+
     func client(_ grid: TestGrid) throws -> (MutableFileClient, ServerPool) {
         var cfg = RPCClientConfig()
         cfg.callTimeout = 20
@@ -24,47 +34,44 @@ final class MutableTests: XCTestCase {
     /// servers in pieces; a write at an offset of it; and a server stopped before an update:
     /// its shares go to other servers and the file stays whole.
     func testSizesLargeFilesAndAFailedServer() async throws {
-        let grid = try TestGrid(servers: 10)
-        defer { grid.shutdown() }
-        let (mc, pool) = try client(grid)
-        defer { pool.shutdown() }
-        _ = await pool.waitForServers(count: 10, timeout: 30)
-        for format in [MutableFormat.sdmf, .mdmf] {
-            for size in [0, 1, 131_071, 131_072, 131_073, 3 * 131_072 + 5] {
-                let data = pseudoRandom(size, seed: UInt64(size))
-                let created = try await mc.create(data, format: format)
-                let got = try await mc.read(created.capability.readOnly!)
-                XCTAssertTrue(got.data == data, "\(format) \(size) bytes")
+        try await withTenServers { grid, mc, pool in
+            for format in [MutableFormat.sdmf, .mdmf] {
+                for size in [0, 1, 131_071, 131_072, 131_073, 3 * 131_072 + 5] {
+                    let data = pseudoRandom(size, seed: UInt64(size))
+                    let created = try await mc.create(data, format: format)
+                    let got = try await mc.read(created.capability.readOnly!)
+                    XCTAssertTrue(got.data == data, "\(format) \(size) bytes")
+                }
             }
-        }
-        let big = pseudoRandom(40 << 20, seed: 77)
-        let created = try await mc.create(big, format: .mdmf)
-        XCTAssertEqual(created.placement.count, 10)
-        var got = try await mc.read(created.capability)
-        XCTAssertTrue(got.data == big, "40 MiB MDMF")
-        let patch = pseudoRandom(1 << 20, seed: 78)
-        _ = try await mc.update(created.capability, .write(offset: 20 << 20, bytes: patch))
-        var expected = big
-        expected.replaceSubrange((20 << 20)..<(21 << 20), with: patch)
-        got = try await mc.read(created.capability)
-        XCTAssertTrue(got.data == expected, "40 MiB MDMF after a write at 20 MiB")
-        XCTAssertEqual(got.sequenceNumber, 2)
-        let staging = grid.servers.flatMap { (try? FileSystem.list($0.directory + "/storage/staging")) ?? [] }
-        XCTAssertEqual(staging, [], "no staged data is left behind")
+            let big = pseudoRandom(40 << 20, seed: 77)
+            let created = try await mc.create(big, format: .mdmf)
+            XCTAssertEqual(created.placement.count, 10)
+            var got = try await mc.read(created.capability)
+            XCTAssertTrue(got.data == big, "40 MiB MDMF")
+            let patch = pseudoRandom(1 << 20, seed: 78)
+            _ = try await mc.update(created.capability, .write(offset: 20 << 20, bytes: patch))
+            var expected = big
+            expected.replaceSubrange((20 << 20)..<(21 << 20), with: patch)
+            got = try await mc.read(created.capability)
+            XCTAssertTrue(got.data == expected, "40 MiB MDMF after a write at 20 MiB")
+            XCTAssertEqual(got.sequenceNumber, 2)
+            let staging = grid.servers.flatMap { (try? FileSystem.list($0.directory + "/storage/staging")) ?? [] }
+            XCTAssertEqual(staging, [], "no staged data is left behind")
 
-        // A server that holds a share stops: the next version's share goes elsewhere.
-        let small = try await mc.create(pseudoRandom(5000, seed: 79), format: .mdmf)
-        let holder = try XCTUnwrap(small.placement[0]?.first)
-        let known = await pool.waitForServers(count: 10, timeout: 5)
-        let nick = try XCTUnwrap(known.first { $0.nodeID == holder }?.nickname)
-        let index = try XCTUnwrap(Int(nick.dropFirst("server".count)))
-        grid.servers[index].stop(ProcessSignal.kill)
-        let v2 = pseudoRandom(6000, seed: 80)
-        let updated = try await mc.update(small.capability, v2)
-        XCTAssertEqual(updated.placement.count, 10, "every share of the new version was placed")
-        XCTAssertFalse(updated.placement[0]!.contains(holder), "share 0 moved off the stopped server")
-        got = try await mc.read(small.capability)
-        XCTAssertTrue(got.data == v2)
+            // A server that holds a share stops: the next version's share goes elsewhere.
+            let small = try await mc.create(pseudoRandom(5000, seed: 79), format: .mdmf)
+            let holder = try XCTUnwrap(small.placement[0]?.first)
+            let known = await pool.waitForServers(count: 10, timeout: 5)
+            let nick = try XCTUnwrap(known.first { $0.nodeID == holder }?.nickname)
+            let index = try XCTUnwrap(Int(nick.dropFirst("server".count)))
+            grid.servers[index].stop(ProcessSignal.kill)
+            let v2 = pseudoRandom(6000, seed: 80)
+            let updated = try await mc.update(small.capability, v2)
+            XCTAssertEqual(updated.placement.count, 10, "every share of the new version was placed")
+            XCTAssertFalse(updated.placement[0]!.contains(holder), "share 0 moved off the stopped server")
+            got = try await mc.read(small.capability)
+            XCTAssertTrue(got.data == v2)
+        }
     }
 
     /// A read that asks the first servers first reads from the first total − happy + needed
@@ -72,50 +79,47 @@ final class MutableTests: XCTestCase {
     /// of them holds an older version (its v1 share put back after v2 was written: a server
     /// rolled back) or no share at all, the reader asks every server and reads the newest.
     func testReadsAskTheFirstServersFirstAndEveryServerWhenTheyDisagree() async throws {
-        let grid = try TestGrid(servers: 10)
-        defer { grid.shutdown() }
-        let (mc, pool) = try client(grid)
-        defer { pool.shutdown() }
-        _ = await pool.waitForServers(count: 10, timeout: 30)
-        func read(_ cap: MutableCapability) async throws -> (data: [UInt8], sequence: UInt64, connected: Int) {
-            let (reader, readerPool) = try client(grid)
-            defer { readerPool.shutdown() }
-            _ = await readerPool.waitForServers(count: 10, timeout: 30)
-            var out: [UInt8] = []
-            let r = try await reader.readMDMF(cap, firstServersFirst: true) { out += $0 }
-            return (out, r.sequenceNumber, readerPool.statuses().filter(\.connected).count)
-        }
-        let v1 = pseudoRandom(3000, seed: 5)
-        let created = try await mc.create(v1, format: .mdmf)
-        let cap = try XCTUnwrap(created.capability.readOnly)
-        var r = try await read(cap)
-        XCTAssertTrue(r.data == v1)
-        XCTAssertEqual(r.connected, 6)
+        try await withTenServers { grid, mc, pool in
+            func read(_ cap: MutableCapability) async throws -> (data: [UInt8], sequence: UInt64, connected: Int) {
+                let (reader, readerPool) = try client(grid)
+                defer { readerPool.shutdown() }
+                _ = await readerPool.waitForServers(count: 10, timeout: 30)
+                var out: [UInt8] = []
+                let r = try await reader.readMDMF(cap, firstServersFirst: true) { out += $0 }
+                return (out, r.sequenceNumber, readerPool.statuses().filter(\.connected).count)
+            }
+            let v1 = pseudoRandom(3000, seed: 5)
+            let created = try await mc.create(v1, format: .mdmf)
+            let cap = try XCTUnwrap(created.capability.readOnly)
+            var r = try await read(cap)
+            XCTAssertTrue(r.data == v1)
+            XCTAssertEqual(r.connected, 6)
 
-        // Keep share 0's container as v1 left it, write v2, put the v1 container back.
-        let si = Base32.encode(cap.storageIndex)
-        func sharePath(_ n: Int) throws -> String {
-            let holder = try XCTUnwrap(grid.servers.first { FileSystem.exists($0.directory + "/storage/shares/\(si.prefix(2))/\(si)/\(n)") })
-            return holder.directory + "/storage/shares/\(si.prefix(2))/\(si)/\(n)"
+            // Keep share 0's container as v1 left it, write v2, put the v1 container back.
+            let si = Base32.encode(cap.storageIndex)
+            func sharePath(_ n: Int) throws -> String {
+                let holder = try XCTUnwrap(grid.servers.first { FileSystem.exists($0.directory + "/storage/shares/\(si.prefix(2))/\(si)/\(n)") })
+                return holder.directory + "/storage/shares/\(si.prefix(2))/\(si)/\(n)"
+            }
+            let path0 = try sharePath(0)
+            let old = try XCTUnwrap(try FileSystem.readFile(path0, maxSize: 1 << 20))
+            let v2 = pseudoRandom(3500, seed: 6)
+            _ = try await mc.update(created.capability, v2)
+            r = try await read(cap)
+            XCTAssertTrue(r.data == v2)
+            XCTAssertEqual(r.connected, 6)
+            try FileSystem.writeFileAtomically(path0, old)
+            r = try await read(cap)
+            XCTAssertTrue(r.data == v2, "the newest version, not the rolled-back share's")
+            XCTAssertEqual(r.sequence, 2)
+            XCTAssertEqual(r.connected, 10)
+            // A first server with no share of the file at all.
+            try FileSystem.remove(path0)
+            try FileSystem.remove(try sharePath(1))
+            r = try await read(cap)
+            XCTAssertTrue(r.data == v2)
+            XCTAssertEqual(r.connected, 10)
         }
-        let path0 = try sharePath(0)
-        let old = try XCTUnwrap(try FileSystem.readFile(path0, maxSize: 1 << 20))
-        let v2 = pseudoRandom(3500, seed: 6)
-        _ = try await mc.update(created.capability, v2)
-        r = try await read(cap)
-        XCTAssertTrue(r.data == v2)
-        XCTAssertEqual(r.connected, 6)
-        try FileSystem.writeFileAtomically(path0, old)
-        r = try await read(cap)
-        XCTAssertTrue(r.data == v2, "the newest version, not the rolled-back share's")
-        XCTAssertEqual(r.sequence, 2)
-        XCTAssertEqual(r.connected, 10)
-        // A first server with no share of the file at all.
-        try FileSystem.remove(path0)
-        try FileSystem.remove(try sharePath(1))
-        r = try await read(cap)
-        XCTAssertTrue(r.data == v2)
-        XCTAssertEqual(r.connected, 10)
     }
 
     /// Lease renewal of a mutable file (what `grid maintain` does for each) asks every
@@ -152,97 +156,91 @@ final class MutableTests: XCTestCase {
     /// segments' blocks (and salts) stay byte for byte on every server; the next version
     /// reads back patched. A write past the end (an append) is written whole.
     func testPartialUpdateTouchesOnlyItsSegments() async throws {
-        let grid = try TestGrid(servers: 10)
-        defer { grid.shutdown() }
-        let (mc, pool) = try client(grid)
-        defer { pool.shutdown() }
-        _ = await pool.waitForServers(count: 10, timeout: 30)
-        let data = pseudoRandom(5 * 131_072 + 1000, seed: 120)
-        let created = try await mc.create(data, format: .mdmf)
-        let si = Base32.encode(created.capability.storageIndex)
-        func shares() throws -> [Int: MDMFShare] {
-            var out: [Int: MDMFShare] = [:]
-            for s in grid.servers {
-                let dir = s.directory + "/storage/shares/\(si.prefix(2))/\(si)"
-                for name in (try? FileSystem.list(dir)) ?? [] {
-                    guard let n = Int(name), let file = try FileSystem.readFile(dir + "/" + name, maxSize: 1 << 24) else { continue }
-                    out[n] = try MDMFShare(parsing: Array(file[468..<(file.count - 4)]))
+        try await withTenServers { grid, mc, pool in
+            let data = pseudoRandom(5 * 131_072 + 1000, seed: 120)
+            let created = try await mc.create(data, format: .mdmf)
+            let si = Base32.encode(created.capability.storageIndex)
+            func shares() throws -> [Int: MDMFShare] {
+                var out: [Int: MDMFShare] = [:]
+                for s in grid.servers {
+                    let dir = s.directory + "/storage/shares/\(si.prefix(2))/\(si)"
+                    for name in (try? FileSystem.list(dir)) ?? [] {
+                        guard let n = Int(name), let file = try FileSystem.readFile(dir + "/" + name, maxSize: 1 << 24) else { continue }
+                        out[n] = try MDMFShare(parsing: Array(file[468..<(file.count - 4)]))
+                    }
+                }
+                return out
+            }
+            let before = try shares()
+            let patch = pseudoRandom(5000, seed: 121)
+            let r = try await mc.update(created.capability, .write(offset: 131_000, bytes: patch))  // segments 0 and 1
+            XCTAssertEqual(r.sequenceNumber, 2)
+            let after = try shares()
+            XCTAssertEqual(after.count, 10)
+            for (n, a) in after {
+                let b = try XCTUnwrap(before[n])
+                XCTAssertEqual(a.sequenceNumber, 2)
+                for seg in 0..<a.blocks.count {
+                    let same = a.blocks[seg].salt == b.blocks[seg].salt && a.blocks[seg].block == b.blocks[seg].block
+                    XCTAssertEqual(same, seg > 1, "share \(n) segment \(seg): only segments 0 and 1 change")
                 }
             }
-            return out
+            var expected = data
+            expected.replaceSubrange(131_000..<136_000, with: patch)
+            var got = try await mc.read(created.capability.readOnly!)
+            XCTAssertTrue(got.data == expected, "patched in place")
+            // Past the end: the file grows (written whole).
+            _ = try await mc.update(created.capability, .write(offset: UInt64(expected.count - 10), bytes: patch))
+            expected = Array(expected.prefix(expected.count - 10)) + patch
+            got = try await mc.read(created.capability.readOnly!)
+            XCTAssertTrue(got.data == expected, "appended")
+            XCTAssertEqual(got.sequenceNumber, 3)
         }
-        let before = try shares()
-        let patch = pseudoRandom(5000, seed: 121)
-        let r = try await mc.update(created.capability, .write(offset: 131_000, bytes: patch))  // segments 0 and 1
-        XCTAssertEqual(r.sequenceNumber, 2)
-        let after = try shares()
-        XCTAssertEqual(after.count, 10)
-        for (n, a) in after {
-            let b = try XCTUnwrap(before[n])
-            XCTAssertEqual(a.sequenceNumber, 2)
-            for seg in 0..<a.blocks.count {
-                let same = a.blocks[seg].salt == b.blocks[seg].salt && a.blocks[seg].block == b.blocks[seg].block
-                XCTAssertEqual(same, seg > 1, "share \(n) segment \(seg): only segments 0 and 1 change")
-            }
-        }
-        var expected = data
-        expected.replaceSubrange(131_000..<136_000, with: patch)
-        var got = try await mc.read(created.capability.readOnly!)
-        XCTAssertTrue(got.data == expected, "patched in place")
-        // Past the end: the file grows (written whole).
-        _ = try await mc.update(created.capability, .write(offset: UInt64(expected.count - 10), bytes: patch))
-        expected = Array(expected.prefix(expected.count - 10)) + patch
-        got = try await mc.read(created.capability.readOnly!)
-        XCTAssertTrue(got.data == expected, "appended")
-        XCTAssertEqual(got.sequenceNumber, 3)
     }
 
     /// SDMF and MDMF: create, read (write and read-only capabilities), replace, read the
     /// new version; a write from a stale read is refused as a conflict; a read-only
     /// capability cannot write.
     func testCreateReadUpdateThroughDaemons() async throws {
-        let grid = try TestGrid(servers: 10)
-        defer { grid.shutdown() }
-        let (mc, pool) = try client(grid)
-        defer { pool.shutdown() }
-        _ = await pool.waitForServers(count: 10, timeout: 30)
-        for (format, size) in [(MutableFormat.sdmf, 1000), (.mdmf, 300_000)] {
-            let v1 = pseudoRandom(size, seed: 41), v2 = pseudoRandom(size + 777, seed: 42)
-            let created = try await mc.create(v1, format: format)
-            XCTAssertEqual(created.placement.count, 10, "\(format)")
-            XCTAssertEqual(Set(created.placement.values).count, 10, "one share per server")
-            var got = try await mc.read(created.capability)
-            XCTAssertTrue(got.data == v1, "\(format) v1")
-            XCTAssertEqual(got.sequenceNumber, 1)
-            let ro = try XCTUnwrap(created.capability.readOnly)
-            got = try await mc.read(ro)
-            XCTAssertTrue(got.data == v1, "\(format) read-only")
+        try await withTenServers { grid, mc, pool in
+            for (format, size) in [(MutableFormat.sdmf, 1000), (.mdmf, 300_000)] {
+                let v1 = pseudoRandom(size, seed: 41), v2 = pseudoRandom(size + 777, seed: 42)
+                let created = try await mc.create(v1, format: format)
+                XCTAssertEqual(created.placement.count, 10, "\(format)")
+                XCTAssertEqual(Set(created.placement.values).count, 10, "one share per server")
+                var got = try await mc.read(created.capability)
+                XCTAssertTrue(got.data == v1, "\(format) v1")
+                XCTAssertEqual(got.sequenceNumber, 1)
+                let ro = try XCTUnwrap(created.capability.readOnly)
+                got = try await mc.read(ro)
+                XCTAssertTrue(got.data == v1, "\(format) read-only")
 
-            let updated = try await mc.update(created.capability, v2)
-            XCTAssertEqual(updated.sequenceNumber, 2)
-            got = try await mc.read(ro)
-            XCTAssertTrue(got.data == v2, "\(format) v2")
-            XCTAssertEqual(got.sequenceNumber, 2)
+                let updated = try await mc.update(created.capability, v2)
+                XCTAssertEqual(updated.sequenceNumber, 2)
+                got = try await mc.read(ro)
+                XCTAssertTrue(got.data == v2, "\(format) v2")
+                XCTAssertEqual(got.sequenceNumber, 2)
 
-            // A writer that read version 2 and writes after someone else wrote version 3
-            // is refused: no server is left holding a mix that loses either.
-            let stale = try await mc.fetch(created.capability.storageIndex, servers: try await mc.servers(created.capability))
-            let v3 = pseudoRandom(size / 2 + 1, seed: 43)
-            _ = try await mc.update(created.capability, v3)
-            let key = try MutableKeys.decryptPrivateKey(try CheckedMutableShare(created.capability, stale[0].bytes, number: stale[0].number).encryptedPrivateKey,
-                                                        for: created.capability)
-            do {
-                _ = try await mc.publish(v1, key: key, format: format, sequenceNumber: 3, existing: stale)
-                XCTFail("a write from a stale read was accepted")
-            } catch { XCTAssertEqual(error.errorClass, .conflict, "\(error)") }
-            got = try await mc.read(ro)
-            XCTAssertTrue(got.data == v3, "\(format): the winner's version is intact")
-            XCTAssertEqual(got.sequenceNumber, 3)
+                // A writer that read version 2 and writes after someone else wrote version 3
+                // is refused: no server is left holding a mix that loses either.
+                let stale = try await mc.fetch(created.capability.storageIndex, servers: try await mc.servers(created.capability))
+                let v3 = pseudoRandom(size / 2 + 1, seed: 43)
+                _ = try await mc.update(created.capability, v3)
+                let key = try MutableKeys.decryptPrivateKey(try CheckedMutableShare(created.capability, stale[0].bytes, number: stale[0].number).encryptedPrivateKey,
+                                                            for: created.capability)
+                do {
+                    _ = try await mc.publish(v1, key: key, format: format, sequenceNumber: 3, existing: stale)
+                    XCTFail("a write from a stale read was accepted")
+                } catch { XCTAssertEqual(error.errorClass, .conflict, "\(error)") }
+                got = try await mc.read(ro)
+                XCTAssertTrue(got.data == v3, "\(format): the winner's version is intact")
+                XCTAssertEqual(got.sequenceNumber, 3)
 
-            do {
-                _ = try await mc.update(ro, v1)
-                XCTFail("a read-only capability wrote")
-            } catch { XCTAssertEqual(error.errorClass, .denied, "\(error)") }
+                do {
+                    _ = try await mc.update(ro, v1)
+                    XCTFail("a read-only capability wrote")
+                } catch { XCTAssertEqual(error.errorClass, .denied, "\(error)") }
+            }
         }
     }
 }
